@@ -1,0 +1,46 @@
+"""memsym's engine: model specs and registry, composition of terms, evaluation.
+
+Typical use::
+
+    from engine import estimate, memory_model
+    result = estimate("qwen3-0.6b", batch_size=1, seq_len=2048)
+    result.evaluation.terms["kv_cache"]            # 234881024
+    spec, mm = memory_model("qwen3-0.6b", batch_size=None, seq_len=None)
+    mm.expression()                                # the total as a formula in b and s
+
+Names are resolved on first use (PEP 562), so ``import engine.errors`` or the CLI's
+``--help`` does not pay for importing SymPy.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "Estimate": "engine.api", "estimate": "engine.api", "memory_model": "engine.api",
+    "count_parameters": "engine.architecture", "parameter_tensors": "engine.architecture",
+    "build": "engine.compose", "build_inference": "engine.compose", "build_training": "engine.compose",
+    "ConfigError": "engine.errors", "InfeasibleError": "engine.errors", "InputError": "engine.errors",
+    "MemsymError": "engine.errors", "UnknownModelError": "engine.errors",
+    "UnsupportedModelError": "engine.errors",
+    "spec_from_config": "engine.families",
+    "Evaluation": "engine.model", "MemoryModel": "engine.model",
+    "load_spec": "engine.registry", "registry_entries": "engine.registry",
+    "Scenario": "engine.scenario",
+    "ModelSpec": "engine.spec",
+    "format_bytes": "engine.units", "parse_bytes": "engine.units",
+}
+_RENAMED = {"registry_entries": "entries"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(import_module(module), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

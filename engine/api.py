@@ -1,0 +1,49 @@
+"""The library calls the CLI makes, one per command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine import architecture
+from engine.compose import build
+from engine.model import Evaluation, MemoryModel
+from engine.registry import load_spec
+from engine.scenario import Scenario
+from engine.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Estimate:
+    spec: ModelSpec
+    model: MemoryModel
+    evaluation: Evaluation
+    counts: dict[str, int]
+
+    def to_dict(self) -> dict:
+        """The ``--json`` contract: model, inputs, parameters, total_bytes, terms (+ detail)."""
+        ev = self.evaluation
+        return {
+            "model": self.spec.name,
+            "architecture": self.spec.architecture,
+            "inputs": self.model.inputs,
+            "parameters": self.counts["parameters"],
+            "active_parameters": self.counts["active_parameters"],
+            "buffers": self.counts["buffers"],
+            "total_bytes": ev.total_bytes,
+            "terms": {name: ev.terms[name] for name in self.model.top_level},
+            "breakdown": {name: value for name, value in ev.terms.items() if "/" in name},
+            "phases": ev.phases,
+            "peak_phase": ev.peak_phase,
+        }
+
+
+def memory_model(model: str | None = None, config: str | None = None, **knobs) -> tuple[ModelSpec, MemoryModel]:
+    """The memory model of a registry model (or local config.json) under the given knobs."""
+    spec = load_spec(model, config)
+    return spec, build(spec, Scenario(**knobs))
+
+
+def estimate(model: str | None = None, config: str | None = None, **knobs) -> Estimate:
+    """Exact bytes of every term for one model and scenario (all sizes given)."""
+    spec, mm = memory_model(model, config, **knobs)
+    return Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))

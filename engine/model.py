@@ -1,0 +1,130 @@
+"""MemoryModel: named memory terms, the facts that pin them, and the total (or phase peak).
+
+Terms are an ordered mapping ``name -> expression``; sub-terms are named
+``parent/child`` (``weights/attention``). A top-level term is its children's sum, except
+where the builder says the children peak at different moments (inference activations:
+``Max`` of one layer's attention, its MLP and the logits). Where memory peaks at different
+moments of a step (training: the start of backward vs the optimizer step), the model keeps
+one sum per phase and the total is their ``Max``.
+
+Expressions stay in the declared symbols; ``facts`` (model shape, byte widths and whatever
+scenario values were given) are substituted on demand, and every symbol not pinned is a
+free variable of the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from engine.errors import InputError
+from formulas import symbols as S
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Exact bytes of every term at one point; ``total_bytes`` is the peak over phases."""
+
+    total_bytes: int
+    terms: dict[str, int]
+    phases: dict[str, int]
+    peak_phase: str | None
+    values: dict[str, int]
+
+
+def to_bytes(value: sympy.Expr, what: str) -> int:
+    """An exact, fully substituted byte count as an int, rounded up to a whole byte."""
+    if not value.is_number:
+        missing = ", ".join(sorted(s.name for s in value.free_symbols))
+        raise InputError(f"{what} still depends on {missing}; give a value for each")
+    return int(sympy.ceiling(value))
+
+
+@dataclass
+class MemoryModel:
+    """Named memory terms of one model and scenario."""
+
+    name: str
+    mode: str
+    terms: dict[str, sympy.Expr]
+    facts: dict[sympy.Symbol, sympy.Expr]
+    phases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, object] = field(default_factory=dict)
+    parameters: sympy.Expr = sympy.Integer(0)
+    active_parameters: sympy.Expr = sympy.Integer(0)
+
+    # --- structure ---------------------------------------------------------------------
+    @property
+    def top_level(self) -> list[str]:
+        return [name for name in self.terms if "/" not in name]
+
+    def children(self, name: str) -> list[str]:
+        prefix = name + "/"
+        return [n for n in self.terms if n.startswith(prefix) and "/" not in n[len(prefix):]]
+
+    def phase_sums(self) -> dict[str, sympy.Expr]:
+        return {phase: sympy.Add(*(self.terms[n] for n in names)) for phase, names in self.phases.items()}
+
+    @property
+    def total(self) -> sympy.Expr:
+        """The symbolic total: the sum of top-level terms, or the Max over phase sums."""
+        if self.phases:
+            return sympy.Max(*self.phase_sums().values())
+        return sympy.Add(*(self.terms[n] for n in self.top_level))
+
+    # --- substitution ------------------------------------------------------------------
+    def pinned(self, expr: sympy.Expr, **values: int) -> sympy.Expr:
+        """``expr`` with the model's facts and the given ``values`` substituted."""
+        subs = dict(self.facts)
+        subs.update(self._symbol_values(values))
+        return expr.xreplace(subs)
+
+    def _symbol_values(self, values: dict[str, object]) -> dict[sympy.Symbol, sympy.Expr]:
+        out = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            try:
+                sym = S.symbol(name)
+            except KeyError:
+                raise InputError(f"unknown variable {name!r}") from None
+            out[sym] = sympy.Rational(value) if not isinstance(value, sympy.Basic) else value
+        return out
+
+    @property
+    def free_symbols(self) -> list[sympy.Symbol]:
+        """Symbols left free once the facts are pinned, sorted by name."""
+        return sorted(self.pinned(self.total).free_symbols, key=lambda s: s.name)
+
+    def expression(self, name: str | None = None, pinned: bool = True) -> sympy.Expr:
+        """One term (or the total, ``name=None``), with or without the facts substituted."""
+        if name is None:
+            expr = self.total
+        elif name in self.terms:
+            expr = self.terms[name]
+        else:
+            raise InputError(f"unknown term {name!r}; known: {', '.join(self.terms)}")
+        return self.pinned(expr) if pinned else expr
+
+    # --- exact evaluation --------------------------------------------------------------
+    def evaluate(self, **values: int) -> Evaluation:
+        """Exact integer bytes of every term and the total at ``values`` (names -> numbers)."""
+        subs = dict(self.facts)
+        subs.update(self._symbol_values(values))
+        terms = {name: to_bytes(expr.xreplace(subs), f"term {name!r}") for name, expr in self.terms.items()}
+        phases = {
+            phase: sum(terms[n] for n in names) for phase, names in self.phases.items()
+        }
+        if phases:
+            peak_phase = max(phases, key=phases.get)
+            total = phases[peak_phase]
+        else:
+            peak_phase = None
+            total = sum(terms[n] for n in self.top_level)
+        return Evaluation(total, terms, phases, peak_phase, {k: v for k, v in values.items() if v is not None})
+
+    def diff(self, variable: str, name: str | None = None) -> sympy.Expr:
+        """Partial derivative of a term (or the total) with respect to ``variable``."""
+        return sympy.diff(self.expression(name), S.symbol(variable))

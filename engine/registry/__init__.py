@@ -1,0 +1,91 @@
+"""The embedded model registry, and loading a model by id or from a local config.json.
+
+Each file in ``models/`` holds one model's published config.json values and where they
+come from (format: ``id``, ``name``, ``hf_repo``, ``source``, ``retrieved_from``,
+``config``). Files are read only when asked for; nothing is loaded at import time and
+nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from engine.errors import ConfigError, UnknownModelError
+from engine.families import spec_from_config
+from engine.spec import ModelSpec
+
+MODELS_DIR = Path(__file__).parent / "models"
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few KB; refuse anything absurd
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    id: str
+    name: str
+    hf_repo: str
+    source: str
+    config: dict
+
+
+@lru_cache(maxsize=1)
+def entries() -> tuple[RegistryEntry, ...]:
+    """Every registry entry, sorted by id."""
+    out = []
+    for path in sorted(MODELS_DIR.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        out.append(RegistryEntry(data["id"], data["name"], data["hf_repo"], data["source"], data["config"]))
+    return tuple(out)
+
+
+def find(model_id: str) -> RegistryEntry:
+    """The entry whose id or HF repo id is ``model_id`` (case-insensitive)."""
+    key = model_id.strip().lower()
+    for entry in entries():
+        if key in (entry.id, entry.hf_repo.lower(), entry.name.lower()):
+            return entry
+    names = [e.id for e in entries()] + [e.hf_repo for e in entries()]
+    close = difflib.get_close_matches(model_id, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; run 'memsym models' for the list"
+    raise UnknownModelError(f"--model: unknown model {model_id!r}{hint}")
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """A local config.json as a dict; errors name the file."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            path = path / "config.json"
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a config.json")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def load_spec(model: str | None = None, config_path: str | os.PathLike | None = None) -> ModelSpec:
+    """A ModelSpec from a registry id / HF repo id, or from a local config.json."""
+    if (model is None) == (config_path is None):
+        raise UnknownModelError("give exactly one of --model ID or --config PATH")
+    if config_path is not None:
+        return spec_from_config(read_config(config_path), str(config_path))
+    entry = find(model)
+    return spec_from_config(entry.config, entry.id)

@@ -1,0 +1,89 @@
+"""Scenario knobs: what is run, at which size, in which precision.
+
+Any of ``batch_size``, ``seq_len``, ``block_size`` left as None stays a free symbol in the
+memory model. Values are checked here, so formulas never see a bad one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+from engine.errors import InputError
+from formulas.activations import LOGITS_MODES, RECOMPUTE_MODES
+from formulas.dtypes import DTYPE_BYTES, canonical_dtype
+from formulas.kv_cache import MLA_LAYOUTS
+from formulas.optimizer import OPTIMIZER_STATE_BYTES, PRECISION_CONVENTIONS
+from formulas.weights import QUANT_SCHEMES
+
+from formulas.options import ATTENTION, MODES, PRECISIONS
+LOSS_DTYPE = "float32"  # transformers' loss upcasts logits: ``logits.float()``
+
+
+@dataclass(frozen=True)
+class Scenario:
+    mode: str = "inference"
+    batch_size: int | None = 1
+    seq_len: int | None = 2048
+    dtype: str = "bfloat16"
+    kv_cache_dtype: str | None = None  # default: dtype
+    weight_quant: str = "none"
+    quant_group_size: int | None = None  # default: the scheme's (128 for int4 and fp8)
+    attention: str = "sdpa"
+    logits: str = "last"  # inference: "last" as generation projects; training uses all
+    mla_cache: str = "latent"
+    block_size: int | None = None  # paged KV cache; None = contiguous
+    recompute: str = "none"
+    optimizer: str = "adamw"
+    precision: str = "auto"
+    reserve_bytes: int = 0
+
+    def __post_init__(self):
+        _choice("--mode", self.mode, MODES)
+        for flag, value in (("--batch-size", self.batch_size), ("--seq-len", self.seq_len),
+                            ("--block-size", self.block_size), ("--quant-group-size", self.quant_group_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{flag} must be a positive integer, got {value!r}")
+        for flag, value in (("--dtype", self.dtype), ("--kv-cache-dtype", self.kv_cache_dtype)):
+            if value is not None and canonical_dtype(value) is None:
+                raise InputError(f"{flag}: unknown dtype {value!r} (known: {', '.join(DTYPE_BYTES)})")
+        _choice("--weight-quant", self.weight_quant, tuple(QUANT_SCHEMES))
+        _choice("--attention", self.attention, ATTENTION)
+        _choice("--logits", self.logits, LOGITS_MODES)
+        _choice("--mla-cache", self.mla_cache, MLA_LAYOUTS)
+        _choice("--recompute", self.recompute, RECOMPUTE_MODES)
+        _choice("--optimizer", self.optimizer, tuple(OPTIMIZER_STATE_BYTES))
+        _choice("--precision", self.precision, PRECISIONS)
+        if isinstance(self.reserve_bytes, bool) or not isinstance(self.reserve_bytes, int) or self.reserve_bytes < 0:
+            raise InputError(f"--reserve must be a non-negative number of bytes, got {self.reserve_bytes!r}")
+
+    # --- derived byte widths ------------------------------------------------------------
+    def weight_bytes(self) -> Fraction:
+        return DTYPE_BYTES[canonical_dtype(self.dtype)]
+
+    def kv_bytes(self) -> Fraction:
+        return DTYPE_BYTES[canonical_dtype(self.kv_cache_dtype or self.dtype)]
+
+    def training_bytes(self) -> tuple[Fraction, Fraction, Fraction, str]:
+        """(weights, gradients, master weights, convention) per parameter for training.
+
+        ``auto``: with 16-bit weights, the ZeRO paper's mixed precision (fp32 master copy,
+        gradients in the weights' dtype); with fp32 weights, ``pure`` (no master copy).
+        """
+        precision = self.precision
+        if precision == "auto":
+            precision = "pure" if self.weight_bytes() >= 4 else "zero16"
+        if precision == "pure":
+            width = self.weight_bytes()
+            return width, width, Fraction(0), precision
+        weights, grads, master, _, _ = PRECISION_CONVENTIONS[precision]
+        return Fraction(weights), Fraction(grads), Fraction(master), precision
+
+    def as_inputs(self) -> dict[str, object]:
+        """The knobs as plain values, for echoing in output."""
+        return {k: v for k, v in asdict(self).items()}
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InputError(f"{flag}: unknown value {value!r} (choose from {', '.join(allowed)})")

@@ -1,0 +1,7 @@
+"""memsym's memory terms: each a small function returning a SymPy expression.
+
+Modules: ``symbols`` (every symbol, declared once), ``dtypes`` (bytes per element),
+``parameters`` (parameter tensors by component), ``weights`` (stored bytes, quantized or
+not), ``kv_cache``, ``activations``, ``optimizer`` (gradients, master weights, optimizer
+state) and ``overhead``.
+"""

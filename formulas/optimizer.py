@@ -1,0 +1,59 @@
+"""Training state per parameter: master weights, gradients and optimizer state.
+
+Each is ``P x bytes``, where ``P`` counts the trained parameters. Optimizer state depends
+on the parameters only, not on batch size (the seed article says otherwise; see
+docs/formulas.md). Which precision each tensor is kept in decides the bytes per
+parameter; the common conventions are named in :data:`PRECISION_CONVENTIONS`.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import sympy
+
+from formulas.symbols import gradient_bytes, master_weight_bytes, optimizer_bytes
+
+# optimizer -> bytes of state per trained parameter (fp32 states unless named otherwise)
+OPTIMIZER_STATE_BYTES: dict[str, Fraction] = {
+    # Adam/AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019): fp32 exp_avg and exp_avg_sq.
+    "adamw": Fraction(8),
+    "adam": Fraction(8),
+    # bitsandbytes 8-bit Adam (Dettmers et al. 2021, arXiv:2110.02861): two uint8 states,
+    # block-wise quantized with one fp32 absmax per block of 2048 values.
+    "adam8bit": 2 * (Fraction(1) + Fraction(4, 2048)),
+    # SGD with momentum: one fp32 momentum buffer; plain SGD keeps nothing.
+    "sgd-momentum": Fraction(4),
+    "sgd": Fraction(0),
+}
+
+# Bytes per parameter of mixed-precision training with Adam, as three sources count them:
+# name -> (weights, gradients, master weights, optimizer state, where it comes from)
+PRECISION_CONVENTIONS: dict[str, tuple[int, int, int, int, str]] = {
+    "zero16": (2, 2, 4, 8, "ZeRO, Rajbhandari et al. 2020, arXiv:1910.02054, section 3.1: 2 + 2 + 12"),
+    "megatron18": (
+        2, 4, 4, 8,
+        "Megatron-LM megatron/training/theoretical_memory_usage.py: 18 bytes without the "
+        "distributed optimizer (bf16 weights, fp32 gradients, fp32 master and Adam moments)",
+    ),
+    "deepspeed20": (
+        2, 6, 4, 8,
+        "DeepSpeed estimate_zero2_model_states_mem_needs: 4 P + 16 P on one GPU "
+        "(fp16 weights and gradients, fp32 master, moments and gradient copy)",
+    ),
+}
+
+
+def gradients(trained_parameters: sympy.Expr) -> sympy.Expr:
+    """Gradient bytes: ``P beta_g``."""
+    return trained_parameters * gradient_bytes
+
+
+def master_weights(trained_parameters: sympy.Expr) -> sympy.Expr:
+    """fp32 master copy of the trained weights under mixed precision: ``P beta_m``."""
+    return trained_parameters * master_weight_bytes
+
+
+def optimizer_state(trained_parameters: sympy.Expr) -> sympy.Expr:
+    """Optimizer state bytes: ``P beta_o`` (8 for AdamW's two fp32 moments)."""
+    return trained_parameters * optimizer_bytes

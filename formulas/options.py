@@ -1,0 +1,15 @@
+"""Names of every scenario choice, kept free of SymPy so the CLI can list them fast.
+
+The formulas that give each name its meaning import these tuples; a test checks that each
+tuple and the table it names agree.
+"""
+
+MODES = ("inference", "training")
+ATTENTION = ("sdpa", "eager")  # fused kernels (no score matrix) vs materialised scores
+LOGITS_MODES = ("all", "last")
+RECOMPUTE_MODES = ("none", "selective", "full")
+MLA_LAYOUTS = ("latent", "decompressed")
+QUANT_SCHEMES = ("none", "int8", "int4", "fp8", "w8a8")
+OPTIMIZERS = ("adamw", "adam", "adam8bit", "sgd-momentum", "sgd")
+PRECISIONS = ("auto", "pure", "zero16", "megatron18", "deepspeed20")
+DTYPES = ("float32", "float16", "bfloat16", "float8", "int8", "int4")

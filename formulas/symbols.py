@@ -1,0 +1,149 @@
+"""Every symbol memsym uses, declared once.
+
+Python names follow Hugging Face ``config.json`` fields and the words users type
+(``batch_size``, ``seq_len``, ``num_key_value_heads``); LaTeX names are short and are
+the same in every output. Each symbol carries SymPy assumptions (all are positive; counts
+are integers), a one-line meaning and a unit.
+
+Declaring a ``Symbol`` is cheap and builds no expression, so the table lives in the
+module body; formulas are built only when a function asks for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+
+@dataclass(frozen=True)
+class SymbolInfo:
+    """What a symbol is: its SymPy object, LaTeX name, meaning and unit."""
+
+    symbol: sympy.Symbol
+    latex: str
+    meaning: str
+    unit: str
+
+    @property
+    def name(self) -> str:
+        return self.symbol.name
+
+
+# name, LaTeX, meaning, unit, integer?
+_TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
+    # --- scenario -------------------------------------------------------------------
+    ("batch_size", "b", "sequences processed at once (batch size or concurrent requests)", "sequences", True),
+    ("seq_len", "s", "tokens per sequence (prompt plus generated)", "tokens", True),
+    ("block_size", "B_{blk}", "tokens per paged KV-cache block (vLLM's block_size)", "tokens", True),
+    # --- model shape (config.json names) ----------------------------------------------
+    ("hidden_size", "h", "hidden size (model width)", "elements", True),
+    ("num_hidden_layers", "L", "transformer layers", "layers", True),
+    ("num_attention_heads", "a", "query heads per layer", "heads", True),
+    ("num_key_value_heads", "a_{kv}", "key/value heads per layer (a for MHA, 1 for MQA)", "heads", True),
+    ("head_dim", "d", "dimension of one attention head", "elements", True),
+    ("intermediate_size", "f", "MLP intermediate size of a dense layer", "elements", True),
+    ("vocab_size", "V", "vocabulary size", "tokens", True),
+    ("max_position_embeddings", "P", "rows of a learned position-embedding table", "positions", True),
+    ("num_sliding_layers", "L_{w}", "layers with sliding-window attention", "layers", True),
+    ("sliding_window", "w", "sliding-window span", "tokens", True),
+    # --- mixture of experts -----------------------------------------------------------
+    ("num_moe_layers", "L_{e}", "layers whose MLP is a mixture of experts", "layers", True),
+    ("num_experts", "E", "routed experts per MoE layer", "experts", True),
+    ("num_experts_per_tok", "k_{e}", "routed experts active per token", "experts", True),
+    ("num_shared_experts", "E_{sh}", "shared (always active) experts per MoE layer", "experts", True),
+    ("moe_intermediate_size", "f_{e}", "intermediate size of one expert", "elements", True),
+    # --- multi-head latent attention (DeepSeek-V2/V3) -----------------------------------
+    ("q_lora_rank", "r_{q}", "rank of the compressed query (MLA)", "elements", True),
+    ("kv_lora_rank", "r_{kv}", "rank of the compressed key/value latent (MLA)", "elements", True),
+    ("qk_nope_head_dim", "d_{n}", "per-head query/key dimension without rotary embedding (MLA)", "elements", True),
+    ("qk_rope_head_dim", "d_{r}", "per-head query/key dimension with rotary embedding (MLA)", "elements", True),
+    ("v_head_dim", "d_{v}", "per-head value dimension (MLA)", "elements", True),
+    # --- bytes per element ------------------------------------------------------------
+    ("weight_bytes", r"\beta_{w}", "bytes per stored weight element", "bytes", False),
+    ("quantized_weight_bytes", r"\beta_{q}", "bytes per quantized linear-layer weight element", "bytes", False),
+    ("quant_group_size", "g", "weights sharing one quantization scale (group-wise int4)", "elements", True),
+    ("quant_scale_bytes", r"\beta_{sc}", "bytes per quantization scale", "bytes", False),
+    ("kv_cache_bytes", r"\beta_{kv}", "bytes per KV-cache element", "bytes", False),
+    ("activation_bytes", r"\beta_{a}", "bytes per activation element", "bytes", False),
+    ("gradient_bytes", r"\beta_{g}", "bytes per gradient element", "bytes", False),
+    ("master_weight_bytes", r"\beta_{m}", "bytes per master-weight element (0 without a master copy)", "bytes", False),
+    ("optimizer_bytes", r"\beta_{o}", "bytes of optimizer state per trained parameter", "bytes", False),
+    ("loss_bytes", r"\beta_{\ell}", "bytes per element of the logits copy the loss makes", "bytes", False),
+    # --- overheads ------------------------------------------------------------------------
+    ("reserve_bytes", "R", "memory reserved outside the model (CUDA context, runtime)", "bytes", True),
+)
+
+
+def _declare() -> dict[str, SymbolInfo]:
+    table: dict[str, SymbolInfo] = {}
+    for name, latex, meaning, unit, integer in _TABLE:
+        if integer:
+            symbol = sympy.Symbol(name, positive=True, integer=True)
+        else:
+            symbol = sympy.Symbol(name, positive=True, rational=True)
+        table[name] = SymbolInfo(symbol, latex, meaning, unit)
+    return table
+
+
+SYMBOLS: dict[str, SymbolInfo] = _declare()
+
+# Module-level names so formulas read like the paper: ``b * s * h``.
+batch_size = SYMBOLS["batch_size"].symbol
+seq_len = SYMBOLS["seq_len"].symbol
+block_size = SYMBOLS["block_size"].symbol
+hidden_size = SYMBOLS["hidden_size"].symbol
+num_hidden_layers = SYMBOLS["num_hidden_layers"].symbol
+num_attention_heads = SYMBOLS["num_attention_heads"].symbol
+num_key_value_heads = SYMBOLS["num_key_value_heads"].symbol
+head_dim = SYMBOLS["head_dim"].symbol
+intermediate_size = SYMBOLS["intermediate_size"].symbol
+vocab_size = SYMBOLS["vocab_size"].symbol
+max_position_embeddings = SYMBOLS["max_position_embeddings"].symbol
+num_sliding_layers = SYMBOLS["num_sliding_layers"].symbol
+sliding_window = SYMBOLS["sliding_window"].symbol
+num_moe_layers = SYMBOLS["num_moe_layers"].symbol
+num_experts = SYMBOLS["num_experts"].symbol
+num_experts_per_tok = SYMBOLS["num_experts_per_tok"].symbol
+num_shared_experts = SYMBOLS["num_shared_experts"].symbol
+moe_intermediate_size = SYMBOLS["moe_intermediate_size"].symbol
+q_lora_rank = SYMBOLS["q_lora_rank"].symbol
+kv_lora_rank = SYMBOLS["kv_lora_rank"].symbol
+qk_nope_head_dim = SYMBOLS["qk_nope_head_dim"].symbol
+qk_rope_head_dim = SYMBOLS["qk_rope_head_dim"].symbol
+v_head_dim = SYMBOLS["v_head_dim"].symbol
+weight_bytes = SYMBOLS["weight_bytes"].symbol
+quantized_weight_bytes = SYMBOLS["quantized_weight_bytes"].symbol
+quant_group_size = SYMBOLS["quant_group_size"].symbol
+quant_scale_bytes = SYMBOLS["quant_scale_bytes"].symbol
+kv_cache_bytes = SYMBOLS["kv_cache_bytes"].symbol
+activation_bytes = SYMBOLS["activation_bytes"].symbol
+gradient_bytes = SYMBOLS["gradient_bytes"].symbol
+master_weight_bytes = SYMBOLS["master_weight_bytes"].symbol
+optimizer_bytes = SYMBOLS["optimizer_bytes"].symbol
+loss_bytes = SYMBOLS["loss_bytes"].symbol
+reserve_bytes = SYMBOLS["reserve_bytes"].symbol
+
+
+def symbol(name: str) -> sympy.Symbol:
+    """The declared symbol called ``name``; KeyError names the unknown symbol."""
+    try:
+        return SYMBOLS[name].symbol
+    except KeyError:
+        raise KeyError(f"no symbol named {name!r}") from None
+
+
+def info(sym: sympy.Symbol) -> SymbolInfo:
+    """The declaration of a symbol object."""
+    return SYMBOLS[sym.name]
+
+
+def latex_names() -> dict[sympy.Symbol, str]:
+    """Symbol -> short LaTeX name, for ``sympy.latex(expr, symbol_names=...)``."""
+    return {entry.symbol: entry.latex for entry in SYMBOLS.values()}
+
+
+def is_declared(sym: sympy.Symbol) -> bool:
+    """True when ``sym`` is the very symbol declared here (same name and assumptions)."""
+    entry = SYMBOLS.get(sym.name)
+    return entry is not None and entry.symbol == sym

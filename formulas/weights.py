@@ -1,0 +1,76 @@
+"""Bytes of the stored weights, plain or quantized.
+
+``weights = sum over tensors of numel x bytes``, where a quantization scheme changes the
+bytes of the linear layers inside the blocks and adds the scales it stores:
+
+=========  =================================================================  ==========
+scheme     bytes of a quantizable ``rows x cols`` linear layer                 scale
+=========  =================================================================  ==========
+none       ``rows cols beta_w``                                                -
+int8       ``rows cols beta_q + rows beta_sc`` (one scale per output channel)  fp32 [1]
+int4       ``rows cols beta_q + rows ceil(cols/g) (beta_sc + 1/2)``            fp16 [2]
+fp8        ``rows cols beta_q + ceil(rows/g) ceil(cols/g) beta_sc``            fp32 [3]
+w8a8       every stored element, embeddings too, at ``beta_q`` (the seed's)    none
+=========  =================================================================  ==========
+
+[1] bitsandbytes LLM.int8 (Dettmers et al. 2022, arXiv:2208.07339) keeps one float32
+    absmax per output row (``SCB``). [2] GPTQ (arXiv:2210.17323) and AWQ checkpoints store
+    one fp16 scale and one packed 4-bit zero point per group of ``g`` (default 128) input
+    weights. [3] DeepSeek-V3's checkpoint (``quantization_config.weight_block_size``
+    [128, 128]) stores one float32 ``weight_scale_inv`` per 128 x 128 block. ``w8a8`` is the
+    seed article's convention, every parameter and buffer at one byte and scales ignored,
+    kept so its 671 GB example reproduces; use ``int8`` for a real per-channel layout.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import sympy
+
+from formulas.parameters import WeightTensor
+from formulas.symbols import quant_group_size, quant_scale_bytes, quantized_weight_bytes, weight_bytes
+
+# scheme -> (bytes per quantized weight, bytes per scale, default group size)
+QUANT_SCHEMES: dict[str, tuple[Fraction, Fraction, int | None]] = {
+    "none": (Fraction(0), Fraction(0), None),
+    "int8": (Fraction(1), Fraction(4), None),
+    "int4": (Fraction(1, 2), Fraction(2), 128),
+    "fp8": (Fraction(1), Fraction(4), 128),
+    "w8a8": (Fraction(1), Fraction(0), None),
+}
+
+# int4 checkpoints (GPTQ/AWQ) store a 4-bit zero point beside each fp16 group scale.
+INT4_ZERO_POINT_BYTES = sympy.Rational(1, 2)
+
+
+def quantized_linear_bytes(tensor: WeightTensor, scheme: str) -> sympy.Expr:
+    """Bytes of one quantizable linear-layer tensor family under ``scheme``."""
+    rows, cols, count = tensor.rows, tensor.cols, tensor.count
+    values = rows * cols * count * quantized_weight_bytes
+    if scheme == "int8":
+        return values + rows * count * quant_scale_bytes
+    if scheme == "int4":
+        groups = rows * sympy.ceiling(cols / quant_group_size) * count
+        return values + groups * (quant_scale_bytes + INT4_ZERO_POINT_BYTES)
+    if scheme == "fp8":
+        blocks = sympy.ceiling(rows / quant_group_size) * sympy.ceiling(cols / quant_group_size) * count
+        return values + blocks * quant_scale_bytes
+    if scheme == "w8a8":
+        return values
+    raise ValueError(f"unknown weight quantization scheme {scheme!r}")
+
+
+def tensor_bytes(tensor: WeightTensor, scheme: str = "none") -> sympy.Expr:
+    """Bytes of one tensor family: quantized when the scheme covers it, else ``numel beta_w``."""
+    if scheme == "w8a8" or (scheme != "none" and tensor.quantizable):
+        return quantized_linear_bytes(tensor, scheme)
+    return tensor.numel * weight_bytes
+
+
+def weight_bytes_by_component(tensors: list[WeightTensor], scheme: str = "none") -> dict[str, sympy.Expr]:
+    """Bytes per component (``embedding``, ``attention``, ...), in the tensors' order."""
+    out: dict[str, sympy.Expr] = {}
+    for t in tensors:
+        out[t.component] = out.get(t.component, sympy.Integer(0)) + tensor_bytes(t, scheme)
+    return out
