@@ -40,6 +40,7 @@ def _kv_cache(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
         mla_layout=scenario.mla_cache if spec.mla else None,
         has_sliding=spec.num_sliding_layers > 0,
         paged=scenario.block_size is not None,
+        expanded_heads=spec.kv_cache_expanded,
     )
 
 

@@ -286,6 +286,7 @@ def parse_falcon(config: dict, name: str) -> ModelSpec:
         fused_qkv=True,
         norms_per_layer=norms,
         layer_norm_bias=True,
+        kv_cache_expanded=new_arch,
         torch_dtype=_dtype(config),
     )
 

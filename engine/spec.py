@@ -39,6 +39,8 @@ class ModelSpec:
     # sliding-window attention
     sliding_window: int | None = None
     num_sliding_layers: int = 0
+    # transformers' Falcon (new_decoder_architecture) caches K/V repeated to every query head
+    kv_cache_expanded: bool = False
     # mixture of experts
     num_moe_layers: int = 0
     num_experts: int | None = None

@@ -56,10 +56,16 @@ def token_layers(has_sliding: bool, paged: bool = False) -> sympy.Expr:
     return (num_hidden_layers - num_sliding_layers) * full + num_sliding_layers * cached_tokens(paged, True)
 
 
-def kv_values_per_layer_token(mla_layout: str | None = None) -> sympy.Expr:
-    """Elements cached per layer and token of one sequence."""
+def kv_values_per_layer_token(mla_layout: str | None = None, expanded_heads: bool = False) -> sympy.Expr:
+    """Elements cached per layer and token of one sequence.
+
+    ``expanded_heads``: the cache holds K and V repeated to all ``a`` query heads, as
+    transformers' Falcon with ``new_decoder_architecture`` does (measured, 5.24), instead of
+    the ``a_kv`` heads a GQA-aware engine keeps.
+    """
     if mla_layout is None:
-        return 2 * num_key_value_heads * head_dim
+        heads = num_attention_heads if expanded_heads else num_key_value_heads
+        return 2 * heads * head_dim
     if mla_layout == "latent":
         return kv_lora_rank + qk_rope_head_dim
     if mla_layout == "decompressed":
@@ -67,10 +73,13 @@ def kv_values_per_layer_token(mla_layout: str | None = None) -> sympy.Expr:
     raise ValueError(f"unknown MLA cache layout {mla_layout!r}; known: {', '.join(MLA_LAYOUTS)}")
 
 
-def kv_cache(mla_layout: str | None = None, has_sliding: bool = False, paged: bool = False) -> sympy.Expr:
+def kv_cache(
+    mla_layout: str | None = None, has_sliding: bool = False, paged: bool = False, expanded_heads: bool = False
+) -> sympy.Expr:
     """KV-cache bytes of ``b`` sequences of ``s`` tokens.
 
     ``b beta_kv [2 a_kv d] [(L - L_w) s + L_w Min(s, w)]`` for MHA/GQA/MQA,
     ``b beta_kv (r_kv + d_r) L s`` for MLA's latent cache.
     """
-    return batch_size * kv_cache_bytes * kv_values_per_layer_token(mla_layout) * token_layers(has_sliding, paged)
+    per_layer_token = kv_values_per_layer_token(mla_layout, expanded_heads)
+    return batch_size * kv_cache_bytes * per_layer_token * token_layers(has_sliding, paged)
