@@ -16,6 +16,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "Estimate": "engine.api", "estimate": "engine.api", "memory_model": "engine.api",
+    "generic_spec": "engine.api", "symbolic_model": "engine.api",
     "count_parameters": "engine.architecture", "parameter_tensors": "engine.architecture",
     "build": "engine.compose", "build_inference": "engine.compose", "build_training": "engine.compose",
     "ConfigError": "engine.errors", "InfeasibleError": "engine.errors", "InputError": "engine.errors",

@@ -47,3 +47,28 @@ def estimate(model: str | None = None, config: str | None = None, **knobs) -> Es
     """Exact bytes of every term for one model and scenario (all sizes given)."""
     spec, mm = memory_model(model, config, **knobs)
     return Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
+
+
+def generic_spec() -> ModelSpec:
+    """A model-free layout for fully symbolic formulas: a Llama-style dense GQA decoder.
+
+    Untied head, RMSNorms, gated MLP, no biases; its numbers are placeholders that
+    :func:`symbolic_model` never substitutes.
+    """
+    return ModelSpec(
+        name="symbolic", model_type="llama", hidden_size=1, num_hidden_layers=1, num_attention_heads=1,
+        num_key_value_heads=1, head_dim=1, intermediate_size=1, vocab_size=1, tie_word_embeddings=False,
+    )
+
+
+def symbolic_model(**knobs) -> MemoryModel:
+    """The memory model of :func:`generic_spec` with every shape symbol and byte width free.
+
+    Scenario values given in ``knobs`` (``batch_size``, ``seq_len``, ...) are pinned; pass
+    ``batch_size=None, seq_len=None`` to keep them free too.
+    """
+    mm = build(generic_spec(), Scenario(**knobs))
+    scenario_symbols = {"batch_size", "seq_len", "block_size", "reserve_bytes"}
+    mm.facts = {sym: v for sym, v in mm.facts.items() if sym.name in scenario_symbols}
+    mm.inputs = {**mm.inputs, "model": "symbolic"}
+    return mm

@@ -16,15 +16,6 @@ def ground_truth() -> dict:
     return json.loads((FIXTURES / "transformers_ground_truth.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def oracles() -> dict:
-    """../shared/oracles/public-models.json when the checkout has it beside it, else skip."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "oracles" / "public-models.json"
-    if not path.exists():
-        pytest.skip("shared/oracles not beside the checkout")
-    return json.loads(path.read_text())
-
-
 @pytest.fixture()
 def run_cli():
     """Invoke the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
