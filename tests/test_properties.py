@@ -1,0 +1,88 @@
+"""Properties every model must have: monotone totals, declared symbols, consistent tables."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.api import symbolic_model
+from engine.compose import build
+from engine.families import spec_from_config
+from engine.registry import entries
+from engine.scenario import Scenario
+from formulas import activations, dtypes, kv_cache, optimizer, options, symbols, weights
+
+MODEL_IDS = [e.id for e in entries()]
+_SPECS = {}
+
+
+def _spec(model_id):
+    if model_id not in _SPECS:
+        _SPECS[model_id] = spec_from_config(next(e for e in entries() if e.id == model_id).config, model_id)
+    return _SPECS[model_id]
+
+
+_MODELS = {}
+
+
+def _free_model(model_id, mode, attention, block_size):
+    key = (model_id, mode, attention, block_size)
+    if key not in _MODELS:
+        scenario = Scenario(mode=mode, batch_size=None, seq_len=None, attention=attention, block_size=block_size)
+        _MODELS[key] = build(_spec(model_id), scenario)
+    return _MODELS[key]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    model_id=st.sampled_from(MODEL_IDS),
+    mode=st.sampled_from(options.MODES),
+    attention=st.sampled_from(options.ATTENTION),
+    block_size=st.sampled_from([None, 16]),
+    b=st.integers(1, 64),
+    s=st.integers(1, 40_000),
+)
+def test_total_is_non_decreasing_in_batch_and_seq_len(model_id, mode, attention, block_size, b, s):
+    mm = _free_model(model_id, mode, attention, block_size)
+    base = mm.evaluate(batch_size=b, seq_len=s).total_bytes
+    assert mm.evaluate(batch_size=b + 1, seq_len=s).total_bytes >= base
+    assert mm.evaluate(batch_size=b, seq_len=s + 1).total_bytes >= base
+
+
+@pytest.mark.parametrize("model_id", MODEL_IDS)
+@pytest.mark.parametrize("mode", options.MODES)
+def test_every_free_symbol_is_declared(model_id, mode):
+    mm = build(_spec(model_id), Scenario(mode=mode, batch_size=None, seq_len=None, block_size=None))
+    for expr in [*mm.terms.values(), mm.total, mm.parameters]:
+        for sym in expr.free_symbols:
+            assert symbols.is_declared(sym), sym
+
+
+@pytest.mark.parametrize("mode", options.MODES)
+def test_symbolic_model_uses_only_declared_symbols(mode):
+    mm = symbolic_model(mode=mode, batch_size=None, seq_len=None)
+    assert all(symbols.is_declared(sym) for sym in mm.total.free_symbols)
+    assert {"batch_size", "seq_len", "hidden_size"} <= {s.name for s in mm.free_symbols}
+
+
+def test_pinned_model_leaves_only_unset_knobs_free():
+    mm = build(_spec("qwen3-0.6b"), Scenario(batch_size=None, seq_len=None))
+    assert [s.name for s in mm.free_symbols] == ["batch_size", "seq_len"]
+
+
+def test_option_tuples_match_the_tables_they_name():
+    assert set(options.QUANT_SCHEMES) == set(weights.QUANT_SCHEMES)
+    assert set(options.OPTIMIZERS) == set(optimizer.OPTIMIZER_STATE_BYTES)
+    assert set(options.PRECISIONS) == {"auto", "pure", *optimizer.PRECISION_CONVENTIONS}
+    assert set(options.DTYPES) == set(dtypes.DTYPE_BYTES)
+    assert options.MLA_LAYOUTS == kv_cache.MLA_LAYOUTS
+    assert options.RECOMPUTE_MODES == activations.RECOMPUTE_MODES
+
+
+def test_symbols_have_latex_meaning_and_unit():
+    for entry in symbols.SYMBOLS.values():
+        assert entry.latex and entry.meaning and entry.unit
+        assert entry.symbol.is_positive
+    latex_names = [e.latex for e in symbols.SYMBOLS.values()]
+    assert len(set(latex_names)) == len(latex_names)

@@ -1,0 +1,87 @@
+"""Training terms: Korthikanti et al. 2022 Table 2, bytes-per-parameter conventions, phases."""
+
+from __future__ import annotations
+
+import pytest
+import sympy
+
+from engine.api import estimate
+from formulas import activations
+from formulas import symbols as S
+from formulas.optimizer import OPTIMIZER_STATE_BYTES, PRECISION_CONVENTIONS
+
+b, s, h, a, L = S.batch_size, S.seq_len, S.hidden_size, S.num_attention_heads, S.num_hidden_layers
+PAPER = {S.activation_bytes: 2}  # Table 2 assumes 16-bit activations
+
+
+@pytest.mark.parametrize(
+    "recompute, row",
+    [
+        ("none", s * b * h * (34 + 5 * a * s / h)),
+        ("selective", 34 * s * b * h),
+        ("full", 2 * s * b * h),
+    ],
+)
+def test_table_2_rows(recompute, row):
+    assert sympy.expand(activations.korthikanti_layer(recompute).xreplace(PAPER) - row) == 0
+
+
+def test_full_recompute_keeps_inputs_and_rebuilds_one_layer():
+    total = activations.training_activations("full").xreplace(PAPER)
+    expected = L * 2 * s * b * h + s * b * h * (34 + 5 * a * s / h)
+    assert sympy.expand(total - expected) == 0
+
+
+def test_recomputation_is_not_a_fixed_half():
+    """Full recompute saves far more than half at long context (seed: 'can halve')."""
+    none = estimate("llama-3.1-8b", mode="training", seq_len=4096).evaluation.terms["activations/layers"]
+    full = estimate("llama-3.1-8b", mode="training", seq_len=4096, recompute="full").evaluation.terms["activations/layers"]
+    assert full < none / 10
+
+
+@pytest.mark.parametrize("name, total", [("zero16", 16), ("megatron18", 18), ("deepspeed20", 20)])
+def test_bytes_per_parameter_conventions(name, total):
+    weights, grads, master, optimizer, source = PRECISION_CONVENTIONS[name]
+    assert weights + grads + master + optimizer == total
+    assert source
+    terms = estimate("qwen3-0.6b", mode="training", precision=name).evaluation.terms
+    params = 596_049_920
+    state = terms["weights"] + terms["gradients"] + terms.get("master_weights", 0) + terms["optimizer"]
+    assert state == total * params
+
+
+def test_fp32_training_has_no_master_copy():
+    terms = estimate("qwen3-0.6b", mode="training", dtype="float32").evaluation.terms
+    assert "master_weights" not in terms
+    assert terms["weights"] == terms["gradients"] == 4 * 596_049_920
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZER_STATE_BYTES))
+def test_optimizer_state_bytes(optimizer):
+    terms = estimate("gpt2", mode="training", optimizer=optimizer).evaluation.terms
+    assert terms["optimizer"] == sympy.ceiling(OPTIMIZER_STATE_BYTES[optimizer] * 124_439_808)
+
+
+def test_adam_8bit_is_about_a_quarter_of_adamw():
+    assert OPTIMIZER_STATE_BYTES["adam8bit"] == sympy.Rational(2) + sympy.Rational(1, 256)
+
+
+def test_peak_is_the_larger_phase_not_the_sum():
+    ev = estimate("llama-3.1-8b", mode="training", batch_size=1, seq_len=4096).evaluation
+    terms = ev.terms
+    assert set(ev.phases) == {"forward_backward", "optimizer_step"}
+    assert ev.total_bytes == max(ev.phases.values())
+    everything = sum(terms[n] for n in ("weights", "master_weights", "gradients", "optimizer", "activations"))
+    assert ev.total_bytes < everything
+    assert ev.phases["optimizer_step"] == sum(
+        terms[n] for n in ("weights", "master_weights", "gradients", "optimizer", "overhead"))
+
+
+def test_short_sequences_peak_at_the_optimizer_step():
+    ev = estimate("llama-3.1-8b", mode="training", batch_size=1, seq_len=16).evaluation
+    assert ev.peak_phase == "optimizer_step"
+
+
+def test_training_logits_hold_an_fp32_copy_for_the_loss():
+    terms = estimate("qwen3-0.6b", mode="training", batch_size=2, seq_len=128).evaluation.terms
+    assert terms["activations/logits"] == 2 * 128 * 151_936 * (2 + 4)
