@@ -96,6 +96,26 @@ def scenario_options(func):
                      help="Training bytes per parameter: zero16, megatron18, deepspeed20, pure, or auto."),
         click.option("--reserve", "reserve", default="0", show_default=True, metavar="SIZE",
                      help="Memory outside the model (CUDA context), e.g. 500MB."),
+        click.option("--comm-buffer", "comm_buffer", default="0", show_default=True, metavar="SIZE",
+                     help="Communication buffers per GPU, e.g. 25MiB (DDP's default bucket)."),
+        click.option("--allocator-fraction", default="0", show_default=True, metavar="F",
+                     help="Allocator reserve/fragmentation as a fraction of the peak, e.g. 0.05."),
+        click.option("--tp", type=int, default=1, show_default=True, help="Tensor-parallel degree."),
+        click.option("--pp", type=int, default=1, show_default=True, help="Pipeline-parallel degree."),
+        click.option("--dp", type=int, default=1, show_default=True, help="Data-parallel degree (ZeRO shards over it)."),
+        click.option("--ep", type=int, default=1, show_default=True, help="Expert-parallel degree."),
+        click.option("--cp", type=int, default=1, show_default=True, help="Context-parallel degree."),
+        click.option("--sequence-parallel", is_flag=True, help="Megatron sequence parallelism (with --tp)."),
+        click.option("--vpp", type=int, default=None, help="Model chunks per pipeline stage (interleaved 1F1B)."),
+        click.option("--zero", type=click.IntRange(0, 3), default=0, show_default=True,
+                     help="ZeRO stage (FSDP full shard = 3, shard-grad-op = 2)."),
+        click.option("--offload", type=click.Choice(options.OFFLOAD), default="none", show_default=True,
+                     help="Move optimizer state and/or parameters to host memory."),
+        click.option("--lora-rank", type=int, default=None, help="Train LoRA adapters of this rank on a frozen base."),
+        click.option("--lora-targets", default=None, metavar="NAMES",
+                     help="Comma-separated modules to adapt (q_proj,v_proj,...)  [default: all attention/MLP linears]"),
+        click.option("--adapter-dtype", type=click.Choice(options.DTYPES[:3]), default=None,
+                     help="LoRA adapter dtype  [default: --dtype]"),
     ]
     for opt in reversed(opts):
         func = opt(func)
@@ -111,7 +131,28 @@ def scenario_knobs(kw: dict) -> dict:
         "attention", "logits", "mla_cache", "block_size", "recompute", "optimizer", "precision")}
     reserve = kw.pop("reserve")
     knobs["reserve_bytes"] = 0 if reserve in ("0", 0) else parse_bytes(reserve, "--reserve")
+    comm = kw.pop("comm_buffer")
+    knobs["comm_buffer_bytes"] = 0 if comm in ("0", 0) else parse_bytes(comm, "--comm-buffer")
+    knobs["allocator_fraction"] = parse_fraction(kw.pop("allocator_fraction"), "--allocator-fraction")
+    for k in ("tp", "pp", "dp", "ep", "cp", "sequence_parallel", "vpp", "zero", "offload", "lora_rank",
+              "adapter_dtype"):
+        knobs[k] = kw.pop(k)
+    targets = kw.pop("lora_targets")
+    knobs["lora_targets"] = tuple(t.strip() for t in targets.split(",") if t.strip()) if targets else None
     return knobs
+
+
+def parse_fraction(text: str, flag: str):
+    """A decimal fraction like ``0.05`` as an exact Fraction (never eval, never float)."""
+    from fractions import Fraction
+
+    from engine.errors import InputError
+
+    try:
+        value = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"{flag}: cannot read {text!r} as a number") from None
+    return value
 
 
 @cli.command()
@@ -145,15 +186,28 @@ def models(as_json):
 @cli.command()
 @model_options
 @scenario_options
+@click.option("--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="A local checkpoint folder: its config.json, and the stored bytes from its "
+                   "*.safetensors headers beside the formula's weights (no tensor is loaded).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def estimate(model_id, config_path, as_json, **kw):
+def estimate(model_id, config_path, checkpoint_dir, as_json, **kw):
     """Exact bytes of every memory term for one model and scenario.
 
     \b
     Examples:
       memsym estimate --model qwen3-0.6b --seq-len 2048
       memsym estimate --model llama-3.1-8b --mode training --batch-size 4 --seq-len 4096 --json
+      memsym estimate --checkpoint ./Qwen3-0.6B --json
     """
+    if checkpoint_dir is not None:
+        if model_id is not None or config_path is not None:
+            raise click.UsageError("--checkpoint DIR reads DIR/config.json: give it without --model or --config")
+        from engine.checkpoint import estimate_checkpoint
+
+        checked = estimate_checkpoint(checkpoint_dir, **scenario_knobs(kw))
+        text = format_estimate(checked.estimate) + "\n" + format_checkpoint(checked)
+        click.echo(json.dumps(checked.to_dict(), indent=2) if as_json else text)
+        return
     from engine.api import estimate as run_estimate
 
     result = run_estimate(model_id, config_path, **scenario_knobs(kw))
@@ -161,6 +215,26 @@ def estimate(model_id, config_path, as_json, **kw):
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(format_estimate(result))
+
+
+def format_checkpoint(checked) -> str:
+    """The checkpoint's stored bytes per dtype, beside the formula's weights."""
+    from engine.units import format_bytes
+
+    c = checked.comparison
+    lines = ["", f"checkpoint {c['directory']}: {len(c['files'])} file(s), {c['tensors']} tensors"]
+    for dtype, value in c["bytes_by_dtype"].items():
+        lines.append(f"{'  ' + dtype:<28} {value:>20,}  {format_bytes(value)}")
+    lines.append(f"{'checkpoint_bytes':<28} {c['checkpoint_bytes']:>20,}  {format_bytes(c['checkpoint_bytes'])}")
+    lines.append(f"{'formula weights':<28} {c['formula_weights_bytes']:>20,}")
+    verdict = "matches the formula" if c["matches_formula"] else "differs from the formula"
+    lines.append(f"{'difference':<28} {c['difference_bytes']:>+20,}  {verdict}")
+    for extra in c["not_in_formula"]:
+        lines.append(f"  not in the formula: {extra['what']}: {extra['tensors']} tensors, {extra['bytes']:,} bytes"
+                     f" (e.g. {extra['examples'][0]})")
+    if checked.hint:
+        lines.append(f"  hint: {checked.hint}")
+    return "\n".join(lines)
 
 
 def format_estimate(result) -> str:

@@ -31,6 +31,7 @@ class Evaluation:
     phases: dict[str, int]
     peak_phase: str | None
     values: dict[str, int]
+    host: dict[str, int] = field(default_factory=dict)
 
 
 def to_bytes(value: sympy.Expr, what: str) -> int:
@@ -54,6 +55,8 @@ class MemoryModel:
     inputs: dict[str, object] = field(default_factory=dict)
     parameters: sympy.Expr = sympy.Integer(0)
     active_parameters: sympy.Expr = sympy.Integer(0)
+    # CPU (host) memory of offloaded state; not part of the GPU total
+    host_terms: dict[str, sympy.Expr] = field(default_factory=dict)
 
     # --- structure ---------------------------------------------------------------------
     @property
@@ -123,7 +126,9 @@ class MemoryModel:
         else:
             peak_phase = None
             total = sum(terms[n] for n in self.top_level)
-        return Evaluation(total, terms, phases, peak_phase, {k: v for k, v in values.items() if v is not None})
+        host = {name: to_bytes(expr.xreplace(subs), f"host term {name!r}") for name, expr in self.host_terms.items()}
+        given = {k: v for k, v in values.items() if v is not None}
+        return Evaluation(total, terms, phases, peak_phase, given, host)
 
     def diff(self, variable: str, name: str | None = None) -> sympy.Expr:
         """Partial derivative of a term (or the total) with respect to ``variable``."""

@@ -16,7 +16,7 @@ from formulas.kv_cache import MLA_LAYOUTS
 from formulas.optimizer import OPTIMIZER_STATE_BYTES, PRECISION_CONVENTIONS
 from formulas.weights import QUANT_SCHEMES
 
-from formulas.options import ATTENTION, MODES, PRECISIONS
+from formulas.options import ATTENTION, MODES, OFFLOAD, PRECISIONS, ZERO_STAGES
 LOSS_DTYPE = "float32"  # transformers' loss upcasts logits: ``logits.float()``
 
 
@@ -37,6 +37,23 @@ class Scenario:
     optimizer: str = "adamw"
     precision: str = "auto"
     reserve_bytes: int = 0
+    # parallelism, per GPU of the most loaded rank (formulas/parallelism.py)
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    ep: int = 1
+    cp: int = 1
+    sequence_parallel: bool = False
+    vpp: int | None = None  # model chunks per stage (interleaved 1F1B); None = not interleaved
+    zero: int = 0
+    offload: str = "none"
+    # parameter-efficient fine-tuning (formulas/peft.py)
+    lora_rank: int | None = None
+    lora_targets: tuple[str, ...] | None = None  # None: every attention and MLP linear layer
+    adapter_dtype: str | None = None  # default: dtype
+    # overheads beyond reserve_bytes (formulas/overhead.py)
+    allocator_fraction: Fraction = Fraction(0)
+    comm_buffer_bytes: int = 0
 
     def __post_init__(self):
         _choice("--mode", self.mode, MODES)
@@ -54,12 +71,29 @@ class Scenario:
         _choice("--recompute", self.recompute, RECOMPUTE_MODES)
         _choice("--optimizer", self.optimizer, tuple(OPTIMIZER_STATE_BYTES))
         _choice("--precision", self.precision, PRECISIONS)
-        if isinstance(self.reserve_bytes, bool) or not isinstance(self.reserve_bytes, int) or self.reserve_bytes < 0:
-            raise InputError(f"--reserve must be a non-negative number of bytes, got {self.reserve_bytes!r}")
+        for flag, value in (("--reserve", self.reserve_bytes), ("--comm-buffer", self.comm_buffer_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{flag} must be a non-negative number of bytes, got {value!r}")
+        for flag, value in (("--tp", self.tp), ("--pp", self.pp), ("--dp", self.dp), ("--ep", self.ep),
+                            ("--cp", self.cp), ("--vpp", self.vpp), ("--lora-rank", self.lora_rank)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{flag} must be a positive integer, got {value!r}")
+        if self.zero not in ZERO_STAGES:
+            raise InputError(f"--zero must be a ZeRO stage 0, 1, 2 or 3, got {self.zero!r}")
+        _choice("--offload", self.offload, OFFLOAD)
+        if self.offload in ("parameters", "both") and self.zero != 3:
+            raise InputError(f"--offload {self.offload} needs --zero 3 (parameters are offloaded by ZeRO-3), got --zero {self.zero}")
+        if self.adapter_dtype is not None and canonical_dtype(self.adapter_dtype) is None:
+            raise InputError(f"--adapter-dtype: unknown dtype {self.adapter_dtype!r}")
+        if not 0 <= Fraction(self.allocator_fraction) < 1:
+            raise InputError(f"--allocator-fraction must be in [0, 1), got {self.allocator_fraction!r}")
 
     # --- derived byte widths ------------------------------------------------------------
     def weight_bytes(self) -> Fraction:
         return DTYPE_BYTES[canonical_dtype(self.dtype)]
+
+    def adapter_bytes(self) -> Fraction:
+        return DTYPE_BYTES[canonical_dtype(self.adapter_dtype or self.dtype)]
 
     def kv_bytes(self) -> Fraction:
         return DTYPE_BYTES[canonical_dtype(self.kv_cache_dtype or self.dtype)]
@@ -81,7 +115,12 @@ class Scenario:
 
     def as_inputs(self) -> dict[str, object]:
         """The knobs as plain values, for echoing in output."""
-        return {k: v for k, v in asdict(self).items()}
+        def plain(value):
+            if isinstance(value, Fraction):
+                return str(value)
+            return list(value) if isinstance(value, tuple) else value
+
+        return {k: plain(v) for k, v in asdict(self).items()}
 
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -19,6 +19,7 @@ from formulas.symbols import (
     num_attention_heads,
     num_hidden_layers,
     seq_len,
+    tensor_parallel,
     vocab_size,
 )
 
@@ -62,35 +63,35 @@ def logits(positions: str = "all") -> sympy.Expr:
     return activation_bytes * batch_size * rows * vocab_size
 
 
-def korthikanti_layer(recompute: str = "none") -> sympy.Expr:
-    """Bytes one layer keeps for backward (Korthikanti et al. 2022, Table 2, t = 1).
+def korthikanti_layer(recompute: str = "none", sequence_parallel: bool = False, eager: bool = True) -> sympy.Expr:
+    """Bytes one layer keeps for backward on one GPU (Korthikanti et al. 2022,
+    arXiv:2205.05198, Table 2), in units of ``s b h``:
 
-    none: ``s b h (34 + 5 a s / h)``; selective (attention core recomputed): ``34 s b h``;
-    full (only the layer input kept): ``2 s b h``. The paper assumes 16-bit activations,
-    a ``4h`` MLP and 1-byte dropout masks; here the whole row scales by ``beta_a / 2`` so
-    that ``beta_a = 2`` gives the paper's form exactly.
+    ==============================  ===============================
+    no recompute, tensor parallel   ``10 + 24/t + 5 a s/(h t)``
+    + sequence parallel             ``(34 + 5 a s/h) / t``
+    selective recompute             ``10 + 24/t`` (with SP: ``34/t``)
+    full recompute                  ``2`` (with SP: ``2/t``)
+    ==============================  ===============================
+
+    With ``t = 1`` the first rows are the single-GPU ``34 + 5 a s / h`` and ``34``. The
+    ``5 a s / h`` term is the attention core (scores, softmax, dropout mask): fused
+    attention (``eager=False``: FlashAttention, SDPA) keeps none of it and recomputes it in
+    backward, as selective recomputation does. The paper assumes 16-bit activations, a
+    ``4h`` MLP and 1-byte dropout masks; the row scales by ``beta_a / 2`` so that
+    ``beta_a = 2`` gives the paper's form exactly.
     """
-    sbh = seq_len * batch_size * hidden_size
-    rows = {
-        "none": sbh * (34 + 5 * num_attention_heads * seq_len / hidden_size),
-        "selective": 34 * sbh,
-        "full": 2 * sbh,
-    }
-    if recompute not in rows:
+    if recompute not in RECOMPUTE_MODES:
         raise ValueError(f"unknown recompute mode {recompute!r}; known: {', '.join(RECOMPUTE_MODES)}")
-    return activation_bytes / 2 * rows[recompute]
-
-
-def training_activations(recompute: str = "none") -> sympy.Expr:
-    """Bytes all ``L`` layers keep for backward.
-
-    With full recomputation each layer keeps its input, and backward rebuilds one layer's
-    activations at a time: ``L 2 s b h + s b h (34 + 5 a s / h)``.
-    """
-    kept = num_hidden_layers * korthikanti_layer(recompute)
+    t = tensor_parallel
+    core = 5 * num_attention_heads * seq_len / hidden_size if eager and recompute == "none" else 0
     if recompute == "full":
-        kept += korthikanti_layer("none")
-    return kept
+        row = 2 / t if sequence_parallel else sympy.Integer(2)
+    elif sequence_parallel:
+        row = (34 + core) / t
+    else:
+        row = 10 + 24 / t + core / t
+    return activation_bytes / 2 * seq_len * batch_size * hidden_size * row
 
 
 def training_logits() -> sympy.Expr:

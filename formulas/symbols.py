@@ -70,18 +70,38 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     ("master_weight_bytes", r"\beta_{m}", "bytes per master-weight element (0 without a master copy)", "bytes", False),
     ("optimizer_bytes", r"\beta_{o}", "bytes of optimizer state per trained parameter", "bytes", False),
     ("loss_bytes", r"\beta_{\ell}", "bytes per element of the logits copy the loss makes", "bytes", False),
+    # --- parallelism (per GPU of the most loaded rank) ------------------------------------
+    ("tensor_parallel", "t", "tensor-parallel degree (heads and MLP split)", "GPUs", True),
+    ("pipeline_parallel", "p", "pipeline-parallel degree (layers split into stages)", "GPUs", True),
+    ("data_parallel", "N_{d}", "data-parallel degree (ZeRO partitions over it)", "GPUs", True),
+    ("expert_parallel", "N_{e}", "expert-parallel degree (routed experts split)", "GPUs", True),
+    ("context_parallel", "N_{c}", "context-parallel degree (sequence split)", "GPUs", True),
+    ("virtual_pipeline", "v", "model chunks per pipeline stage (interleaved schedule)", "chunks", True),
+    # --- parameter-efficient fine-tuning ------------------------------------------------
+    ("lora_rank", "r", "LoRA rank", "elements", True),
+    ("adapter_bytes", r"\beta_{ad}", "bytes per LoRA adapter element", "bytes", False),
     # --- overheads ------------------------------------------------------------------------
     ("reserve_bytes", "R", "memory reserved outside the model (CUDA context, runtime)", "bytes", True),
+    ("allocator_fraction", r"\phi", "allocator reserve and fragmentation, as a fraction of the peak", "ratio", False),
+    ("comm_buffer_bytes", "C", "communication buffers (gradient buckets, NCCL)", "bytes", True),
+    # --- budgets (engine/solve.py) ---------------------------------------------------------
+    ("budget_bytes", "M", "usable memory of one GPU (the budget a solve fits within)", "bytes", True),
+    ("num_gpus", "N", "GPUs the model is split over evenly (solve num-gpus)", "GPUs", True),
 )
+
+
+# Quantities that may be zero (an overhead left off, SGD's empty state); all others are positive.
+_MAY_BE_ZERO = {"reserve_bytes", "allocator_fraction", "comm_buffer_bytes", "optimizer_bytes", "master_weight_bytes"}
 
 
 def _declare() -> dict[str, SymbolInfo]:
     table: dict[str, SymbolInfo] = {}
     for name, latex, meaning, unit, integer in _TABLE:
+        sign = {"nonnegative": True} if name in _MAY_BE_ZERO else {"positive": True}
         if integer:
-            symbol = sympy.Symbol(name, positive=True, integer=True)
+            symbol = sympy.Symbol(name, integer=True, **sign)
         else:
-            symbol = sympy.Symbol(name, positive=True, rational=True)
+            symbol = sympy.Symbol(name, rational=True, **sign)
         table[name] = SymbolInfo(symbol, latex, meaning, unit)
     return table
 
@@ -123,6 +143,18 @@ master_weight_bytes = SYMBOLS["master_weight_bytes"].symbol
 optimizer_bytes = SYMBOLS["optimizer_bytes"].symbol
 loss_bytes = SYMBOLS["loss_bytes"].symbol
 reserve_bytes = SYMBOLS["reserve_bytes"].symbol
+tensor_parallel = SYMBOLS["tensor_parallel"].symbol
+pipeline_parallel = SYMBOLS["pipeline_parallel"].symbol
+data_parallel = SYMBOLS["data_parallel"].symbol
+expert_parallel = SYMBOLS["expert_parallel"].symbol
+context_parallel = SYMBOLS["context_parallel"].symbol
+virtual_pipeline = SYMBOLS["virtual_pipeline"].symbol
+lora_rank = SYMBOLS["lora_rank"].symbol
+adapter_bytes = SYMBOLS["adapter_bytes"].symbol
+allocator_fraction = SYMBOLS["allocator_fraction"].symbol
+comm_buffer_bytes = SYMBOLS["comm_buffer_bytes"].symbol
+budget_bytes = SYMBOLS["budget_bytes"].symbol
+num_gpus = SYMBOLS["num_gpus"].symbol
 
 
 def symbol(name: str) -> sympy.Symbol:

@@ -10,6 +10,7 @@ none       ``rows cols beta_w``                                                -
 int8       ``rows cols beta_q + rows beta_sc`` (one scale per output channel)  fp32 [1]
 int4       ``rows cols beta_q + rows ceil(cols/g) (beta_sc + 1/2)``            fp16 [2]
 fp8        ``rows cols beta_q + ceil(rows/g) ceil(cols/g) beta_sc``            fp32 [3]
+nf4        ``rows cols (beta_q + beta_sc/g + 4/(256 g))``                      int8 [4]
 w8a8       every stored element, embeddings too, at ``beta_q`` (the seed's)    none
 =========  =================================================================  ==========
 
@@ -17,7 +18,10 @@ w8a8       every stored element, embeddings too, at ``beta_q`` (the seed's)    n
     absmax per output row (``SCB``). [2] GPTQ (arXiv:2210.17323) and AWQ checkpoints store
     one fp16 scale and one packed 4-bit zero point per group of ``g`` (default 128) input
     weights. [3] DeepSeek-V3's checkpoint (``quantization_config.weight_block_size``
-    [128, 128]) stores one float32 ``weight_scale_inv`` per 128 x 128 block. ``w8a8`` is the
+    [128, 128]) stores one float32 ``weight_scale_inv`` per 128 x 128 block. [4] QLoRA's
+    NF4 with double quantization (Dettmers et al. 2023, arXiv:2305.14314, section 3): one
+    8-bit absmax per block of 64 weights and one fp32 constant per 256 such blocks, 0.127
+    bits per weight on top of 4. ``w8a8`` is the
     seed article's convention, every parameter and buffer at one byte and scales ignored,
     kept so its 671 GB example reproduces; use ``int8`` for a real per-channel layout.
 """
@@ -37,11 +41,15 @@ QUANT_SCHEMES: dict[str, tuple[Fraction, Fraction, int | None]] = {
     "int8": (Fraction(1), Fraction(4), None),
     "int4": (Fraction(1, 2), Fraction(2), 128),
     "fp8": (Fraction(1), Fraction(4), 128),
+    "nf4": (Fraction(1, 2), Fraction(1), 64),
     "w8a8": (Fraction(1), Fraction(0), None),
 }
 
 # int4 checkpoints (GPTQ/AWQ) store a 4-bit zero point beside each fp16 group scale.
 INT4_ZERO_POINT_BYTES = sympy.Rational(1, 2)
+# NF4 double quantization: one fp32 second-level constant per 256 first-level blocks.
+NF4_SECOND_LEVEL_BLOCKS = 256
+NF4_SECOND_LEVEL_BYTES = 4
 
 
 def quantized_linear_bytes(tensor: WeightTensor, scheme: str) -> sympy.Expr:
@@ -56,6 +64,10 @@ def quantized_linear_bytes(tensor: WeightTensor, scheme: str) -> sympy.Expr:
     if scheme == "fp8":
         blocks = sympy.ceiling(rows / quant_group_size) * sympy.ceiling(cols / quant_group_size) * count
         return values + blocks * quant_scale_bytes
+    if scheme == "nf4":
+        numel = rows * cols * count
+        second_level = sympy.Rational(NF4_SECOND_LEVEL_BYTES, NF4_SECOND_LEVEL_BLOCKS)
+        return values + numel * (quant_scale_bytes + second_level) / quant_group_size
     if scheme == "w8a8":
         return values
     raise ValueError(f"unknown weight quantization scheme {scheme!r}")

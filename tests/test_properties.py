@@ -83,6 +83,6 @@ def test_option_tuples_match_the_tables_they_name():
 def test_symbols_have_latex_meaning_and_unit():
     for entry in symbols.SYMBOLS.values():
         assert entry.latex and entry.meaning and entry.unit
-        assert entry.symbol.is_positive
+        assert entry.symbol.is_nonnegative
     latex_names = [e.latex for e in symbols.SYMBOLS.values()]
     assert len(set(latex_names)) == len(latex_names)

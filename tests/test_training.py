@@ -10,26 +10,45 @@ from formulas import activations
 from formulas import symbols as S
 from formulas.optimizer import OPTIMIZER_STATE_BYTES, PRECISION_CONVENTIONS
 
-b, s, h, a, L = S.batch_size, S.seq_len, S.hidden_size, S.num_attention_heads, S.num_hidden_layers
+b, s, h, a, L, t = S.batch_size, S.seq_len, S.hidden_size, S.num_attention_heads, S.num_hidden_layers, S.tensor_parallel
 PAPER = {S.activation_bytes: 2}  # Table 2 assumes 16-bit activations
 
 
 @pytest.mark.parametrize(
-    "recompute, row",
+    "recompute, sequence_parallel, row",
     [
-        ("none", s * b * h * (34 + 5 * a * s / h)),
-        ("selective", 34 * s * b * h),
-        ("full", 2 * s * b * h),
+        ("none", False, s * b * h * (10 + 24 / t + 5 * a * s / (h * t))),
+        ("none", True, s * b * h / t * (34 + 5 * a * s / h)),
+        ("selective", False, s * b * h * (10 + 24 / t)),
+        ("selective", True, 34 * s * b * h / t),
+        ("full", False, 2 * s * b * h),
+        ("full", True, 2 * s * b * h / t),
     ],
 )
-def test_table_2_rows(recompute, row):
-    assert sympy.expand(activations.korthikanti_layer(recompute).xreplace(PAPER) - row) == 0
+def test_table_2_rows(recompute, sequence_parallel, row):
+    """Korthikanti et al. 2022, Table 2, exactly (16-bit activations)."""
+    ours = activations.korthikanti_layer(recompute, sequence_parallel).xreplace(PAPER)
+    assert sympy.expand(ours - row) == 0
+
+
+@pytest.mark.parametrize(
+    "recompute, row",
+    [("none", s * b * h * (34 + 5 * a * s / h)), ("selective", 34 * s * b * h), ("full", 2 * s * b * h)],
+)
+def test_single_gpu_rows(recompute, row):
+    ours = activations.korthikanti_layer(recompute).xreplace({**PAPER, t: 1})
+    assert sympy.expand(ours - row) == 0
+
+
+def test_fused_attention_keeps_no_score_matrices():
+    fused = activations.korthikanti_layer("none", eager=False).xreplace({**PAPER, t: 1})
+    assert sympy.expand(fused - 34 * s * b * h) == 0
 
 
 def test_full_recompute_keeps_inputs_and_rebuilds_one_layer():
-    total = activations.training_activations("full").xreplace(PAPER)
-    expected = L * 2 * s * b * h + s * b * h * (34 + 5 * a * s / h)
-    assert sympy.expand(total - expected) == 0
+    ev = estimate("llama-3.1-8b", mode="training", seq_len=4096, recompute="full", attention="eager").evaluation
+    sbh = 4096 * 1 * 4096
+    assert ev.terms["activations/layers"] == 32 * 2 * sbh + sbh * (34 + 5 * 32 * 4096 // 4096)
 
 
 def test_recomputation_is_not_a_fixed_half():
