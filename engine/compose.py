@@ -105,14 +105,14 @@ def _facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr
     }
     if scenario.mode == "training":
         weight_width, grad, master, _ = scenario.training_bytes()
-        # Activations are computed in the weights' dtype; a 4-bit base computes in bf16
-        # (QLoRA's compute dtype), hence the floor of 2 bytes for quantized bases.
+        # Activations are kept in the weights' dtype, at least 16-bit: FP8 training (and a
+        # 4-bit QLoRA base) compute and save activations in bf16.
         widths.update({
             S.weight_bytes: weight_width,
-            S.activation_bytes: weight_width,
+            S.activation_bytes: max(weight_width, 2),
             S.gradient_bytes: grad,
             S.master_weight_bytes: master or None,
-            S.optimizer_bytes: OPTIMIZER_STATE_BYTES[scenario.optimizer],
+            S.optimizer_bytes: OPTIMIZER_STATE_BYTES.get(scenario.optimizer),
             S.loss_bytes: DTYPE_BYTES[LOSS_DTYPE],
         })
         if scenario.lora_rank:

@@ -13,7 +13,7 @@ from engine.errors import InputError
 from formulas.activations import LOGITS_MODES, RECOMPUTE_MODES
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 from formulas.kv_cache import MLA_LAYOUTS
-from formulas.optimizer import OPTIMIZER_STATE_BYTES, PRECISION_CONVENTIONS
+from formulas.optimizer import FACTORED_OPTIMIZERS, OPTIMIZER_STATE_BYTES, PRECISION_CONVENTIONS
 from formulas.weights import QUANT_SCHEMES
 
 from formulas.options import ATTENTION, MODES, OFFLOAD, PRECISIONS, ZERO_STAGES
@@ -69,7 +69,7 @@ class Scenario:
         _choice("--logits", self.logits, LOGITS_MODES)
         _choice("--mla-cache", self.mla_cache, MLA_LAYOUTS)
         _choice("--recompute", self.recompute, RECOMPUTE_MODES)
-        _choice("--optimizer", self.optimizer, tuple(OPTIMIZER_STATE_BYTES))
+        _choice("--optimizer", self.optimizer, (*OPTIMIZER_STATE_BYTES, *FACTORED_OPTIMIZERS))
         _choice("--precision", self.precision, PRECISIONS)
         for flag, value in (("--reserve", self.reserve_bytes), ("--comm-buffer", self.comm_buffer_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -38,17 +38,23 @@ def training_terms(spec: ModelSpec, scenario: Scenario):
     lora = scenario.lora_rank is not None
     if lora:
         targets = peft.lora_targets(architecture.parameter_tensors(spec), scenario.lora_targets)
-        adapters = _first_stage(peft.lora_adapter_tensors(targets), scenario)
-        trained = _per_gpu_count(adapters)
+        trained_tensors = _first_stage(peft.lora_adapter_tensors(targets), scenario)
+        trained = _per_gpu_count(trained_tensors)
         terms["adapters"] = trained * S.adapter_bytes
     else:
         targets = []
+        trained_tensors = base
         trained = _per_gpu_count(base)
+    if scenario.optimizer in optimizer.FACTORED_OPTIMIZERS:
+        shapes = [(t.rows, t.cols, t.count * par.gpu_share(t)) for t in trained_tensors]
+        optimizer_state = optimizer.adafactor_state(shapes)
+    else:
+        optimizer_state = optimizer.optimizer_state(trained)
 
     state = {
         "master_weights": optimizer.master_weights(trained) * par.zero_partition(zero, "master_weights"),
         "gradients": optimizer.gradients(trained) * par.zero_partition(zero, "gradients"),
-        "optimizer": optimizer.optimizer_state(trained) * par.zero_partition(zero, "optimizer"),
+        "optimizer": optimizer_state * par.zero_partition(zero, "optimizer"),
     }
     if not scenario.training_bytes()[2]:
         del state["master_weights"]
@@ -60,7 +66,7 @@ def training_terms(spec: ModelSpec, scenario: Scenario):
             if name in terms:
                 host_terms[name] = terms[name]
                 terms[name] = sympy.Integer(0)
-    if zero == 3 and scenario.dp > 1:
+    if zero == 3:  # (1 - 1/N_d) makes it 0 without data parallelism
         terms["zero3_gathered"] = _zero3_gathered(spec, scenario)
     if scenario.offload in ("parameters", "both"):
         host_terms["weights"] = terms["weights"]

@@ -22,10 +22,18 @@ OPTIMIZER_STATE_BYTES: dict[str, Fraction] = {
     # bitsandbytes 8-bit Adam (Dettmers et al. 2021, arXiv:2110.02861): two uint8 states,
     # block-wise quantized with one fp32 absmax per block of 2048 values.
     "adam8bit": 2 * (Fraction(1) + Fraction(4, 2048)),
+    # Lion (Chen et al. 2023, arXiv:2302.06675, Algorithm 2): one fp32 momentum.
+    "lion": Fraction(4),
     # SGD with momentum: one fp32 momentum buffer; plain SGD keeps nothing.
     "sgd-momentum": Fraction(4),
     "sgd": Fraction(0),
 }
+
+# Adafactor (Shazeer & Stern 2018, arXiv:1804.04235, Algorithm 4) keeps, for an r x c
+# matrix, a row and a column of second-moment statistics (r + c values), for a vector its
+# full second moment; no first moment (beta1 = 0, the paper's and transformers' default).
+FACTORED_OPTIMIZERS = ("adafactor",)
+ADAFACTOR_STATE_BYTES = 4  # fp32 statistics
 
 # Bytes per parameter of mixed-precision training with Adam, as three sources count them:
 # name -> (weights, gradients, master weights, optimizer state, where it comes from)
@@ -36,12 +44,30 @@ PRECISION_CONVENTIONS: dict[str, tuple[int, int, int, int, str]] = {
         "Megatron-LM megatron/training/theoretical_memory_usage.py: 18 bytes without the "
         "distributed optimizer (bf16 weights, fp32 gradients, fp32 master and Adam moments)",
     ),
+    "fp8": (
+        1, 2, 4, 8,
+        "Transformer Engine fp8_model_init(heuristic='memory'): FP8 primary weights without the "
+        "cached transpose (NVIDIA/TransformerEngine PR #1300); gradients in the bf16 compute "
+        "dtype; fp32 master copy and Adam moments. Activations stay 16-bit here",
+    ),
     "deepspeed20": (
         2, 6, 4, 8,
         "DeepSpeed estimate_zero2_model_states_mem_needs: 4 P + 16 P on one GPU "
         "(fp16 weights and gradients, fp32 master, moments and gradient copy)",
     ),
 }
+
+
+def adafactor_state(tensors) -> sympy.Expr:
+    """Adafactor's factored second moments: ``4 (r + c)`` bytes per matrix, ``4 r`` per vector.
+
+    ``tensors`` are ``(rows, cols, count)`` triples of what this GPU trains.
+    """
+    total = sympy.Integer(0)
+    for rows, cols, count in tensors:
+        values = rows if cols == 1 else rows + cols
+        total += values * count * ADAFACTOR_STATE_BYTES
+    return total
 
 
 def gradients(trained_parameters: sympy.Expr) -> sympy.Expr:
