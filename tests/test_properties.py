@@ -73,7 +73,7 @@ def test_pinned_model_leaves_only_unset_knobs_free():
 
 def test_option_tuples_match_the_tables_they_name():
     assert set(options.QUANT_SCHEMES) == set(weights.QUANT_SCHEMES)
-    assert set(options.OPTIMIZERS) == set(optimizer.OPTIMIZER_STATE_BYTES)
+    assert set(options.OPTIMIZERS) == {*optimizer.OPTIMIZER_STATE_BYTES, *optimizer.FACTORED_OPTIMIZERS}
     assert set(options.PRECISIONS) == {"auto", "pure", *optimizer.PRECISION_CONVENTIONS}
     assert set(options.DTYPES) == set(dtypes.DTYPE_BYTES)
     assert options.MLA_LAYOUTS == kv_cache.MLA_LAYOUTS
