@@ -94,6 +94,13 @@ def scenario_options(func):
         click.option("--optimizer", type=click.Choice(options.OPTIMIZERS), default="adamw", show_default=True),
         click.option("--precision", type=click.Choice(options.PRECISIONS), default="auto", show_default=True,
                      help="Training bytes per parameter: zero16, megatron18, deepspeed20, pure, or auto."),
+        click.option("--gradient-checkpointing", is_flag=True,
+                     help="Training: recompute each layer in backward, as transformers does (= --recompute full)."),
+        click.option("--profile", type=click.Choice(options.PROFILES), default="paper", show_default=True,
+                     help="paper: Korthikanti et al. formulas; transformers: what transformers 5.24 + PyTorch "
+                          "allocate (docs/accuracy.md)."),
+        click.option("--device", type=click.Choice(options.DEVICES), default="cuda", show_default=True,
+                     help="--profile transformers: AdamW is foreach on cuda, single-tensor on cpu."),
         click.option("--reserve", "reserve", default="0", show_default=True, metavar="SIZE",
                      help="Memory outside the model (CUDA context), e.g. 500MB."),
         click.option("--comm-buffer", "comm_buffer", default="0", show_default=True, metavar="SIZE",
@@ -124,35 +131,33 @@ def scenario_options(func):
 
 def scenario_knobs(kw: dict) -> dict:
     """Click's keyword arguments -> Scenario fields."""
-    from engine.units import parse_bytes
+    from fractions import Fraction
+
+    from engine.units import parse_bytes, parse_fraction
 
     knobs = {k: kw.pop(k) for k in (
         "mode", "batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "quant_group_size",
         "attention", "logits", "mla_cache", "block_size", "recompute", "optimizer", "precision")}
+    if kw.pop("gradient_checkpointing"):
+        if knobs["recompute"] not in ("none", "full"):
+            from engine.errors import InputError
+
+            raise InputError(f"--gradient-checkpointing is --recompute full; it conflicts with --recompute "
+                             f"{knobs['recompute']}")
+        knobs["recompute"] = "full"
+    knobs["profile"], knobs["device"] = kw.pop("profile"), kw.pop("device")
     reserve = kw.pop("reserve")
     knobs["reserve_bytes"] = 0 if reserve in ("0", 0) else parse_bytes(reserve, "--reserve")
     comm = kw.pop("comm_buffer")
     knobs["comm_buffer_bytes"] = 0 if comm in ("0", 0) else parse_bytes(comm, "--comm-buffer")
-    knobs["allocator_fraction"] = parse_fraction(kw.pop("allocator_fraction"), "--allocator-fraction")
+    knobs["allocator_fraction"] = parse_fraction(
+        kw.pop("allocator_fraction"), "--allocator-fraction", low=Fraction(0), high=Fraction(99, 100))
     for k in ("tp", "pp", "dp", "ep", "cp", "sequence_parallel", "vpp", "zero", "offload", "lora_rank",
               "adapter_dtype"):
         knobs[k] = kw.pop(k)
     targets = kw.pop("lora_targets")
     knobs["lora_targets"] = tuple(t.strip() for t in targets.split(",") if t.strip()) if targets else None
     return knobs
-
-
-def parse_fraction(text: str, flag: str):
-    """A decimal fraction like ``0.05`` as an exact Fraction (never eval, never float)."""
-    from fractions import Fraction
-
-    from engine.errors import InputError
-
-    try:
-        value = Fraction(text.strip())
-    except (ValueError, ZeroDivisionError):
-        raise InputError(f"{flag}: cannot read {text!r} as a number") from None
-    return value
 
 
 @cli.command()
@@ -198,6 +203,7 @@ def estimate(model_id, config_path, checkpoint_dir, as_json, **kw):
       memsym estimate --model qwen3-0.6b --seq-len 2048
       memsym estimate --model llama-3.1-8b --mode training --batch-size 4 --seq-len 4096 --json
       memsym estimate --checkpoint ./Qwen3-0.6B --json
+      memsym estimate --model qwen3-0.6b --mode training --profile transformers --gradient-checkpointing
     """
     if checkpoint_dir is not None:
         if model_id is not None or config_path is not None:
@@ -260,6 +266,611 @@ def format_estimate(result) -> str:
         lines.append(f"{'phase ' + phase:<28} {value:>20,}  {format_bytes(value)}{mark}")
     lines.append(f"{'total':<28} {ev.total_bytes:>20,}  {format_bytes(ev.total_bytes)}")
     return "\n".join(lines)
+
+
+# --- inverse questions and analysis (engine/solve.py, engine/analysis.py, engine/gpus.py) ---------
+SOLVE_VARIABLES = ("seq-len", "batch-size", "concurrency", "num-gpus", "tp")
+
+
+def budget_options(func):
+    """--budget / --gpu, --num-gpus, --gpu-memory-utilization: the memory a solve must fit."""
+    opts = [
+        click.option("--budget", metavar="SIZE",
+                     help="Memory of one GPU: 24GB (10^9 B), 24GiB (2^30 B), 1.5TB, 80e9 (bytes)."),
+        click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU of the catalog ('memsym gpus'), e.g. rtx-4090."),
+        click.option("--num-gpus", type=int, default=1, show_default=True,
+                     help="GPUs of that memory; the model is split evenly over them."),
+        click.option("--gpu-memory-utilization", "utilization", default="1", show_default=True, metavar="F",
+                     help="Fraction of each GPU's memory that may be used, 0 < F <= 1 (vLLM's flag)."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _explicit(name: str) -> bool:
+    """Whether the user gave option ``name`` (not its default)."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, ParameterSource.DEFAULT)
+
+
+def _analysis_model(model_id, config_path, symbolic: bool, knobs: dict, free: tuple[str, ...]):
+    """(name, MemoryModel) with the ``free`` variables left as symbols unless given on the command line."""
+    for name in free:
+        if not _explicit(name):
+            knobs[name] = None
+    if symbolic:
+        if model_id is not None or config_path is not None:
+            raise click.UsageError("--symbolic is model-free: give it without --model or --config")
+        from engine.analysis import symbolic as symbolic_model
+
+        return "symbolic", symbolic_model(keep_reserve_free=not _explicit("reserve"), **knobs)
+    from engine.api import memory_model
+
+    spec, mm = memory_model(model_id, config_path, **knobs)
+    return spec.name, mm
+
+
+def _show(expr, latex: bool) -> str:
+    import sympy
+
+    from formulas.symbols import latex_names
+
+    return sympy.latex(expr, symbol_names=latex_names()) if latex else sympy.sstr(expr)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def gpus(as_json):
+    """List the GPU catalog: memory in exact bytes, with the source of each figure.
+
+    \b
+    Example:
+      memsym gpus
+    """
+    from engine.gpus import catalog
+    from engine.units import format_bytes
+
+    rows = [vars(g) | {"aliases": list(g.aliases)} for g in catalog().values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'name':<12} {'bytes':>17}  {'size':<27} datasheet")
+    for g in catalog().values():
+        click.echo(f"{g.name:<12} {g.memory_bytes:>17,}  {format_bytes(g.memory_bytes):<27} {g.datasheet_memory}")
+
+
+@cli.command()
+@click.argument("variable", type=click.Choice(SOLVE_VARIABLES), metavar="VARIABLE")
+@model_options
+@scenario_options
+@budget_options
+@click.option("--symbolic", is_flag=True, help="No model: the closed form for a generic dense GQA decoder.")
+@click.option("--serving-activations", type=click.Choice(("none", "prefill")), default="none", show_default=True,
+              help="concurrency: leave the activation peak out (the seed's arithmetic) or keep one prefill's.")
+@click.option("--show-formula", is_flag=True, help="Print the closed form the answer came from.")
+@click.option("--latex", is_flag=True, help="Formulas as LaTeX.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def solve(variable, model_id, config_path, budget, gpu_name, num_gpus, utilization, symbolic, serving_activations,
+          show_formula, latex, as_json, **kw):
+    """The largest VARIABLE that fits a memory budget (seq-len, batch-size, concurrency),
+    or the fewest GPUs (num-gpus) or smallest tensor-parallel degree (tp).
+
+    Every answer is checked by substitution: total(n) <= budget < total(n+1), in exact
+    bytes per GPU. concurrency counts requests of --seq-len tokens served at once: weights
+    plus each request's KV cache (paged with --block-size).
+
+    \b
+    Examples:
+      memsym solve seq-len --model qwen3-0.6b --budget 24GB --batch-size 1
+      memsym solve concurrency --model qwen3-0.6b --seq-len 2048 --gpu rtx-4090
+      memsym solve concurrency --model deepseek-v3 --weight-quant w8a8 --budget 80e9 --num-gpus 16
+      memsym solve num-gpus --model llama-3.1-70b --gpu a100-80gb --batch-size 8 --seq-len 8192
+      memsym solve seq-len --symbolic --show-formula
+    """
+    target = variable.replace("-", "_")
+    pinned_by = {"seq_len": "seq_len", "batch_size": "batch_size", "concurrency": "batch_size",
+                 "num_gpus": "num_gpus", "tp": "tp"}[target]
+    if _explicit(pinned_by):
+        flag = "--" + pinned_by.replace("_", "-")
+        raise click.UsageError(f"solve {variable}: {flag} pins the variable being solved; leave {flag} out")
+    if _explicit("serving_activations") and target != "concurrency":
+        raise click.UsageError("--serving-activations applies to 'solve concurrency' only")
+    knobs = scenario_knobs(kw)
+    if target in ("seq_len", "batch_size", "concurrency"):
+        knobs[pinned_by] = None
+    if symbolic:
+        return _solve_symbolic(variable, target, knobs, serving_activations, latex, as_json)
+    if model_id is None and config_path is None:
+        raise click.UsageError("give --model ID or --config PATH (or --symbolic for the formula alone)")
+    from engine.gpus import make_budget
+
+    limits = make_budget(budget, gpu_name, num_gpus, utilization)
+    if target == "tp":
+        from engine.registry import load_spec
+        from engine.scenario import Scenario
+        from engine.solve import solve_tensor_parallel
+
+        spec = load_spec(model_id, config_path)
+        name, solution = spec.name, solve_tensor_parallel(spec, Scenario(**knobs), limits)
+    elif target == "num_gpus" and knobs["mode"] == "training":
+        from engine.registry import load_spec
+        from engine.scenario import Scenario
+        from engine.search import smallest_num_gpus
+
+        if limits.num_gpus != 1:
+            raise click.UsageError("solve num-gpus: --num-gpus is what is solved; leave it out")
+        spec = load_spec(model_id, config_path)
+        fixed = {k: knobs[k] for k in ("tp", "pp", "zero") if _explicit(k)}
+        solution, _ = smallest_num_gpus(spec, Scenario(**knobs), limits.per_gpu_bytes, fixed=fixed)
+        name = spec.name
+    else:
+        from engine.solve import solve_budget
+
+        name, mm = _analysis_model(model_id, config_path, False, knobs, ())
+        solution = solve_budget(mm, target, limits, activations=serving_activations)
+    if as_json:
+        click.echo(json.dumps({"model": name, **solution.to_dict()}, indent=2))
+    else:
+        click.echo(format_solution(name, solution, limits, show_formula, latex))
+
+
+def _solve_symbolic(variable, target, knobs, serving_activations, latex, as_json):
+    from engine.analysis import symbolic as symbolic_model
+    from engine.solve import branch_quadratics, closed_form, serving_model
+
+    if target not in ("seq_len", "batch_size", "concurrency"):
+        raise click.UsageError(f"solve {variable} --symbolic: a GPU count has no closed form; give --model")
+    for name in ("batch_size", "seq_len"):
+        if not _explicit(name):
+            knobs[name] = None
+    mm = symbolic_model(keep_reserve_free=not _explicit("reserve"), **knobs)
+    if target == "concurrency":
+        mm = serving_model(mm, serving_activations)
+    solved = "batch_size" if target == "concurrency" else target
+    expr = mm.pinned(mm.total)
+    form = closed_form(expr, solved)
+    if form is None:
+        raise click.UsageError(f"no closed form for {variable} here (sliding windows and paged blocks need a model)")
+    branches = branch_quadratics(expr, _symbol(solved))
+    if as_json:
+        click.echo(json.dumps({"variable": target, "closed_form": _show(form, False), "latex": _show(form, True),
+                               "branches": [{"C0": _show(c, False), "C1": _show(b, False), "C2": _show(a, False)}
+                                            for a, b, c in branches],
+                               "inputs": {**mm.inputs, "budget_bytes": "budget_bytes"}}, indent=2))
+        return
+    x = _show(_symbol(solved), latex)
+    click.echo(f"largest {target} with total <= budget_bytes (M), generic dense GQA decoder.")
+    click.echo(f"The total is the largest of {len(branches)} branches, each C0 + C1*{x} + C2*{x}**2:")
+    for i, (a, b, c) in enumerate(branches, 1):
+        click.echo(f"  branch {i}:")
+        for label, value in (("C0", c), ("C1", b), ("C2", a)):
+            click.echo(f"    {label} = {_show(value, latex)}")
+    click.echo(f"Each branch fits while {x} <= (M - C0)/C1 (C2 = 0), or the positive root of C2*{x}**2 + C1*{x} + C0 = M;")
+    click.echo(f"{target} = {_show(form, latex)}")
+
+
+@cli.command()
+@model_options
+@scenario_options
+@budget_options
+@click.option("--max-gpus", type=click.IntRange(1, 1 << 20), default=4096, show_default=True,
+              help="Largest GPU count to consider.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plan(model_id, config_path, budget, gpu_name, num_gpus, utilization, max_gpus, as_json, **kw):
+    """The fewest GPUs that fit, over tensor/pipeline degrees and ZeRO stages, with every
+    configuration tried.
+
+    For each ZeRO stage, TP (divisors of the heads; at most 8 for training) and PP
+    (divisors of the layers) the smallest data-parallel degree that fits is found and
+    checked by substitution. --tp, --pp or --zero given on the command line are kept fixed.
+
+    \b
+    Example:
+      memsym plan --model llama-3.1-70b --mode training --seq-len 4096 --gpu h100-80gb
+    """
+    from engine.gpus import make_budget
+    from engine.registry import load_spec
+    from engine.scenario import Scenario
+    from engine.search import plan as run_plan
+
+    if _explicit("num_gpus"):
+        raise click.UsageError("plan: the GPU count is what is searched; leave --num-gpus out (see --max-gpus)")
+    knobs = scenario_knobs(kw)
+    limits = make_budget(budget, gpu_name, 1, utilization)
+    spec = load_spec(model_id, config_path)
+    fixed = {k: knobs[k] for k in ("tp", "pp", "zero") if _explicit(k)}
+    result = run_plan(spec, Scenario(**knobs), limits.per_gpu_bytes, max_gpus=max_gpus,
+                      tp_choices=[fixed["tp"]] if "tp" in fixed else None,
+                      pp_choices=[fixed["pp"]] if "pp" in fixed else None,
+                      zero_stages=(fixed["zero"],) if "zero" in fixed else None)
+    if as_json:
+        click.echo(json.dumps({"model": spec.name, "inputs": Scenario(**knobs).as_inputs(), **result.to_dict()},
+                              indent=2))
+        return
+    from engine.units import format_bytes
+
+    best = result.best
+    click.echo(f"{spec.name}: fewest GPUs with at most {limits.per_gpu_bytes:,} B per GPU "
+               f"({format_bytes(limits.per_gpu_bytes)})")
+    click.echo(f"best: {best.num_gpus} GPUs (tp={best.tp}, pp={best.pp}, dp={best.dp}, zero={best.zero}), "
+               f"{best.per_gpu_bytes:,} B per GPU")
+    click.echo(f"{'gpus':>6} {'tp':>4} {'pp':>4} {'dp':>6} {'zero':>4} {'per-GPU bytes':>20}  fits")
+    for c in sorted(result.tried, key=lambda c: (not c.fits, c.num_gpus, c.tp, c.pp, c.zero)):
+        mark = "yes" if c.fits else "no (at the largest dp)"
+        click.echo(f"{c.num_gpus:>6} {c.tp:>4} {c.pp:>4} {c.dp:>6} {c.zero:>4} {c.per_gpu_bytes:>20,}  {mark}")
+
+
+def format_solution(name: str, solution, limits, show_formula: bool, latex: bool) -> str:
+    """The answer, its certificate (totals at the value and its neighbour) and the budget."""
+    from engine.units import format_bytes
+
+    s = solution
+    device = f"{limits.gpu_name} " if limits.gpu_name else ""
+    split = f"; the model split evenly over {limits.num_gpus} GPUs" if limits.num_gpus > 1 else ""
+    lines = [f"{name}: {'smallest' if s.smallest else 'largest'} {s.variable} that fits",
+             f"budget per GPU: {s.budget_bytes:,} B ({format_bytes(s.budget_bytes)}) = {limits.utilization} x "
+             f"{device}{limits.device_bytes:,} B{split}",
+             f"{s.variable} = {s.value:,}"]
+    neighbour = s.value - 1 if s.smallest else s.value + 1
+    config = s.inputs.get("configuration")
+    if config:  # training: the search's configuration; its neighbour has one data-parallel rank less
+        lines.append("  configuration: " + ", ".join(f"{k}={v}" for k, v in config.items()))
+        neighbour = config["tp"] * config["pp"] * (config["dp"] - 1)
+    lines.append(f"  total per GPU at {s.value:,}: {s.total_at_value:>20,} B  fits")
+    if s.total_at_neighbour is not None:
+        lines.append(f"  total per GPU at {neighbour:,}: {s.total_at_neighbour:>20,} B  exceeds")
+    lines.append(f"  method: {s.method.replace('_', ' ')}, checked by substitution")
+    if show_formula and s.closed_form is not None:
+        lines.append(f"  closed form: {s.variable} = {_show(s.closed_form, latex)}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@model_options
+@scenario_options
+@click.option("--symbolic", is_flag=True, help="No model: a generic dense GQA decoder, every shape a symbol.")
+@click.option("--latex", is_flag=True, help="Formulas as LaTeX.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def formula(model_id, config_path, symbolic, latex, as_json, **kw):
+    """The total as a formula, collected by powers of batch_size and seq_len
+    (each left free unless given), with what each coefficient costs.
+
+    \b
+    Examples:
+      memsym formula --symbolic
+      memsym formula --model qwen3-0.6b
+      memsym formula --model llama-3.1-8b --attention eager --batch-size 1 --latex
+    """
+    from engine.analysis import canonical_form
+
+    name, mm = _analysis_model(model_id, config_path, symbolic, scenario_knobs(kw), ("batch_size", "seq_len"))
+    variables = [v for v in ("batch_size", "seq_len") if mm.facts.get(_symbol(v)) is None]
+    form = canonical_form(mm, variables)
+    if as_json:
+        click.echo(json.dumps({"model": name, "variables": variables, "expression": _show(form.expression, False),
+                               "latex": _show(form.expression, True), "coefficients": _rows(form.rows),
+                               "peak": [{"branch": b, "coefficients": _rows(f.rows)} for b, f in form.peaks],
+                               "inputs": mm.inputs}, indent=2))
+        return
+    click.echo(f"{name}: total = " + " + ".join(_product(r, latex) for r in form.rows))
+    for r in form.rows:
+        payers = f" ({', '.join(r.terms)})" if r.terms else ""
+        click.echo(f"\n[{_show(r.monomial, latex)}] {r.meaning}{payers}:\n    {_show(r.coefficient, latex)}")
+        for branch, sub in r.branches:
+            click.echo(f"  peak branch {branch}: " + " + ".join(_product(b, latex) for b in sub.rows))
+
+
+def _symbol(name: str):
+    from formulas.symbols import symbol
+
+    return symbol(name)
+
+
+def _product(row, latex: bool) -> str:
+    coefficient, monomial = _show(row.coefficient, latex), _show(row.monomial, latex)
+    if row.monomial == 1:
+        return coefficient
+    if row.coefficient == 1:
+        return monomial
+    return f"({coefficient})*{monomial}" if row.coefficient.is_Add else f"{coefficient}*{monomial}"
+
+
+def _rows(rows) -> list[dict]:
+    return [{"monomial": _show(r.monomial, False), "coefficient": _show(r.coefficient, False),
+             "meaning": r.meaning, "terms": list(r.terms)} for r in rows]
+
+
+def _variable_name(text: str) -> str:
+    from formulas.symbols import SYMBOLS
+
+    name = text.strip().replace("-", "_")
+    if name not in SYMBOLS:
+        raise click.UsageError(f"--wrt: unknown variable {text!r} (e.g. batch_size, seq_len, hidden_size)")
+    return name
+
+
+@cli.command(name="diff")
+@click.option("--wrt", required=True, metavar="VAR", help="The variable: seq_len, batch_size, or any symbol.")
+@model_options
+@scenario_options
+@click.option("--symbolic", is_flag=True, help="No model: a generic dense GQA decoder, every shape a symbol.")
+@click.option("--latex", is_flag=True, help="Formulas as LaTeX.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def diff_command(wrt, model_id, config_path, symbolic, latex, as_json, **kw):
+    """The partial derivative d total / d VAR: symbolic, and exact at the point
+    given by --batch-size and --seq-len, beside the finite difference total(x+1) - total(x).
+
+    \b
+    Examples:
+      memsym diff --wrt batch-size --model qwen3-0.6b --seq-len 2048
+      memsym diff --wrt seq-len --symbolic
+    """
+    from engine.analysis import as_decimal, derivative
+
+    variable = _variable_name(wrt)
+    knobs = scenario_knobs(kw)
+    point = {k: knobs[k] for k in ("batch_size", "seq_len")}
+    knobs.update(batch_size=None, seq_len=None)  # symbols in the derivative, values at the point
+    name, mm = _analysis_model(model_id, config_path, symbolic, knobs, ())
+    d = derivative(mm, variable, **({} if symbolic else point))
+    if as_json:
+        click.echo(json.dumps({"model": name, "variable": variable, "derivative": _show(d.expression, False),
+                               "latex": _show(d.expression, True), "at": None if symbolic else point,
+                               "value": None if d.value is None else str(d.value),
+                               "value_decimal": None if d.value is None else as_decimal(d.value, 12),
+                               "finite_difference": d.finite_difference,
+                               "branches": [_show(b, False) for b in d.branches]}, indent=2))
+        return
+    if d.value is None:
+        click.echo(f"{name}: d total / d {variable} = one of (the branch of the peak that is active):")
+        for b in d.branches:
+            click.echo(f"  {_show(b, latex)}")
+        return
+    at = ", ".join(f"{k}={v}" for k, v in point.items())
+    click.echo(f"{name}: d total / d {variable} = {_show(d.expression, latex)}  (the branch active at {at})")
+    click.echo(f"  at {at}: {as_decimal(d.value, 12)} bytes per unit of {variable} (exact: {d.value})")
+    if d.finite_difference is not None:
+        click.echo(f"  total({variable}+1) - total({variable}) = {d.finite_difference:,} bytes")
+
+
+@cli.command()
+@model_options
+@scenario_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def sensitivity(model_id, config_path, as_json, **kw):
+    """Elasticity (d total / d x) * x / total of every symbol at one point:
+    0.5 means +1% of x gives +0.5% of memory.
+
+    \b
+    Example:
+      memsym sensitivity --model llama-3.1-8b --batch-size 8 --seq-len 8192
+    """
+    from engine.analysis import as_decimal, sensitivity as run_sensitivity
+    from engine.api import memory_model
+
+    spec, mm = memory_model(model_id, config_path, **scenario_knobs(kw))
+    total, rows = run_sensitivity(mm)
+    if as_json:
+        click.echo(json.dumps({"model": spec.name, "total_bytes": str(total), "inputs": mm.inputs, "sensitivity": [
+            {"symbol": r.symbol, "value": str(r.value), "derivative": str(r.derivative),
+             "elasticity": as_decimal(r.elasticity)} for r in rows]}, indent=2))
+        return
+    click.echo(f"{spec.name}: total {as_decimal(total, 30)} bytes at batch_size={mm.inputs['batch_size']}, "
+               f"seq_len={mm.inputs['seq_len']}")
+    click.echo(f"{'symbol':<24} {'value':>14} {'d total / d symbol':>22} {'elasticity':>12}")
+    for r in rows:
+        click.echo(f"{r.symbol:<24} {as_decimal(r.value, 12):>14} {as_decimal(r.derivative, 12):>22} "
+                   f"{as_decimal(r.elasticity):>12}")
+
+
+@cli.command(name="crossover")
+@click.argument("term_a")
+@click.argument("term_b")
+@click.option("--wrt", required=True, metavar="VAR", help="The variable that grows, e.g. seq-len.")
+@model_options
+@scenario_options
+@click.option("--symbolic", is_flag=True, help="No model: the crossover as a formula.")
+@click.option("--latex", is_flag=True, help="Formulas as LaTeX.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def crossover_command(term_a, term_b, wrt, model_id, config_path, symbolic, latex, as_json, **kw):
+    """The smallest integer VAR at which TERM_A reaches TERM_B (e.g. where the KV cache
+    outgrows the weights), checked by substitution at VAR and VAR - 1.
+
+    \b
+    Examples:
+      memsym crossover kv_cache weights --wrt seq-len --model qwen3-0.6b --batch-size 1
+      memsym crossover kv_cache weights --wrt seq-len --symbolic
+    """
+    from engine.analysis import crossover
+
+    variable = _variable_name(wrt)
+    if variable in ("batch_size", "seq_len") and _explicit(variable):
+        flag = "--" + variable.replace("_", "-")
+        raise click.UsageError(f"crossover --wrt {wrt}: {flag} pins the variable; leave {flag} out")
+    knobs = scenario_knobs(kw)
+    if variable in ("batch_size", "seq_len"):
+        knobs[variable] = None
+    name, mm = _analysis_model(model_id, config_path, symbolic, knobs, ("batch_size",) if symbolic else ())
+    c = crossover(mm, term_a, term_b, variable)
+    if as_json:
+        click.echo(json.dumps({"model": name, "term_a": term_a, "term_b": term_b, "variable": variable,
+                               "value": c.value, "a_at_value": c.a_at_value, "b_at_value": c.b_at_value,
+                               "a_before": c.a_before, "b_before": c.b_before, "method": c.method,
+                               "closed_form": None if c.closed_form is None else _show(c.closed_form, False),
+                               "inputs": mm.inputs}, indent=2))
+        return
+    if c.value is None:
+        click.echo(f"{name}: {term_a} >= {term_b} from {variable} = {_show(c.closed_form, latex)}")
+        return
+    click.echo(f"{name}: {term_a} >= {term_b} from {variable} = {c.value:,}")
+    click.echo(f"  at {c.value:,}: {term_a} {c.a_at_value:,} B, {term_b} {c.b_at_value:,} B")
+    if c.a_before is not None:
+        click.echo(f"  at {c.value - 1:,}: {term_a} {c.a_before:,} B, {term_b} {c.b_before:,} B")
+    if c.closed_form is not None:
+        click.echo(f"  closed form: {_show(c.closed_form, latex)}")
+
+
+# --- emit: LaTeX, generated modules, sweeps, plots (engine/render.py, numeric.py, sweep.py, plot.py) --
+def grid_options(func):
+    """scenario_options with --batch-size and --seq-len taking lists and ranges (sweep, plot)."""
+    func = scenario_options(func)
+    func.__click_params__ = [p for p in func.__click_params__ if p.name not in ("batch_size", "seq_len")]
+    func = click.option("--seq-len", "seq_len_values", default="2048", show_default=True, metavar="VALUES",
+                        help="Tokens per sequence: 1024,2048 or 1024:131072:x2 (geometric) or 512:8192:+512.")(func)
+    func = click.option("--batch-size", "batch_size_values", default="1", show_default=True, metavar="VALUES",
+                        help="Sequences at once, as a list or range like --seq-len.")(func)
+    return func
+
+
+def _grid_model(model_id, config_path, kw: dict):
+    """(axes, MemoryModel) with batch_size and seq_len free, their values parsed from the flags."""
+    from engine.api import memory_model
+    from engine.sweep import parse_values
+
+    axes = {"batch_size": parse_values(kw.pop("batch_size_values"), "--batch-size"),
+            "seq_len": parse_values(kw.pop("seq_len_values"), "--seq-len")}
+    kw["batch_size"] = kw["seq_len"] = None
+    return axes, memory_model(model_id, config_path, **scenario_knobs(kw))[1]
+
+
+@cli.command()
+@model_options
+@scenario_options
+@click.option("--symbolic", is_flag=True, help="No model: a generic dense GQA decoder, every shape a symbol.")
+@click.option("--values", "with_values", is_flag=True,
+              help="Add the model's values and the exact bytes at --batch-size and --seq-len.")
+@click.option("--standalone", is_flag=True, help="A complete document (amsmath only) that pdflatex compiles.")
+@click.option("--format", "fmt", type=click.Choice(("tex", "markdown")), default="tex", show_default=True,
+              help="LaTeX, or Markdown with $$-math (GitHub, Jupyter).")
+def latex(model_id, config_path, symbolic, with_values, standalone, fmt, **kw):
+    """The memory terms as LaTeX: an align* block with one named row per term and the
+    total (training: each phase and their max), what each term holds and its source, and
+    a legend of the symbols (LaTeX name, meaning, unit). Formulas keep b and s free.
+
+    \b
+    Examples:
+      memsym latex --model qwen3-0.6b --values
+      memsym latex --model llama-3.1-8b --mode training --standalone > memory.tex
+      memsym latex --symbolic --format markdown
+    """
+    from engine.render import render_latex, render_markdown
+
+    if symbolic == (model_id is not None or config_path is not None):
+        raise click.UsageError("give one of --model ID, --config PATH or --symbolic")
+    if symbolic and with_values:
+        raise click.UsageError("--values needs a model's values: give --model or --config instead of --symbolic")
+    if standalone and fmt != "tex":
+        raise click.UsageError("--standalone makes a LaTeX document; leave it out with --format markdown")
+    knobs = scenario_knobs(kw)
+    values = {k: knobs.pop(k) for k in ("batch_size", "seq_len")} if with_values else None
+    knobs["batch_size"] = knobs["seq_len"] = None
+    if symbolic:
+        from engine.analysis import symbolic as symbolic_model
+
+        mm = symbolic_model(**knobs)
+    else:
+        from engine.api import memory_model
+
+        mm = memory_model(model_id, config_path, **knobs)[1]
+    if fmt == "markdown":
+        click.echo(render_markdown(mm, values=values), nl=False)
+    else:
+        click.echo(render_latex(mm, values=values, standalone=standalone), nl=False)
+
+
+@cli.command()
+@model_options
+@scenario_options
+@click.option("-o", "--output", required=True, metavar="FILE.py", help="Where to write the module.")
+def codegen(model_id, config_path, output, **kw):
+    """Write a standalone Python module that imports only NumPy: one function per term
+    and total_bytes(...), each with its formula and source in the docstring. batch_size
+    and seq_len stay arguments unless given.
+
+    \b
+    Example:
+      memsym codegen --model qwen3-0.6b -o qwen3_memory.py
+      python -c "import qwen3_memory as m; print(m.total_bytes(batch_size=8, seq_len=4096))"
+    """
+    from engine.numeric import variables_of, write_module
+
+    if model_id is None and config_path is None:
+        raise click.UsageError("give --model ID or --config PATH")
+    _, mm = _analysis_model(model_id, config_path, False, scenario_knobs(kw), ("batch_size", "seq_len"))
+    write_module(mm, output)
+    click.echo(f"wrote {output}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
+
+
+@cli.command()
+@model_options
+@grid_options
+@click.option("--csv", "as_csv", is_flag=True, help="Comma-separated values, one row per point.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def sweep(model_id, config_path, as_csv, as_json, **kw):
+    """Bytes of the total and every term over a grid of batch sizes and sequence lengths,
+    through the compiled NumPy function (exact integers below 2^53 bytes).
+
+    \b
+    Examples:
+      memsym sweep --model qwen3-0.6b --batch-size 1,2,4,8 --seq-len 1024:131072:x2
+      memsym sweep --model llama-3.1-8b --seq-len 512:8192:+512 --csv > grid.csv
+    """
+    from engine.sweep import sweep as run_sweep
+    from engine.units import format_bytes
+
+    if as_csv and as_json:
+        raise click.UsageError("give one of --csv and --json")
+    axes, mm = _grid_model(model_id, config_path, kw)
+    result = run_sweep(mm, axes)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    rows = result.rows()
+    if as_csv:
+        first = next(rows)
+        click.echo(",".join(first))
+        for row in (first, *rows):
+            click.echo(",".join(str(v) for v in row.values()))
+        return
+    click.echo(f"{mm.name} ({mm.mode}): {result.points:,} points")
+    click.echo(f"{'batch_size':>10} {'seq_len':>10} {'total_bytes':>22}  size")
+    for row in rows:
+        click.echo(f"{row['batch_size']:>10,} {row['seq_len']:>10,} {row['total_bytes']:>22,}  "
+                   f"{format_bytes(row['total_bytes'])}")
+
+
+@cli.command()
+@model_options
+@grid_options
+@budget_options
+@click.option("-o", "--output", required=True, metavar="FILE", help="FILE.png or FILE.svg.")
+@click.option("--format", "fmt", default=None, metavar="png|svg", help="Image format  [default: from FILE]")
+def plot(model_id, config_path, budget, gpu_name, num_gpus, utilization, output, fmt, **kw):
+    """Draw the memory terms stacked against seq_len or batch_size (whichever is given as
+    a list or range), with the budget as a line and the largest value that fits marked
+    (solved exactly). Needs matplotlib: pip install 'memsym[plot]'.
+
+    \b
+    Example:
+      memsym plot --model qwen3-0.6b --batch-size 8 --seq-len 1024:131072:x2 --budget 24GB -o kv.png
+    """
+    from engine.plot import output_format, plot as draw
+
+    output_format(output, fmt)  # a bad format or suffix fails before any work
+    axes, mm = _grid_model(model_id, config_path, kw)
+    ranged = [name for name, values in axes.items() if len(values) > 1]
+    if len(ranged) != 1:
+        raise click.UsageError("give a list or range for exactly one of --seq-len and --batch-size")
+    limits = None
+    if budget is not None or gpu_name is not None:
+        from engine.gpus import make_budget
+
+        limits = make_budget(budget, gpu_name, num_gpus, utilization)
+    result = draw(mm, ranged[0], axes, output, fmt, limits)
+    click.echo(f"wrote {result.path}" + (f": {result.note}" if result.note else ""))
 
 
 def main():

@@ -28,8 +28,14 @@ _EXPORTS = {
     "Scenario": "engine.scenario",
     "ModelSpec": "engine.spec",
     "format_bytes": "engine.units", "parse_bytes": "engine.units",
+    "Budget": "engine.gpus", "gpu": "engine.gpus", "gpu_catalog": "engine.gpus", "make_budget": "engine.gpus",
+    "Solution": "engine.solve", "solve_budget": "engine.solve",  # engine.solve.solve: the module's name
+    "solve_tensor_parallel": "engine.solve", "smallest_fitting": "engine.solve", "closed_form": "engine.solve",
+    "serving_model": "engine.solve", "sharded": "engine.solve",
+    "canonical_form": "engine.analysis", "derivative": "engine.analysis", "sensitivity": "engine.analysis",
+    "crossover": "engine.analysis",
 }
-_RENAMED = {"registry_entries": "entries"}
+_RENAMED = {"gpu_catalog": "catalog", "registry_entries": "entries"}
 
 __all__ = sorted(_EXPORTS)
 

@@ -61,6 +61,15 @@ def generic_spec() -> ModelSpec:
     )
 
 
+# What the scenario pins in a symbolic model: sizes, parallel degrees and overhead knobs
+# (1 and 0 by default, which drop out of the formula); shapes and byte widths stay free.
+SCENARIO_SYMBOLS = frozenset({
+    "batch_size", "seq_len", "block_size", "reserve_bytes", "allocator_fraction", "comm_buffer_bytes",
+    "tensor_parallel", "pipeline_parallel", "data_parallel", "expert_parallel", "context_parallel",
+    "virtual_pipeline", "lora_rank",
+})
+
+
 def symbolic_model(**knobs) -> MemoryModel:
     """The memory model of :func:`generic_spec` with every shape symbol and byte width free.
 
@@ -68,7 +77,6 @@ def symbolic_model(**knobs) -> MemoryModel:
     ``batch_size=None, seq_len=None`` to keep them free too.
     """
     mm = build(generic_spec(), Scenario(**knobs))
-    scenario_symbols = {"batch_size", "seq_len", "block_size", "reserve_bytes"}
-    mm.facts = {sym: v for sym, v in mm.facts.items() if sym.name in scenario_symbols}
+    mm.facts = {sym: v for sym, v in mm.facts.items() if sym.name in SCENARIO_SYMBOLS}
     mm.inputs = {**mm.inputs, "model": "symbolic"}
     return mm

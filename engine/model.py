@@ -133,3 +133,29 @@ class MemoryModel:
     def diff(self, variable: str, name: str | None = None) -> sympy.Expr:
         """Partial derivative of a term (or the total) with respect to ``variable``."""
         return sympy.diff(self.expression(name), S.symbol(variable))
+
+    def solve(self, variable: str, budget_bytes: int, **fixed):
+        """The largest integer ``variable`` with ``total <= budget_bytes``, checked by substitution.
+
+        See :func:`engine.solve.solve` (closed form where the total allows, exact search otherwise).
+        """
+        from engine.solve import solve
+
+        return solve(self, variable, budget_bytes, **fixed)
+
+    # --- emit (engine/numeric.py, engine/render.py) --------------------------------------
+    def compile(self, term: str | None = None):
+        """A NumPy function of the free variables giving the total (or one term) in bytes.
+
+        Keyword arguments broadcast: ``f(batch_size=b[:, None], seq_len=s[None, :])``.
+        See :func:`engine.numeric.compile_model`.
+        """
+        from engine.numeric import compile_model
+
+        return compile_model(self, term)
+
+    def _repr_latex_(self) -> str:
+        """Jupyter shows the terms and total as LaTeX (:func:`engine.render.repr_latex`)."""
+        from engine.render import repr_latex
+
+        return repr_latex(self)

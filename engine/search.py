@@ -130,3 +130,28 @@ def plan(
         raise InfeasibleError(f"no configuration of up to {max_gpus} GPUs fits {budget_bytes:,} bytes per GPU{need}")
     result.best = min(fitting, key=lambda c: (c.num_gpus, c.tp, c.pp, c.zero))
     return result
+
+
+def smallest_num_gpus(spec: ModelSpec, scenario: Scenario, budget_bytes: int, *, fixed: dict, max_gpus: int = 4096):
+    """``memsym solve num-gpus`` for training: :func:`plan` with the user's degrees fixed.
+
+    ``fixed`` holds what the user pinned (``tp``, ``pp``, ``zero``); the rest is searched.
+    Returns ``(Solution, Plan)``; the solution's certificate is the chosen configuration at
+    ``N_d`` and at ``N_d - 1``.
+    """
+    from engine.solve import Solution
+
+    result = plan(
+        spec, scenario, budget_bytes, max_gpus=max_gpus,
+        tp_choices=[fixed["tp"]] if "tp" in fixed else None,
+        pp_choices=[fixed["pp"]] if "pp" in fixed else None,
+        zero_stages=(fixed["zero"],) if "zero" in fixed else None,
+    )
+    best = result.best
+    chosen = replace(scenario, tp=best.tp, pp=best.pp, dp=best.dp, zero=best.zero)
+    model = build(spec, chosen)
+    evaluation = model.evaluate()
+    inputs = {**model.inputs, "configuration": {"tp": best.tp, "pp": best.pp, "dp": best.dp, "zero": best.zero}}
+    solution = Solution("num_gpus", best.num_gpus, budget_bytes, evaluation.total_bytes, best.bytes_at_fewer,
+                        "search", evaluation, inputs, smallest=True)
+    return solution, result

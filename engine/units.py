@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from engine.errors import InputError
 
@@ -18,7 +19,7 @@ UNITS: dict[str, int] = {
     "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "PIB": 2**50,
 }
 
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+]?\d{1,3})?)\s*([A-Za-z]{0,3})\s*$")
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+]?\d{1,3})?)\s*([A-Za-z]{0,3})\s*$", re.ASCII)  # ASCII digits only
 MAX_BYTES = 10**21  # a zettabyte: no budget a user means is larger
 
 
@@ -49,3 +50,23 @@ def format_bytes(n: int) -> str:
         if n >= size:
             return f"{decimal} ({n / size:.3f} {unit})"
     return decimal
+
+
+_DECIMAL_FRACTION = re.compile(r"\s*\d*\.?\d+\s*", flags=re.ASCII)
+
+
+def parse_fraction(text, flag: str, *, low: Fraction, high: Fraction, low_open: bool = False) -> Fraction:
+    """A decimal like ``0.9`` as an exact Fraction in ``[low, high]`` (``(low, high]`` if ``low_open``).
+
+    Only ASCII digits and one point are read: never ``eval``, never a float.
+    """
+    if isinstance(text, (Fraction, int)) and not isinstance(text, bool):
+        value = Fraction(text)
+    elif isinstance(text, str) and _DECIMAL_FRACTION.fullmatch(text):
+        value = Fraction(text.strip())
+    else:
+        raise InputError(f"{flag}: cannot read {text!r} as a number such as 0.9")
+    if value > high or value < low or (low_open and value == low):
+        bounds = f"{'(' if low_open else '['}{low}, {high}]"
+        raise InputError(f"{flag} must be in {bounds}, got {text!r}")
+    return value

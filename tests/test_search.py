@@ -74,3 +74,35 @@ def test_search_agrees_with_brute_force_on_gpt2(budget_mb, mode, s):
 def test_infeasible_says_what_the_best_needs():
     with pytest.raises(InfeasibleError, match="needs [0-9,]+ bytes per GPU"):
         plan(load_spec("llama-3.1-70b"), Scenario(mode="training", seq_len=4096), 10**9, max_gpus=8)
+
+
+def test_solve_num_gpus_for_llama_70b_training_with_zero_3(run_cli):
+    """Issue 6's command: answered, and checked by substitution with `memsym estimate`."""
+    import json
+
+    args = ["--model", "llama-3.1-70b", "--mode", "training", "--seq-len", "4096", "--batch-size", "1",
+            "--gpu", "h100-80gb", "--zero", "3"]
+    result = run_cli("solve", "num-gpus", *args, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    config = data["inputs"]["configuration"]
+    assert config["zero"] == 3
+    assert data["value"] == config["tp"] * config["pp"] * config["dp"]
+    flags = ["--tp", str(config["tp"]), "--pp", str(config["pp"]), "--zero", "3"]
+    base = ["estimate", "--model", "llama-3.1-70b", "--mode", "training", "--seq-len", "4096", *flags, "--json"]
+    at_value = json.loads(run_cli(*base, "--dp", str(config["dp"])).stdout)["total_bytes"]
+    assert at_value == data["total_bytes_at_value"] <= data["budget_bytes"]
+    if config["dp"] > 1:
+        fewer = json.loads(run_cli(*base, "--dp", str(config["dp"] - 1)).stdout)["total_bytes"]
+        assert fewer == data["total_bytes_at_previous"] > data["budget_bytes"]
+
+
+def test_plan_lists_what_it_tried(run_cli):
+    import json
+
+    result = run_cli("plan", "--model", "gpt2", "--mode", "training", "--budget", "2GB", "--max-gpus", "8", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["best"]["fits"] and data["best"]["per_gpu_bytes"] <= data["budget_bytes"]
+    assert len(data["tried"]) > 1
+    assert min(r["num_gpus"] for r in data["tried"] if r["fits"]) == data["best"]["num_gpus"]
