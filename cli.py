@@ -765,7 +765,11 @@ def latex(model_id, config_path, symbolic, with_values, standalone, fmt, **kw):
     if standalone and fmt != "tex":
         raise click.UsageError("--standalone makes a LaTeX document; leave it out with --format markdown")
     knobs = scenario_knobs(kw)
-    values = {k: knobs.pop(k) for k in ("batch_size", "seq_len")} if with_values else None
+    values = {k: knobs.pop(k) for k in ("batch_size", "seq_len")}
+    for name, value in values.items():
+        if value < 1:
+            raise click.BadParameter(f"must be a positive integer, got {value!r}", param_hint="--" + name.replace("_", "-"))
+    values = values if with_values else None
     knobs["batch_size"] = knobs["seq_len"] = None
     if symbolic:
         from engine.analysis import symbolic as symbolic_model

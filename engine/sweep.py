@@ -1,0 +1,127 @@
+"""Grids of scenarios through a compiled memory model: value lists, ranges, the sweep itself.
+
+``--seq-len 1024:131072:x2`` and ``--batch-size 1,2,4,8`` are read by :func:`parse_values`,
+a small parser of digits, commas and colons (never ``eval``). :func:`sweep` evaluates the
+whole grid with one call of the model's compiled NumPy function (engine/numeric.py): the
+axes broadcast against each other, so a 1000 x 10,000 grid costs a few array operations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy
+
+from engine.errors import InputError
+from engine.model import MemoryModel
+from engine.numeric import TOTAL, compile_terms
+
+MAX_AXIS_VALUES = 100_000  # values one axis may hold
+MAX_VALUE = 2**53  # float64 holds every integer up to here exactly
+MAX_POINTS = 1_000_000  # grid points a sweep prints (CSV of about 100 MB at most)
+GRID_VARIABLES = ("batch_size", "seq_len")
+FLAGS = {"batch_size": "--batch-size", "seq_len": "--seq-len"}
+
+_INTEGER = re.compile(r"^[0-9]{1,16}$")
+_STEP = re.compile(r"^([x+])([0-9]{1,16})$")
+
+
+def parse_values(text: str, flag: str) -> tuple[int, ...]:
+    """``'1,2,4,8'``, ``'1024:131072:x2'`` (geometric), ``'0:4096:+512'`` (arithmetic), or a mix.
+
+    A range ``a:b:xK`` holds ``a, aK, aK^2, ...`` up to ``b``; ``a:b:+K`` holds ``a, a+K, ...``
+    up to ``b``. Values are positive integers, returned sorted without repeats.
+    """
+    values: set[int] = set()
+    for item in str(text).split(","):
+        item = item.strip()
+        values.update(_parse_range(item, flag) if ":" in item else (_parse_integer(item, flag, text),))
+        if len(values) > MAX_AXIS_VALUES:
+            raise InputError(f"{flag}: {text!r} holds more than {MAX_AXIS_VALUES:,} values")
+    return tuple(sorted(values))
+
+
+def _parse_integer(item: str, flag: str, text: str) -> int:
+    if not _INTEGER.match(item) or not 1 <= int(item) <= MAX_VALUE:
+        raise InputError(f"{flag}: cannot read {item!r} in {text!r}; use positive integers, "
+                         f"a:b:xK (geometric) or a:b:+K (arithmetic), joined by commas")
+    return int(item)
+
+
+def _parse_range(item: str, flag: str) -> list[int]:
+    parts = item.split(":")
+    step = _STEP.match(parts[2].strip()) if len(parts) == 3 else None
+    if step is None:
+        raise InputError(f"{flag}: cannot read range {item!r}; use a:b:xK (geometric) or a:b:+K (arithmetic)")
+    start, stop = (_parse_integer(p.strip(), flag, item) for p in parts[:2])
+    kind, size = step.group(1), int(step.group(2))
+    if stop < start:
+        raise InputError(f"{flag}: range {item!r} ends before it starts")
+    if (kind == "x" and size < 2) or (kind == "+" and size < 1):
+        raise InputError(f"{flag}: range {item!r} needs a factor of at least 2 (xK) or a step of at least 1 (+K)")
+    if kind == "+" and (stop - start) // size >= MAX_AXIS_VALUES:
+        raise InputError(f"{flag}: range {item!r} holds more than {MAX_AXIS_VALUES:,} values")
+    if kind == "+":
+        return list(range(start, stop + 1, size))
+    out, value = [], start
+    while value <= stop:
+        out.append(value)
+        value *= size
+    return out
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Bytes of the total and every top-level term over a grid of ``axes`` (C order)."""
+
+    model: str
+    inputs: dict
+    axes: dict[str, tuple[int, ...]]
+    outputs: dict[str, numpy.ndarray]  # name -> float64 array of shape (len(axis) for axis in axes)
+
+    @property
+    def points(self) -> int:
+        return int(numpy.prod([len(v) for v in self.axes.values()], dtype=numpy.int64))
+
+    def rows(self) -> Iterator[dict[str, int]]:
+        """One dict per grid point: the axis values, ``total_bytes`` and each term, as ints."""
+        names = list(self.axes)
+        flat = {name: array.ravel() for name, array in self.outputs.items()}
+        for i, index in enumerate(numpy.ndindex(*(len(v) for v in self.axes.values()))):
+            row = {name: self.axes[name][k] for name, k in zip(names, index)}
+            row.update({name: int(values[i]) for name, values in flat.items()})
+            yield row
+
+    def to_dict(self) -> dict:
+        """The ``--json`` form: model, inputs, axes and one record per point."""
+        return {"model": self.model, "inputs": self.inputs, "axes": {k: list(v) for k, v in self.axes.items()},
+                "points": list(self.rows())}
+
+
+def sweep(mm: MemoryModel, axes: dict[str, tuple[int, ...]], max_points: int = MAX_POINTS) -> Sweep:
+    """Evaluate the total and top-level terms of ``mm`` over the grid ``axes`` (name -> values).
+
+    Every free variable of ``mm`` needs an axis; an axis of a pinned variable is an error.
+    """
+    function = compile_terms(mm)
+    missing = [v for v in function.variables if v not in axes]
+    pinned = [v for v in axes if v not in function.variables]
+    if missing or pinned:
+        raise InputError("; ".join(filter(None, (
+            f"give values for {', '.join(FLAGS.get(v, v) for v in missing)}" if missing else "",
+            f"{', '.join(FLAGS.get(v, v) for v in pinned)} is pinned by the model" if pinned else ""))))
+    ordered = {name: tuple(axes[name]) for name in function.variables}
+    points = int(numpy.prod([len(v) for v in ordered.values()], dtype=numpy.int64))
+    if points > max_points:
+        raise InputError(f"the grid holds {points:,} points; at most {max_points:,} (narrow "
+                         f"{' or '.join(FLAGS.get(v, v) for v in ordered)})")
+    arrays = {}
+    for i, (name, values) in enumerate(ordered.items()):
+        shape = [1] * len(ordered)
+        shape[i] = len(values)
+        arrays[name] = numpy.asarray(values, dtype=numpy.float64).reshape(shape)
+    outputs = function(**arrays)
+    outputs = {TOTAL: outputs.pop(TOTAL), **outputs}
+    return Sweep(mm.name, mm.inputs, ordered, outputs)
