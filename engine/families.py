@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from engine.errors import ConfigError, UnsupportedModelError
-from engine.spec import ModelSpec, config_bool, config_int, config_int_list
+from engine.spec import ModelSpec, config_bool, config_int, config_int_list, shown
 
 
 def _where(name: str) -> str:
@@ -55,7 +55,7 @@ def _sliding_layers(config: dict, name: str, default_types: list[str]) -> tuple[
     if types is None:
         types = default_types
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-        raise ConfigError(f"{w}: field 'layer_types' must be a list of strings, got {types!r}")
+        raise ConfigError(f"{w}: field 'layer_types' must be a list of strings, got {shown(types)}")
     sliding = sum(1 for t in types if t == "sliding_attention")
     if not sliding:
         return None, 0
@@ -313,9 +313,9 @@ def spec_from_config(config: object, name: str = "config.json") -> ModelSpec:
         raise ConfigError(f"{_where(name)}: expected a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
     if not isinstance(model_type, str):
-        raise ConfigError(f"{_where(name)}: missing or non-string field 'model_type' ({model_type!r})")
+        raise ConfigError(f"{_where(name)}: missing or non-string field 'model_type' ({shown(model_type)})")
     parser = PARSERS.get(model_type)
     if parser is None:
         known = ", ".join(sorted(PARSERS))
-        raise UnsupportedModelError(f"{_where(name)}: model_type {model_type!r} is not supported (supported: {known})")
+        raise UnsupportedModelError(f"{_where(name)}: model_type {shown(model_type)} is not supported (supported: {known})")
     return parser(config, name)

@@ -84,6 +84,17 @@ class ModelSpec:
 
 # --- reading config values --------------------------------------------------------------
 
+MAX_SHOWN = 60  # characters of a bad value an error message repeats
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to a readable length: a 1 MB string makes no 1 MB error line."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<{type(value).__name__} nested too deep>"
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
 _MISSING = object()
 
 
@@ -102,13 +113,13 @@ def config_int(config: dict, name: str, *aliases: str, default=_MISSING, minimum
             raise ConfigError(f"{where}: missing field {name!r}")
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: field {key!r} must be an integer, got {value!r}")
+        raise ConfigError(f"{where}: field {key!r} must be an integer, got {shown(value)}")
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
-            raise ConfigError(f"{where}: field {key!r} must be an integer, got {value!r}")
+            raise ConfigError(f"{where}: field {key!r} must be an integer, got {shown(value)}")
         value = int(value)
     if value < minimum:
-        raise ConfigError(f"{where}: field {key!r} must be >= {minimum}, got {value!r}")
+        raise ConfigError(f"{where}: field {key!r} must be >= {minimum}, got {shown(value)}")
     return value
 
 
@@ -118,7 +129,7 @@ def config_bool(config: dict, name: str, default: bool, where: str = "config") -
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ConfigError(f"{where}: field {name!r} must be true or false, got {value!r}")
+        raise ConfigError(f"{where}: field {name!r} must be true or false, got {shown(value)}")
     return value
 
 
@@ -128,5 +139,5 @@ def config_int_list(config: dict, name: str, where: str = "config", minimum: int
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ConfigError(f"{where}: field {name!r} must be a list, got {value!r}")
+        raise ConfigError(f"{where}: field {name!r} must be a list, got {shown(value)}")
     return [config_int({name: v}, name, minimum=minimum, where=where) for v in value]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sympy
 
 from engine import architecture
+from engine.errors import InputError
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
 from formulas import activations, optimizer, peft
@@ -38,6 +39,7 @@ def training_terms(spec: ModelSpec, scenario: Scenario):
     lora = scenario.lora_rank is not None
     if lora:
         targets = peft.lora_targets(architecture.parameter_tensors(spec), scenario.lora_targets)
+        _check_lora_targets(spec, scenario.lora_targets, targets)
         trained_tensors = _first_stage(peft.lora_adapter_tensors(targets), scenario)
         trained = _per_gpu_count(trained_tensors)
         terms["adapters"] = trained * S.adapter_bytes
@@ -118,3 +120,13 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
     if lora_targets:
         parts["activations/lora"] = peft.lora_activations(lora_targets) * par.sequence_share()
     return {"activations": sympy.Add(*parts.values()), **parts}
+
+
+def _check_lora_targets(spec: ModelSpec, asked: tuple[str, ...] | None, targets) -> None:
+    """Every module named in ``--lora-targets`` must exist in the model."""
+    found = {peft.module_name(t) for t in targets}
+    unknown = [name for name in (asked or ()) if name not in found]
+    if unknown or not targets:
+        known = sorted({peft.module_name(t) for t in peft.lora_targets(architecture.parameter_tensors(spec), None)})
+        raise InputError(f"--lora-targets: {', '.join(unknown) or 'nothing'} is not a linear module of "
+                         f"{spec.name} (modules: {', '.join(known)})")

@@ -108,3 +108,10 @@ def test_json_error_is_json(run_cli):
     result = run_cli("estimate", "--model", "nope", "--json")
     assert result.exit_code == 2
     assert "unknown model" in json.loads(result.stdout)["error"]
+
+
+def test_huge_bad_values_are_cut_in_messages(run_cli, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "llama", "hidden_size": "x" * 100_000}))
+    result = run_cli("estimate", "--config", str(path))
+    assert result.exit_code == 2 and len(result.stderr) < 400

@@ -173,3 +173,10 @@ def test_bad_degrees_are_one_line_exit_2(run_cli, args, needles):
 def test_expert_degree_must_divide_experts(run_cli):
     result = run_cli("estimate", "--model", "mixtral-8x7b-v0.1", "--ep", "3")
     assert result.exit_code == 2 and "num_experts 8" in result.stderr
+
+
+def test_unknown_lora_target_is_an_error(run_cli):
+    result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", "--lora-rank", "8",
+                     "--lora-targets", "bogus,q_proj")
+    assert result.exit_code == 2
+    assert "bogus" in result.stderr and "q_proj" in result.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.errors import ConfigError, UnknownModelError
 from engine.families import spec_from_config
-from engine.spec import ModelSpec
+from engine.spec import ModelSpec, shown
 
 MODELS_DIR = Path(__file__).parent / "models"
 MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few KB; refuse anything absurd
@@ -51,7 +51,7 @@ def find(model_id: str) -> RegistryEntry:
     names = [e.id for e in entries()] + [e.hf_repo for e in entries()]
     close = difflib.get_close_matches(model_id, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; run 'memsym models' for the list"
-    raise UnknownModelError(f"--model: unknown model {model_id!r}{hint}")
+    raise UnknownModelError(f"--model: unknown model {shown(model_id)}{hint}")
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -87,5 +87,25 @@ def load_spec(model: str | None = None, config_path: str | os.PathLike | None = 
         raise UnknownModelError("give exactly one of --model ID or --config PATH")
     if config_path is not None:
         return spec_from_config(read_config(config_path), str(config_path))
-    entry = find(model)
+    try:
+        entry = find(model)
+    except UnknownModelError as exc:
+        return _load_cached(model, exc)
     return spec_from_config(entry.config, entry.id)
+
+
+def _load_cached(repo_id: str, not_in_registry: UnknownModelError) -> ModelSpec:
+    """``--model ORG/NAME`` outside the registry: its config.json from the local HF cache, offline."""
+    from engine import hf_cache
+
+    if not hf_cache.is_repo_id(repo_id):
+        raise not_in_registry
+    path = hf_cache.cached_config(repo_id)
+    if path is None:
+        raise UnknownModelError(f"{not_in_registry}; not in the local Hugging Face cache "
+                                f"({hf_cache.cache_dir()}) either, and memsym never downloads: "
+                                f"use --config PATH/TO/config.json") from None
+    try:
+        return spec_from_config(read_config(path), repo_id)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
