@@ -26,6 +26,10 @@ from formulas.weights import QUANT_SCHEMES
 
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     """The inference or training memory model of ``spec`` under ``scenario``."""
+    if scenario.profile == "transformers":  # what transformers + PyTorch allocate: engine/profile.py
+        from engine import profile
+
+        return profile.build(spec, scenario)
     check_degrees(spec, scenario)
     if scenario.mode == "training":
         return build_training(spec, scenario)

@@ -17,6 +17,7 @@ from formulas.optimizer import FACTORED_OPTIMIZERS, OPTIMIZER_STATE_BYTES, PRECI
 from formulas.weights import QUANT_SCHEMES
 
 from formulas.options import ATTENTION, MODES, OFFLOAD, PRECISIONS, ZERO_STAGES
+from formulas.options import DEVICES, PROFILES
 LOSS_DTYPE = "float32"  # transformers' loss upcasts logits: ``logits.float()``
 
 
@@ -54,6 +55,9 @@ class Scenario:
     # overheads beyond reserve_bytes (formulas/overhead.py)
     allocator_fraction: Fraction = Fraction(0)
     comm_buffer_bytes: int = 0
+    # which framework's allocations the formulas describe (engine/profile.py)
+    profile: str = "paper"
+    device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU
 
     def __post_init__(self):
         _choice("--mode", self.mode, MODES)
@@ -71,6 +75,8 @@ class Scenario:
         _choice("--recompute", self.recompute, RECOMPUTE_MODES)
         _choice("--optimizer", self.optimizer, (*OPTIMIZER_STATE_BYTES, *FACTORED_OPTIMIZERS))
         _choice("--precision", self.precision, PRECISIONS)
+        _choice("--profile", self.profile, PROFILES)
+        _choice("--device", self.device, DEVICES)
         for flag, value in (("--reserve", self.reserve_bytes), ("--comm-buffer", self.comm_buffer_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{flag} must be a non-negative number of bytes, got {value!r}")

@@ -1,0 +1,214 @@
+"""The ``transformers`` profile: a memory model of what transformers 5.24 + PyTorch 2.13 allocate.
+
+``build(spec, scenario)`` composes :mod:`formulas.framework` into a :class:`MemoryModel`.
+Training trains in the model's dtype (``model.to(dtype)``, ``torch.optim.AdamW``: moments
+in the parameters' dtype, no master copy) and peaks at one of these moments:
+
+- ``loss_backward``: the start of backward, every saved activation plus three fp32
+  ``b s x V`` tensors (the saved log-softmax, its gradient and the NLL gradient);
+- ``head_backward``: ``lm_head``'s backward, with its ``V x h`` weight gradient;
+- ``recompute`` (gradient checkpointing): the last layer recomputed for its backward;
+- ``backward_end`` (tied embeddings): every gradient plus the embedding's dense gradient
+  and its out-of-place sum with the waiting ``lm_head`` gradient;
+- ``optimizer_step``: gradients plus AdamW's temporaries (single-tensor on CPU, foreach
+  on CUDA).
+
+Between these, activations fall and gradients grow linearly layer by layer, so the peak
+of the backward pass is at one of its ends. Inference is a prefill that fills a
+``DynamicCache``: weights + KV cache + the largest of the last layer's moments or the
+logits. tools/measure/peaks.py measures the same runs; docs/accuracy.md compares.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from engine import architecture
+from engine.compose import DESCRIPTIONS, _facts, _inputs, _kv_cache, _weight_terms
+from engine.errors import InputError
+from engine.model import MemoryModel
+from engine.scenario import Scenario
+from engine.spec import ModelSpec
+from formulas import framework as F
+from formulas import overhead
+from formulas import parameters as P
+from formulas import symbols as S
+from formulas.dtypes import DTYPE_BYTES, canonical_dtype
+
+# model_type values whose decoder layer is the Llama layout the profile's formulas read.
+FAMILIES = ("llama", "qwen2", "qwen3")
+# optimizer -> moments kept per parameter, in the parameters' dtype (torch.optim)
+STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
+FLOAT32 = DTYPE_BYTES["float32"]
+
+
+# Scenario fields the profile reads; every other knob (parallelism, PEFT, quantization, paged
+# cache, allocator overheads) must keep its default, since nothing of it was measured.
+MODELLED = ("mode", "batch_size", "seq_len", "dtype", "kv_cache_dtype", "attention", "logits", "mla_cache",
+            "quant_group_size", "recompute", "optimizer", "precision", "reserve_bytes", "profile", "device")
+
+
+def check(spec: ModelSpec, scenario: Scenario) -> None:
+    """Refuse what the profile's formulas do not describe, naming the value."""
+    defaults = Scenario()
+    for name in scenario.__dataclass_fields__:
+        value = getattr(scenario, name)
+        if name not in MODELLED and value != getattr(defaults, name):
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"--profile transformers: {flag} {value!r} is not modelled (measured: one device, "
+                             "no parallelism, PEFT or quantization)")
+    if spec.model_type not in FAMILIES or spec.mla or spec.is_moe or spec.num_sliding_layers or not spec.gated_mlp:
+        raise InputError(f"--profile transformers: model_type {spec.model_type!r} ({spec.architecture}) is not "
+                         f"modelled; it covers dense {', '.join(FAMILIES)} decoders without sliding window")
+    kv = scenario.kv_cache_dtype
+    if kv is not None and canonical_dtype(kv) != canonical_dtype(scenario.dtype):
+        raise InputError(f"--profile transformers: --kv-cache-dtype {kv} is not modelled; DynamicCache keeps "
+                         f"keys and values in the model dtype ({scenario.dtype})")
+    if scenario.mode == "training":
+        if scenario.optimizer not in STATE_COPIES:
+            raise InputError(f"--profile transformers: --optimizer {scenario.optimizer} is not a torch.optim "
+                             f"optimizer (choose from {', '.join(STATE_COPIES)})")
+        if scenario.precision not in ("auto", "pure"):
+            raise InputError(f"--profile transformers: --precision {scenario.precision} is not modelled; the "
+                             "profile trains in the model's dtype (pure)")
+        if scenario.recompute == "selective":
+            raise InputError("--profile transformers: --recompute selective does not exist in transformers; "
+                             "use none or full (--gradient-checkpointing)")
+
+
+def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
+    check(spec, scenario)
+    if scenario.mode == "training":
+        return build_training(spec, scenario)
+    return build_inference(spec, scenario)
+
+
+def _upcast(scenario: Scenario) -> bool:
+    """True when ``.float()`` copies: activations narrower than float32."""
+    return DTYPE_BYTES[canonical_dtype(scenario.dtype)] < FLOAT32
+
+
+def _weights(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
+    """Parameters and persistent buffers, plus the rotary ``inv_freq`` and
+    ``original_inv_freq`` (``d / 2`` values each, non-persistent, cast by ``.to(dtype)``)."""
+    terms = _weight_terms(spec, scenario)
+    terms["weights/rotary_buffers"] = S.head_dim * S.weight_bytes
+    terms["weights"] = terms["weights"] + terms["weights/rotary_buffers"]
+    return terms
+
+
+def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
+    tensors = architecture.parameter_tensors(spec)
+    inputs = _inputs(spec, scenario)
+    if mode == "training":
+        inputs["precision"] = "pure"
+    terms["overhead"] = overhead.reserve()
+    return MemoryModel(
+        name=spec.name, mode=mode, terms=terms, facts=facts, phases=phases or {},
+        descriptions={**DESCRIPTIONS, **PROFILE_DESCRIPTIONS}, inputs=inputs,
+        parameters=P.parameter_count(tensors), active_parameters=P.active_parameter_count(tensors),
+    )
+
+
+def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
+    """Weights + KV cache + the largest moment of the prefill (see module docstring)."""
+    terms = _weights(spec, scenario)
+    terms["input_ids"] = F.input_ids()
+    terms["kv_cache"] = _kv_cache(spec, scenario)
+    eager = scenario.attention == "eager"
+    base = F.prefill_base(eager)
+    moments = F.prefill_moments(eager, _upcast(scenario), grouped=spec.num_attention_heads > spec.num_key_value_heads,
+                                qk_norm=spec.qk_norm)
+    peaks = {f"activations/{name}": base + expr for name, expr in moments.items()}
+    peaks["activations/logits"] = F.prefill_logits(scenario.logits)
+    terms["activations"] = sympy.Max(*peaks.values())
+    terms.update(peaks)
+    return _model(spec, scenario, "inference", terms, _facts(spec, scenario))
+
+
+def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
+    """Weights, gradients, AdamW state, saved activations and each moment's temporaries."""
+    tensors = architecture.parameter_tensors(spec)
+    trained = P.parameter_count(tensors)
+    eager, upcast = scenario.attention == "eager", _upcast(scenario)
+    terms = _weights(spec, scenario)
+    terms["gradients"] = trained * S.gradient_bytes
+    on_cpu = scenario.device == "cpu"
+    counters = F.step_counters(sum((t.count for t in tensors), sympy.Integer(0)), on_device=on_cpu)
+    terms["optimizer"] = trained * S.optimizer_bytes + (counters if scenario.optimizer in ("adamw", "adam") else 0)
+    checkpointing = scenario.recompute == "full"
+    if checkpointing:
+        layers = S.num_hidden_layers * F.checkpointed_layer_saved() + F.checkpoint_shared_inputs(eager)
+    else:
+        layers = S.num_hidden_layers * F.layer_saved(eager, upcast, spec.qk_norm)
+    terms["input_ids"] = F.input_ids()
+    saved = {
+        "activations/layers": layers,
+        "activations/head": F.head_saved(),
+        "activations/rope": F.rope_tables(),
+        "activations/loss": F.loss_saved(),
+    }
+    terms["activations"] = sympy.Add(*saved.values())
+    terms.update(saved)
+    terms["loss_gradients"] = F.loss_gradients()
+    terms["head_gradients"] = F.head_gradients()
+    if checkpointing:
+        terms["recompute"] = F.recompute(eager, upcast, spec.qk_norm)
+    if spec.tie_word_embeddings:
+        terms["tied_gradient_sum"] = F.tied_embedding_gradient_sum()
+    terms["optimizer_temporaries"] = _optimizer_temporaries(tensors, scenario)
+    return _model(spec, scenario, "training", terms, _training_facts(spec, scenario), _phases(terms))
+
+
+def _optimizer_temporaries(tensors: list[P.WeightTensor], scenario: Scenario) -> sympy.Expr:
+    if scenario.optimizer not in ("adamw", "adam"):
+        return sympy.Integer(0)  # torch.optim.SGD updates momentum and parameters in place
+    largest = sympy.Max(*(t.rows * t.cols for t in tensors))
+    return F.adamw_temporaries(scenario.device == "cuda", largest, P.parameter_count(tensors))
+
+
+def _phases(terms: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
+    held = ("weights", "input_ids", "optimizer")
+    layers = ("activations/layers", "activations/rope")
+    phases = {
+        "loss_backward": (*held, "activations", "loss_gradients", "overhead"),
+        "head_backward": (*held, *layers, "activations/head", "head_gradients", "overhead"),
+    }
+    if "recompute" in terms:
+        phases["recompute"] = (*held, *layers, "recompute", "overhead")
+    if "tied_gradient_sum" in terms:
+        phases["backward_end"] = (*held, "gradients", "tied_gradient_sum", "overhead")
+    phases["optimizer_step"] = (*held, "gradients", "optimizer_temporaries", "overhead")
+    return phases
+
+
+def _training_facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]:
+    """Everything in the model's dtype: weights, activations, gradients, AdamW moments."""
+    facts = _facts(spec, scenario)
+    width = sympy.Rational(DTYPE_BYTES[canonical_dtype(scenario.dtype)])
+    facts.pop(S.master_weight_bytes, None)
+    facts.update({S.weight_bytes: width, S.activation_bytes: width, S.gradient_bytes: width,
+                  S.optimizer_bytes: STATE_COPIES[scenario.optimizer] * width})
+    return facts
+
+
+PROFILE_DESCRIPTIONS: dict[str, str] = {
+    "input_ids": "the batch of int64 token ids on the device",
+    "weights/rotary_buffers": "rotary inv_freq and original_inv_freq (non-persistent buffers)",
+    "activations/layers": "what every decoder layer saves for backward (its input only with checkpointing)",
+    "activations/head": "final RMSNorm and lm_head input",
+    "activations/rope": "cos and sin tables shared by every layer",
+    "activations/loss": "fp32 log-softmax of the logits and the shifted labels",
+    "loss_gradients": "start of backward: NLL and log-softmax gradients (fp32, b s V each)",
+    "head_gradients": "lm_head backward: logits gradient, hidden gradient, V x h weight gradient",
+    "recompute": "checkpointing: the last layer recomputed, its gradients in and out, lm_head gradient",
+    "tied_gradient_sum": "tied embeddings: dense embedding gradient and its sum with lm_head's",
+    "optimizer_temporaries": "AdamW step temporaries (2 x largest tensor single-tensor; P foreach)",
+    "activations/norm": "prefill: post-attention RMSNorm's fp32 copies",
+    "activations/q_norm": "prefill: q projection and its RMSNorm's fp32 copies",
+    "activations/k_norm": "prefill: k projection and its RMSNorm's fp32 copies",
+    "activations/rope_q": "prefill: rotary embedding of q",
+    "activations/rope_k": "prefill: rotary embedding of k",
+    "activations/attention": "prefill: attention of the last layer",
+    "activations/mlp": "prefill: gated MLP of the last layer",
+}
