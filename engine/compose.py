@@ -88,7 +88,7 @@ def _facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr
     widths = {
         S.weight_bytes: scenario.weight_bytes(),
         S.kv_cache_bytes: scenario.kv_bytes(),
-        S.activation_bytes: scenario.weight_bytes(),
+        S.activation_bytes: max(scenario.weight_bytes(), 2),  # fp8 models compute in bf16
         S.quantized_weight_bytes: quant_bytes or None,
         S.quant_scale_bytes: scale_bytes or None,
         S.quant_group_size: scenario.quant_group_size or group,

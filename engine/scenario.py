@@ -108,11 +108,12 @@ class Scenario:
         """(weights, gradients, master weights, convention) per parameter for training.
 
         ``auto``: with 16-bit weights, the ZeRO paper's mixed precision (fp32 master copy,
-        gradients in the weights' dtype); with fp32 weights, ``pure`` (no master copy).
+        gradients in the weights' dtype); with fp32 weights, ``pure`` (no master copy); with
+        float8 weights, ``fp8`` (FP8 primary weights, see formulas.optimizer).
         """
         precision = self.precision
         if precision == "auto":
-            precision = "pure" if self.weight_bytes() >= 4 else "zero16"
+            precision = {4: "pure", 1: "fp8"}.get(self.weight_bytes(), "zero16")
         if precision == "pure":
             width = self.weight_bytes()
             return width, width, Fraction(0), precision

@@ -104,3 +104,15 @@ def test_short_sequences_peak_at_the_optimizer_step():
 def test_training_logits_hold_an_fp32_copy_for_the_loss():
     terms = estimate("qwen3-0.6b", mode="training", batch_size=2, seq_len=128).evaluation.terms
     assert terms["activations/logits"] == 2 * 128 * 151_936 * (2 + 4)
+
+
+def test_float8_training_is_a_dtype_choice():
+    """--dtype float8: FP8 primary weights (1 B), bf16 gradients and activations, fp32 master and moments."""
+    ev = estimate("gpt2", mode="training", dtype="float8", seq_len=1024)
+    params = 124_439_808
+    assert ev.model.inputs["precision"] == "fp8"
+    terms = ev.evaluation.terms
+    assert (terms["weights"], terms["gradients"], terms["master_weights"], terms["optimizer"]) == (
+        params, 2 * params, 4 * params, 8 * params)
+    bf16 = estimate("gpt2", mode="training", dtype="bfloat16", seq_len=1024).evaluation.terms
+    assert terms["activations"] == bf16["activations"]
