@@ -22,7 +22,7 @@ import sympy
 
 from engine.errors import InputError
 from engine.model import MemoryModel
-from engine.solve import ADJUST_STEPS, MAX_VALUE, largest_root, max_branches
+from engine.solve import first_true, largest_root, max_branches
 from formulas import symbols as S
 
 
@@ -291,34 +291,10 @@ def crossover(mm: MemoryModel, term_a: str, term_b: str, variable: str, **fixed)
         a, b = terms_at(n)
         return a >= b
 
-    n, method = _first_reached(reached, _crossover_candidate(quadratic), f"{term_a} stays below {term_b} for every {variable}")
+    n, method = first_true(reached, _crossover_candidate(quadratic), f"{term_a} stays below {term_b} for every {variable}")
     before = terms_at(n - 1) if n > 1 else (None, None)
     return Crossover(term_a, term_b, variable, n, *terms_at(n), *before, method,
                      form if method == "closed_form" else None)
-
-
-def _first_reached(reached, candidate: int | None, never: str) -> tuple[int, str]:
-    """The smallest ``n >= 1`` with ``reached(n)``, from a closed-form candidate or by search."""
-    if reached(1):
-        return 1, "search"
-    if candidate is not None:
-        n = max(candidate, 2)
-        for _ in range(ADJUST_STEPS):
-            if not reached(n):
-                n += 1
-            elif n > 2 and reached(n - 1):
-                n -= 1
-            else:
-                return n, "closed_form"
-    low, high = 1, 2
-    while not reached(high):
-        low, high = high, 2 * high
-        if high > MAX_VALUE:
-            raise InputError(f"{never} up to 2^62")
-    while high - low > 1:
-        middle = low + (high - low) // 2
-        low, high = (low, middle) if reached(middle) else (middle, high)
-    return high, "search"
 
 
 # --- the model-free form --------------------------------------------------------------------------

@@ -169,26 +169,41 @@ def _candidate(quadratics, budget: int) -> int | None:
 
 
 # --- exact integer search ---------------------------------------------------------------------
-def largest_fitting(fits: Callable[[int], bool], candidate: int | None, label: str) -> tuple[int, str]:
-    """The largest ``n >= 1`` with ``fits(n)``, given ``fits(1)`` and ``fits`` true up to a point."""
-    if candidate is not None and candidate >= 1:
+def first_true(predicate: Callable[[int], bool], candidate: int | None, never: str) -> tuple[int, str]:
+    """The smallest ``n >= 1`` with ``predicate(n)``, for a predicate false up to a point and
+    true from there: a closed-form ``candidate`` checked at ``n`` and ``n - 1`` (moved a few
+    steps if rounding put it off), else doubling and bisection. ``never`` says what holds
+    when no ``n`` up to 2^62 makes it true.
+    """
+    if predicate(1):
+        return 1, "closed_form" if candidate == 1 else "search"
+    if candidate is not None and candidate >= 2:
         n = candidate
         for _ in range(ADJUST_STEPS):
-            if not fits(n):
-                n -= 1
-            elif fits(n + 1):
+            if not predicate(n):
                 n += 1
+            elif predicate(n - 1):
+                n -= 1
             else:
                 return n, "closed_form"
     low, high = 1, 2
-    while fits(high):
+    while not predicate(high):
         low, high = high, 2 * high
         if high > MAX_VALUE:
-            raise InputError(f"the total stays within the budget for every {label} up to 2^62: nothing bounds it")
+            raise InputError(f"{never} up to 2^62")
     while high - low > 1:
         middle = low + (high - low) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle)
-    return low, "search"
+        low, high = (low, middle) if predicate(middle) else (middle, high)
+    return high, "search"
+
+
+def largest_fitting(fits: Callable[[int], bool], candidate: int | None, label: str) -> tuple[int, str]:
+    """The largest ``n >= 1`` with ``fits(n)``, given ``fits(1)`` and ``fits`` true up to a point."""
+    first_over, method = first_true(
+        lambda n: not fits(n), None if candidate is None else candidate + 1,
+        f"the total stays within the budget for every {label}: nothing bounds it",
+    )
+    return first_over - 1, method
 
 
 class _Totals:
