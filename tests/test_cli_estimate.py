@@ -115,3 +115,12 @@ def test_huge_bad_values_are_cut_in_messages(run_cli, tmp_path):
     path.write_text(json.dumps({"model_type": "llama", "hidden_size": "x" * 100_000}))
     result = run_cli("estimate", "--config", str(path))
     assert result.exit_code == 2 and len(result.stderr) < 400
+
+
+def test_readme_shows_the_real_estimate_output(run_cli):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    command = "$ memsym estimate --model qwen3-0.6b --seq-len 2048\n"
+    shown = readme.split(command, 1)[1].split("```", 1)[0]
+    assert shown == run_cli("estimate", "--model", "qwen3-0.6b", "--seq-len", "2048").stdout
