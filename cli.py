@@ -265,6 +265,10 @@ def format_estimate(result) -> str:
         mark = "  <- peak" if phase == ev.peak_phase else ""
         lines.append(f"{'phase ' + phase:<28} {value:>20,}  {format_bytes(value)}{mark}")
     lines.append(f"{'total':<28} {ev.total_bytes:>20,}  {format_bytes(ev.total_bytes)}")
+    if ev.host:
+        lines += ["", "offloaded to host memory (not in the GPU total):"]
+        for name, value in ev.host.items():
+            lines.append(f"{'  ' + name:<28} {value:>20,}  {format_bytes(value)}")
     return "\n".join(lines)
 
 

@@ -34,6 +34,8 @@ class Estimate:
             "breakdown": {name: value for name, value in ev.terms.items() if "/" in name},
             "phases": ev.phases,
             "peak_phase": ev.peak_phase,
+            "host_terms": ev.host,
+            "host_total_bytes": sum(ev.host.values()),
         }
 
 

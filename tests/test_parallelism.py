@@ -180,3 +180,13 @@ def test_unknown_lora_target_is_an_error(run_cli):
                      "--lora-targets", "bogus,q_proj")
     assert result.exit_code == 2
     assert "bogus" in result.stderr and "q_proj" in result.stderr
+
+
+def test_offloaded_state_is_reported_apart(run_cli):
+    import json
+
+    args = ["estimate", "--model", "llama-3.1-8b", "--mode", "training", "--zero", "3", "--dp", "8", "--offload", "both"]
+    data = json.loads(run_cli(*args, "--json").stdout)
+    assert data["host_terms"]["optimizer"] == 8 * 8_030_261_248 // 8
+    assert data["host_total_bytes"] == sum(data["host_terms"].values())
+    assert "offloaded to host memory" in run_cli(*args).stdout
