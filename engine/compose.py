@@ -33,6 +33,8 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     check_degrees(spec, scenario)
     if scenario.mode == "training":
         return build_training(spec, scenario)
+    if scenario.zero or scenario.offload != "none":
+        raise InputError("--zero and --offload partition training state; they do not apply to --mode inference")
     return build_inference(spec, scenario)
 
 
@@ -146,6 +148,10 @@ def _overhead_terms(peak_without_overhead: sympy.Expr) -> dict[str, sympy.Expr]:
 def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     """Weights + KV cache + the activation peak of one layer (or the logits) + overhead."""
     terms = _weight_terms(spec, scenario)
+    if scenario.lora_rank is not None:  # unmerged adapters served beside the base (PEFT)
+        from engine.training import adapter_count
+
+        terms["adapters"] = adapter_count(spec, scenario) * S.adapter_bytes
     terms["kv_cache"] = _kv_cache(spec, scenario)
     eager = scenario.attention == "eager"
     t = S.tensor_parallel
@@ -157,7 +163,8 @@ def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     }
     terms["activations"] = sympy.Max(*peaks.values())
     terms.update(peaks)
-    terms.update(_overhead_terms(terms["weights"] + terms["kv_cache"] + terms["activations"]))
+    terms.update(_overhead_terms(sympy.Add(*(terms[n] for n in ("weights", "adapters", "kv_cache", "activations")
+                                             if n in terms))))
     tensors = architecture.parameter_tensors(spec)
     return MemoryModel(
         name=spec.name,

@@ -38,9 +38,7 @@ def training_terms(spec: ModelSpec, scenario: Scenario):
     terms = _weight_terms(spec, scenario, par.zero_partition(zero, "weights"))
     lora = scenario.lora_rank is not None
     if lora:
-        targets = peft.lora_targets(architecture.parameter_tensors(spec), scenario.lora_targets)
-        _check_lora_targets(spec, scenario.lora_targets, targets)
-        trained_tensors = _first_stage(peft.lora_adapter_tensors(targets), scenario)
+        targets, trained_tensors = _adapters(spec, scenario)
         trained = _per_gpu_count(trained_tensors)
         terms["adapters"] = trained * S.adapter_bytes
     else:
@@ -130,3 +128,15 @@ def _check_lora_targets(spec: ModelSpec, asked: tuple[str, ...] | None, targets)
         known = sorted({peft.module_name(t) for t in peft.lora_targets(architecture.parameter_tensors(spec), None)})
         raise InputError(f"--lora-targets: {', '.join(unknown) or 'nothing'} is not a linear module of "
                          f"{spec.name} (modules: {', '.join(known)})")
+
+
+def _adapters(spec: ModelSpec, scenario: Scenario):
+    """(adapted base tensors, adapter tensors on the first stage) of ``--lora-rank``."""
+    targets = peft.lora_targets(architecture.parameter_tensors(spec), scenario.lora_targets)
+    _check_lora_targets(spec, scenario.lora_targets, targets)
+    return targets, _first_stage(peft.lora_adapter_tensors(targets), scenario)
+
+
+def adapter_count(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
+    """LoRA parameters one GPU holds."""
+    return _per_gpu_count(_adapters(spec, scenario)[1])

@@ -67,6 +67,7 @@ DEGREES = {
 def test_per_gpu_memory_never_grows_with_a_degree(model_id, mode, knob_index, zero, recompute, sequence_parallel, s):
     knobs = DEGREES[model_id]
     knob = sorted(knobs)[knob_index % len(knobs)]
+    zero = zero if mode == "training" else 0  # ZeRO partitions training state only
     base = dict(mode=mode, seq_len=s, recompute=recompute, sequence_parallel=sequence_parallel, zero=zero, dp=8)
     totals = [estimate(model_id, **base, **{knob: d}).evaluation.total_bytes for d in knobs[knob]]
     assert totals == sorted(totals, reverse=True), (knob, knobs[knob], totals)
@@ -190,3 +191,13 @@ def test_offloaded_state_is_reported_apart(run_cli):
     assert data["host_terms"]["optimizer"] == 8 * 8_030_261_248 // 8
     assert data["host_total_bytes"] == sum(data["host_terms"].values())
     assert "offloaded to host memory" in run_cli(*args).stdout
+
+
+def test_inference_serves_unmerged_adapters():
+    training = estimate("llama-3.1-8b", mode="training", lora_rank=16).evaluation.terms["adapters"]
+    assert estimate("llama-3.1-8b", lora_rank=16).evaluation.terms["adapters"] == training
+
+
+def test_zero_is_a_training_knob(run_cli):
+    result = run_cli("estimate", "--model", "llama-3.1-8b", "--zero", "3", "--dp", "8")
+    assert result.exit_code == 2 and "--mode inference" in result.stderr
