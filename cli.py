@@ -717,6 +717,13 @@ def crossover_command(term_a, term_b, wrt, model_id, config_path, symbolic, late
         click.echo(f"  closed form: {_show(c.closed_form, latex)}")
 
 
+def free_option(func):
+    """--free KNOB (repeatable): keep a scenario knob's value a symbol (tp, pp, dp, lora-rank, ...)."""
+    return click.option("--free", multiple=True, metavar="KNOB",
+                        help="Keep this knob a symbol: tp, pp, dp, ep, cp, vpp, lora-rank, block-size, reserve, "
+                             "comm-buffer, allocator-fraction (repeatable).")(func)
+
+
 # --- emit: LaTeX, generated modules, sweeps, plots (engine/render.py, numeric.py, sweep.py, plot.py) --
 def grid_options(func):
     """scenario_options with --batch-size and --seq-len taking lists and ranges (sweep, plot)."""
@@ -749,7 +756,8 @@ def _grid_model(model_id, config_path, kw: dict):
 @click.option("--standalone", is_flag=True, help="A complete document (amsmath only) that pdflatex compiles.")
 @click.option("--format", "fmt", type=click.Choice(("tex", "markdown")), default="tex", show_default=True,
               help="LaTeX, or Markdown with $$-math (GitHub, Jupyter).")
-def latex(model_id, config_path, symbolic, with_values, standalone, fmt, **kw):
+@free_option
+def latex(model_id, config_path, symbolic, with_values, standalone, fmt, free, **kw):
     """The memory terms as LaTeX: an align* block with one named row per term and the
     total (training: each phase and their max), what each term holds and its source, and
     a legend of the symbols (LaTeX name, meaning, unit). Formulas keep b and s free.
@@ -783,6 +791,7 @@ def latex(model_id, config_path, symbolic, with_values, standalone, fmt, **kw):
         from engine.api import memory_model
 
         mm = memory_model(model_id, config_path, **knobs)[1]
+    mm = mm.with_free(*free)
     if fmt == "markdown":
         click.echo(render_markdown(mm, values=values), nl=False)
     else:
@@ -793,7 +802,8 @@ def latex(model_id, config_path, symbolic, with_values, standalone, fmt, **kw):
 @model_options
 @scenario_options
 @click.option("-o", "--output", required=True, metavar="FILE.py", help="Where to write the module.")
-def codegen(model_id, config_path, output, **kw):
+@free_option
+def codegen(model_id, config_path, output, free, **kw):
     """Write a standalone Python module that imports only NumPy: one function per term
     and total_bytes(...), each with its formula and source in the docstring. batch_size
     and seq_len stay arguments unless given.
@@ -801,6 +811,7 @@ def codegen(model_id, config_path, output, **kw):
     \b
     Example:
       memsym codegen --model qwen3-0.6b -o qwen3_memory.py
+      memsym codegen --model llama-3.1-70b --mode training --tp 8 --free tp -o llama_tp.py
       python -c "import qwen3_memory as m; print(m.total_bytes(batch_size=8, seq_len=4096))"
     """
     from engine.numeric import variables_of, write_module
@@ -808,6 +819,7 @@ def codegen(model_id, config_path, output, **kw):
     if model_id is None and config_path is None:
         raise click.UsageError("give --model ID or --config PATH")
     _, mm = _analysis_model(model_id, config_path, False, scenario_knobs(kw), ("batch_size", "seq_len"))
+    mm = mm.with_free(*free)
     write_module(mm, output)
     click.echo(f"wrote {output}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
 

@@ -22,6 +22,16 @@ from engine.errors import InputError
 from formulas import symbols as S
 
 
+# Scenario knobs whose values can be left as symbols (--free), by flag name and symbol name.
+FREEABLE_ALIASES = {
+    "tp": "tensor_parallel", "pp": "pipeline_parallel", "dp": "data_parallel", "ep": "expert_parallel",
+    "cp": "context_parallel", "vpp": "virtual_pipeline", "lora_rank": "lora_rank", "block_size": "block_size",
+    "reserve": "reserve_bytes", "comm_buffer": "comm_buffer_bytes", "allocator_fraction": "allocator_fraction",
+    "batch_size": "batch_size", "seq_len": "seq_len",
+}
+FREEABLE = frozenset(FREEABLE_ALIASES.values())
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Exact bytes of every term at one point; ``total_bytes`` is the peak over phases."""
@@ -129,6 +139,22 @@ class MemoryModel:
         host = {name: to_bytes(expr.xreplace(subs), f"host term {name!r}") for name, expr in self.host_terms.items()}
         given = {k: v for k, v in values.items() if v is not None}
         return Evaluation(total, terms, phases, peak_phase, given, host)
+
+    def with_free(self, *names: str) -> "MemoryModel":
+        """A copy with the scenario knobs ``names`` (``tensor_parallel``, ``tp``, ``lora_rank``,
+        ...) left as symbols. The model's structure follows the values it was built with
+        (e.g. the first stage holds no head once ``--pp`` > 1); only their values go free.
+        """
+        from dataclasses import replace
+
+        facts = dict(self.facts)
+        for name in names:
+            key = FREEABLE_ALIASES.get(name.replace("-", "_"), name.replace("-", "_"))
+            if key not in FREEABLE:
+                raise InputError(f"--free: {name!r} is not a scenario knob that can stay free "
+                                 f"(choose from {', '.join(sorted(FREEABLE_ALIASES))})")
+            facts.pop(S.symbol(key), None)
+        return replace(self, facts=facts)
 
     def diff(self, variable: str, name: str | None = None) -> sympy.Expr:
         """Partial derivative of a term (or the total) with respect to ``variable``."""

@@ -201,3 +201,34 @@ def test_inference_serves_unmerged_adapters():
 def test_zero_is_a_training_knob(run_cli):
     result = run_cli("estimate", "--model", "llama-3.1-8b", "--zero", "3", "--dp", "8")
     assert result.exit_code == 2 and "--mode inference" in result.stderr
+
+
+def test_codegen_and_latex_keep_parallel_degrees_symbolic(run_cli, tmp_path):
+    """--free tp --free dp: the generated module takes the degrees as arguments."""
+    import importlib.util
+    import json
+
+    import numpy as np
+
+    out = tmp_path / "llama_tp.py"
+    args = ["--model", "llama-3.1-8b", "--mode", "training", "--zero", "3", "--dp", "2", "--tp", "2"]
+    result = run_cli("codegen", *args, "--free", "tp", "--free", "dp", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    spec = importlib.util.spec_from_file_location("llama_tp", out)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    degrees = [(1, 8), (2, 4), (4, 2), (8, 8)]
+    got = module.total_bytes(batch_size=2, seq_len=4096, tensor_parallel=np.array([t for t, _ in degrees]),
+                             data_parallel=np.array([d for _, d in degrees]))
+    for (tp, dp), value in zip(degrees, got):
+        expected = json.loads(run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", "--zero", "3",
+                                      "--batch-size", "2", "--seq-len", "4096", "--tp", str(tp), "--dp", str(dp),
+                                      "--json").stdout)["total_bytes"]
+        assert abs(value - expected) <= 1e-12 * expected
+    latex = run_cli("latex", *args, "--free", "tp").stdout
+    assert r"\frac{525336576}{t}" in latex  # the embedding on one GPU (ZeRO-3 over dp = 2), t left free
+
+
+def test_free_rejects_what_is_not_a_knob(run_cli):
+    result = run_cli("latex", "--model", "gpt2", "--free", "hidden_size")
+    assert result.exit_code == 2 and "hidden_size" in result.stderr
