@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from engine import report
 from formulas import options
 
 EXIT_BAD_INPUT = 2
@@ -211,7 +212,7 @@ def estimate(model_id, config_path, checkpoint_dir, as_json, **kw):
         from engine.checkpoint import estimate_checkpoint
 
         checked = estimate_checkpoint(checkpoint_dir, **scenario_knobs(kw))
-        text = format_estimate(checked.estimate) + "\n" + format_checkpoint(checked)
+        text = report.format_estimate(checked.estimate) + "\n" + report.format_checkpoint(checked)
         click.echo(json.dumps(checked.to_dict(), indent=2) if as_json else text)
         return
     from engine.api import estimate as run_estimate
@@ -220,56 +221,7 @@ def estimate(model_id, config_path, checkpoint_dir, as_json, **kw):
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(format_estimate(result))
-
-
-def format_checkpoint(checked) -> str:
-    """The checkpoint's stored bytes per dtype, beside the formula's weights."""
-    from engine.units import format_bytes
-
-    c = checked.comparison
-    lines = ["", f"checkpoint {c['directory']}: {len(c['files'])} file(s), {c['tensors']} tensors"]
-    for dtype, value in c["bytes_by_dtype"].items():
-        lines.append(f"{'  ' + dtype:<28} {value:>20,}  {format_bytes(value)}")
-    lines.append(f"{'checkpoint_bytes':<28} {c['checkpoint_bytes']:>20,}  {format_bytes(c['checkpoint_bytes'])}")
-    lines.append(f"{'formula weights':<28} {c['formula_weights_bytes']:>20,}")
-    verdict = "matches the formula" if c["matches_formula"] else "differs from the formula"
-    lines.append(f"{'difference':<28} {c['difference_bytes']:>+20,}  {verdict}")
-    for extra in c["not_in_formula"]:
-        lines.append(f"  not in the formula: {extra['what']}: {extra['tensors']} tensors, {extra['bytes']:,} bytes"
-                     f" (e.g. {extra['examples'][0]})")
-    if checked.hint:
-        lines.append(f"  hint: {checked.hint}")
-    return "\n".join(lines)
-
-
-def format_estimate(result) -> str:
-    """A table of terms with exact bytes, GB and GiB."""
-    from engine.units import format_bytes
-
-    mm, ev = result.model, result.evaluation
-    inputs = mm.inputs
-    head = (f"{result.spec.name} ({result.spec.architecture}), {mm.mode}, batch_size={inputs['batch_size']}, "
-            f"seq_len={inputs['seq_len']}, dtype={inputs['dtype']}")
-    lines = [head, f"parameters: {result.counts['parameters']:,}"
-             + (f" ({result.counts['active_parameters']:,} active per token)" if result.spec.is_moe else ""), ""]
-    lines.append(f"{'term':<28} {'bytes':>20}  size")
-    for name in mm.terms:
-        depth = name.count("/")
-        label = ("  " * depth) + name.rsplit("/", 1)[-1]
-        if name == "activations" and mm.mode == "inference":
-            label += " (peak)"
-        value = ev.terms[name]
-        lines.append(f"{label:<28} {value:>20,}  {format_bytes(value)}")
-    for phase, value in ev.phases.items():
-        mark = "  <- peak" if phase == ev.peak_phase else ""
-        lines.append(f"{'phase ' + phase:<28} {value:>20,}  {format_bytes(value)}{mark}")
-    lines.append(f"{'total':<28} {ev.total_bytes:>20,}  {format_bytes(ev.total_bytes)}")
-    if ev.host:
-        lines += ["", "offloaded to host memory (not in the GPU total):"]
-        for name, value in ev.host.items():
-            lines.append(f"{'  ' + name:<28} {value:>20,}  {format_bytes(value)}")
-    return "\n".join(lines)
+        click.echo(report.format_estimate(result))
 
 
 # --- inverse questions and analysis (engine/solve.py, engine/analysis.py, engine/gpus.py) ---------
@@ -315,14 +267,6 @@ def _analysis_model(model_id, config_path, symbolic: bool, knobs: dict, free: tu
 
     spec, mm = memory_model(model_id, config_path, **knobs)
     return spec.name, mm
-
-
-def _show(expr, latex: bool) -> str:
-    import sympy
-
-    from formulas.symbols import latex_names
-
-    return sympy.latex(expr, symbol_names=latex_names()) if latex else sympy.sstr(expr)
 
 
 @cli.command()
@@ -418,7 +362,7 @@ def solve(variable, model_id, config_path, budget, gpu_name, num_gpus, utilizati
     if as_json:
         click.echo(json.dumps({"model": name, **solution.to_dict()}, indent=2))
     else:
-        click.echo(format_solution(name, solution, limits, show_formula, latex))
+        click.echo(report.format_solution(name, solution, limits, show_formula, latex))
 
 
 def _solve_symbolic(variable, target, knobs, serving_activations, latex, as_json):
@@ -440,20 +384,20 @@ def _solve_symbolic(variable, target, knobs, serving_activations, latex, as_json
         raise click.UsageError(f"no closed form for {variable} here (sliding windows and paged blocks need a model)")
     branches = branch_quadratics(expr, _symbol(solved))
     if as_json:
-        click.echo(json.dumps({"variable": target, "closed_form": _show(form, False), "latex": _show(form, True),
-                               "branches": [{"C0": _show(c, False), "C1": _show(b, False), "C2": _show(a, False)}
+        click.echo(json.dumps({"variable": target, "closed_form": report.show(form, False), "latex": report.show(form, True),
+                               "branches": [{"C0": report.show(c, False), "C1": report.show(b, False), "C2": report.show(a, False)}
                                             for a, b, c in branches],
                                "inputs": {**mm.inputs, "budget_bytes": "budget_bytes"}}, indent=2))
         return
-    x = _show(_symbol(solved), latex)
+    x = report.show(_symbol(solved), latex)
     click.echo(f"largest {target} with total <= budget_bytes (M), generic dense GQA decoder.")
     click.echo(f"The total is the largest of {len(branches)} branches, each C0 + C1*{x} + C2*{x}**2:")
     for i, (a, b, c) in enumerate(branches, 1):
         click.echo(f"  branch {i}:")
         for label, value in (("C0", c), ("C1", b), ("C2", a)):
-            click.echo(f"    {label} = {_show(value, latex)}")
+            click.echo(f"    {label} = {report.show(value, latex)}")
     click.echo(f"Each branch fits while {x} <= (M - C0)/C1 (C2 = 0), or the positive root of C2*{x}**2 + C1*{x} + C0 = M;")
-    click.echo(f"{target} = {_show(form, latex)}")
+    click.echo(f"{target} = {report.show(form, latex)}")
 
 
 @cli.command()
@@ -507,31 +451,6 @@ def plan(model_id, config_path, budget, gpu_name, num_gpus, utilization, max_gpu
         click.echo(f"{c.num_gpus:>6} {c.tp:>4} {c.pp:>4} {c.dp:>6} {c.zero:>4} {c.per_gpu_bytes:>20,}  {mark}")
 
 
-def format_solution(name: str, solution, limits, show_formula: bool, latex: bool) -> str:
-    """The answer, its certificate (totals at the value and its neighbour) and the budget."""
-    from engine.units import format_bytes
-
-    s = solution
-    device = f"{limits.gpu_name} " if limits.gpu_name else ""
-    split = f"; the model split evenly over {limits.num_gpus} GPUs" if limits.num_gpus > 1 else ""
-    lines = [f"{name}: {'smallest' if s.smallest else 'largest'} {s.variable} that fits",
-             f"budget per GPU: {s.budget_bytes:,} B ({format_bytes(s.budget_bytes)}) = {limits.utilization} x "
-             f"{device}{limits.device_bytes:,} B{split}",
-             f"{s.variable} = {s.value:,}"]
-    neighbour = s.value - 1 if s.smallest else s.value + 1
-    config = s.inputs.get("configuration")
-    if config:  # training: the search's configuration; its neighbour has one data-parallel rank less
-        lines.append("  configuration: " + ", ".join(f"{k}={v}" for k, v in config.items()))
-        neighbour = config["tp"] * config["pp"] * (config["dp"] - 1)
-    lines.append(f"  total per GPU at {s.value:,}: {s.total_at_value:>20,} B  fits")
-    if s.total_at_neighbour is not None:
-        lines.append(f"  total per GPU at {neighbour:,}: {s.total_at_neighbour:>20,} B  exceeds")
-    lines.append(f"  method: {s.method.replace('_', ' ')}, checked by substitution")
-    if show_formula and s.closed_form is not None:
-        lines.append(f"  closed form: {s.variable} = {_show(s.closed_form, latex)}")
-    return "\n".join(lines)
-
-
 @cli.command()
 @model_options
 @scenario_options
@@ -554,15 +473,15 @@ def formula(model_id, config_path, symbolic, latex, as_json, **kw):
     variables = [v for v in ("batch_size", "seq_len") if mm.facts.get(_symbol(v)) is None]
     form = canonical_form(mm, variables)
     if as_json:
-        click.echo(json.dumps({"model": name, "variables": variables, "expression": _show(form.expression, False),
-                               "latex": _show(form.expression, True), "coefficients": _rows(form.rows),
+        click.echo(json.dumps({"model": name, "variables": variables, "expression": report.show(form.expression, False),
+                               "latex": report.show(form.expression, True), "coefficients": _rows(form.rows),
                                "peak": [{"branch": b, "coefficients": _rows(f.rows)} for b, f in form.peaks],
                                "inputs": mm.inputs}, indent=2))
         return
     click.echo(f"{name}: total = " + " + ".join(_product(r, latex) for r in form.rows))
     for r in form.rows:
         payers = f" ({', '.join(r.terms)})" if r.terms else ""
-        click.echo(f"\n[{_show(r.monomial, latex)}] {r.meaning}{payers}:\n    {_show(r.coefficient, latex)}")
+        click.echo(f"\n[{report.show(r.monomial, latex)}] {r.meaning}{payers}:\n    {report.show(r.coefficient, latex)}")
         for branch, sub in r.branches:
             click.echo(f"  peak branch {branch}: " + " + ".join(_product(b, latex) for b in sub.rows))
 
@@ -574,7 +493,7 @@ def _symbol(name: str):
 
 
 def _product(row, latex: bool) -> str:
-    coefficient, monomial = _show(row.coefficient, latex), _show(row.monomial, latex)
+    coefficient, monomial = report.show(row.coefficient, latex), report.show(row.monomial, latex)
     if row.monomial == 1:
         return coefficient
     if row.coefficient == 1:
@@ -583,7 +502,7 @@ def _product(row, latex: bool) -> str:
 
 
 def _rows(rows) -> list[dict]:
-    return [{"monomial": _show(r.monomial, False), "coefficient": _show(r.coefficient, False),
+    return [{"monomial": report.show(r.monomial, False), "coefficient": report.show(r.coefficient, False),
              "meaning": r.meaning, "terms": list(r.terms)} for r in rows]
 
 
@@ -621,20 +540,20 @@ def diff_command(wrt, model_id, config_path, symbolic, latex, as_json, **kw):
     name, mm = _analysis_model(model_id, config_path, symbolic, knobs, ())
     d = derivative(mm, variable, **({} if symbolic else point))
     if as_json:
-        click.echo(json.dumps({"model": name, "variable": variable, "derivative": _show(d.expression, False),
-                               "latex": _show(d.expression, True), "at": None if symbolic else point,
+        click.echo(json.dumps({"model": name, "variable": variable, "derivative": report.show(d.expression, False),
+                               "latex": report.show(d.expression, True), "at": None if symbolic else point,
                                "value": None if d.value is None else str(d.value),
                                "value_decimal": None if d.value is None else as_decimal(d.value, 12),
                                "finite_difference": d.finite_difference,
-                               "branches": [_show(b, False) for b in d.branches]}, indent=2))
+                               "branches": [report.show(b, False) for b in d.branches]}, indent=2))
         return
     if d.value is None:
         click.echo(f"{name}: d total / d {variable} = one of (the branch of the peak that is active):")
         for b in d.branches:
-            click.echo(f"  {_show(b, latex)}")
+            click.echo(f"  {report.show(b, latex)}")
         return
     at = ", ".join(f"{k}={v}" for k, v in point.items())
-    click.echo(f"{name}: d total / d {variable} = {_show(d.expression, latex)}  (the branch active at {at})")
+    click.echo(f"{name}: d total / d {variable} = {report.show(d.expression, latex)}  (the branch active at {at})")
     click.echo(f"  at {at}: {as_decimal(d.value, 12)} bytes per unit of {variable} (exact: {d.value})")
     if d.finite_difference is not None:
         click.echo(f"  total({variable}+1) - total({variable}) = {d.finite_difference:,} bytes")
@@ -703,18 +622,18 @@ def crossover_command(term_a, term_b, wrt, model_id, config_path, symbolic, late
         click.echo(json.dumps({"model": name, "term_a": term_a, "term_b": term_b, "variable": variable,
                                "value": c.value, "a_at_value": c.a_at_value, "b_at_value": c.b_at_value,
                                "a_before": c.a_before, "b_before": c.b_before, "method": c.method,
-                               "closed_form": None if c.closed_form is None else _show(c.closed_form, False),
+                               "closed_form": None if c.closed_form is None else report.show(c.closed_form, False),
                                "inputs": mm.inputs}, indent=2))
         return
     if c.value is None:
-        click.echo(f"{name}: {term_a} >= {term_b} from {variable} = {_show(c.closed_form, latex)}")
+        click.echo(f"{name}: {term_a} >= {term_b} from {variable} = {report.show(c.closed_form, latex)}")
         return
     click.echo(f"{name}: {term_a} >= {term_b} from {variable} = {c.value:,}")
     click.echo(f"  at {c.value:,}: {term_a} {c.a_at_value:,} B, {term_b} {c.b_at_value:,} B")
     if c.a_before is not None:
         click.echo(f"  at {c.value - 1:,}: {term_a} {c.a_before:,} B, {term_b} {c.b_before:,} B")
     if c.closed_form is not None:
-        click.echo(f"  closed form: {_show(c.closed_form, latex)}")
+        click.echo(f"  closed form: {report.show(c.closed_form, latex)}")
 
 
 def free_option(func):
