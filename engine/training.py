@@ -12,6 +12,7 @@ from __future__ import annotations
 import sympy
 
 from engine import architecture
+from engine.compose import _first_stage, _overhead_terms, _weight_terms
 from engine.errors import InputError
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
@@ -25,14 +26,8 @@ def _per_gpu_count(tensors: list[P.WeightTensor]) -> sympy.Expr:
     return sympy.Add(*(t.numel * par.gpu_share(t) for t in tensors))
 
 
-def _first_stage(tensors, scenario):
-    return [t for t in tensors if par.on_first_stage(t, scenario.pp > 1)]
-
-
 def training_terms(spec: ModelSpec, scenario: Scenario):
     """(terms, host_terms, phases) of one GPU of the first pipeline stage."""
-    from engine.compose import _overhead_terms, _weight_terms
-
     zero = scenario.zero
     base = _first_stage(architecture.parameter_tensors(spec), scenario)
     terms = _weight_terms(spec, scenario, par.zero_partition(zero, "weights"))

@@ -41,11 +41,3 @@ def canonical_dtype(name: str) -> str | None:
     key = name.strip().lower()
     key = DTYPE_ALIASES.get(key, key)
     return key if key in DTYPE_BYTES else None
-
-
-def dtype_bytes(name: str) -> Fraction:
-    """Bytes per element of dtype ``name``; KeyError for an unknown name."""
-    canonical = canonical_dtype(name)
-    if canonical is None:
-        raise KeyError(name)
-    return DTYPE_BYTES[canonical]

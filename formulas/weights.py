@@ -78,11 +78,3 @@ def tensor_bytes(tensor: WeightTensor, scheme: str = "none") -> sympy.Expr:
     if scheme == "w8a8" or (scheme != "none" and tensor.quantizable):
         return quantized_linear_bytes(tensor, scheme)
     return tensor.numel * weight_bytes
-
-
-def weight_bytes_by_component(tensors: list[WeightTensor], scheme: str = "none") -> dict[str, sympy.Expr]:
-    """Bytes per component (``embedding``, ``attention``, ...), in the tensors' order."""
-    out: dict[str, sympy.Expr] = {}
-    for t in tensors:
-        out[t.component] = out.get(t.component, sympy.Integer(0)) + tensor_bytes(t, scheme)
-    return out
