@@ -66,10 +66,10 @@ def predict(point: dict, config: dict, device: str) -> dict:
     import sympy
 
     from engine import architecture
-    from engine.compose import build
+    from engine.profiles import build
     from engine.families import spec_from_config
     from engine.scenario import Scenario
-    from formulas import framework
+    from formulas.frameworks import transformers as framework
 
     spec = spec_from_config(config, point["model"])
     forced_foreach = device == "cpu" and point.get("foreach")
@@ -89,7 +89,7 @@ def predict(point: dict, config: dict, device: str) -> dict:
 def predict_paper(point: dict, config: dict) -> int:
     """The default ``paper`` profile at the same point, for contrast (training in the
     model's dtype: ``--precision pure``)."""
-    from engine.compose import build
+    from engine.profiles import build
     from engine.families import spec_from_config
     from engine.scenario import Scenario
 
