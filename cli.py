@@ -19,9 +19,10 @@ import click
 from engine import report
 from engine.cli_options import (GENERIC, SectionedCommand, budget_options, free_option, given, grid_options,
                                 json_option, latex_option, model_options, option, scenario_options, symbolic_option)
+from engine.questions import SOLVED_KNOB
 
 EXIT_BAD_INPUT = 2
-SOLVE_VARIABLES = ("seq-len", "batch-size", "concurrency", "num-gpus", "tp")
+SOLVE_VARIABLES = tuple(name.replace("_", "-") for name in SOLVED_KNOB)  # seq-len, ..., num-gpus, tp
 
 
 

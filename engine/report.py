@@ -88,7 +88,9 @@ def format_solution(name: str, solution, limits, show_formula: bool, latex: bool
 
 def format_answer(answer, show_formula: bool = False, latex: bool = False) -> str:
     """``memsym solve``: a checked solution, or the closed form of ``--symbolic``."""
-    if hasattr(answer, "closed_form"):
+    from engine.questions import ClosedFormAnswer
+
+    if isinstance(answer, ClosedFormAnswer):
         return format_closed_form(answer, latex)
     return format_solution(answer.model, answer.solution, answer.limits, show_formula, latex)
 
@@ -125,7 +127,9 @@ def format_gpus(rows: list[dict]) -> str:
 
 def format_any_estimate(result) -> str:
     """``memsym estimate``: the table of terms, and the checkpoint's bytes when one was read."""
-    if hasattr(result, "comparison"):
+    from engine.checkpoint import CheckpointEstimate
+
+    if isinstance(result, CheckpointEstimate):
         return format_estimate(result.estimate) + "\n" + format_checkpoint(result)
     return format_estimate(result)
 

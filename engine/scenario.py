@@ -217,6 +217,12 @@ def changed_knobs(scenario: "Scenario") -> list[Knob]:
     return [k for k in KNOBS if getattr(scenario, k.name) != k.default]
 
 
+def unread_knobs(scenario: "Scenario", reads: frozenset[str]) -> list[Knob]:
+    """The knobs set away from their default that a profile reading ``reads`` would ignore
+    (``--profile`` itself is read by the choice of profile): what engine.profiles refuses."""
+    return [k for k in changed_knobs(scenario) if k.name not in reads and k.name != "profile"]
+
+
 # --- checks, one per kind ---------------------------------------------------------------------
 def _is_count(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and value >= 1

@@ -19,7 +19,7 @@ import cli
 from engine import questions
 from engine.errors import InputError
 from engine.scenario import (FREEABLE, FREEABLE_ALIASES, GROUPS, KNOBS, SCENARIO_PINNED, SCENARIO_SYMBOLS, Scenario,
-                             changed_knobs, knob, knob_values)
+                             changed_knobs, knob, knob_values, unread_knobs)
 from formulas import symbols as S
 
 FIELDS = [f for f in fields(Scenario)]
@@ -100,6 +100,7 @@ def test_changed_knobs_and_shown():
     changed = changed_knobs(Scenario(tp=2, sequence_parallel=True, lora_targets=("q_proj", "v_proj"),
                                      allocator_fraction=Fraction(1, 20)))
     assert [k.name for k in changed] == ["allocator_fraction", "lora_targets", "tp", "sequence_parallel"]
+    assert [k.name for k in unread_knobs(Scenario(tp=2, profile="transformers"), frozenset({"mode"}))] == ["tp"]
     assert [k.shown(v) for k, v in zip(changed, (Fraction(1, 20), ("q_proj", "v_proj"), 2, True))] == [
         "--allocator-fraction 1/20", "--lora-targets q_proj,v_proj", "--tp 2", "--sequence-parallel"]
 
