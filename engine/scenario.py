@@ -2,17 +2,17 @@
 
 ``KNOBS`` holds one row per ``Scenario`` field: its command-line flag, choices, default,
 help, help section, the symbol its value pins and whether ``--free`` may keep it a symbol.
-From it come the options every model-building command shares (cli.py), the checks of
-``Scenario.__post_init__``, the ``--free`` choices (:data:`FREEABLE_ALIASES`), the scenario
-symbols of a model-free formula, and the knobs a profile is asked about
-(:func:`changed_knobs`). Any of ``batch_size``, ``seq_len``, ``block_size`` left as None
-stays a free symbol in the memory model. Values are checked here, so formulas never see a
-bad one. This module imports no SymPy: ``memsym --help`` reads the table.
+From it come the options every model-building command shares (engine/cli_options.py),
+the checks of ``Scenario.__post_init__``, the ``--free`` choices (:data:`FREEABLE_ALIASES`),
+the scenario symbols of a model-free formula, and the knobs a profile refuses
+(:func:`changed_knobs`, :func:`unread_knobs`). Any of ``batch_size``, ``seq_len``,
+``block_size`` left as None stays a free symbol in the memory model. Values are checked
+here, so formulas never see a bad one. This module imports no SymPy: ``--help`` reads it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Callable
 
@@ -23,7 +23,8 @@ from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 LOSS_DTYPE = "float32"  # transformers' loss upcasts logits: ``logits.float()``
 GROUPS = ("model", "scenario", "serving", "training", "parallelism", "output")  # --help sections, in order
-# The --profile names. When engine/profiles lands this one line becomes its names and aliases.
+# The --profile names and aliases: the one line to change when engine/profiles lands. That package
+# imports this module, so the names come as data both can read (formulas.options).
 PROFILE_CHOICES = options.PROFILES
 
 
