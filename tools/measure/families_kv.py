@@ -51,6 +51,7 @@ _SHRINK = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermed
            "intermediate_size_mlp", "ffn_hidden_size", "moe_shared_expert_intermediate_size",
            "mlp_hidden_size")
 _EXPERTS = ("num_experts", "num_local_experts", "n_routed_experts")
+_HYBRIDS = ("granitemoehybrid", "bamba", "nemotron_h", "jamba")
 
 
 # ---------------------------------------------------------------- model construction
@@ -161,6 +162,8 @@ def depth_overrides(tc: dict, rep: list[str]) -> dict:
     elif mt == "nemotron_h":
         o["layers_block_type"] = rep
         tc.pop("hybrid_override_pattern", None)
+    elif mt == "mllama_text_model":
+        o["cross_attention_layers"] = [i for i, t in enumerate(rep) if t == "cross_attention"]
     elif mt not in ("falcon_h1", "mamba", "mamba2"):
         o["layer_types"] = rep
     if mt == "llama4_text":  # NoPE / MoE pattern lists are per layer: cut them to the copy's depth
@@ -169,11 +172,23 @@ def depth_overrides(tc: dict, rep: list[str]) -> dict:
     return o
 
 
+def full_layer_types(tc) -> list[str]:
+    """Cache layer types per layer; mllama's cross-attention layers (image K/V only) relabelled."""
+    types = cache_layer_types(tc)
+    if tc.model_type == "mllama_text_model":
+        for i in tc.cross_attention_layers:
+            types[i] = "cross_attention"
+    return types
+
+
 def width_overrides(tc: dict) -> dict:
     """Widths the cache does not depend on, shrunk so a CPU forward is cheap."""
     o: dict = {}
     if tc.get("vocab_size", 0) > 4096:
-        o.update(vocab_size=4096, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+        o["vocab_size"] = 4096
+        for k in ("pad_token_id", "bos_token_id", "eos_token_id"):  # token ids must fit the smaller vocabulary
+            if tc.get(k) is not None:
+                o[k] = [0] if isinstance(tc[k], list) else 0
     for k in _SHRINK:
         if isinstance(tc.get(k), int) and tc[k] > 512:
             o[k] = 512
@@ -219,16 +234,19 @@ def _run(model, vocab: int, T: int):
 def kv_facts(config: dict, full_types: list[str]) -> dict:
     tc = _text_dict(config)
     rep = [t for t in dict.fromkeys(full_types) if t != "dummy"]
+    if rep == ["linear_attention"] and tc["model_type"] in _HYBRIDS:
+        # these models' forward needs one attention layer in the cache; its bytes are not counted at full depth
+        rep = ["linear_attention", "full_attention"]
     if len(rep) == 1:
         rep = rep * 2
     full_tc = text_config(build_config(config)).to_dict()
     over = dict(width_overrides(dict(full_tc, **tc)), **depth_overrides(tc, rep))
     reduced = build_config(tc, **over)
-    red_types = cache_layer_types(reduced)
+    red_types = full_layer_types(reduced)
     if red_types != rep:
         raise RuntimeError(f"reduced copy has layer types {red_types}, wanted {rep}")
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(reduced, dtype=torch.bfloat16).eval()
+    model = _causal_lm(reduced).eval()
     cache_cls, classes, a = _run(model, reduced.vocab_size, T_SHORT)
     _, _, b = _run(model, reduced.vocab_size, T_LONG)
     per_type = {}
@@ -265,6 +283,13 @@ def kv_facts(config: dict, full_types: list[str]) -> dict:
     }
 
 
+def _causal_lm(cfg):
+    """A random-weight bf16 causal LM for a text config (mllama's text config has no Auto mapping)."""
+    if cfg.model_type == "mllama_text_model":
+        return transformers.MllamaForCausalLM._from_config(cfg, dtype=torch.bfloat16)
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+
+
 def _int(x):
     return int(x) if float(x) == int(x) else x
 
@@ -277,7 +302,7 @@ def measure(entry: dict, with_kv: bool) -> dict:
     facts = {"config_file": f"tools/measure/configs/{entry['id']}.json", "hf_repo": entry["hf_repo"],
              "model_type": entry["config"]["model_type"], "text_model_type": text_config(cfg).model_type}
     facts.update(param_facts(cfg))
-    full_types = cache_layer_types(text_config(cfg))
+    full_types = full_layer_types(text_config(cfg))
     if with_kv:
         facts["cache"] = kv_facts(entry["config"], full_types)
         facts["kv_bytes_per_token"] = facts["cache"]["kv_bytes_per_token"]
