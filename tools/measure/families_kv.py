@@ -51,6 +51,7 @@ _SHRINK = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermed
            "intermediate_size_mlp", "ffn_hidden_size", "moe_shared_expert_intermediate_size",
            "mlp_hidden_size")
 _EXPERTS = ("num_experts", "num_local_experts", "n_routed_experts")
+_SSM_ONLY = ("mamba", "mamba2", "falcon_mamba")
 _HYBRIDS = ("granitemoehybrid", "bamba", "nemotron_h", "jamba")
 
 
@@ -190,6 +191,8 @@ def width_overrides(tc: dict) -> dict:
             if tc.get(k) is not None:
                 o[k] = [0] if isinstance(tc[k], list) else 0
     for k in _SHRINK:
+        if k == "intermediate_size" and tc["model_type"] in _SSM_ONLY:
+            continue  # there it is the mixer's inner width (expand * hidden), which the state depends on
         if isinstance(tc.get(k), int) and tc[k] > 512:
             o[k] = 512
     for k in _EXPERTS:
