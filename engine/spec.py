@@ -117,42 +117,6 @@ class ModelSpec:
             parts.append("sliding-window")
         return "+".join(parts)
 
-    # --- TEMPORARY shim (issue 10, phase A): the old layout flags, read-only, derived from
-    # ``layers`` so engine/compose.py, profile.py and training.py keep working until they
-    # read the groups (phase B deletes this). New code must not read these.
-    def __getattr__(self, name: str):
-        if name not in LEGACY_FLAGS:
-            raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
-        axis, key, default = LEGACY_FLAGS[name]
-        if axis == "count":
-            return self.layer_count(**{key: default})
-        if axis == "any":
-            return self.layer_count(mixer=key) > 0
-        for group in self.layers:
-            options = group.mixer_args if axis == "mixer" else group.mlp_args
-            if key in options:
-                return options[key]
-        return default
-
-
-# flag -> (where it now lives, option or kind, default): "mixer"/"mlp" option of the first
-# group that has it, "count" of layers of a kind, "any" layer of a mixer kind.
-LEGACY_FLAGS: dict[str, tuple[str, str, object]] = {
-    "qkv_bias": ("mixer", "qkv_bias", False), "out_bias": ("mixer", "out_bias", False),
-    "fused_qkv": ("mixer", "fused_qkv", False), "qk_norm": ("mixer", "qk_norm", False),
-    "kv_cache_expanded": ("mixer", "expanded_kv_cache", False), "sliding_window": ("mixer", "sliding_window", None),
-    "q_lora_rank": ("mixer", "q_lora_rank", None), "kv_lora_rank": ("mixer", "kv_lora_rank", None),
-    "qk_nope_head_dim": ("mixer", "qk_nope_head_dim", None), "qk_rope_head_dim": ("mixer", "qk_rope_head_dim", None),
-    "v_head_dim": ("mixer", "v_head_dim", None), "mla": ("any", "mla", None),
-    "num_sliding_layers": ("count", "mixer", "sliding_attention"), "num_moe_layers": ("count", "mlp", "moe"),
-    "mlp_bias": ("mlp", "bias", False), "gated_mlp": ("mlp", "gated", True),
-    "fused_gate_up": ("mlp", "fused_gate_up", False), "num_experts": ("mlp", "num_experts", None),
-    "num_experts_per_tok": ("mlp", "num_experts_per_tok", None),
-    "moe_intermediate_size": ("mlp", "moe_intermediate_size", None),
-    "num_shared_experts": ("mlp", "num_shared_experts", 0),
-    "router_correction_bias": ("mlp", "router_correction_bias", False),
-}
-
 
 # --- reading config values --------------------------------------------------------------
 

@@ -10,13 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
+import sympy
 
 from engine import architecture
 from engine.api import memory_model
 from engine.families import spec_from_config
 from engine.registry import entries, find
 from engine.spec import LayerGroup, ModelSpec
-from formulas import layers, options
+from formulas import activations, kv_cache, layers, options
 from formulas import symbols as S
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -63,9 +64,21 @@ def test_layer_counts_symbols_and_rest():
     assert architecture.layer_counts(spec) == {S.num_sliding_layers: 21}
 
 
+def _former_kv_cache(spec: ModelSpec, paged: bool, layout: str) -> sympy.Expr:
+    """The cache as engine/compose.py built it from layout flags, before layer kinds."""
+    mixers = {g.mixer for g in spec.layers}
+    expanded = any(g.mixer_args.get("expanded_kv_cache") for g in spec.layers)
+    expr = kv_cache.kv_cache(mla_layout=layout if "mla" in mixers else None, paged=paged, expanded_heads=expanded,
+                             has_sliding="sliding_attention" in mixers)
+    per_gpu = {S.num_key_value_heads: sympy.ceiling(S.num_key_value_heads / S.tensor_parallel)}
+    if expanded or ("mla" in mixers and layout == "decompressed"):
+        per_gpu = {S.num_attention_heads: S.num_attention_heads / S.tensor_parallel}
+    return expr.xreplace(per_gpu) / S.pipeline_parallel / S.context_parallel
+
+
 @pytest.mark.parametrize("name", MODELS + VARIANTS)
 @pytest.mark.parametrize("knobs", SCENARIOS, ids=lambda k: ",".join(k) or "default")
-def test_kv_cache_and_peaks_are_sums_over_kinds(name, knobs, tmp_path):
+def test_kv_cache_and_peaks_are_the_former_formulas(name, knobs, tmp_path):
     spec = spec_from_config(_config(name), name)
     if knobs.get("tp", 1) > 1 and spec.num_key_value_heads % 2 and architecture.splits_kv_heads(spec):
         pytest.skip("the degree neither divides nor is a multiple of the KV heads")
@@ -74,19 +87,18 @@ def test_kv_cache_and_peaks_are_sums_over_kinds(name, knobs, tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(_config(name)))
     model = memory_model(None, str(path), **knobs)[1]
-    ours = architecture.kv_cache_bytes(spec, paged="block_size" in knobs, mla_layout=knobs.get("mla_cache", "latent"))
-    assert model.pinned(ours) == model.pinned(model.terms["kv_cache"])
+    paged, layout = "block_size" in knobs, knobs.get("mla_cache", "latent")
+    former = _former_kv_cache(spec, paged, layout)
+    assert model.pinned(model.terms["kv_cache"]) == model.pinned(former)
     if any(layers.MIXERS[g.mixer].LAYERS is None for g in spec.layers):
-        assert ours == model.terms["kv_cache"]  # the same formula, not only the same number
-    peaks = architecture.inference_peaks(spec, eager=knobs.get("attention") == "eager")
-    assert peaks["attention"] == model.terms["activations/attention"]
-    assert model.pinned(peaks["mlp"]) == model.pinned(model.terms["activations/mlp"])
+        assert architecture.kv_cache_bytes(spec, paged=paged, mla_layout=layout) == former  # the same formula
+    eager = knobs.get("attention") == "eager"
+    split = {S.num_attention_heads: S.num_attention_heads / S.tensor_parallel}
+    assert model.terms["activations/attention"] == activations.attention_peak(eager).xreplace(split)
 
 
 @pytest.mark.parametrize("name", ["llama-3.1-8b", "gemma-2-9b", "deepseek-v3"])
 def test_training_rows_sum_to_the_models_layers(name):
-    from formulas import activations
-
     spec = spec_from_config(find(name).config, name)
     ours = architecture.training_layers(spec, recompute="selective", sequence_parallel=True, eager=True)
     assert ours == S.num_hidden_layers * activations.korthikanti_layer("selective", True, True)
