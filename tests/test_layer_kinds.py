@@ -144,3 +144,34 @@ def test_a_mixed_mixer_model_without_count_symbols_is_refused():
                          "v_head_dim": 4})))
     with pytest.raises(ValueError, match="none has a layer-count symbol"):
         architecture.parameter_tensors(spec)
+
+
+def test_a_new_mixer_kind_is_its_entry_and_a_registry_line(monkeypatch):
+    """A chunked-attention kind (Llama-4 style: a layer keeps at most ``c`` tokens) plugged in
+    with no engine change: only its entry and the kind registries."""
+    from types import SimpleNamespace
+
+    from engine.profiles import build
+    from engine.scenario import Scenario
+    from formulas.layers import attention
+
+    chunk, chunked_layers = sympy.symbols("chunk_size num_chunked_layers", integer=True, positive=True)
+    entry = SimpleNamespace(
+        KIND="chunked_attention", LAYERS=chunked_layers, SPLITS_KV_HEADS=True, LORA_COMPONENTS=("attention",),
+        tensors=lambda layers, chunk_size, **options: attention.tensors(layers, **options),
+        facts=lambda chunk_size, **options: {chunk: chunk_size},
+        cache_elements=lambda layout=None, chunk_size=None, **options: attention.cache_elements(layout, **options),
+        cached_tokens=lambda paged=False: sympy.Min(S.seq_len, chunk),
+        inference_peak=attention.inference_peak, training_row=attention.training_row,
+    )
+    monkeypatch.setitem(layers.MIXERS, "chunked_attention", entry)
+    monkeypatch.setattr("engine.spec.MIXER_KINDS", (*options.MIXER_KINDS, "chunked_attention"))
+    spec = ModelSpec(name="chunky", model_type="llama", hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=16, intermediate_size=128, vocab_size=100,
+                     tie_word_embeddings=True, layers=(LayerGroup("chunked_attention", "dense", 3, {"chunk_size": 8}),
+                                                       LayerGroup("attention", "dense", 1)))
+    model = build(spec, Scenario(batch_size=1, seq_len=100))
+    per_layer_token = 2 * 2 * 16 * 2  # K and V, 2 heads of 16, bf16
+    assert model.evaluate().terms["kv_cache"] == per_layer_token * (3 * 8 + 1 * 100)
+    plain = build(spec.__class__(**{**spec.__dict__, "layers": ()}), Scenario(batch_size=1, seq_len=100))
+    assert model.evaluate().terms["weights"] == plain.evaluate().terms["weights"]
