@@ -28,6 +28,16 @@ class MemsymGroup(click.Group):
             code = super().main(args=argv, prog_name=prog_name or "memsym", standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:  # --help, --version
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `memsym sweep ... | head -1`: the reader has all it wanted
+            _quiet_stdout()
+            sys.exit(0)
+        except SystemExit as exc:  # click's own EPIPE handling exits 1; memsym exits only 0 or 2
+            if exc.code == 1:
+                _quiet_stdout()
+                sys.exit(0)
+            raise
+        except OSError as exc:  # stdout itself failed (a full disk, /dev/full): one line, not a traceback
+            _fail(f"cannot write the output ({exc.strerror or exc})", argv)
         except click.exceptions.Abort:
             _fail("aborted", argv)
         except click.ClickException as exc:
@@ -41,10 +51,27 @@ class MemsymGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush meets no closed pipe
+    (the recipe of Python's ``signal`` documentation, "Note on SIGPIPE")."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file descriptor (a test runner)
+        pass
+
+
 def _fail(message: str, argv: list[str]) -> None:
-    message = " ".join(str(message).split())  # one line, whatever the message held
+    from engine.limits import MAX_MESSAGE, message_line
+
+    message = message_line(message, MAX_MESSAGE - len("memsym: error: "))  # one printable line, cut
     if "--json" in argv:
-        click.echo(json.dumps({"error": message}))
+        try:
+            click.echo(json.dumps({"error": message}))
+        except OSError:  # stdout is what failed
+            pass
     click.echo(f"memsym: error: {message}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -733,10 +760,12 @@ def codegen(model_id, config_path, output, free, **kw):
       memsym codegen --model llama-3.1-70b --mode training --tp 8 --free tp -o llama_tp.py
       python -c "import qwen3_memory as m; print(m.total_bytes(batch_size=8, seq_len=4096))"
     """
+    from engine.files import check_output
     from engine.numeric import variables_of, write_module
 
     if model_id is None and config_path is None:
         raise click.UsageError("give --model ID or --config PATH")
+    check_output(output, "-o")  # a device, FIFO, symlink or folder fails before any work
     _, mm = _analysis_model(model_id, config_path, False, scenario_knobs(kw), ("batch_size", "seq_len"))
     mm = mm.with_free(*free)
     write_module(mm, output)
@@ -798,7 +827,10 @@ def plot(model_id, config_path, budget, gpu_name, num_gpus, utilization, output,
     """
     from engine.plot import output_format, plot as draw
 
+    from engine.files import check_output
+
     output_format(output, fmt)  # a bad format or suffix fails before any work
+    check_output(output, "--output")
     axes, mm = _grid_model(model_id, config_path, kw)
     ranged = [name for name, values in axes.items() if len(values) > 1]
     if len(ranged) != 1:

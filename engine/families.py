@@ -12,6 +12,7 @@ from typing import Callable
 
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.spec import ModelSpec, config_bool, config_int, config_int_list, shown
+from engine.validate import check_heads_divide, check_layer_indices, check_layer_types, check_spec
 
 
 def _where(name: str) -> str:
@@ -56,6 +57,7 @@ def _sliding_layers(config: dict, name: str, default_types: list[str]) -> tuple[
         types = default_types
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
         raise ConfigError(f"{w}: field 'layer_types' must be a list of strings, got {shown(types)}")
+    check_layer_types(w, types, config_int(config, "num_hidden_layers", where=w))
     sliding = sum(1 for t in types if t == "sliding_attention")
     if not sliding:
         return None, 0
@@ -134,7 +136,8 @@ def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
     fields = _qwen3_fields(config, name)
     experts = config_int(config, "num_experts", where=w)
     step = config_int(config, "decoder_sparse_step", default=1, where=w)
-    dense_only = set(config_int_list(config, "mlp_only_layers", w))
+    dense_only = set(check_layer_indices(w, "mlp_only_layers", config_int_list(config, "mlp_only_layers", w),
+                                         fields["num_hidden_layers"]))
     moe_layers = sum(1 for i in range(fields["num_hidden_layers"]) if i not in dense_only and (i + 1) % step == 0)
     return ModelSpec(
         **fields,
@@ -174,6 +177,7 @@ def parse_deepseek(config: dict, name: str) -> ModelSpec:
         first = config_int(config, "first_k_dense_replace", default=0, minimum=0, where=w)
         freq = config_int(config, "moe_layer_freq", default=1, where=w)
         moe_layers = sum(1 for i in range(fields["num_hidden_layers"]) if i >= first and i % freq == 0)
+        experts = experts if moe_layers else None  # every layer dense: a dense model (no router, no experts)
     fields["head_dim"] = rope  # transformers sets head_dim = qk_rope_head_dim for MLA
     return ModelSpec(
         **fields,
@@ -233,6 +237,7 @@ def parse_gpt2(config: dict, name: str) -> ModelSpec:
     w = _where(name)
     hidden = config_int(config, "n_embd", "hidden_size", where=w)
     heads = config_int(config, "n_head", "num_attention_heads", where=w)
+    check_heads_divide(w, hidden, heads, "n_embd", "n_head")
     return ModelSpec(
         name=name,
         model_type="gpt2",
@@ -260,6 +265,7 @@ def parse_falcon(config: dict, name: str) -> ModelSpec:
     w = _where(name)
     hidden = config_int(config, "hidden_size", "n_embd", where=w)
     heads = config_int(config, "num_attention_heads", "n_head", where=w)
+    check_heads_divide(w, hidden, heads, "hidden_size", "num_attention_heads")
     new_arch = config_bool(config, "new_decoder_architecture", False, w)
     if new_arch:
         kv_heads = config_int(config, "num_kv_heads", "n_head_kv", default=heads, where=w)
@@ -318,4 +324,4 @@ def spec_from_config(config: object, name: str = "config.json") -> ModelSpec:
     if parser is None:
         known = ", ".join(sorted(PARSERS))
         raise UnsupportedModelError(f"{_where(name)}: model_type {shown(model_type)} is not supported (supported: {known})")
-    return parser(config, name)
+    return check_spec(parser(config, name), _where(name))

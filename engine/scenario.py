@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 from engine.errors import InputError
+from engine.limits import check_scenario_values
 from formulas.activations import LOGITS_MODES, RECOMPUTE_MODES
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 from formulas.kv_cache import MLA_LAYOUTS
@@ -93,6 +94,7 @@ class Scenario:
             raise InputError(f"--adapter-dtype: unknown dtype {self.adapter_dtype!r}")
         if not 0 <= Fraction(self.allocator_fraction) < 1:
             raise InputError(f"--allocator-fraction must be in [0, 1), got {self.allocator_fraction!r}")
+        check_scenario_values(self)  # engine/limits.py: sizes and degrees within their bounds
 
     # --- derived byte widths ------------------------------------------------------------
     def weight_bytes(self) -> Fraction:
