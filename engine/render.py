@@ -21,7 +21,6 @@ from typing import Callable
 
 import sympy
 
-from engine.files import write_atomically, write_text  # noqa: F401 - moved to engine.files; kept importable here
 from engine.limits import printable
 from engine.model import MemoryModel
 from engine.units import format_bytes
