@@ -760,7 +760,7 @@ def codegen(model_id, config_path, output, free, **kw):
       memsym codegen --model llama-3.1-70b --mode training --tp 8 --free tp -o llama_tp.py
       python -c "import qwen3_memory as m; print(m.total_bytes(batch_size=8, seq_len=4096))"
     """
-    from engine.files import check_output
+    from engine.files import check_output, shown_path
     from engine.numeric import variables_of, write_module
 
     if model_id is None and config_path is None:
@@ -769,7 +769,7 @@ def codegen(model_id, config_path, output, free, **kw):
     _, mm = _analysis_model(model_id, config_path, False, scenario_knobs(kw), ("batch_size", "seq_len"))
     mm = mm.with_free(*free)
     write_module(mm, output)
-    click.echo(f"wrote {output}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
+    click.echo(f"wrote {shown_path(output)}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
 
 
 @cli.command()
@@ -827,7 +827,7 @@ def plot(model_id, config_path, budget, gpu_name, num_gpus, utilization, output,
     """
     from engine.plot import output_format, plot as draw
 
-    from engine.files import check_output
+    from engine.files import check_output, shown_path
 
     output_format(output, fmt)  # a bad format or suffix fails before any work
     check_output(output, "--output")
@@ -841,7 +841,7 @@ def plot(model_id, config_path, budget, gpu_name, num_gpus, utilization, output,
 
         limits = make_budget(budget, gpu_name, num_gpus, utilization)
     result = draw(mm, ranged[0], axes, output, fmt, limits)
-    click.echo(f"wrote {result.path}" + (f": {result.note}" if result.note else ""))
+    click.echo(f"wrote {shown_path(result.path)}" + (f": {result.note}" if result.note else ""))
 
 
 def main():
