@@ -70,12 +70,12 @@ def _all_sliding_if_window(config: dict) -> list[str]:
     return [kind] * int(config["num_hidden_layers"])
 
 
-def _qwen_layer_types(config: dict) -> list[str]:
+def _qwen_layer_types(config: dict, where: str = "config") -> list[str]:
     """Qwen2/Qwen3: layers from ``max_window_layers`` on slide, if ``use_sliding_window``."""
     layers = int(config["num_hidden_layers"])
     if not config.get("use_sliding_window") or config.get("sliding_window") is None:
         return ["full_attention"] * layers
-    first = config_int(config, "max_window_layers", default=layers, minimum=0)
+    first = config_int(config, "max_window_layers", default=layers, minimum=0, where=where)
     return ["sliding_attention" if i >= first else "full_attention" for i in range(layers)]
 
 
@@ -99,7 +99,7 @@ def parse_llama(config: dict, name: str) -> ModelSpec:
 def parse_qwen2(config: dict, name: str) -> ModelSpec:
     """Qwen2: bias on q, k and v (not o); optional sliding window from ``max_window_layers``."""
     fields = _common(config, name)
-    window, sliding = _sliding_layers(config, name, _qwen_layer_types(config))
+    window, sliding = _sliding_layers(config, name, _qwen_layer_types(config, _where(name)))
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, _where(name)),
@@ -114,7 +114,7 @@ def _qwen3_fields(config: dict, name: str) -> dict:
     w = _where(name)
     fields = _common(config, name, head_dim_default=128)
     bias = config_bool(config, "attention_bias", False, w)
-    window, sliding = _sliding_layers(config, name, _qwen_layer_types(config))
+    window, sliding = _sliding_layers(config, name, _qwen_layer_types(config, _where(name)))
     fields.update(
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
         qkv_bias=bias,
