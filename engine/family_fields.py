@@ -89,10 +89,10 @@ def all_sliding_if_window(config: dict) -> list[str]:
     return [kind] * int(config["num_hidden_layers"])
 
 
-def qwen_layer_types(config: dict) -> list[str]:
+def qwen_layer_types(config: dict, where: str = "config") -> list[str]:
     """Qwen2/Qwen3: layers from ``max_window_layers`` on slide, if ``use_sliding_window``."""
     layers = int(config["num_hidden_layers"])
     if not config.get("use_sliding_window") or config.get("sliding_window") is None:
         return ["full_attention"] * layers
-    first = config_int(config, "max_window_layers", default=layers, minimum=0)
+    first = config_int(config, "max_window_layers", default=layers, minimum=0, where=where)
     return ["sliding_attention" if i >= first else "full_attention" for i in range(layers)]
