@@ -33,6 +33,7 @@ def _common(config: dict, name: str, *, head_dim_default: int | None = None) -> 
     if heads % kv_heads:
         raise ConfigError(f"{w}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
     default_head_dim = head_dim_default if head_dim_default is not None else hidden // heads
+    head = config_int(config, "head_dim", default=default_head_dim, where=w)
     return dict(
         name=name,
         model_type=config["model_type"],
@@ -40,12 +41,47 @@ def _common(config: dict, name: str, *, head_dim_default: int | None = None) -> 
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        head_dim=config_int(config, "head_dim", default=default_head_dim, where=w),
+        head_dim=head,
         intermediate_size=config_int(config, "intermediate_size", where=w),
         vocab_size=config_int(config, "vocab_size", where=w),
         torch_dtype=_dtype(config),
         quantization=config.get("quantization_config") if isinstance(config.get("quantization_config"), dict) else {},
+        **_rotary(config, w, head),
     )
+
+
+# rope_scaling types whose cos/sin cache vLLM extends to max_position x factor
+# (vllm/model_executor/layers/rotary_embedding: LinearScalingRotaryEmbedding,
+# DynamicNTKScalingRotaryEmbedding, DeepseekScalingRotaryEmbedding, YaRNScalingRotaryEmbedding).
+_SCALED_CACHE = ("linear", "dynamic", "yarn", "deepseek_yarn")
+
+
+def _rotary(config: dict, where: str, head: int) -> dict:
+    """Context length and the rotary cos/sin cache's shape, for serving-engine profiles.
+
+    Only serving profiles read these; a malformed value leaves them unknown (None) rather
+    than refusing a config every other profile can use.
+    """
+    try:
+        return _rotary_fields(config, where, head)
+    except ConfigError:
+        return dict(context_length=None, rope_cache_positions=None, rotary_dim=None)
+
+
+def _rotary_fields(config: dict, where: str, head: int) -> dict:
+    positions = config_int(config, "max_position_embeddings", default=None, where=where)
+    scaling = config.get("rope_scaling") if isinstance(config.get("rope_scaling"), dict) else {}
+    kind = scaling.get("rope_type", scaling.get("type"))
+    cache = positions
+    factor = scaling.get("factor")
+    if kind in _SCALED_CACHE and isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor >= 1:
+        base = config_int(scaling, "original_max_position_embeddings", default=positions, where=where)
+        cache = int(base * factor) if base is not None else None
+    partial = config.get("partial_rotary_factor", 1)
+    if isinstance(partial, bool) or not isinstance(partial, (int, float)) or not 0 < partial <= 1:
+        partial = 1
+    rope = config_int(config, "qk_rope_head_dim", default=int(head * partial), where=where)
+    return dict(context_length=positions, rope_cache_positions=cache, rotary_dim=rope)
 
 
 def _sliding_layers(config: dict, name: str, default_types: list[str]) -> tuple[int | None, int]:

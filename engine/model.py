@@ -67,6 +67,8 @@ class MemoryModel:
     active_parameters: sympy.Expr = sympy.Integer(0)
     # CPU (host) memory of offloaded state; not part of the GPU total
     host_terms: dict[str, sympy.Expr] = field(default_factory=dict)
+    # each term's source: paper + table/equation, or framework file + function
+    sources: dict[str, str] = field(default_factory=dict)
 
     # --- structure ---------------------------------------------------------------------
     @property

@@ -55,6 +55,10 @@ class ModelSpec:
     qk_nope_head_dim: int | None = None
     qk_rope_head_dim: int | None = None
     v_head_dim: int | None = None
+    # rotary position embedding (vLLM's cos/sin cache, formulas/frameworks/vllm.py)
+    context_length: int | None = None  # config max_position_embeddings of a rotary model
+    rope_cache_positions: int | None = None  # rows of the cos/sin cache (scaled by rope_scaling)
+    rotary_dim: int | None = None  # rotary dimensions of one head
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
