@@ -38,6 +38,10 @@ from formulas.parallelism import TENSOR_PARALLEL_COMPONENTS, is_per_layer
 SOURCES = {
     "weights": "vllm/v1/worker/gpu_model_runner.py GPUModelRunner.load_model ('Model loading took'): "
                "parameters as the vLLM model classes allocate them",
+    "weights/embedding": "vllm/model_executor/layers/vocab_parallel_embedding.py VocabParallelEmbedding "
+                         "(rows padded to 64, split over tensor-parallel ranks)",
+    "weights/lm_head": "vocab_parallel_embedding.py ParallelLMHead (rows padded to 64; the last stage's own copy "
+                       "when tied under pipeline parallelism)",
     "weights/rotary_cache": "vllm/model_executor/layers/rotary_embedding/base.py RotaryEmbedding.__init__ (cos_sin_cache)",
     "weights/mla_absorbed": "MLACommonImpl.process_weights_after_loading (W_UK_T / W_UV from kv_b_proj)",
     "activations": "vllm/utils/mem_utils.py memory_profiling (torch_peak_increase) around GPUModelRunner.profile_run",

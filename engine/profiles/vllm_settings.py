@@ -108,7 +108,7 @@ class Resolved:
 
     def as_inputs(self) -> dict[str, object]:
         out = asdict(self)
-        out["gpu_memory_utilization"] = str(self.gpu_memory_utilization)
+        out["gpu_memory_utilization"] = float(self.gpu_memory_utilization)
         return out
 
 
