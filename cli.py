@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from engine import report
+from engine import profiles, report
 from formulas import options
 
 EXIT_BAD_INPUT = 2
@@ -97,9 +97,10 @@ def scenario_options(func):
                      help="Training bytes per parameter: zero16, megatron18, deepspeed20, pure, or auto."),
         click.option("--gradient-checkpointing", is_flag=True,
                      help="Training: recompute each layer in backward, as transformers does (= --recompute full)."),
-        click.option("--profile", type=click.Choice(options.PROFILES), default="paper", show_default=True,
-                     help="paper: Korthikanti et al. formulas; transformers: what transformers 5.24 + PyTorch "
-                          "allocate (docs/accuracy.md)."),
+        click.option("--profile", type=click.Choice(profiles.names()), default=profiles.DEFAULT,
+                     show_default=True,
+                     help="megatron (alias paper): Megatron-LM kernels, Korthikanti et al. 2022; transformers: "
+                          "what transformers 5.24 + PyTorch allocate (docs/accuracy.md)."),
         click.option("--device", type=click.Choice(options.DEVICES), default="cuda", show_default=True,
                      help="--profile transformers: AdamW is foreach on cuda, single-tensor on cpu."),
         click.option("--reserve", "reserve", default="0", show_default=True, metavar="SIZE",
@@ -209,7 +210,7 @@ def estimate(model_id, config_path, checkpoint_dir, as_json, **kw):
     if checkpoint_dir is not None:
         if model_id is not None or config_path is not None:
             raise click.UsageError("--checkpoint DIR reads DIR/config.json: give it without --model or --config")
-        from engine.checkpoint import estimate_checkpoint
+        from engine.api import estimate_checkpoint
 
         checked = estimate_checkpoint(checkpoint_dir, **scenario_knobs(kw))
         text = report.format_estimate(checked.estimate) + "\n" + report.format_checkpoint(checked)

@@ -18,7 +18,7 @@ _EXPORTS = {
     "Estimate": "engine.api", "estimate": "engine.api", "memory_model": "engine.api",
     "generic_spec": "engine.api", "symbolic_model": "engine.api",
     "count_parameters": "engine.architecture", "parameter_tensors": "engine.architecture",
-    "build": "engine.compose", "build_inference": "engine.compose", "build_training": "engine.compose",
+    "build": "engine.profiles", "profile": "engine.profiles", "profile_names": "engine.profiles",
     "ConfigError": "engine.errors", "InfeasibleError": "engine.errors", "InputError": "engine.errors",
     "MemsymError": "engine.errors", "UnknownModelError": "engine.errors",
     "UnsupportedModelError": "engine.errors",
@@ -29,13 +29,15 @@ _EXPORTS = {
     "ModelSpec": "engine.spec",
     "format_bytes": "engine.units", "parse_bytes": "engine.units",
     "Budget": "engine.gpus", "gpu": "engine.gpus", "gpu_catalog": "engine.gpus", "make_budget": "engine.gpus",
-    "Solution": "engine.solve", "solve_budget": "engine.solve",  # engine.solve.solve: the module's name
+    "Solution": "engine.solve", "solve_budget": "engine.solve", "solve_variable": "engine.solve",
     "solve_tensor_parallel": "engine.solve", "smallest_fitting": "engine.solve", "closed_form": "engine.solve",
     "serving_model": "engine.solve", "sharded": "engine.solve",
     "canonical_form": "engine.analysis", "derivative": "engine.analysis", "sensitivity": "engine.analysis",
     "crossover": "engine.analysis",
+    "compile_model": "engine.numeric", "compile_terms": "engine.numeric", "write_module": "engine.numeric",
 }
-_RENAMED = {"gpu_catalog": "catalog", "registry_entries": "entries"}
+_RENAMED = {"gpu_catalog": "catalog", "registry_entries": "entries", "profile": "get", "profile_names": "names",
+            "solve_variable": "solve"}
 
 __all__ = sorted(_EXPORTS)
 

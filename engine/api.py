@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pathlib import Path
+
 from engine import architecture
-from engine.compose import build
+from engine.checkpoint import CheckpointError, compare, read_checkpoint, storage_hint
+from engine.profiles import build
 from engine.model import Evaluation, MemoryModel
 from engine.registry import load_spec
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
+from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class Estimate:
             "peak_phase": ev.peak_phase,
             "host_terms": ev.host,
             "host_total_bytes": sum(ev.host.values()),
+            "profile": self.model.profile,
+            "sources": {name: self.model.source(name) for name in self.model.top_level},
         }
 
 
@@ -82,3 +88,32 @@ def symbolic_model(**knobs) -> MemoryModel:
     mm.facts = {sym: v for sym, v in mm.facts.items() if sym.name in SCENARIO_SYMBOLS}
     mm.inputs = {**mm.inputs, "model": "symbolic"}
     return mm
+
+
+@dataclass(frozen=True)
+class CheckpointEstimate:
+    """An estimate of the checkpoint's config, with the stored bytes beside the formula's."""
+
+    estimate: Estimate
+    comparison: dict
+    hint: str | None
+
+    def to_dict(self) -> dict:
+        out = self.estimate.to_dict()
+        out["checkpoint_bytes"] = self.comparison["checkpoint_bytes"]
+        out["checkpoint"] = {**self.comparison, "hint": self.hint}
+        return out
+
+
+def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
+    """``memsym estimate --checkpoint DIR``: DIR/config.json's estimate and DIR's stored bytes."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"--checkpoint {directory}: not a folder")
+    result = estimate(None, str(directory / "config.json"), **knobs)
+    stored = read_checkpoint(directory)
+    inputs = result.model.inputs
+    width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if inputs["weight_quant"] == "none" else None
+    comparison = compare(stored, result.spec.num_hidden_layers, result.evaluation.terms["weights"], width)
+    hint = storage_hint(stored, inputs["dtype"], inputs["weight_quant"])
+    return CheckpointEstimate(result, comparison, hint)

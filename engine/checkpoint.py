@@ -349,35 +349,3 @@ def storage_hint(checkpoint: Checkpoint, dtype: str, weight_quant: str) -> str |
         return None
     flag = {"float8": "--weight-quant fp8", "int8": "--weight-quant int8"}.get(stored, f"--dtype {stored}")
     return f"most bytes are stored as {next(iter(by_dtype))}: try {flag}"
-
-
-@dataclass(frozen=True)
-class CheckpointEstimate:
-    """An estimate of the checkpoint's config, with the stored bytes beside the formula's."""
-
-    estimate: object  # engine.api.Estimate
-    comparison: dict
-    hint: str | None
-
-    def to_dict(self) -> dict:
-        out = self.estimate.to_dict()
-        out["checkpoint_bytes"] = self.comparison["checkpoint_bytes"]
-        out["checkpoint"] = {**self.comparison, "hint": self.hint}
-        return out
-
-
-def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
-    """``memsym estimate --checkpoint DIR``: DIR/config.json's estimate and DIR's stored bytes."""
-    from engine.api import estimate
-    from formulas.dtypes import DTYPE_BYTES, canonical_dtype
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"--checkpoint {directory}: not a folder")
-    result = estimate(None, str(directory / "config.json"), **knobs)
-    stored = read_checkpoint(directory)
-    inputs = result.model.inputs
-    width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if inputs["weight_quant"] == "none" else None
-    comparison = compare(stored, result.spec.num_hidden_layers, result.evaluation.terms["weights"], width)
-    hint = storage_hint(stored, inputs["dtype"], inputs["weight_quant"])
-    return CheckpointEstimate(result, comparison, hint)

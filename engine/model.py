@@ -67,8 +67,19 @@ class MemoryModel:
     active_parameters: sympy.Expr = sympy.Integer(0)
     # CPU (host) memory of offloaded state; not part of the GPU total
     host_terms: dict[str, sympy.Expr] = field(default_factory=dict)
-    # each term's source: paper + table/equation, or framework file + function
+    # where each top-level term's formula comes from (paper + table/equation, or framework
+    # file + function); sub-terms share their parent's; "host_terms" names the source of the
+    # offloaded (host) terms. Set by the profile that builds the model.
     sources: dict[str, str] = field(default_factory=dict)
+    profile: str = ""  # the profile that built it (engine/profiles/)
+
+    def source(self, name: str) -> str:
+        """The source of term ``name`` (a sub-term's is its parent's)."""
+        top = name.split("/", 1)[0]
+        try:
+            return self.sources[top]
+        except KeyError:
+            raise InputError(f"term {name!r} of {self.name} has no source") from None
 
     # --- structure ---------------------------------------------------------------------
     @property
@@ -161,26 +172,6 @@ class MemoryModel:
     def diff(self, variable: str, name: str | None = None) -> sympy.Expr:
         """Partial derivative of a term (or the total) with respect to ``variable``."""
         return sympy.diff(self.expression(name), S.symbol(variable))
-
-    def solve(self, variable: str, budget_bytes: int, **fixed):
-        """The largest integer ``variable`` with ``total <= budget_bytes``, checked by substitution.
-
-        See :func:`engine.solve.solve` (closed form where the total allows, exact search otherwise).
-        """
-        from engine.solve import solve
-
-        return solve(self, variable, budget_bytes, **fixed)
-
-    # --- emit (engine/numeric.py, engine/render.py) --------------------------------------
-    def compile(self, term: str | None = None):
-        """A NumPy function of the free variables giving the total (or one term) in bytes.
-
-        Keyword arguments broadcast: ``f(batch_size=b[:, None], seq_len=s[None, :])``.
-        See :func:`engine.numeric.compile_model`.
-        """
-        from engine.numeric import compile_model
-
-        return compile_model(self, term)
 
     def _repr_latex_(self) -> str:
         """Jupyter shows the terms and total as LaTeX (:func:`engine.render.repr_latex`)."""

@@ -289,14 +289,14 @@ def write_module(mm: MemoryModel, path: str) -> str:
 
 
 def _term_doc(mm: MemoryModel, term: str) -> str:
-    from engine.render import named_form, term_source
+    from engine.render import named_form
 
     parent, _, part = term.rpartition("/")
     what = mm.descriptions.get(term) or f"the {part} part of {parent}"
     lines = _wrapped("", f"{term}: {what} (bytes).") + [""]
     lines += _wrapped("formula:    ", sympy.sstr(named_form(mm, term)))
     lines += _wrapped("this model: ", sympy.sstr(mm.pinned(mm.terms[term])))
-    lines += _wrapped("source:     ", term_source(mm, term))
+    lines += _wrapped("source:     ", mm.source(term))
     return "\n".join(lines)
 
 

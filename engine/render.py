@@ -30,36 +30,6 @@ from formulas import symbols as S
 
 LINE_WIDTH = 80  # characters of LaTeX in one row before a long sum wraps
 
-# Where each term's formula comes from (the formula modules' docstrings say more).
-TERM_SOURCES: dict[str, str] = {
-    "weights": "sum over tensors of elements x bytes, layouts of transformers 5.x "
-               "(formulas/parameters.py, formulas/weights.py)",
-    "kv_cache": "Pope et al. 2022, arXiv:2211.05102, sec. 3.1; MLA latent: DeepSeek-V2, arXiv:2405.04434, "
-                "sec. 2.1.2; paged: Kwon et al. 2023, arXiv:2309.06180 (formulas/kv_cache.py)",
-    "activations": "largest temporaries of one layer, or the logits; fused attention keeps no scores "
-                   "(Dao et al. 2022, arXiv:2205.14135) (formulas/activations.py)",
-    "activations@training": "Korthikanti et al. 2022, arXiv:2205.05198, Table 2; fp32 logits copy of "
-                            "transformers' ForCausalLMLoss (formulas/activations.py)",
-    "master_weights": "mixed precision, Rajbhandari et al. 2020 (ZeRO), arXiv:1910.02054, sec. 3.1 "
-                      "(formulas/optimizer.py)",
-    "gradients": "bytes per gradient by convention: ZeRO (arXiv:1910.02054), Megatron-LM, DeepSpeed "
-                 "(formulas/optimizer.py)",
-    "optimizer": "Adam moments (Kingma and Ba 2015) or the chosen optimizer's state (formulas/optimizer.py)",
-    "zero3_gathered": "ZeRO stage 3 / FSDP gathers a layer's full parameters before use (Rajbhandari et al. "
-                      "2020, arXiv:1910.02054, sec. 5) (engine/training.py)",
-    "adapters": "LoRA, Hu et al. 2021, arXiv:2106.09685; QLoRA, Dettmers et al. 2023, arXiv:2305.14314 "
-                "(formulas/peft.py)",
-    "overhead": "CUDA context (--reserve), communication buffers (--comm-buffer) and the allocator's "
-                "fraction of the peak (--allocator-fraction), each 0 unless given (formulas/overhead.py)",
-}
-
-
-def term_source(mm: MemoryModel, name: str) -> str:
-    """The source line of a term (sub-terms share their parent's)."""
-    top = name.split("/", 1)[0]
-    return TERM_SOURCES.get(f"{top}@{mm.mode}", TERM_SOURCES.get(top, "formulas/"))
-
-
 # --- templates and files ----------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def environment():
@@ -325,9 +295,9 @@ def _context(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, in
         "environment": environment_name,
         "rows": formula_rows(mm),
         "terms": [{"label": term_label(n), "description": escape(mm.descriptions.get(n, "")),
-                   "source": escape(term_source(mm, n))} for n in mm.top_level]
+                   "source": escape(mm.source(n))} for n in mm.top_level]
         + [{"label": host_label(n), "description": escape(f"{n} offloaded to host (CPU) memory, not in M"),
-            "source": escape("ZeRO-Offload, arXiv:2101.06840 (engine/training.py)")} for n in mm.host_terms],
+            "source": escape(mm.source("host_terms"))} for n in mm.host_terms],
         "legend": legend(mm, escape, values),
         "show_values": values is not None,
         "evaluation": _evaluation(mm, values) if values is not None else None,

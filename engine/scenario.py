@@ -17,7 +17,7 @@ from formulas.optimizer import FACTORED_OPTIMIZERS, OPTIMIZER_STATE_BYTES, PRECI
 from formulas.weights import QUANT_SCHEMES
 
 from formulas.options import ATTENTION, MODES, OFFLOAD, PRECISIONS, ZERO_STAGES
-from formulas.options import DEVICES, PROFILES
+from formulas.options import DEVICES
 LOSS_DTYPE = "float32"  # transformers' loss upcasts logits: ``logits.float()``
 
 
@@ -55,8 +55,8 @@ class Scenario:
     # overheads beyond reserve_bytes (formulas/overhead.py)
     allocator_fraction: Fraction = Fraction(0)
     comm_buffer_bytes: int = 0
-    # which framework's allocations the formulas describe (engine/profile.py)
-    profile: str = "paper"
+    # which framework's allocations the formulas describe (engine/profiles/; checked there)
+    profile: str = "megatron"
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU
 
     def __post_init__(self):
@@ -75,7 +75,6 @@ class Scenario:
         _choice("--recompute", self.recompute, RECOMPUTE_MODES)
         _choice("--optimizer", self.optimizer, (*OPTIMIZER_STATE_BYTES, *FACTORED_OPTIMIZERS))
         _choice("--precision", self.precision, PRECISIONS)
-        _choice("--profile", self.profile, PROFILES)
         _choice("--device", self.device, DEVICES)
         for flag, value in (("--reserve", self.reserve_bytes), ("--comm-buffer", self.comm_buffer_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

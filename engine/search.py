@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from engine.compose import build, check_degrees
+from engine.profiles import build
+from engine.terms import check_degrees
 from engine.errors import InfeasibleError, InputError
 from engine.scenario import Scenario
 from engine.spec import ModelSpec

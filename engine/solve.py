@@ -380,7 +380,7 @@ def solve_budget(mm: MemoryModel, variable: str, budget: Budget, *, activations:
 
 def tensor_parallel_degrees(spec, scenario) -> list[int]:
     """Tensor-parallel degrees the model allows: divisors of the heads that pass the builder's checks."""
-    from engine.compose import check_degrees
+    from engine.terms import check_degrees
 
     degrees = []
     for t in range(1, spec.num_attention_heads + 1):
@@ -398,7 +398,7 @@ def solve_tensor_parallel(spec, scenario, budget: Budget, **values) -> Solution:
 
     Each rank is one GPU of ``budget.per_gpu_bytes``; ``--num-gpus`` does not apply.
     """
-    from engine.compose import build
+    from engine.profiles import build
 
     if budget.num_gpus != 1:
         raise InputError("solve tp: the tensor-parallel degree is the number of GPUs; leave --num-gpus out")

@@ -15,7 +15,4 @@ PRECISIONS = ("auto", "pure", "zero16", "megatron18", "deepspeed20", "fp8")
 DTYPES = ("float32", "float16", "bfloat16", "float8", "int8", "int4")
 OFFLOAD = ("none", "optimizer", "parameters", "both")  # ZeRO-Offload / ZeRO-Infinity targets
 ZERO_STAGES = (0, 1, 2, 3)
-# "paper": Korthikanti et al. 2022 and the conventions of formulas/*; "transformers": what
-# transformers 5.24 + PyTorch 2.13 allocate (formulas/framework.py, measured: docs/accuracy.md)
-PROFILES = ("paper", "transformers")
 DEVICES = ("cuda", "cpu")  # transformers profile: AdamW is foreach on CUDA, single-tensor on CPU

@@ -118,7 +118,7 @@ def test_docs_accuracy_is_generated():
 # --- the profile's formulas and knobs ------------------------------------------------------
 
 def test_framework_symbols_declared():
-    from formulas import framework as F
+    from formulas.frameworks import transformers as F
     from formulas.symbols import is_declared
 
     exprs = [F.layer_saved(e, u, q) for e in (False, True) for u in (False, True) for q in (False, True)]
@@ -134,7 +134,7 @@ def test_eager_probabilities_upcast():
     """Eager attention saves the fp32 softmax, plus its 16-bit copy only below fp32."""
     import sympy
 
-    from formulas import framework as F
+    from formulas.frameworks import transformers as F
     from formulas import symbols as S
 
     b, s, a, d, beta = S.batch_size, S.seq_len, S.num_attention_heads, S.head_dim, S.activation_bytes

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 import cli
 from engine.checkpoint import SAFETENSORS_DTYPE_BITS, CheckpointError, read_safetensors
 from engine.errors import MemsymError
+from engine.numeric import compile_model
 from engine.families import spec_from_config
 from engine.registry import entries, read_config
 from engine.spec import ModelSpec
@@ -389,7 +390,7 @@ def python_llama_parameters(c: dict) -> int:
 
 def test_ten_trillion_parameters_are_counted_exactly():
     from engine.architecture import count_parameters
-    from engine.compose import build
+    from engine.profiles import build
     from engine.scenario import Scenario
 
     spec = spec_from_config(HUGE, "huge")
@@ -403,7 +404,7 @@ def test_ten_trillion_parameters_are_counted_exactly():
 
 def test_ten_thousand_gpus_shard_state_exactly():
     """ZeRO-3 over 10^4 data-parallel GPUs: each sharded term is the unsharded one / 10^4, rounded up."""
-    from engine.compose import build
+    from engine.profiles import build
     from engine.scenario import Scenario
 
     spec = spec_from_config(HUGE, "huge")
@@ -424,7 +425,7 @@ def test_compiled_matches_exact_at_the_extremes(model, knobs):
     from engine.api import memory_model
 
     _, mm = memory_model(model, batch_size=None, seq_len=None, **knobs)
-    f = mm.compile()
+    f = compile_model(mm)
     for batch, seq in [(BATCH, SEQ), (1, SEQ), (BATCH, 1), (7, 3_999_999)]:
         exact = mm.evaluate(batch_size=batch, seq_len=seq).total_bytes
         got = float(f(batch_size=batch, seq_len=seq))
@@ -432,12 +433,12 @@ def test_compiled_matches_exact_at_the_extremes(model, knobs):
 
 
 def test_compiled_matches_exact_for_ten_trillion_parameters_on_ten_thousand_gpus():
-    from engine.compose import build
+    from engine.profiles import build
     from engine.scenario import Scenario
 
     spec = spec_from_config(HUGE, "huge")
     mm = build(spec, Scenario(mode="training", batch_size=None, seq_len=None, dp=GPUS, zero=3, tp=8))
-    f = mm.compile()
+    f = compile_model(mm)
     for batch, seq in [(BATCH, SEQ), (1, 4096)]:
         exact = mm.evaluate(batch_size=batch, seq_len=seq).total_bytes
         assert abs(float(f(batch_size=batch, seq_len=seq)) - exact) <= 1e-12 * exact

@@ -9,7 +9,7 @@ import pytest
 import sympy
 
 from engine.api import estimate
-from engine.compose import build
+from engine.profiles import build
 from engine.families import spec_from_config
 from engine.registry import find
 from engine.scenario import Scenario

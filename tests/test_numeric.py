@@ -20,7 +20,7 @@ import sympy
 from engine.api import memory_model, symbolic_model
 from engine.errors import InputError
 from engine.model import MemoryModel
-from engine.numeric import compile_terms
+from engine.numeric import compile_model, compile_terms
 from formulas import symbols as S
 
 RELATIVE = 1e-12
@@ -58,7 +58,7 @@ def _model(label: str):
 
 @functools.lru_cache(maxsize=None)
 def _compiled(label: str):
-    return _model(label).compile()
+    return compile_model(_model(label))
 
 
 def _close(computed, exact: int) -> bool:
@@ -91,7 +91,7 @@ def test_every_term_compiles_to_its_exact_value(label):
     mm = _model(label)
     exact = mm.evaluate(batch_size=3, seq_len=5000)
     for name in mm.terms:
-        value = mm.compile(name)(batch_size=3, seq_len=5000)
+        value = compile_model(mm, name)(batch_size=3, seq_len=5000)
         assert _close(value, exact.terms[name]), name
     together = compile_terms(mm)(batch_size=[[3]], seq_len=[[5000]])
     assert set(together) == {"total_bytes", *mm.top_level}
@@ -103,7 +103,7 @@ def test_rational_terms_round_exactly_where_a_float_ceiling_does_not():
     b, s = S.batch_size, S.seq_len
     numerator = 1192099840 + 114688 * b * s + sympy.Max(303872 * b, 12288 * b * s)
     mm = MemoryModel("synthetic", "inference", {"overhead": numerator / 20}, {})
-    f = mm.compile()
+    f = compile_model(mm)
     batches, seqs = numpy.arange(1, 1001, dtype=numpy.int64)[:, None], numpy.arange(1, 1001, dtype=numpy.int64)[None, :]
     exact_numerator = 1192099840 + 114688 * batches * seqs + numpy.maximum(303872 * batches, 12288 * batches * seqs)
     exact = -(-exact_numerator // 20)  # integer ceiling, int64 is wide enough here
@@ -136,7 +136,7 @@ def test_source_uses_numpy_elementwise_functions_and_shared_subexpressions():
 
 def test_fully_pinned_model_compiles_to_a_constant():
     spec, mm = memory_model("qwen3-0.6b", None, batch_size=4, seq_len=1000)
-    f = mm.compile()
+    f = compile_model(mm)
     assert f.variables == () and float(f()) == mm.evaluate().total_bytes
 
 
@@ -148,7 +148,7 @@ def test_keyword_arguments_are_checked():
     with pytest.raises(InputError, match="unknown hidden_size"):
         f(batch_size=1, seq_len=2, hidden_size=3)
     with pytest.raises(InputError, match="unknown term"):
-        _model("dense-gqa").compile("not_a_term")
+        compile_model(_model("dense-gqa"), "not_a_term")
 
 
 # --- the model-free form: every shape a variable, parameters up to 10^13 -------------------------
@@ -171,7 +171,7 @@ WIDTHS = st.sampled_from([Fraction(1, 2), Fraction(1), Fraction(2), Fraction(4)]
 @functools.lru_cache(maxsize=None)
 def _symbolic(mode: str):
     mm = symbolic_model(mode=mode, batch_size=None, seq_len=None)
-    return mm, mm.compile()
+    return mm, compile_model(mm)
 
 
 @settings(max_examples=30, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.api import estimate
-from engine.compose import build
+from engine.profiles import build
 from engine.families import spec_from_config
 from engine.registry import find
 from engine.scenario import Scenario

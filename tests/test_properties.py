@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.api import symbolic_model
-from engine.compose import build
+from engine.profiles import build
 from engine.families import spec_from_config
 from engine.registry import entries
 from engine.scenario import Scenario
@@ -76,8 +76,27 @@ def test_option_tuples_match_the_tables_they_name():
     assert set(options.OPTIMIZERS) == {*optimizer.OPTIMIZER_STATE_BYTES, *optimizer.FACTORED_OPTIMIZERS}
     assert set(options.PRECISIONS) == {"auto", "pure", *optimizer.PRECISION_CONVENTIONS}
     assert set(options.DTYPES) == set(dtypes.DTYPE_BYTES)
-    assert options.MLA_LAYOUTS == kv_cache.MLA_LAYOUTS
-    assert options.RECOMPUTE_MODES == activations.RECOMPUTE_MODES
+
+
+def test_every_mla_layout_has_its_own_cache_row_and_others_are_refused():
+    """formulas/kv_cache.py gives each name in options.MLA_LAYOUTS its own row (DeepSeek-V2,
+    arXiv:2405.04434, section 2.1: the latent ``r_kv + d_r`` or the decompressed heads)."""
+    rows = {layout: kv_cache.kv_values_per_layer_token(layout) for layout in options.MLA_LAYOUTS}
+    assert rows["latent"] == symbols.kv_lora_rank + symbols.qk_rope_head_dim
+    assert rows["decompressed"] == symbols.num_attention_heads * (
+        symbols.qk_nope_head_dim + symbols.qk_rope_head_dim + symbols.v_head_dim)
+    assert len(set(rows.values())) == len(rows)
+    with pytest.raises(ValueError, match="unknown MLA cache layout 'compressed'"):
+        kv_cache.kv_values_per_layer_token("compressed")
+
+
+def test_every_recompute_mode_has_its_own_row_and_others_are_refused():
+    """formulas/activations.py gives each name in options.RECOMPUTE_MODES a distinct Table 2
+    row (Korthikanti et al. 2022, arXiv:2205.05198), and refuses names outside the tuple."""
+    rows = {mode: activations.korthikanti_layer(mode) for mode in options.RECOMPUTE_MODES}
+    assert len(set(rows.values())) == len(rows) == 3
+    with pytest.raises(ValueError, match="unknown recompute mode 'partial'"):
+        activations.korthikanti_layer("partial")
 
 
 def test_symbols_have_latex_meaning_and_unit():

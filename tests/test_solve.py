@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.api import estimate, memory_model
-from engine.compose import build
+from engine.profiles import build
 from engine.errors import InfeasibleError, InputError
 from engine.gpus import make_budget
 from engine.scenario import Scenario

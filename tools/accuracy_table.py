@@ -46,9 +46,10 @@ def load(device: str) -> dict | None:
 
 
 def knobs(point: dict, device: str) -> dict:
-    """The engine scenario of a measured point."""
-    out = dict(mode=point["mode"], batch_size=point["batch_size"], seq_len=point["seq_len"], dtype=point["dtype"],
-               attention=point["attention"], profile="transformers", device=device)
+    """The engine scenario of a measured point, without its batch size and sequence length
+    (each point substitutes those into the model of its structure: :func:`structure_model`)."""
+    out = dict(mode=point["mode"], dtype=point["dtype"], attention=point["attention"], profile="transformers",
+               device=device)
     if point["mode"] == "training":
         out["recompute"] = "full" if point["gradient_checkpointing"] else "none"
     else:
@@ -66,15 +67,12 @@ def predict(point: dict, config: dict, device: str) -> dict:
     import sympy
 
     from engine import architecture
-    from engine.compose import build
-    from engine.families import spec_from_config
-    from engine.scenario import Scenario
-    from formulas import framework
+    from formulas.frameworks import transformers as framework
 
-    spec = spec_from_config(config, point["model"])
+    spec = model_spec(point["model"], config)
     forced_foreach = device == "cpu" and point.get("foreach")
-    model = build(spec, Scenario(**knobs(point, "cuda" if forced_foreach else device)))
-    ev = model.evaluate()
+    model = structure_model(point["model"], config, knobs(point, "cuda" if forced_foreach else device))
+    ev = model.evaluate(batch_size=point["batch_size"], seq_len=point["seq_len"])
     total, phase = ev.total_bytes, ev.peak_phase
     if forced_foreach:
         count = sum((t.count for t in architecture.parameter_tensors(spec)), sympy.Integer(0))
@@ -86,17 +84,40 @@ def predict(point: dict, config: dict, device: str) -> dict:
     return dict(bytes=total, phase=MEASURED_PHASE[phase], moment=moment, terms=ev.terms)
 
 
-def predict_paper(point: dict, config: dict) -> int:
-    """The default ``paper`` profile at the same point, for contrast (training in the
+def predict_megatron(point: dict, config: dict) -> int:
+    """The default ``megatron`` profile at the same point, for contrast (training in the
     model's dtype: ``--precision pure``)."""
-    from engine.compose import build
-    from engine.families import spec_from_config
-    from engine.scenario import Scenario
-
-    scenario = dict(knobs(point, "cuda"), profile="paper")
+    scenario = dict(knobs(point, "cuda"), profile="megatron")
     if point["mode"] == "training":
         scenario["precision"] = "pure"
-    return build(spec_from_config(config, point["model"]), Scenario(**scenario)).evaluate().total_bytes
+    model = structure_model(point["model"], config, scenario)
+    return model.evaluate(batch_size=point["batch_size"], seq_len=point["seq_len"]).total_bytes
+
+
+# The fixture's points share few structures (model, mode, profile, knobs): each structure's
+# model is built once, with batch size and sequence length free, and evaluated at each point.
+_SPECS: dict[str, object] = {}
+_MODELS: dict[tuple, object] = {}
+
+
+def model_spec(name: str, config: dict):
+    """The ModelSpec of a fixture model, parsed once per process."""
+    from engine.families import spec_from_config
+
+    if name not in _SPECS:
+        _SPECS[name] = spec_from_config(config, name)
+    return _SPECS[name]
+
+
+def structure_model(name: str, config: dict, scenario: dict):
+    """The MemoryModel of one structure, ``batch_size`` and ``seq_len`` left free, built once."""
+    from engine.profiles import build
+    from engine.scenario import Scenario
+
+    key = (name, tuple(sorted(scenario.items())))
+    if key not in _MODELS:
+        _MODELS[key] = build(model_spec(name, config), Scenario(**scenario, batch_size=None, seq_len=None))
+    return _MODELS[key]
 
 
 _ROWS: dict[str, list[dict]] = {}  # device -> rows, computed once per process
@@ -117,7 +138,7 @@ def _rows(device: str, data: dict) -> list[dict]:
         pred = predict(point, config, device)
         measured = point["measured"]["peak_bytes"]
         error = Fraction(pred["bytes"] - measured, measured)
-        paper = Fraction(predict_paper(point, config) - measured, measured)
+        paper = Fraction(predict_megatron(point, config) - measured, measured)
         out.append(dict(point=point, predicted=pred, measured=measured, error=error, paper_error=paper,
                         within=abs(error) <= AIMS[point["mode"]]))
     return out
@@ -157,7 +178,7 @@ def section(device: str, data: dict, table: list[dict]) -> list[str]:
              f"{env['torch_threads']} threads, by `{data['generator']}`; "
              + ("MemTracker peak, cross-checked with the profiler's allocation events."
                 if device == "cpu" else "`torch.cuda.max_memory_allocated()` per phase."), "",
-             "| mode | points | median abs error | worst abs error | aim | within aim | `paper` profile median |",
+             "| mode | points | median abs error | worst abs error | aim | within aim | `megatron` profile median |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for mode in ("training", "inference"):
         s = summary(table, mode)
@@ -168,7 +189,7 @@ def section(device: str, data: dict, table: list[dict]) -> list[str]:
     for mode in ("training", "inference"):
         lines += ["", f"### {device.upper()} {mode}", "",
                   "| model | attention | dtype | b | s | options | predicted B | measured B | error B | error "
-                  "| phase (pred / meas) | predicted peak moment | `paper` error |",
+                  "| phase (pred / meas) | predicted peak moment | `megatron` error |",
                   "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---|---:|"]
         for r in table:
             p = r["point"]
@@ -199,7 +220,7 @@ by `tools/measure/peaks.py`, and the prediction of
 `AdamW.step()`), measured on the second iteration; inference is a prefill with
 `use_cache=True`. Error = (predicted - measured) / measured. The formulas are derived from
 the code (docs/transformers-profile.md), not fitted to these numbers. The last column is
-the default `paper` profile's error at the same point (training with `--precision pure`),
+the default `megatron` profile's error at the same point (training with `--precision pure`),
 for contrast: it models Megatron-style kernels, not transformers.
 """
 

@@ -1,6 +1,6 @@
 """The ``transformers`` profile: a memory model of what transformers 5.24 + PyTorch 2.13 allocate.
 
-``build(spec, scenario)`` composes :mod:`formulas.framework` into a :class:`MemoryModel`.
+``build(spec, scenario)`` composes :mod:`formulas.frameworks.transformers` into a :class:`MemoryModel`.
 Training trains in the model's dtype (``model.to(dtype)``, ``torch.optim.AdamW``: moments
 in the parameters' dtype, no master copy) and peaks at one of these moments:
 
@@ -24,12 +24,13 @@ from __future__ import annotations
 import sympy
 
 from engine import architecture
-from engine.compose import DESCRIPTIONS, _facts, _inputs, _kv_cache, _weight_terms
+from engine import terms as shared
 from engine.errors import InputError
 from engine.model import MemoryModel
+from engine.profiles import Profile
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
-from formulas import framework as F
+from formulas.frameworks import transformers as F
 from formulas import overhead
 from formulas import parameters as P
 from formulas import symbols as S
@@ -44,19 +45,12 @@ FLOAT32 = DTYPE_BYTES["float32"]
 
 # Scenario fields the profile reads; every other knob (parallelism, PEFT, quantization, paged
 # cache, allocator overheads) must keep its default, since nothing of it was measured.
-MODELLED = ("mode", "batch_size", "seq_len", "dtype", "kv_cache_dtype", "attention", "logits", "mla_cache",
-            "quant_group_size", "recompute", "optimizer", "precision", "reserve_bytes", "profile", "device")
+KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "attention", "logits", "mla_cache",
+                   "quant_group_size", "recompute", "optimizer", "precision", "reserve_bytes", "device"})
 
 
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     """Refuse what the profile's formulas do not describe, naming the value."""
-    defaults = Scenario()
-    for name in scenario.__dataclass_fields__:
-        value = getattr(scenario, name)
-        if name not in MODELLED and value != getattr(defaults, name):
-            flag = "--" + name.replace("_", "-")
-            raise InputError(f"--profile transformers: {flag} {value!r} is not modelled (measured: one device, "
-                             "no parallelism, PEFT or quantization)")
     if spec.model_type not in FAMILIES or spec.mla or spec.is_moe or spec.num_sliding_layers or not spec.gated_mlp:
         raise InputError(f"--profile transformers: model_type {spec.model_type!r} ({spec.architecture}) is not "
                          f"modelled; it covers dense {', '.join(FAMILIES)} decoders without sliding window")
@@ -77,7 +71,6 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
 
 
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
-    check(spec, scenario)
     if scenario.mode == "training":
         return build_training(spec, scenario)
     return build_inference(spec, scenario)
@@ -91,7 +84,7 @@ def _upcast(scenario: Scenario) -> bool:
 def _weights(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     """Parameters and persistent buffers, plus the rotary ``inv_freq`` and
     ``original_inv_freq`` (``d / 2`` values each, non-persistent, cast by ``.to(dtype)``)."""
-    terms = _weight_terms(spec, scenario)
+    terms = shared.weight_terms(spec, scenario)
     terms["weights/rotary_buffers"] = S.head_dim * S.weight_bytes
     terms["weights"] = terms["weights"] + terms["weights/rotary_buffers"]
     return terms
@@ -99,14 +92,15 @@ def _weights(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
 
 def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
     tensors = architecture.parameter_tensors(spec)
-    inputs = _inputs(spec, scenario)
+    inputs = shared.inputs(spec, scenario)
     if mode == "training":
         inputs["precision"] = "pure"
     terms["overhead"] = overhead.reserve()
     return MemoryModel(
         name=spec.name, mode=mode, terms=terms, facts=facts, phases=phases or {},
-        descriptions={**DESCRIPTIONS, **PROFILE_DESCRIPTIONS}, inputs=inputs,
+        descriptions={**shared.DESCRIPTIONS, **PROFILE_DESCRIPTIONS}, inputs=inputs,
         parameters=P.parameter_count(tensors), active_parameters=P.active_parameter_count(tensors),
+        sources={name: SOURCES[name] for name in terms if "/" not in name},
     )
 
 
@@ -114,7 +108,7 @@ def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     """Weights + KV cache + the largest moment of the prefill (see module docstring)."""
     terms = _weights(spec, scenario)
     terms["input_ids"] = F.input_ids()
-    terms["kv_cache"] = _kv_cache(spec, scenario)
+    terms["kv_cache"] = shared.kv_cache_term(spec, scenario)
     eager = scenario.attention == "eager"
     base = F.prefill_base(eager)
     moments = F.prefill_moments(eager, _upcast(scenario), grouped=spec.num_attention_heads > spec.num_key_value_heads,
@@ -123,7 +117,7 @@ def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     peaks["activations/logits"] = F.prefill_logits(scenario.logits)
     terms["activations"] = sympy.Max(*peaks.values())
     terms.update(peaks)
-    return _model(spec, scenario, "inference", terms, _facts(spec, scenario))
+    return _model(spec, scenario, "inference", terms, shared.facts(spec, scenario))
 
 
 def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -184,7 +178,7 @@ def _phases(terms: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
 
 def _training_facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]:
     """Everything in the model's dtype: weights, activations, gradients, AdamW moments."""
-    facts = _facts(spec, scenario)
+    facts = shared.facts(spec, scenario)
     width = sympy.Rational(DTYPE_BYTES[canonical_dtype(scenario.dtype)])
     facts.pop(S.master_weight_bytes, None)
     facts.update({S.weight_bytes: width, S.activation_bytes: width, S.gradient_bytes: width,
@@ -212,3 +206,41 @@ PROFILE_DESCRIPTIONS: dict[str, str] = {
     "activations/attention": "prefill: attention of the last layer",
     "activations/mlp": "prefill: gated MLP of the last layer",
 }
+
+
+_MODELING = "transformers 5.24 models/llama/modeling_llama.py and models/qwen3/modeling_qwen3.py"
+SOURCES: dict[str, str] = {
+    "weights": shared.SOURCES["weights"] + "; plus rotary inv_freq buffers (" + _MODELING
+               + ", LlamaRotaryEmbedding.__init__)",
+    "input_ids": "int64 token ids on the device: transformers 5.24 trainer.py Trainer._prepare_inputs, "
+                 "generation/utils.py GenerationMixin.generate",
+    "kv_cache": "transformers 5.24 cache_utils.py DynamicCache.update: key and value states per layer "
+                "in the model dtype",
+    "activations": "tensors autograd saves, read off " + _MODELING + " DecoderLayer.forward, and "
+                   "loss/loss_utils.py ForCausalLMLoss (fp32 logits.float(), log_softmax)",
+    "gradients": "torch 2.13 autograd AccumulateGrad (torch/csrc/autograd/functions/accumulate_grad.h): one "
+                 ".grad per trained parameter, in the parameter's dtype",
+    "optimizer": "torch 2.13 torch/optim/adamw.py AdamW._init_group: exp_avg and exp_avg_sq in the "
+                 "parameter's dtype, one step counter per parameter (fp32)",
+    "loss_gradients": "torch 2.13 backward of nll_loss and log_softmax (fp32, b s x V each), "
+                      "transformers loss/loss_utils.py ForCausalLMLoss",
+    "head_gradients": "torch 2.13 backward of lm_head (torch/nn/modules/linear.py Linear.forward, addmm's "
+                      "derivative in tools/autograd/derivatives.yaml): logits, hidden and weight gradients",
+    "recompute": "torch 2.13 torch/utils/checkpoint.py (use_reentrant=False), as transformers "
+                 "gradient_checkpointing_enable sets it: the last layer recomputed in backward",
+    "tied_gradient_sum": "torch 2.13 autograd accumulation of the tied embedding's two gradients "
+                         "(out of place, torch/csrc/autograd/input_buffer.cpp)",
+    "optimizer_temporaries": "torch 2.13 torch/optim/adam.py _single_tensor_adam (CPU) and "
+                             "_multi_tensor_adam (foreach, CUDA) step temporaries",
+    "overhead": shared.SOURCES["overhead"],
+}
+
+PROFILE = Profile(
+    name="transformers",
+    summary="what transformers 5.24 + PyTorch 2.13 allocate (measured: docs/accuracy.md)",
+    modes=("inference", "training"),
+    knobs=KNOBS,
+    build=build,
+    check=check,
+    refusal_note="measured: one device, no parallelism, PEFT or quantization",
+)

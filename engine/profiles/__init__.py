@@ -1,0 +1,109 @@
+"""Framework profiles: plug-ins that turn (ModelSpec, Scenario) into a MemoryModel.
+
+A profile models how one framework allocates memory: ``megatron`` (the kernels of
+Korthikanti et al. 2022 and the ZeRO conventions), ``transformers`` (what transformers 5.24
++ PyTorch 2.13 keep alive), ... Each lives in its own module, which defines ``PROFILE``,
+and is registered with one line in :data:`REGISTRY` (imported only when chosen, so
+``memsym --help`` stays fast). :func:`build` refuses every knob the chosen profile does not
+read, naming it, before the profile's own ``check`` and ``build`` run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from importlib import import_module
+from typing import TYPE_CHECKING, Callable
+
+from engine.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: these layers sit below the profiles
+    from engine.model import MemoryModel
+    from engine.scenario import Scenario
+    from engine.spec import ModelSpec
+
+# name -> module defining PROFILE; a new profile is one module and one line here.
+REGISTRY: dict[str, str] = {
+    "megatron": "engine.profiles.megatron",
+    "transformers": "engine.profiles.transformers",
+}
+# spellings kept for compatibility -> profile name
+ALIASES: dict[str, str] = {"paper": "megatron"}
+DEFAULT = "megatron"
+
+
+def _no_check(spec: "ModelSpec", scenario: "Scenario") -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One framework's memory model.
+
+    ``knobs`` names the Scenario fields the profile reads; any other field set away from
+    its default is refused by :func:`build`. ``check`` refuses values the profile reads
+    but does not model (naming them); ``build`` returns the MemoryModel, every term with a
+    source (``MemoryModel.sources``).
+    """
+
+    name: str
+    summary: str
+    modes: tuple[str, ...]
+    knobs: frozenset[str]
+    build: Callable[["ModelSpec", "Scenario"], "MemoryModel"]
+    check: Callable[["ModelSpec", "Scenario"], None] = _no_check
+    refusal_note: str = ""  # why unread knobs are refused, appended to the message
+
+
+def names() -> tuple[str, ...]:
+    """Every accepted ``--profile`` value: the profiles, then their aliases."""
+    return (*REGISTRY, *ALIASES)
+
+
+def canonical(name: str) -> str:
+    """The profile name behind ``name`` (an alias or the name itself)."""
+    name = ALIASES.get(name, name)
+    if name not in REGISTRY:
+        raise InputError(f"--profile: unknown value {name!r} (choose from {', '.join(names())})")
+    return name
+
+
+def get(name: str) -> Profile:
+    """The profile called ``name`` (or an alias of it), imported on first use."""
+    return import_module(REGISTRY[canonical(name)]).PROFILE
+
+
+# Scenario fields whose flag is not the field's name with dashes.
+_FLAGS = {"reserve_bytes": "--reserve", "comm_buffer_bytes": "--comm-buffer"}
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
+    """An InputError naming the first knob set away from its default that ``profile`` does not read."""
+    if scenario.mode not in profile.modes:
+        raise InputError(f"--profile {profile.name}: --mode {scenario.mode} is not modelled "
+                         f"(modes: {', '.join(profile.modes)})")
+    defaults = type(scenario)()
+    for f in fields(scenario):
+        if f.name in ("profile", "mode") or f.name in profile.knobs:
+            continue
+        value = getattr(scenario, f.name)
+        if value != getattr(defaults, f.name):
+            flag = _FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
+            note = f" ({profile.refusal_note})" if profile.refusal_note else ""
+            raise InputError(f"--profile {profile.name}: {flag} {_shown(value)} is not modelled{note}")
+
+
+def build(spec: "ModelSpec", scenario: "Scenario") -> "MemoryModel":
+    """The memory model of ``spec`` under ``scenario``, as ``scenario.profile`` allocates it."""
+    profile = get(scenario.profile)
+    refuse_unread_knobs(profile, scenario)
+    profile.check(spec, scenario)
+    model = profile.build(spec, scenario)
+    model.profile = profile.name
+    model.inputs["profile"] = profile.name
+    return model

@@ -1,0 +1,201 @@
+"""Term builders every profile shares: weights, KV cache, facts, echoed inputs, overheads.
+
+A profile (``engine/profiles/``) composes these with its own terms into a
+:class:`MemoryModel`. Everything here is per GPU of the most loaded rank (the first
+pipeline stage, formulas/parallelism.py); with every degree 1 it is the single-GPU model.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from engine import architecture
+from engine.errors import InputError
+from engine.scenario import LOSS_DTYPE, Scenario
+from engine.spec import ModelSpec
+from formulas import kv_cache, overhead, peft, weights
+from formulas import parallelism as par
+from formulas import parameters as P
+from formulas import symbols as S
+from formulas.dtypes import DTYPE_BYTES
+from formulas.optimizer import OPTIMIZER_STATE_BYTES
+from formulas.weights import QUANT_SCHEMES
+
+
+def check_degrees(spec: ModelSpec, scenario: Scenario) -> None:
+    """Parallel degrees must divide what they split (Megatron-LM's own checks)."""
+    checks = [
+        ("--tp", scenario.tp, "num_attention_heads", spec.num_attention_heads),
+        ("--pp", scenario.pp, "num_hidden_layers", spec.num_hidden_layers),
+    ]
+    if scenario.ep > 1:
+        checks.append(("--ep", scenario.ep, "num_experts", spec.num_experts or 1))
+    for flag, degree, field, value in checks:
+        if value % degree:
+            raise InputError(f"{flag} {degree} does not divide {field} {value} of {spec.name}")
+    kv = spec.num_key_value_heads
+    if not spec.mla and kv % scenario.tp and scenario.tp % kv:
+        raise InputError(f"--tp {scenario.tp} neither divides nor is a multiple of num_key_value_heads {kv}")
+
+
+def first_stage(tensors: list[P.WeightTensor], scenario: Scenario) -> list[P.WeightTensor]:
+    """The tensors the first pipeline stage holds (all of them without pipeline parallelism)."""
+    return [t for t in tensors if par.on_first_stage(t, scenario.pp > 1)]
+
+
+def per_gpu_count(tensors: list[P.WeightTensor]) -> sympy.Expr:
+    """Elements of ``tensors`` one GPU holds."""
+    return sympy.Add(*(t.numel * par.gpu_share(t) for t in tensors))
+
+
+def weight_terms(spec: ModelSpec, scenario: Scenario, share: sympy.Expr = sympy.Integer(1)) -> dict[str, sympy.Expr]:
+    """weights and weights/<component>: bytes on one GPU of the first stage."""
+    tensors = first_stage(architecture.parameter_tensors(spec) + architecture.buffer_tensors(spec), scenario)
+    parts: dict[str, sympy.Expr] = {}
+    for t in tensors:
+        parts[t.component] = parts.get(t.component, 0) + weights.tensor_bytes(t, scenario.weight_quant) * par.gpu_share(t)
+    terms = {"weights": sympy.Add(*parts.values()) * share}
+    terms.update({f"weights/{component}": expr * share for component, expr in parts.items()})
+    return terms
+
+
+def kv_cache_term(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
+    """Keys and values (or the MLA latent) of every cached token, per GPU."""
+    expr = kv_cache.kv_cache(
+        mla_layout=scenario.mla_cache if spec.mla else None,
+        has_sliding=spec.num_sliding_layers > 0,
+        paged=scenario.block_size is not None,
+        expanded_heads=spec.kv_cache_expanded,
+    )
+    # Per GPU: KV heads over tensor ranks (the MLA latent is replicated on every rank),
+    # layers over pipeline stages, tokens over context-parallel ranks.
+    per_gpu = {S.num_key_value_heads: par.kv_heads_per_gpu()}
+    if spec.kv_cache_expanded or (spec.mla and scenario.mla_cache == "decompressed"):
+        per_gpu = {S.num_attention_heads: S.num_attention_heads / S.tensor_parallel}
+    return expr.xreplace(per_gpu) / S.pipeline_parallel * par.sequence_share()
+
+
+def lora_adapters(spec: ModelSpec, scenario: Scenario) -> tuple[list[P.WeightTensor], list[P.WeightTensor]]:
+    """(adapted base tensors, adapter tensors on the first stage) of ``--lora-rank``.
+
+    Every module named in ``--lora-targets`` must exist in the model.
+    """
+    targets = peft.lora_targets(architecture.parameter_tensors(spec), scenario.lora_targets)
+    found = {peft.module_name(t) for t in targets}
+    unknown = [name for name in (scenario.lora_targets or ()) if name not in found]
+    if unknown or not targets:
+        known = sorted({peft.module_name(t) for t in peft.lora_targets(architecture.parameter_tensors(spec), None)})
+        raise InputError(f"--lora-targets: {', '.join(unknown) or 'nothing'} is not a linear module of "
+                         f"{spec.name} (modules: {', '.join(known)})")
+    return targets, first_stage(peft.lora_adapter_tensors(targets), scenario)
+
+
+def adapter_count(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
+    """LoRA parameters one GPU holds."""
+    return per_gpu_count(lora_adapters(spec, scenario)[1])
+
+
+def facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]:
+    """Symbol -> value: the model's shape, the scenario's byte widths, sizes and degrees."""
+    values = dict(architecture.facts(spec))
+    quant_bytes, scale_bytes, group = QUANT_SCHEMES[scenario.weight_quant]
+    widths = {
+        S.weight_bytes: scenario.weight_bytes(),
+        S.kv_cache_bytes: scenario.kv_bytes(),
+        S.activation_bytes: max(scenario.weight_bytes(), 2),  # fp8 models compute in bf16
+        S.quantized_weight_bytes: quant_bytes or None,
+        S.quant_scale_bytes: scale_bytes or None,
+        S.quant_group_size: scenario.quant_group_size or group,
+        S.batch_size: scenario.batch_size,
+        S.seq_len: scenario.seq_len,
+        S.block_size: scenario.block_size,
+        S.reserve_bytes: scenario.reserve_bytes,
+        S.allocator_fraction: scenario.allocator_fraction,
+        S.comm_buffer_bytes: scenario.comm_buffer_bytes,
+        S.tensor_parallel: scenario.tp,
+        S.pipeline_parallel: scenario.pp,
+        S.data_parallel: scenario.dp,
+        S.expert_parallel: scenario.ep,
+        S.context_parallel: scenario.cp,
+        S.virtual_pipeline: scenario.vpp,
+        S.lora_rank: scenario.lora_rank,
+        S.adapter_bytes: scenario.adapter_bytes() if scenario.lora_rank else None,
+    }
+    if scenario.mode == "training":
+        widths.update(_training_widths(scenario))
+    for sym, value in widths.items():
+        if value is not None:
+            values[sym] = sympy.Rational(value)
+    return values
+
+
+def _training_widths(scenario: Scenario) -> dict[sympy.Symbol, object]:
+    weight_width, grad, master, _ = scenario.training_bytes()
+    # Activations are kept in the weights' dtype, at least 16-bit: FP8 training (and a
+    # 4-bit QLoRA base) compute and save activations in bf16.
+    return {
+        S.weight_bytes: weight_width,
+        S.activation_bytes: max(weight_width, 2),
+        S.gradient_bytes: scenario.adapter_bytes() if scenario.lora_rank else grad,
+        S.master_weight_bytes: master or None,
+        S.optimizer_bytes: OPTIMIZER_STATE_BYTES.get(scenario.optimizer),
+        S.loss_bytes: DTYPE_BYTES[LOSS_DTYPE],
+    }
+
+
+def inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
+    """The knobs as plain values, with the model and the precision convention used."""
+    echoed = {"model": spec.name, **scenario.as_inputs()}
+    if scenario.mode == "training":
+        echoed["precision"] = scenario.training_bytes()[3]
+    return echoed
+
+
+def overhead_terms(peak_without_overhead: sympy.Expr) -> dict[str, sympy.Expr]:
+    """overhead = reserve + communication buffers + the allocator's fraction of the peak."""
+    parts = {
+        "overhead/reserve": overhead.reserve(),
+        "overhead/comm_buffers": overhead.comm_buffers(),
+        "overhead/allocator": overhead.allocator(peak_without_overhead),
+    }
+    return {"overhead": sympy.Add(*parts.values()), **parts}
+
+
+def counts(spec: ModelSpec) -> tuple[sympy.Expr, sympy.Expr]:
+    """(parameters, active parameters per token) of the whole model, as expressions."""
+    tensors = architecture.parameter_tensors(spec)
+    return P.parameter_count(tensors), P.active_parameter_count(tensors)
+
+
+# Where the shared terms come from; a profile adds its own and may override these.
+SOURCES: dict[str, str] = {
+    "weights": "parameter and buffer shapes as transformers 5.x defines each family, times bytes per "
+               "element of the storage format (int4 group scales: Frantar et al. 2022, arXiv:2210.17323)",
+    "kv_cache": "Pope et al. 2022, arXiv:2211.05102, sec. 3.1; MLA latent: DeepSeek-AI 2024, "
+                "arXiv:2405.04434, sec. 2.1.2; paged blocks: Kwon et al. 2023, arXiv:2309.06180, sec. 4.2",
+    "adapters": "LoRA, Hu et al. 2021, arXiv:2106.09685, sec. 4.1; QLoRA, Dettmers et al. 2023, "
+                "arXiv:2305.14314, sec. 3",
+    "overhead": "the user's --reserve (CUDA context, CUDA C Programming Guide sec. 'Initialization'), "
+                "--comm-buffer (e.g. DDP's 25 MiB buckets, torch/nn/parallel/distributed.py bucket_cap_mb) and "
+                "--allocator-fraction of the peak (c10/cuda/CUDACachingAllocator.cpp), each 0 unless given",
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "weights": "stored parameters and persistent buffers",
+    "kv_cache": "keys and values of every cached token",
+    "activations": "activation peak (inference: one layer or the logits; training: saved for backward)",
+    "activations/attention": "one attention layer's temporaries",
+    "activations/mlp": "one MLP's temporaries",
+    "activations/logits": "the logits",
+    "activations/layers": "tensors every layer saves for backward",
+    "activations/lora": "LoRA adapters' saved outputs",
+    "master_weights": "fp32 master copy of the trained weights",
+    "gradients": "one gradient per trained parameter",
+    "optimizer": "optimizer state",
+    "zero3_gathered": "ZeRO-3 / FSDP: full parameters of the layers being gathered",
+    "adapters": "LoRA adapter weights",
+    "overhead": "memory outside the model's tensors",
+    "overhead/reserve": "CUDA context and runtime",
+    "overhead/comm_buffers": "communication buffers",
+    "overhead/allocator": "allocator reserve and fragmentation",
+}
