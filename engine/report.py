@@ -111,6 +111,7 @@ def vllm_startup_lines(prediction) -> list[str]:
         ]
     return [
         f"total_memory={_vllm_gib(total_bytes)}GiB",
+        f"worker requested memory: {_vllm_gib(v['requested_bytes'])}GiB",
         f"Requested memory: {util} (util), {v['requested_bytes'] / 2**30:.2f} GiB",
         f"Model loading took {_vllm_gib(v['weights_bytes'])} GiB",
         f"Total non KV cache memory: {_vllm_gib(non_kv)}GiB; torch peak memory increase: "

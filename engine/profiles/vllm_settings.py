@@ -166,12 +166,12 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     """Refuse what the profile does not describe, naming the flag and value."""
     if scenario.mode != "inference":
         raise InputError(f"--profile vllm: --mode {scenario.mode} is not modelled; vLLM serves (inference)")
-    for flag, degree, field, value in (("--tensor-parallel-size", scenario.tp, "num_attention_heads",
-                                        spec.num_attention_heads),
-                                       ("--pipeline-parallel-size", scenario.pp, "num_hidden_layers",
-                                        spec.num_hidden_layers)):
-        if value % degree or degree > value:
-            raise InputError(f"{flag} {degree} does not divide {field} {value} of {spec.name}")
+    if spec.num_attention_heads % scenario.tp:  # vllm/config/parallel.py: heads split evenly over TP ranks
+        raise InputError(f"--tensor-parallel-size {scenario.tp} does not divide num_attention_heads "
+                         f"{spec.num_attention_heads} of {spec.name}")
+    if scenario.pp > spec.num_hidden_layers:  # get_pp_indices gives every stage a layer at least
+        raise InputError(f"--pipeline-parallel-size {scenario.pp} exceeds num_hidden_layers "
+                         f"{spec.num_hidden_layers} of {spec.name}")
     if spec.kv_cache_expanded or spec.max_position_embeddings is not None:
         raise InputError(f"--profile vllm: {spec.name} ({spec.model_type}) is not modelled: memsym's vLLM "
                          "profile covers rotary decoders (Llama, Mistral, Qwen, Gemma-2, Phi-3, MoE, MLA)")
