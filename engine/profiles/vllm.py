@@ -123,7 +123,7 @@ def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool) -> dict[
     return terms
 
 
-def activation_terms(spec: ModelSpec, last: bool) -> dict[str, sympy.Expr]:
+def activation_terms(spec: ModelSpec, last: bool, float32: bool = False) -> dict[str, sympy.Expr]:
     """The profile run's torch peak: the larger of the forward and (last stage) the sampler."""
     dense = spec.num_moe_layers < spec.num_hidden_layers
     forwards = ([F.dense_forward_peak()] if dense else []) + ([F.moe_forward_peak()] if spec.is_moe else [])
@@ -132,7 +132,7 @@ def activation_terms(spec: ModelSpec, last: bool) -> dict[str, sympy.Expr]:
     terms = {"activations/forward": forward}
     peaks = [forward]
     if last:
-        terms["activations/sampler"] = F.kept_hidden_states() + kept + F.sampler_peak()
+        terms["activations/sampler"] = F.kept_hidden_states() + kept + F.sampler_peak(float32)
         peaks.append(terms["activations/sampler"])
     terms["activations/cublas_workspace"] = sympy.Integer(F.CUBLAS_WORKSPACE_BYTES)
     return {"activations": sympy.Max(*peaks) + F.CUBLAS_WORKSPACE_BYTES, **terms}
@@ -176,7 +176,7 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
         raise InputError(f"stage {stage} is not one of the {scenario.pp} pipeline stages")
     first, last = stage == 0, stage == scenario.pp - 1
     terms = weight_terms(spec, quant_scheme(spec, settings), first, last)
-    terms.update(activation_terms(spec, last))
+    terms.update(activation_terms(spec, last, settings.dtype == "float32"))
     terms["non_torch"] = S.non_torch_bytes
     terms["cuda_graphs"] = sympy.Integer(0)
     rest = terms["weights"] + terms["activations"] + terms["non_torch"] + terms["cuda_graphs"]
@@ -204,6 +204,9 @@ def _facts(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, layers: 
     values: dict[sympy.Symbol, sympy.Expr] = dict(architecture.facts(spec))
     weight_width, kv_width = serving_dtypes(spec, scenario, settings)
     quant_bytes, scale_bytes, group = W.QUANT_SCHEMES[quant_scheme(spec, settings)]
+    configured = spec.quantization.get("group_size", spec.quantization.get("q_group_size"))
+    if group and isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
+        group = configured  # the checkpoint's own group size (GPTQ/AWQ quantization_config)
     resolved = defaults_for(spec, scenario, settings)
     widths = {
         S.weight_bytes: weight_width, S.activation_bytes: weight_width, S.kv_cache_bytes: kv_width,

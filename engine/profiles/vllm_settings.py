@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from engine.errors import InputError
 from engine.scenario import Scenario
-from engine.spec import ModelSpec
+from engine.spec import ModelSpec, shown
 from formulas.dtypes import DTYPE_BYTES
 
 GIB = 2**30
@@ -147,10 +147,30 @@ def quant_scheme(spec: ModelSpec, settings: VllmSettings) -> str:
     if method not in QUANTIZATION:
         raise InputError(f"--quantization: checkpoint quant_method {method!r} is not modelled "
                          f"(modelled: {', '.join(QUANTIZATION)})")
+    if method == "compressed-tensors":
+        return _compressed_tensors_scheme(spec.quantization)
     bits = spec.quantization.get("bits", spec.quantization.get("w_bit"))
     if QUANTIZATION[method] == "int4" and bits == 8:
         return "int8"
     return QUANTIZATION[method]
+
+
+def _compressed_tensors_scheme(config: dict) -> str:
+    """compressed-tensors checkpoints name their weights' format per config group:
+    ``{"weights": {"num_bits": 8, "type": "float"}}`` is FP8, ``int`` 4 / 8 bits are the
+    packed int4 (group scales) and int8 (per-channel) layouts."""
+    groups = config.get("config_groups")
+    weights = {}
+    if isinstance(groups, dict) and groups:
+        first = next(iter(groups.values()))
+        weights = first.get("weights") if isinstance(first, dict) and isinstance(first.get("weights"), dict) else {}
+    bits, kind = weights.get("num_bits"), weights.get("type")
+    if kind == "float" and bits == 8:
+        return "fp8"
+    if kind == "int" and bits in (4, 8):
+        return "int4" if bits == 4 else "int8"
+    raise InputError(f"--quantization compressed-tensors: weights {shown(weights)} are not modelled "
+                     "(modelled: 8-bit float, 4- and 8-bit int)")
 
 
 def kv_layout(spec: ModelSpec) -> str:

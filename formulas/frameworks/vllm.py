@@ -154,14 +154,16 @@ def kept_hidden_states(tokens: sympy.Expr = max_num_batched_tokens) -> sympy.Exp
     return tokens * hidden_size * activation_bytes
 
 
-def sampler_peak() -> sympy.Expr:
+def sampler_peak(float32_logits: bool = False) -> sympy.Expr:
     """``N (64 ceil(V/64) beta_a + 3 x 4 V)``: the dummy sampler's logits and temporaries.
 
     ``LogitsProcessor`` returns ``[N, V_pad]`` logits in the model dtype (sliced to ``V``);
     the sampler then holds :data:`SAMPLER_FLOAT32_COPIES` float32 ``[N, V]`` tensors
-    (vllm/v1/worker/gpu_model_runner.py ``_dummy_sampler_run``).
+    (vllm/v1/worker/gpu_model_runner.py ``_dummy_sampler_run``). A float32 model's logits
+    are already float32: ``logits.to(torch.float32)`` returns them, one copy fewer.
     """
-    per_request = padded_vocab() * activation_bytes + SAMPLER_FLOAT32_COPIES * FLOAT32_BYTES * vocab_size
+    copies = SAMPLER_FLOAT32_COPIES - 1 if float32_logits else SAMPLER_FLOAT32_COPIES
+    per_request = padded_vocab() * activation_bytes + copies * FLOAT32_BYTES * vocab_size
     return sampler_requests() * per_request
 
 
