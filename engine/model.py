@@ -28,6 +28,10 @@ FREEABLE_ALIASES = {
     "cp": "context_parallel", "vpp": "virtual_pipeline", "lora_rank": "lora_rank", "block_size": "block_size",
     "reserve": "reserve_bytes", "comm_buffer": "comm_buffer_bytes", "allocator_fraction": "allocator_fraction",
     "batch_size": "batch_size", "seq_len": "seq_len",
+    # serving start-up (the vllm profile)
+    "gpu_memory_utilization": "gpu_memory_utilization", "gpu_memory": "cuda_total_bytes",
+    "cuda_total_bytes": "cuda_total_bytes", "max_num_seqs": "max_num_seqs",
+    "max_num_batched_tokens": "max_num_batched_tokens", "max_model_len": "max_model_len",
 }
 FREEABLE = frozenset(FREEABLE_ALIASES.values())
 

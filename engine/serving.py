@@ -66,6 +66,9 @@ class ServePrediction:
             "terms": self.worker.model.evaluate().terms,
             "sources": self.worker.model.sources,
             "stage": self.worker.stage,
+            "d_max_concurrency_d_gpu_memory_utilization": float(
+                derivative(self.worker, "max_concurrency", "gpu_memory_utilization")
+                .xreplace({S.gpu_memory_utilization: sympy.Rational(self.settings.gpu_memory_utilization)})),
         }
 
 
@@ -120,6 +123,19 @@ def serve(model: str, *, tp: int = 1, pp: int = 1, gpu_name: str | None = None,
     refusal = _refusal(worker, values, largest, settings)
     return ServePrediction(spec, settings, scenario, tuple(workers), worker, values, budget_note, note, refusal,
                            max(largest, 0))
+
+
+def derivative(worker: Worker, quantity: str, variable: str) -> sympy.Expr:
+    """d quantity / d variable with the block floors relaxed (``floor(x) -> x``), pinned
+    at the worker's facts except ``variable``: e.g. requests gained per unit of
+    ``gpu_memory_utilization``. The exact quantity is a step function; this is its slope."""
+    symbol = S.symbol(variable)
+    expr = worker.quantities.get(quantity, worker.model.terms.get(quantity))
+    if expr is None:
+        raise InputError(f"unknown quantity {quantity!r}")
+    relaxed = expr.replace(sympy.floor, lambda inner: inner)
+    facts = {k: v for k, v in worker.model.facts.items() if k != symbol}
+    return sympy.diff(relaxed.xreplace(facts), symbol)
 
 
 def _values(worker: Worker) -> dict[str, int | Fraction]:

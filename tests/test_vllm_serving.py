@@ -160,6 +160,16 @@ def test_concurrency_stays_a_formula_in_utilization():
     assert concurrency.xreplace(higher) > concurrency.xreplace(at)
 
 
+def test_concurrency_slope_in_utilization_is_tokens_per_request():
+    """With floors relaxed, d concurrency / d u = M_cuda / (bytes of one request's blocks)."""
+    from engine.serving import derivative
+
+    worker = _worker()
+    slope = derivative(worker, "max_concurrency", "gpu_memory_utilization")
+    page_layers = worker.value("page_bytes") * worker.value("layers_per_block")
+    assert slope == sympy.Rational(81089 * 2**20) / (page_layers * worker.value("request_blocks"))
+
+
 def test_every_free_symbol_is_declared():
     worker = _worker(model="gemma-2-9b")
     for name, expr in {**worker.model.terms, **worker.quantities}.items():
