@@ -89,6 +89,19 @@ def resolve_total(gpu_name: str | None, gpu_memory: str | int | None) -> tuple[i
                                             "pass --gpu-memory)")
 
 
+def parse_max_model_len(text: str) -> int | None:
+    """``--max-model-len``: a positive integer, or ``auto`` / ``-1`` (None: the largest that starts)."""
+    if text.strip().lower() in ("auto", "-1"):
+        return None
+    try:
+        number = int(text.replace("_", ""))
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise InputError(f"--max-model-len must be a positive integer or 'auto', got {text!r}")
+    return number
+
+
 def load_model(model: str) -> ModelSpec:
     """``--model``: a registry id, a Hugging Face repo id, or a local directory / config.json."""
     path = Path(model)
@@ -102,6 +115,8 @@ def serve(model: str, *, tp: int = 1, pp: int = 1, gpu_name: str | None = None,
     """Predict vLLM's start-up figures; ``flags`` are :class:`VllmSettings` fields."""
     spec = load_model(model)
     total, name, budget_note = resolve_total(gpu_name, gpu_memory)
+    if isinstance(max_model_len, str):
+        max_model_len = parse_max_model_len(max_model_len)
     auto = max_model_len in (None, "auto", -1)
     if not auto and (isinstance(max_model_len, bool) or not isinstance(max_model_len, int)):
         raise InputError(f"--max-model-len must be a positive integer or 'auto', got {max_model_len!r}")

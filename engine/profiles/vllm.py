@@ -34,7 +34,7 @@ from formulas import parameters as P
 from formulas import symbols as S
 from formulas import weights as W
 from formulas.frameworks import vllm as F
-from formulas.parallelism import TENSOR_PARALLEL_COMPONENTS, is_per_layer
+from formulas.parallelism import is_per_layer
 
 SOURCES = {
     "weights": "vllm/v1/worker/gpu_model_runner.py GPUModelRunner.load_model ('Model loading took'): "
@@ -80,6 +80,10 @@ class Worker:
         return self.model.pinned(self.quantities[name])
 
 
+def is_mla(spec: ModelSpec) -> bool:
+    return spec.layer_count(mixer="mla") > 0
+
+
 def stage_layer_counts(num_layers: int, pp: int) -> list[int]:
     """Layers per pipeline stage: vllm/distributed/utils.py ``get_pp_indices``."""
     per_stage = [num_layers // pp] * pp
@@ -93,13 +97,13 @@ def _stage_tensors(spec: ModelSpec, first: bool, last: bool) -> list[P.WeightTen
     keep = [t for t in tensors if (t.component != "embedding" or first)
             and (t.component != "lm_head" and t.name != "norm/final" or last)]
     if last and spec.tie_word_embeddings and not first:  # the last stage's own head
-        keep.append(P.WeightTensor("lm_head", S.vocab_size, S.hidden_size, sympy.Integer(1)))
+        keep.append(P.WeightTensor("lm_head", S.vocab_size, S.hidden_size, sympy.Integer(1), parallel="tensor"))
     return keep
 
 
 def _share(tensor: P.WeightTensor) -> sympy.Expr:
     share = sympy.Integer(1)
-    if tensor.component in TENSOR_PARALLEL_COMPONENTS:
+    if tensor.parallel in ("tensor", "expert"):  # vLLM's TP shards experts too (no expert parallelism)
         share /= S.tensor_parallel
     if is_per_layer(tensor):
         share *= S.stage_layers / S.num_hidden_layers
@@ -116,7 +120,7 @@ def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool) -> dict[
         parts[t.component] = parts.get(t.component, 0) + W.tensor_bytes(t, scheme) * _share(t)
     if spec.rope_cache_positions and spec.rotary_dim:
         parts["rotary_cache"] = F.rotary_cache_bytes()
-    if spec.mla:
+    if is_mla(spec):
         parts["mla_absorbed"] = S.stage_layers * F.mla_absorbed_bytes()
     terms = {"weights": sympy.Add(*parts.values())}
     terms.update({f"weights/{name}": expr for name, expr in parts.items()})
@@ -125,7 +129,7 @@ def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool) -> dict[
 
 def activation_terms(spec: ModelSpec, last: bool, float32: bool = False) -> dict[str, sympy.Expr]:
     """The profile run's torch peak: the larger of the forward and (last stage) the sampler."""
-    dense = spec.num_moe_layers < spec.num_hidden_layers
+    dense = spec.layer_count(mlp="moe") < spec.num_hidden_layers
     forwards = ([F.dense_forward_peak()] if dense else []) + ([F.moe_forward_peak()] if spec.is_moe else [])
     forward = sympy.Max(*forwards)
     kept = F.moe_workspace() if spec.is_moe else sympy.Integer(0)  # the workspace manager keeps it
@@ -145,7 +149,7 @@ def kv_quantities(spec: ModelSpec, available: sympy.Expr, sliding_layers: sympy.
     sliding layers, same page size) gets groups of ``min(full, sliding)`` layers
     (``_get_kv_cache_groups_uniform_page_size``) and a block spans one layer per group slot.
     """
-    page = F.mla_page_bytes() if spec.mla else F.attention_page_bytes()
+    page = F.mla_page_bytes() if is_mla(spec) else F.attention_page_bytes()
     full_layers = S.stage_layers - sliding_layers
     if sliding_layers == 0 or full_layers == 0:
         group_size, full_groups, sliding_groups = S.stage_layers, int(sliding_layers == 0), int(sliding_layers != 0)
@@ -181,8 +185,9 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
     terms["cuda_graphs"] = sympy.Integer(0)
     rest = terms["weights"] + terms["activations"] + terms["non_torch"] + terms["cuda_graphs"]
     terms["kv_cache"] = sympy.floor(F.requested_memory() - rest)
-    sliding = sympy.Integer(spec.num_sliding_layers * counts[stage] // spec.num_hidden_layers)
-    if scenario.pp == 1 and spec.num_sliding_layers:
+    num_sliding = spec.layer_count(mixer="sliding_attention")
+    sliding = sympy.Integer(num_sliding * counts[stage] // spec.num_hidden_layers)
+    if scenario.pp == 1 and num_sliding:
         sliding = S.num_sliding_layers
     quantities = {"requested_bytes": F.requested_memory(), **kv_quantities(spec, terms["kv_cache"], sliding)}
     model = MemoryModel(

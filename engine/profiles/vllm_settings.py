@@ -175,11 +175,20 @@ def _compressed_tensors_scheme(config: dict) -> str:
 
 def kv_layout(spec: ModelSpec) -> str:
     """The KV-cache spec vLLM gives the model's layers (vllm/v1/kv_cache_interface.py)."""
-    if spec.mla:
+    sliding = spec.layer_count(mixer="sliding_attention")
+    if spec.layer_count(mixer="mla"):
         return "MLAAttentionSpec"
-    if spec.num_sliding_layers == spec.num_hidden_layers:
+    if sliding == spec.num_hidden_layers:
         return "SlidingWindowSpec"
-    return "FullAttentionSpec + SlidingWindowSpec" if spec.num_sliding_layers else "FullAttentionSpec"
+    return "FullAttentionSpec + SlidingWindowSpec" if sliding else "FullAttentionSpec"
+
+
+UNMODELLED_TYPES = ("falcon", "gpt2")  # learned positions / ALiBi-era layouts vLLM sizes differently
+MODELLED_MIXERS = ("attention", "sliding_attention", "mla")
+
+
+def _other_mixers(spec: ModelSpec) -> bool:
+    return any(group.mixer not in MODELLED_MIXERS for group in spec.layers)
 
 
 def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
@@ -192,7 +201,7 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     if scenario.pp > spec.num_hidden_layers:  # get_pp_indices gives every stage a layer at least
         raise InputError(f"--pipeline-parallel-size {scenario.pp} exceeds num_hidden_layers "
                          f"{spec.num_hidden_layers} of {spec.name}")
-    if spec.kv_cache_expanded or spec.max_position_embeddings is not None:
+    if spec.model_type in UNMODELLED_TYPES or spec.max_position_embeddings is not None or _other_mixers(spec):
         raise InputError(f"--profile vllm: {spec.name} ({spec.model_type}) is not modelled: memsym's vLLM "
                          "profile covers rotary decoders (Llama, Mistral, Qwen, Gemma-2, Phi-3, MoE, MLA)")
     if settings.max_model_len is None and spec.context_length is None:
