@@ -221,3 +221,11 @@ def test_h100_catalog_total_is_what_vllm_logs():
 
 def test_docs_serving_is_generated():
     assert (ROOT / "docs" / "serving.md").read_text() == TOOL.render()
+
+
+def test_all_sliding_model_is_one_sliding_group():
+    """Mistral-7B-v0.1 slides on every layer: one SlidingWindowSpec group of all 32 layers."""
+    worker = _worker(model="mistral-7b-v0.1", max_num_batched_tokens=2048)
+    assert worker.value("num_groups") == 1 and worker.value("layers_per_block") == 32
+    assert worker.value("request_blocks") == -(-min(4096 - 1 + 2048, 8192) // 16) + 1
+    assert worker.value("kv_cache_tokens") == worker.value("num_gpu_blocks") * 16 > 0

@@ -142,7 +142,8 @@ def activation_terms(spec: ModelSpec, last: bool, float32: bool = False) -> dict
     return {"activations": sympy.Max(*peaks) + F.CUBLAS_WORKSPACE_BYTES, **terms}
 
 
-def kv_quantities(spec: ModelSpec, available: sympy.Expr, sliding_layers: sympy.Expr) -> dict[str, sympy.Expr]:
+def kv_quantities(spec: ModelSpec, available: sympy.Expr, sliding_layers: sympy.Expr,
+                  kinds: tuple[bool, bool]) -> dict[str, sympy.Expr]:
     """Blocks, tokens and concurrency of one worker's KV cache (kv_cache_utils.py).
 
     One KV-cache group per spec when all layers share one; a hybrid model (full and
@@ -151,18 +152,19 @@ def kv_quantities(spec: ModelSpec, available: sympy.Expr, sliding_layers: sympy.
     """
     page = F.mla_page_bytes() if is_mla(spec) else F.attention_page_bytes()
     full_layers = S.stage_layers - sliding_layers
-    if sliding_layers == 0 or full_layers == 0:
-        group_size, full_groups, sliding_groups = S.stage_layers, int(sliding_layers == 0), int(sliding_layers != 0)
+    has_full, has_sliding = kinds  # which specs the stage's layers use (structure, from the counts)
+    if not (has_full and has_sliding):
+        group_size, full_groups, sliding_groups = S.stage_layers, sympy.Integer(has_full), sympy.Integer(has_sliding)
     else:
         group_size = sympy.Min(full_layers, sliding_layers)
         full_groups = sympy.ceiling(full_layers / group_size)
         sliding_groups = sympy.ceiling(sliding_layers / group_size)
     blocks = F.num_gpu_blocks(available, page, group_size)
     request = full_groups * F.full_attention_request_blocks()
-    if sliding_groups != 0:
+    if has_sliding:
         request += sliding_groups * F.sliding_window_request_blocks()
-    needed = page * (full_layers * F.full_attention_request_blocks())
-    if sliding_layers != 0:
+    needed = page * full_layers * F.full_attention_request_blocks() if has_full else sympy.Integer(0)
+    if has_sliding:
         needed += page * sliding_layers * F.sliding_window_request_blocks()
     return {
         "page_bytes": page, "layers_per_block": group_size, "num_groups": full_groups + sliding_groups,
@@ -186,10 +188,12 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
     rest = terms["weights"] + terms["activations"] + terms["non_torch"] + terms["cuda_graphs"]
     terms["kv_cache"] = sympy.floor(F.requested_memory() - rest)
     num_sliding = spec.layer_count(mixer="sliding_attention")
-    sliding = sympy.Integer(num_sliding * counts[stage] // spec.num_hidden_layers)
-    if scenario.pp == 1 and num_sliding:
-        sliding = S.num_sliding_layers
-    quantities = {"requested_bytes": F.requested_memory(), **kv_quantities(spec, terms["kv_cache"], sliding)}
+    stage_sliding = num_sliding * counts[stage] // spec.num_hidden_layers
+    if num_sliding == spec.num_hidden_layers:
+        stage_sliding = counts[stage]
+    sliding = S.num_sliding_layers if scenario.pp == 1 and num_sliding else sympy.Integer(stage_sliding)
+    kinds = (stage_sliding < counts[stage], stage_sliding > 0)
+    quantities = {"requested_bytes": F.requested_memory(), **kv_quantities(spec, terms["kv_cache"], sliding, kinds)}
     model = MemoryModel(
         name=spec.name, mode="inference", terms=terms, facts=_facts(spec, scenario, settings, counts[stage]),
         descriptions=DESCRIPTIONS, inputs=_inputs(spec, scenario, settings),
