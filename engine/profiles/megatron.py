@@ -12,6 +12,8 @@ gradients yet: ``zero_grad(set_to_none=True)``) and the optimizer step (activati
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy
 
 from engine import architecture, terms
@@ -31,8 +33,18 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
         raise InputError("--zero and --offload partition training state; they do not apply to --mode inference")
 
 
+def megatron_precision(scenario: Scenario) -> Scenario:
+    """``--precision auto`` with 16-bit weights is Megatron-LM's own convention, ``megatron18``:
+    bf16 parameters, the fp32 ``main_grad`` buffer (``arguments.py`` turns
+    ``accumulate_allreduce_grads_in_fp32`` on for bf16), fp32 main parameters and Adam moments."""
+    if scenario.mode == "training" and scenario.precision == "auto" and scenario.weight_bytes() == 2:
+        return replace(scenario, precision="megatron18")
+    return scenario
+
+
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     """The inference or training memory model of ``spec`` under ``scenario``."""
+    scenario = megatron_precision(scenario)
     if scenario.mode == "training":
         built, host, phases = training_terms(spec, scenario)
     else:
@@ -93,9 +105,12 @@ def training_terms(spec: ModelSpec, scenario: Scenario):
         built["zero3_gathered"] = _zero3_gathered(spec, scenario)
     host.update(_offload(scenario, built, ("weights",), ("parameters", "both")))
     built.update(_activation_terms(spec, scenario, targets))
-    persistent = [n for n in ("weights", "adapters", "master_weights") if n in built]
-    forward = [*persistent, "optimizer", "activations", *(["zero3_gathered"] if "zero3_gathered" in built else [])]
-    step = [*persistent, "gradients", "optimizer"]
+    # Megatron's DDP allocates the gradient buffer (``main_grad``) when it wraps the model
+    # (megatron/core/distributed/param_and_grad_buffer.py, _ParamAndGradBuffer.__init__): it
+    # lives through forward and backward, not only after them.
+    persistent = [n for n in ("weights", "adapters", "master_weights", "gradients", "optimizer") if n in built]
+    forward = [*persistent, "activations", *(["zero3_gathered"] if "zero3_gathered" in built else [])]
+    step = persistent
     sums = [sympy.Add(*(built[n] for n in names)) for names in (forward, step)]
     built.update(terms.overhead_terms(sympy.Max(*sums)))
     phases = {"forward_backward": (*forward, "overhead"), "optimizer_step": (*step, "overhead")}
@@ -147,23 +162,65 @@ def _zero3_gathered(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
     return live * stage_bytes / stage_layers * (1 - 1 / S.data_parallel)
 
 
+def _mlp_widths(spec: ModelSpec) -> list[tuple[sympy.Expr, sympy.Expr, bool]]:
+    """(layers, MLP width a token uses, gated) per kind of layer: dense layers ``f``; MoE
+    layers the routed and shared experts a token passes through (``k_e f_e + E_sh f_e``)."""
+    dense = S.num_hidden_layers - S.num_moe_layers if spec.is_moe else S.num_hidden_layers
+    groups = []
+    if spec.num_moe_layers < spec.num_hidden_layers:
+        groups.append((dense, S.intermediate_size, spec.gated_mlp))
+    if spec.is_moe:
+        width = S.num_experts_per_tok * S.moe_intermediate_size
+        if spec.num_shared_experts:
+            width += S.num_shared_experts * S.moe_intermediate_size
+        groups.append((S.num_moe_layers, width, True))
+    return groups
+
+
+def _layer_rows(spec: ModelSpec, recompute: str, sp: bool, eager: bool) -> tuple[sympy.Expr, sympy.Expr]:
+    """(Megatron's per-layer rows summed over layers, the gate halves of gated MLPs)."""
+    layers, glu = sympy.Integer(0), sympy.Integer(0)
+    for count, width, gated in _mlp_widths(spec):
+        widen = {S.intermediate_size: width}
+        layers += count * activations.megatron_layer(recompute, sp, eager).xreplace(widen)
+        if gated:
+            glu += count * activations.megatron_glu_extra(recompute).xreplace(widen)
+    return layers, glu
+
+
+def _one_layer(spec: ModelSpec, sp: bool, eager: bool) -> sympy.Expr:
+    """What the largest layer saves without recomputation (full recompute rebuilds one)."""
+    rows = []
+    for _, width, gated in _mlp_widths(spec):
+        row = activations.megatron_layer("none", sp, eager) + (activations.megatron_glu_extra() if gated else 0)
+        rows.append(row.xreplace({S.intermediate_size: width}))
+    return sympy.Max(*rows)
+
+
 def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict[str, sympy.Expr]:
-    """Saved activations of the first stage: Korthikanti's rows with t, SP, CP and PP
-    (``formulas.activations.korthikanti_layer``; SDPA/flash attention drops the s x s core).
+    """Saved activations of the first stage, as Megatron-LM's ``theoretical_memory_usage.py``
+    (``compute_activation_memory``) counts them, with the MLP width a variable
+    (``formulas.activations.megatron_layer``), the gate half of gated MLPs apart
+    (``activations/glu``), t, SP, CP and PP; SDPA/flash attention drops the s x s core.
 
     1F1B keeps ``p`` micro-batches of ``L / p`` layers on the first stage, ``L`` layers'
-    worth; the interleaved schedule multiplies by ``1 + (p - 1) / (p v)``. Logits live on
-    the last stage, so they count only without pipeline parallelism.
+    worth; the interleaved schedule multiplies everything by ``1 + (p - 1) / (p v)``. The
+    output layer and loss live on the last stage, so they count only without pipeline
+    parallelism.
     """
     sp, eager, cp = scenario.sequence_parallel, scenario.attention == "eager", par.sequence_share()
-    layers = S.num_hidden_layers * activations.korthikanti_layer(scenario.recompute, sp, eager) * cp
+    layers, glu = _layer_rows(spec, scenario.recompute, sp, eager)
+    parts = {"activations/layers": layers * cp, "activations/glu": glu * cp,
+             "activations/embedding": activations.megatron_embedding(sp) * cp}
     if scenario.vpp is not None and scenario.pp > 1:
-        layers *= par.pipeline_in_flight() / S.pipeline_parallel
+        penalty = par.pipeline_in_flight() / S.pipeline_parallel
+        parts = {name: expr * penalty for name, expr in parts.items()}
     if scenario.recompute == "full":  # backward rebuilds one layer at a time
-        layers += activations.korthikanti_layer("none", sp, eager) * cp
-    parts = {"activations/layers": layers}
+        parts["activations/recomputed"] = _one_layer(spec, sp, eager) * cp
+    if not glu.free_symbols and glu == 0:
+        del parts["activations/glu"]
     if scenario.pp == 1:
-        parts["activations/logits"] = activations.training_logits() * par.sequence_share() / S.tensor_parallel
+        parts["activations/logits"] = activations.megatron_output(sp) * cp
     if lora_targets:
         parts["activations/lora"] = peft.lora_activations(lora_targets) * par.sequence_share()
     return {"activations": sympy.Add(*parts.values()), **parts}
