@@ -27,6 +27,10 @@ CASES = {
         ("qwen3-0.6b", dict(mode="training", recompute="full")),
         ("llama-3.1-8b", dict(mode="training", device="cpu")),
     ],
+    "deepspeed": [
+        ("llama-3.1-8b", dict(mode="training", zero=2, dp=8)),
+        ("llama-3.1-8b", dict(mode="training", zero=3, dp=8, offload="both", recompute="full")),
+    ],
 }
 # what a placeholder looks like: a repository path or an empty/one-word line
 PLACEHOLDER = re.compile(r"^\s*$|^(formulas|engine)/|\.py\)?$")
@@ -77,8 +81,10 @@ def test_unread_knobs_are_refused_by_name(name, knobs, needle):
 
 
 def test_unknown_profile_names_the_choices():
-    with pytest.raises(InputError, match="megatron, transformers, paper"):
+    # every profile, then the aliases (the list grows with the registry)
+    with pytest.raises(InputError, match=re.escape(", ".join(profiles.names()))):
         build(load_spec("qwen3-0.6b"), Scenario(profile="gpu"))
+    assert profiles.names()[:2] == ("megatron", "transformers") and profiles.names()[-1] == "paper"
 
 
 def test_cli_refuses_device_under_megatron(run_cli):

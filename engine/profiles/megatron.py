@@ -104,7 +104,7 @@ def training_terms(spec: ModelSpec, scenario: Scenario):
     if zero == 3:  # (1 - 1/N_d) makes it 0 without data parallelism
         built["zero3_gathered"] = _zero3_gathered(spec, scenario)
     host.update(_offload(scenario, built, ("weights",), ("parameters", "both")))
-    built.update(_activation_terms(spec, scenario, targets))
+    built.update(activation_terms(spec, scenario, targets))
     # Megatron's DDP allocates the gradient buffer (``main_grad``) when it wraps the model
     # (megatron/core/distributed/param_and_grad_buffer.py, _ParamAndGradBuffer.__init__): it
     # lives through forward and backward, not only after them.
@@ -197,7 +197,7 @@ def _one_layer(spec: ModelSpec, sp: bool, eager: bool) -> sympy.Expr:
     return sympy.Max(*rows)
 
 
-def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict[str, sympy.Expr]:
+def activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict[str, sympy.Expr]:
     """Saved activations of the first stage, as Megatron-LM's ``theoretical_memory_usage.py``
     (``compute_activation_memory``) counts them, with the MLP width a variable
     (``formulas.activations.megatron_layer``), the gate half of gated MLPs apart
@@ -231,12 +231,15 @@ INFERENCE_SOURCES = {
                    "(Dao et al. 2022, arXiv:2205.14135, sec. 3.1)",
 }
 TRAINING_SOURCES = {
-    "activations": "Korthikanti et al. 2022, arXiv:2205.05198, Table 2 (with tensor, sequence and context "
-                   "parallelism; interleaved 1F1B, sec. 4.2.3); logits in fp32 for the loss",
+    "activations": "Megatron-LM megatron/training/theoretical_memory_usage.py compute_activation_memory: "
+                   "Korthikanti et al. 2022, arXiv:2205.05198, Table 2 with the MLP width f (18 + 4f/h), the "
+                   "embedding and output-layer rows; the SwiGLU gate half (megatron/core/transformer/mlp.py); "
+                   "tensor, sequence and context parallelism; interleaved 1F1B, sec. 4.2.3",
     "master_weights": "mixed precision: Rajbhandari et al. 2020 (ZeRO), arXiv:1910.02054, sec. 3.1; "
                       "Micikevicius et al. 2018, arXiv:1710.03740",
-    "gradients": "bytes per gradient by the chosen convention: ZeRO, arXiv:1910.02054, sec. 3.1; "
-                 "Megatron-LM distributed optimizer; DeepSpeed fp32 gradient accumulation",
+    "gradients": "Megatron-LM's DDP gradient buffer (main_grad, fp32 for bf16 training), allocated when the "
+                 "model is wrapped: megatron/core/distributed/param_and_grad_buffer.py _ParamAndGradBuffer; "
+                 "other conventions: ZeRO, arXiv:1910.02054, sec. 3.1",
     "optimizer": "Adam moments (Kingma and Ba 2015, arXiv:1412.6980) or the chosen optimizer's state; "
                  "8-bit: Dettmers et al. 2022, arXiv:2110.02861; Adafactor: Shazeer and Stern 2018, "
                  "arXiv:1804.04235; partitioned by ZeRO stage (arXiv:1910.02054, sec. 5)",
