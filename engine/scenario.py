@@ -55,6 +55,9 @@ class Scenario:
     # overheads beyond reserve_bytes (formulas/overhead.py)
     allocator_fraction: Fraction = Fraction(0)
     comm_buffer_bytes: int = 0
+    # float8 linears (torchao Float8Linear) and their FSDP all-gather in fp8 (torchtitan profile)
+    float8: bool = False
+    float8_all_gather: bool = False
     # which framework's allocations the formulas describe (engine/profiles/; checked there)
     profile: str = "megatron"
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU

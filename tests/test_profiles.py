@@ -31,6 +31,10 @@ CASES = {
         ("llama-3.1-8b", dict(mode="training", zero=2, dp=8)),
         ("llama-3.1-8b", dict(mode="training", zero=3, dp=8, offload="both", recompute="full")),
     ],
+    "torchtitan": [
+        ("llama-3.1-8b", dict(mode="training", dp=8, tp=2, recompute="op", float8=True, float8_all_gather=True)),
+        ("llama-3.1-8b", dict(mode="training", dp=8, pp=4, zero=3, offload="both", recompute="full")),
+    ],
 }
 # what a placeholder looks like: a repository path or an empty/one-word line
 PLACEHOLDER = re.compile(r"^\s*$|^(formulas|engine)/|\.py\)?$")

@@ -36,6 +36,8 @@ from formulas.optimizer import FACTORED_OPTIMIZERS
 
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     terms.check_degrees(spec, scenario)
+    if scenario.recompute == "op":
+        raise InputError("--profile deepspeed: --recompute op is not modelled (torchtitan's per-op policy)")
     if scenario.zero not in (1, 2, 3):
         raise InputError(f"--profile deepspeed: --zero {scenario.zero} is not modelled; give the ZeRO stage, "
                          "--zero 1, 2 or 3")

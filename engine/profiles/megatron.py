@@ -29,6 +29,9 @@ from formulas import symbols as S
 
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     terms.check_degrees(spec, scenario)
+    if scenario.recompute == "op":
+        raise InputError("--profile megatron: --recompute op is not modelled (torchtitan's per-op policy; "
+                         "Megatron-LM recomputes none, selective or full)")
     if scenario.mode == "inference" and (scenario.zero or scenario.offload != "none"):
         raise InputError("--zero and --offload partition training state; they do not apply to --mode inference")
 
