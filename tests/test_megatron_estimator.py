@@ -140,3 +140,35 @@ def test_gradient_buffer_lives_through_backward():
     held = sum(ev.terms[n] for n in ("weights", "gradients", "master_weights", "optimizer", "activations"))
     assert ev.phases["forward_backward"] == held
     assert ev.terms["gradients"] == 2 * ev.terms["weights"]  # fp32 beside bf16
+
+
+def _llama_126():
+    from engine.families import spec_from_config
+    from engine.registry import find
+
+    return spec_from_config(dict(find("llama-3.1-8b").config, num_hidden_layers=126), "llama-126")
+
+
+def test_pp_not_dividing_the_layers_uses_megatrons_uneven_split():
+    """126 layers over PP 8: with the embedding and the loss counted as a layer each
+    (--account-for-embedding/loss-in-pipeline-split), 128 / 8 = 16, 15 transformer layers on
+    the first stage (transformer_block.py get_num_layers_to_build)."""
+    from engine.profiles import build
+    from engine.scenario import Scenario
+
+    m = dict(LLAMA_8B, L=126)
+    knobs = dict(mode="training", tp=2, pp=8, dp=8, zero=1, seq_len=4096, batch_size=1, sequence_parallel=True,
+                 recompute="selective")
+    terms = build(_llama_126(), Scenario(**knobs)).evaluate().terms
+    split = 2 * m["h"] ** 2 * Fraction(5, 4) + 3 * m["h"] * m["f"]  # attention and MLP, over t = 2
+    assert terms["weights"] == 2 * ((15 * split + m["h"] * m["V"]) / 2 + 15 * 2 * m["h"])  # norms replicated
+    # 8 micro-batches in flight of 15 layers: Megatron's 18 + 4 f / h per layer, / t
+    per_layer = Fraction(4096 * m["h"] * (18 + 4 * Fraction(m["f"], m["h"])), 2)
+    assert terms["activations/layers"] == 8 * 15 * per_layer
+
+
+def test_pp_with_no_megatron_split_is_refused():
+    from engine.errors import InputError
+
+    with pytest.raises(InputError, match="--pp 5 does not divide num_hidden_layers 32"):
+        estimate("llama-3.1-8b", mode="training", pp=5)

@@ -28,7 +28,12 @@ from formulas import symbols as S
 
 
 def check(spec: ModelSpec, scenario: Scenario) -> None:
-    terms.check_degrees(spec, scenario)
+    uneven = scenario.mode == "training" and spec.num_hidden_layers % scenario.pp != 0
+    terms.check_degrees(spec, scenario, uneven_pp=uneven)
+    if uneven and (scenario.vpp is not None or first_stage_layers(spec, scenario) is None):
+        raise InputError(f"--pp {scenario.pp} does not divide num_hidden_layers {spec.num_hidden_layers} of "
+                         f"{spec.name}, nor does it divide it plus the embedding and loss stages (Megatron-LM "
+                         "then needs --decoder-first-pipeline-num-layers, which memsym does not model)")
     if scenario.recompute == "op":
         raise InputError("--profile megatron: --recompute op is not modelled (torchtitan's per-op policy; "
                          "Megatron-LM recomputes none, selective or full)")
@@ -43,6 +48,31 @@ def megatron_precision(scenario: Scenario) -> Scenario:
     if scenario.mode == "training" and scenario.precision == "auto" and scenario.weight_bytes() == 2:
         return replace(scenario, precision="megatron18")
     return scenario
+
+
+def first_stage_layers(spec: ModelSpec, scenario: Scenario) -> int | None:
+    """Layers of the first stage: ``L / p``, or Megatron's uneven split when ``p`` does not divide ``L``."""
+    if spec.num_hidden_layers % scenario.pp == 0:
+        return spec.num_hidden_layers // scenario.pp
+    return par.megatron_first_stage_layers(spec.num_hidden_layers, scenario.pp)
+
+
+def _uneven_split(spec: ModelSpec, scenario: Scenario, built: dict[str, sympy.Expr]) -> None:
+    """An uneven split gives the first stage ``n`` of the ``L`` layers, not ``L / p``: the
+    per-layer state (written with ``1 / p``) takes ``n / L``, the saved activations (``p``
+    micro-batches of ``L / p`` layers) ``p n / L``."""
+    layers = spec.num_hidden_layers
+    if layers % scenario.pp == 0:
+        return
+    n = first_stage_layers(spec, scenario)
+    for name in list(built):
+        if name.split("/", 1)[0] == "activations":
+            if name in ("activations", "activations/layers", "activations/glu", "activations/lora"):
+                built[name] = built[name] if name == "activations" else built[name] * scenario.pp * n / layers
+        elif name.split("/", 1)[0] != "overhead":
+            built[name] = built[name].xreplace({S.pipeline_parallel: sympy.Rational(layers, n)})
+    parts = [built[n_] for n_ in built if n_.startswith("activations/")]
+    built["activations"] = sympy.Add(*parts)
 
 
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -108,6 +138,7 @@ def training_terms(spec: ModelSpec, scenario: Scenario):
         built["zero3_gathered"] = _zero3_gathered(spec, scenario)
     host.update(_offload(scenario, built, ("weights",), ("parameters", "both")))
     built.update(activation_terms(spec, scenario, targets))
+    _uneven_split(spec, scenario, built)
     # Megatron's DDP allocates the gradient buffer (``main_grad``) when it wraps the model
     # (megatron/core/distributed/param_and_grad_buffer.py, _ParamAndGradBuffer.__init__): it
     # lives through forward and backward, not only after them.
