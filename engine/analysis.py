@@ -22,6 +22,7 @@ import sympy
 
 from engine.errors import InputError
 from engine.model import MemoryModel
+from engine.scenario import SCENARIO_PINNED
 from engine.solve import first_true, largest_root, max_branches
 from formulas import symbols as S
 
@@ -300,12 +301,6 @@ def crossover(mm: MemoryModel, term_a: str, term_b: str, variable: str, **fixed)
 
 
 # --- the model-free form --------------------------------------------------------------------------
-# Scenario symbols that api.symbolic_model leaves free but a generic formula should not show:
-# parallel degrees and overhead fractions keep the values the knobs give them (1 and 0 by default).
-SCENARIO_PINNED = ("tensor_parallel", "pipeline_parallel", "data_parallel", "expert_parallel", "context_parallel",
-                   "virtual_pipeline", "allocator_fraction", "comm_buffer_bytes", "lora_rank")
-
-
 def symbolic(keep_reserve_free: bool = True, **knobs) -> MemoryModel:
     """:func:`engine.api.symbolic_model`, optionally with ``R`` left a symbol.
 

@@ -26,29 +26,34 @@ from formulas.symbols import (
 
 from formulas.options import LOGITS_MODES, RECOMPUTE_MODES
 
+# Megatron-LM's (and Korthikanti et al.'s) recomputation modes; RECOMPUTE_MODES adds
+# torchtitan's per-op policy "op", whose rows are formulas/frameworks/torchtitan.py's.
+KORTHIKANTI_MODES = tuple(m for m in RECOMPUTE_MODES if m != "op")
 
-def attention_peak(eager: bool) -> sympy.Expr:
+
+def attention_peak(eager: bool, heads: sympy.Expr = num_attention_heads) -> sympy.Expr:
     """Temporaries of one attention layer during a forward pass.
 
     ``beta_a b (a s^2 + 2 s h)`` with eager attention: the materialised ``b x a x s x s``
     score matrix, plus two ``b x s x h`` tensors (the layer input and the values), the
     seed article's ``2 b n_head s^2 + 4 b s h`` with its 2-byte dtype made a symbol.
     Fused kernels (FlashAttention, Dao et al. 2022, arXiv:2205.14135; PyTorch SDPA) never
-    materialise the scores: ``2 beta_a b s h``.
+    materialise the scores: ``2 beta_a b s h``. ``heads``: those one GPU holds (``a / t``).
     """
     tokens = batch_size * seq_len
-    scores = batch_size * num_attention_heads * seq_len**2 if eager else 0
+    scores = batch_size * heads * seq_len**2 if eager else 0
     return activation_bytes * (scores + 2 * tokens * hidden_size)
 
 
-def mlp_peak(gated: bool) -> sympy.Expr:
+def mlp_peak(gated: bool, width: sympy.Expr = intermediate_size) -> sympy.Expr:
     """Temporaries of one MLP: ``beta_a b s f``, or ``2 beta_a b s f`` when gated.
 
     A gated MLP (SwiGLU) holds the gate and up projections together before their product;
-    the seed's ``3 x hidden`` width is ``intermediate_size`` here, taken from the config.
+    the seed's ``3 x hidden`` width is ``intermediate_size`` here, taken from the config
+    (``width``: the experts a token uses, for an MoE layer).
     """
     copies = 2 if gated else 1
-    return activation_bytes * copies * batch_size * seq_len * intermediate_size
+    return activation_bytes * copies * batch_size * seq_len * width
 
 
 def logits(positions: str = "all") -> sympy.Expr:
@@ -82,8 +87,8 @@ def korthikanti_layer(recompute: str = "none", sequence_parallel: bool = False, 
     ``4h`` MLP and 1-byte dropout masks; the row scales by ``beta_a / 2`` so that
     ``beta_a = 2`` gives the paper's form exactly.
     """
-    if recompute not in RECOMPUTE_MODES:
-        raise ValueError(f"unknown recompute mode {recompute!r}; known: {', '.join(RECOMPUTE_MODES)}")
+    if recompute not in KORTHIKANTI_MODES:
+        raise ValueError(f"unknown recompute mode {recompute!r}; known: {', '.join(KORTHIKANTI_MODES)}")
     t = tensor_parallel
     core = 5 * num_attention_heads * seq_len / hidden_size if eager and recompute == "none" else 0
     if recompute == "full":
@@ -135,8 +140,8 @@ def megatron_layer(recompute: str = "none", sequence_parallel: bool = False, eag
     (``/ t`` with SP). With ``f = 4 h`` it is :func:`korthikanti_layer` exactly. A gated MLP
     keeps one more ``f``-wide tensor: :func:`megatron_glu_extra`. Scales by ``beta_a / 2``.
     """
-    if recompute not in RECOMPUTE_MODES:
-        raise ValueError(f"unknown recompute mode {recompute!r}; known: {', '.join(RECOMPUTE_MODES)}")
+    if recompute not in KORTHIKANTI_MODES:
+        raise ValueError(f"unknown recompute mode {recompute!r}; known: {', '.join(KORTHIKANTI_MODES)}")
     t = tensor_parallel
     core = 5 * num_attention_heads * seq_len / hidden_size if eager and recompute == "none" else 0
     split = MEGATRON_ATTENTION_SPLIT_SBH + 4 * intermediate_size / hidden_size + core

@@ -172,3 +172,13 @@ def test_pp_with_no_megatron_split_is_refused():
 
     with pytest.raises(InputError, match="--pp 5 does not divide num_hidden_layers 32"):
         estimate("llama-3.1-8b", mode="training", pp=5)
+
+
+def test_optimizer_offload_copies_gradients_to_the_host():
+    """--optimizer-cpu-offload (HybridDeviceOptimizer): fp32 master and moments on the CPU, and a
+    pinned CPU copy of each (sharded) fp32 gradient; the main_grad buffer stays on the GPU."""
+    P = 8_030_261_248
+    ev = estimate("llama-3.1-8b", mode="training", zero=1, dp=8, offload="optimizer").evaluation
+    assert ev.terms["gradients"] == 4 * P
+    assert ev.host["gradients"] == 4 * P // 8
+    assert ev.host["optimizer"] == 8 * P // 8 and ev.terms["optimizer"] == 0

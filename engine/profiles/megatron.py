@@ -1,13 +1,19 @@
-"""The ``megatron`` profile: Megatron-LM's kernels and the ZeRO conventions, per GPU.
+"""The ``megatron`` profile: Megatron-LM's allocations and its own estimator's rows, per GPU.
 
 Inference: weights + KV cache + the activation peak of one layer (or the logits) +
-overhead. Training (Rajbhandari et al. 2020, ZeRO): weights ``P beta_w``, fp32 master copy
-``P beta_m``, gradients ``P beta_g`` and optimizer state ``P beta_o``, where ``P`` is what this
-GPU holds of the trained parameters (formulas/parallelism.py) and ZeRO stage ``z`` divides
-the first ``z`` of (optimizer + master, gradients, weights) by ``N_d``; offloaded state moves
-to host memory (ZeRO-Offload, arXiv:2101.06840; ZeRO-Infinity, arXiv:2104.07857); saved
-activations per Korthikanti et al. 2022, Table 2. Two phases: the start of backward (no
-gradients yet: ``zero_grad(set_to_none=True)``) and the optimizer step (activations freed).
+overhead. Training: bf16 weights ``P beta_w``, the DDP's fp32 gradient buffer ``P beta_g``
+(allocated when the model is wrapped, so alive through forward and backward:
+``megatron/core/distributed/param_and_grad_buffer.py``), fp32 master copy ``P beta_m`` and
+optimizer state ``P beta_o`` (``--precision auto`` is Megatron's ``megatron18``), where ``P`` is
+what this GPU holds of the trained parameters (formulas/parallelism.py); ZeRO stage ``z``
+divides the first ``z`` of (optimizer + master, gradients, weights) by ``N_d`` (``--zero 1`` is
+``--use-distributed-optimizer``: 6 + 12 / N_d bytes per parameter); offloaded state moves to
+host memory (ZeRO-Offload, arXiv:2101.06840; ZeRO-Infinity, arXiv:2104.07857); saved
+activations as ``megatron/training/theoretical_memory_usage.py`` counts them (Korthikanti et
+al. 2022, Table 2, with the MLP width a variable) plus the gate half of gated MLPs. ``--pp``
+that does not divide the layers takes Megatron's uneven split. Two phases: forward-backward
+(activations at the start of backward) and the optimizer step (activations freed).
+docs/training.md compares it with the estimator.
 """
 
 from __future__ import annotations
@@ -96,31 +102,17 @@ def inference_terms(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr
     if scenario.lora_rank is not None:  # unmerged adapters served beside the base (PEFT)
         built["adapters"] = terms.adapter_count(spec, scenario) * S.adapter_bytes
     built["kv_cache"] = terms.kv_cache_term(spec, scenario)
-    eager = scenario.attention == "eager"
-    t = S.tensor_parallel
-    split_heads = {S.num_attention_heads: S.num_attention_heads / t}
+    layer = architecture.inference_peaks(spec, eager=scenario.attention == "eager")
     peaks = {
-        "activations/attention": activations.attention_peak(eager).xreplace(split_heads),
-        "activations/mlp": _mlp_peak(spec) / t,
-        "activations/logits": activations.logits(scenario.logits) / t,
+        "activations/attention": layer["attention"],
+        "activations/mlp": layer["mlp"],
+        "activations/logits": activations.logits(scenario.logits) / S.tensor_parallel,
     }
     built["activations"] = sympy.Max(*peaks.values())
     built.update(peaks)
     held = [n for n in ("weights", "adapters", "kv_cache", "activations") if n in built]
     built.update(terms.overhead_terms(sympy.Add(*(built[n] for n in held))))
     return built
-
-
-def _mlp_peak(spec: ModelSpec) -> sympy.Expr:
-    """Dense layers: the MLP's width; MoE layers: the routed and shared experts a token uses."""
-    peak = activations.mlp_peak(spec.gated_mlp)
-    if not spec.is_moe:
-        return peak
-    width = S.num_experts_per_tok * S.moe_intermediate_size
-    if spec.num_shared_experts:
-        width += S.num_shared_experts * S.moe_intermediate_size
-    moe = activations.mlp_peak(True).xreplace({S.intermediate_size: width})
-    return moe if spec.num_moe_layers == spec.num_hidden_layers else sympy.Max(peak, moe)
 
 
 def training_terms(spec: ModelSpec, scenario: Scenario):
@@ -134,6 +126,11 @@ def training_terms(spec: ModelSpec, scenario: Scenario):
         targets, trained_tensors = [], terms.first_stage(architecture.parameter_tensors(spec), scenario)
     built.update(_model_state(scenario, trained_tensors))
     host = _offload(scenario, built, ("master_weights", "optimizer"), ("optimizer", "both"))
+    if host:  # HybridDeviceOptimizer copies each step's gradients of its (fp32) CPU params to pinned
+        # CPU tensors (megatron/core/optimizer/cpu_offloading/hybrid_optimizer.py, cpu_copy_map_grad);
+        # the main_grad buffer stays on the GPU
+        host["gradients"] = optimizer.gradients(terms.per_gpu_count(trained_tensors)) * par.zero_partition(
+            zero, "master_weights")
     if zero == 3:  # (1 - 1/N_d) makes it 0 without data parallelism
         built["zero3_gathered"] = _zero3_gathered(spec, scenario)
     host.update(_offload(scenario, built, ("weights",), ("parameters", "both")))
@@ -197,17 +194,20 @@ def _zero3_gathered(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
 
 
 def _mlp_widths(spec: ModelSpec) -> list[tuple[sympy.Expr, sympy.Expr, bool]]:
-    """(layers, MLP width a token uses, gated) per kind of layer: dense layers ``f``; MoE
-    layers the routed and shared experts a token passes through (``k_e f_e + E_sh f_e``)."""
-    dense = S.num_hidden_layers - S.num_moe_layers if spec.is_moe else S.num_hidden_layers
+    """(layers, MLP width a token uses, gated) per MLP kind (formulas/layers/): dense layers
+    ``f``; MoE layers the routed and shared experts a token passes through
+    (``k_e f_e + E_sh f_e``); layers without an MLP none."""
     groups = []
-    if spec.num_moe_layers < spec.num_hidden_layers:
-        groups.append((dense, S.intermediate_size, spec.gated_mlp))
-    if spec.is_moe:
-        width = S.num_experts_per_tok * S.moe_intermediate_size
-        if spec.num_shared_experts:
-            width += S.num_shared_experts * S.moe_intermediate_size
-        groups.append((S.num_moe_layers, width, True))
+    for entry, args, count in architecture.kinds(spec, "mlp"):
+        if entry.KIND == "dense":
+            groups.append((count, S.intermediate_size, bool(args.get("gated", True))))
+        elif entry.KIND == "moe":
+            width = S.num_experts_per_tok * S.moe_intermediate_size
+            if args.get("num_shared_experts"):
+                width += S.num_shared_experts * S.moe_intermediate_size
+            groups.append((count, width, True))
+        else:
+            groups.append((count, sympy.Integer(0), False))
     return groups
 
 

@@ -43,7 +43,9 @@ from formulas.parameters import WeightTensor
 
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     terms.check_degrees(spec, scenario, uneven_pp=True)
-    if spec.mla or spec.is_moe or spec.num_sliding_layers or not spec.gated_mlp:
+    llama_like = all(g.mixer == "attention" and g.mlp == "dense" and g.mlp_args.get("gated", True)
+                     for g in spec.layers)
+    if not llama_like:
         raise InputError(f"--profile torchtitan: {spec.name} ({spec.architecture}) is not modelled; the profile "
                          "covers dense Llama-3-style decoders (SwiGLU, no sliding window)")
     refusals = [
