@@ -149,7 +149,10 @@ KNOBS: tuple[Knob, ...] = (
          "Training bytes per parameter: zero16, megatron18, deepspeed20, pure, or auto.", "training",
          choices=options.PRECISIONS),
     Knob("zero", "--zero", 0, "ZeRO stage (FSDP full shard = 3, shard-grad-op = 2).", "training", "stage",
-         choices=options.ZERO_STAGES),
+         choices=options.ZERO_STAGES, shortcut=Shortcut(
+             "--distributed-optimizer", 1,
+             "Training: Megatron-LM's --use-distributed-optimizer, fp32 master and moments sharded over --dp "
+             "(= --zero 1).")),
     Knob("offload", "--offload", "none", "Move optimizer state and/or parameters to host memory.", "training",
          choices=options.OFFLOAD),
     Knob("float8", "--float8", False, "Training: float8 linears (torchao Float8Linear; --profile torchtitan).",

@@ -305,10 +305,11 @@ PROFILE_KNOBS = frozenset({
 
 PROFILE = Profile(
     name="megatron",
-    summary="Megatron-LM's kernels (Korthikanti et al. 2022) and the ZeRO conventions",
+    summary="Megatron-LM: its estimator's activation rows, fp32 gradient buffer, distributed optimizer, uneven PP",
     modes=("inference", "training"),
     knobs=PROFILE_KNOBS,
     build=build,
     check=check,
-    refusal_note="the megatron profile has no device choice; --device is read by --profile transformers",
+    refusal_note="--device is read by --profile transformers, --float8 and --float8-all-gather by --profile "
+                 "torchtitan",
 )
