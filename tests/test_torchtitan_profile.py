@@ -127,3 +127,15 @@ def test_other_profiles_refuse_the_new_knobs():
         estimate("llama-3.1-8b", mode="training", float8=True)
     with pytest.raises(InputError, match="--recompute op"):
         estimate("llama-3.1-8b", mode="training", recompute="op")
+
+
+def test_short_sequences_peak_in_the_heads_backward():
+    """At b s = 256 the head's unsharded gradient (bf16 + its fp32 reduce-scatter copy,
+    6 V h B) outweighs the loss's fp32 gradients (8 b s V B)."""
+    ev = _ev(dp=8, seq_len=256)
+    t = ev.terms
+    assert ev.peak_phase == "head_backward"
+    assert t["fsdp_head_backward"] == 2 * 256 * V + 6 * V * H
+    assert t["activations/loss_backward"] == 8 * 256 * V
+    held = t["weights"] + t["optimizer"] + t["fsdp_gathered"] + t["activations"] - t["activations/loss_backward"]
+    assert ev.total_bytes == held + t["fsdp_head_backward"]

@@ -18,8 +18,9 @@ Per GPU of the first pipeline stage (:mod:`formulas.frameworks.torchtitan`):
   log-softmax without PP;
 - ``fsdp_reduce_scatter``: one block's unsharded gradients and their fp32 reduce-scatter copy.
 
-Phases: ``backward`` (its start: activations at their peak) and ``backward_end`` (every
-gradient shard, one reduce-scatter in flight). The fused AdamW step (``implementation =
+Phases: ``backward`` (its start: activations and the loss's gradients at their peak),
+``head_backward`` (no PP: the loss's temporaries freed, the head's gradients made) and
+``backward_end`` (every gradient shard, one reduce-scatter in flight). The fused AdamW step (``implementation =
 "fused"``) makes no temporaries. ``--offload both`` is FSDP2's ``CPUOffloadPolicy``
 (``training.enable_cpu_offload``): parameters, gradients and the step on the CPU.
 """
@@ -125,6 +126,14 @@ def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     return {"activations": sympy.Add(*parts.values()), **parts}
 
 
+def _head_backward(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
+    """The head's backward (no PP): the logits' gradient and the head's full gradient."""
+    tensors = terms.first_stage(architecture.parameter_tensors(spec), scenario)
+    name = "embedding" if spec.tie_word_embeddings else "lm_head"
+    head = sympy.Add(*(t.numel * _tp_share(t) for t in tensors if t.component == name))
+    return F.head_backward(F.tokens() / (S.tensor_parallel * S.context_parallel), head)
+
+
 def _state(spec: ModelSpec, scenario: Scenario) -> tuple[dict[str, sympy.Expr], dict[str, sympy.Expr]]:
     tensors, fraction = _stage_tensors(spec, scenario)
     trained, shard = _count(tensors, fraction), S.data_parallel
@@ -151,13 +160,18 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     held = ["weights", "optimizer"]
     backward = [*held, "fsdp_gathered", "activations", *(["fsdp_unsharded_gradients"] if scenario.pp > 1 else [])]
     end = [*held, "gradients", "fsdp_reduce_scatter"]
-    sums = [sympy.Add(*(built[n] for n in names)) for names in (backward, end)]
+    phases = {"backward": backward, "backward_end": end}
+    if scenario.pp == 1:  # the loss's temporaries are freed; the head's gradients are made
+        built["fsdp_head_backward"] = _head_backward(spec, scenario)
+        kept = [n for n in built if n.startswith("activations/") and n != "activations/loss_backward"]
+        phases["head_backward"] = [*held, "fsdp_gathered", *kept, "fsdp_head_backward"]
+    sums = [sympy.Add(*(built[n] for n in names)) for names in phases.values()]
     built.update(terms.overhead_terms(sympy.Max(*sums)))
     parameters, active = terms.counts(spec)
     sources = {name: SOURCES.get(name, terms.SOURCES.get(name, "")) for name in built if "/" not in name}
     return MemoryModel(
         name=spec.name, mode=scenario.mode, terms=built, facts=terms.facts(spec, scenario),
-        phases={"backward": (*backward, "overhead"), "backward_end": (*end, "overhead")},
+        phases={name: (*names, "overhead") for name, names in phases.items()},
         descriptions={**terms.DESCRIPTIONS, **DESCRIPTIONS}, inputs=terms.inputs(spec, scenario),
         parameters=parameters, active_parameters=active, host_terms=host,
         sources={**sources, "host_terms": SOURCES["host_terms"]},
@@ -178,6 +192,9 @@ SOURCES = {
                                 "_fsdp_param.py to_accumulated_grad_if_needed), torchtitan 2026",
     "fsdp_reduce_scatter": "one block's unsharded gradients and the fp32 reduce-scatter input (FSDP2 "
                            "_fsdp_collectives.py foreach_reduce), torchtitan 2026",
+    "fsdp_head_backward": "the logits' gradient (loss parallel) and the [norm, lm_head] unit's unsharded "
+                          "gradient with its fp32 reduce-scatter copy (FSDP2 _fsdp_collectives.py foreach_reduce), "
+                          "torchtitan 2026",
     "activations": "what torchtitan's Llama-3 block saves per op (models/llama3/model.py; SelectiveAC "
                    "and FullAC in distributed/activation_checkpoint.py; loss: components/loss.py "
                    "cross_entropy_loss); first stage of _generate_llm_fqn_per_model_part, 2026",
@@ -188,6 +205,7 @@ DESCRIPTIONS = {
     "fsdp_gathered": "FSDP2: unsharded bf16 parameters alive at the start of backward",
     "fsdp_unsharded_gradients": "FSDP2 with PP: unsharded fp32 gradients accumulated over micro-batches",
     "fsdp_reduce_scatter": "FSDP2: one block's unsharded gradients and their fp32 reduce-scatter copy",
+    "fsdp_head_backward": "the head's backward: the logits' gradient, the head's unsharded gradient and its fp32 copy",
     "activations/input_ids": "token ids (int64) of the in-flight micro-batches",
     "activations/loss_backward": "the loss's fp32 and bf16 gradients at the start of backward",
     "activations/recomputed": "one block rebuilt for its backward (full recompute)",

@@ -75,9 +75,19 @@ def loss_saved() -> sympy.Expr:
 
 
 def loss_backward() -> sympy.Expr:
-    """Bytes per token made at the start of backward: the log-softmax's fp32 gradient and the
-    logits' gradient in ``beta_a`` (the ``.float()`` cast's backward)."""
-    return (FP32_BYTES + activation_bytes) * vocab_size
+    """Bytes per token made at the start of backward, while the saved log-softmax lives:
+    ``nll_loss``'s fp32 gradient and ``_log_softmax_backward_data``'s fp32 result (``8 V``);
+    the cast back to ``beta_a`` comes after the first is freed (``4 V + beta_a V`` is less).
+    torchtitan deletes ``pred`` before ``loss.backward()`` (``train.py``)."""
+    return 2 * FP32_BYTES * vocab_size
+
+
+def head_backward(tokens_per_gpu: sympy.Expr, head_parameters: sympy.Expr) -> sympy.Expr:
+    """Bytes beside the saved activations while ``[norm, lm_head]`` runs its backward: the
+    logits' gradient in ``beta_a`` (``beta_a V`` per token of this GPU) is alive
+    with the head's unsharded weight gradient in ``beta_a`` and the fp32 reduce-scatter copy
+    FSDP2 makes of it (``(beta_a + 4) V h`` elements' bytes: ``head_parameters``)."""
+    return activation_bytes * vocab_size * tokens_per_gpu + (activation_bytes + FP32_BYTES) * head_parameters
 
 
 def tokens() -> sympy.Expr:
