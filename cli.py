@@ -12,51 +12,15 @@ imported inside each command, so ``memsym --help`` starts fast.
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from engine import report
-from engine.cli_options import (GENERIC, SectionedCommand, budget_options, free_option, given, grid_options,
-                                json_option, latex_option, model_options, option, scenario_options, symbolic_option)
+from engine.cli_options import (GENERIC, MemsymGroup, budget_options, free_option, given, grid_options, json_option,
+                                latex_option, model_options, option, scenario_options, symbolic_option)
 from engine.questions import SOLVED_KNOB
 
-EXIT_BAD_INPUT = 2
 SOLVE_VARIABLES = tuple(name.replace("_", "-") for name in SOLVED_KNOB)  # seq-len, ..., num-gpus, tp
-
-
-
-class MemsymGroup(click.Group):
-    """A click group whose every failure is one line on stderr and exit status 2."""
-
-    command_class = SectionedCommand
-
-    def main(self, args=None, prog_name=None, **extra):
-        argv = list(sys.argv[1:] if args is None else args)
-        extra.pop("standalone_mode", None)
-        try:
-            code = super().main(args=argv, prog_name=prog_name or "memsym", standalone_mode=False, **extra)
-        except click.exceptions.Exit as exc:  # --help, --version
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            _fail("aborted", argv)
-        except click.ClickException as exc:
-            _fail(exc.format_message(), argv)
-        except Exception as exc:  # noqa: BLE001 - the engine's errors and nothing unexpected
-            from engine.errors import MemsymError
-
-            if isinstance(exc, MemsymError):
-                _fail(str(exc), argv)
-            raise
-        sys.exit(code if isinstance(code, int) else 0)
-
-
-def _fail(message: str, argv: list[str]) -> None:
-    message = " ".join(str(message).split())  # one line, whatever the message held
-    if "--json" in argv:
-        click.echo(json.dumps({"error": message}))
-    click.echo(f"memsym: error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
 
 
 def emit(result, as_json: bool, text: str | None = None) -> None:
@@ -326,12 +290,14 @@ def codegen(output, **kw):
       memsym codegen --model llama-3.1-70b --mode training --tp 8 --free tp -o llama_tp.py
       python -c "import qwen3_memory as m; print(m.total_bytes(batch_size=8, seq_len=4096))"
     """
+    from engine.files import check_output, shown_path
     from engine.numeric import variables_of, write_module
     from engine.questions import codegen_model
 
+    check_output(output, "-o")  # a device, FIFO, symlink or folder fails before any work
     mm = codegen_model(**given(kw))
     write_module(mm, output)
-    click.echo(f"wrote {output}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
+    click.echo(f"wrote {shown_path(output)}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
 
 
 @cli.command()
@@ -374,8 +340,11 @@ def plot(output, **kw):
     """
     from engine.plot import plot_grid
 
+    from engine.files import check_output, shown_path
+
+    check_output(output, "--output")
     result = plot_grid(output, **given(kw))
-    click.echo(f"wrote {result.path}" + (f": {result.note}" if result.note else ""))
+    click.echo(f"wrote {shown_path(result.path)}" + (f": {result.note}" if result.note else ""))
 
 
 def main():

@@ -27,7 +27,10 @@ def check_degrees(spec: ModelSpec, scenario: Scenario, uneven_pp: bool = False) 
     the profile splits layers unevenly (its own rule), so ``--pp`` need not divide them."""
     checks = [("--tp", scenario.tp, "num_attention_heads", spec.num_attention_heads)]
     if not uneven_pp:
-        checks.append(("--pp", scenario.pp, "num_hidden_layers", spec.num_hidden_layers))
+        checks += [
+            ("--pp", scenario.pp, "num_hidden_layers", spec.num_hidden_layers),
+            ("--pp x --vpp", scenario.pp * (scenario.vpp or 1), "num_hidden_layers", spec.num_hidden_layers),
+        ]
     if scenario.ep > 1:
         checks.append(("--ep", scenario.ep, "num_experts", int(architecture.facts(spec).get(S.num_experts, 1))))
     for flag, degree, field, value in checks:

@@ -139,3 +139,31 @@ def test_short_sequences_peak_in_the_heads_backward():
     assert t["activations/loss_backward"] == 8 * 256 * V
     held = t["weights"] + t["optimizer"] + t["fsdp_gathered"] + t["activations"] - t["activations/loss_backward"]
     assert ev.total_bytes == held + t["fsdp_head_backward"]
+
+
+def reference_stage_indices(pp_rank, pp_degree, num_stages):
+    """_get_pp_rank_to_stage_indices_mapping, loop style (Interleaved 1F1B)."""
+    return tuple(pp_rank + s * pp_degree for s in range(num_stages // pp_degree))
+
+
+def reference_stage_layers(num_stages, num_layers, input_weight=1, output_weight=1):
+    """_generate_llm_fqn_per_model_part: transformer layers of every stage."""
+    effective = num_layers + input_weight + output_weight
+    per_stage, extra = effective // num_stages, effective % num_stages
+    out = []
+    for stage_idx in range(num_stages):
+        n = per_stage + (1 if stage_idx < extra else 0)
+        if stage_idx == 0:
+            n -= input_weight
+        elif stage_idx == num_stages - 1:
+            n -= output_weight
+        out.append(n)
+    return out
+
+
+@pytest.mark.parametrize("layers, ranks, virtual", [(32, 4, 2), (126, 8, 2), (80, 4, 5)])
+def test_interleaved_rank_0_holds_its_virtual_stages(layers, ranks, virtual):
+    counts = reference_stage_layers(ranks * virtual, layers)
+    assert F.stage_layers(layers, ranks * virtual) == counts
+    expected = sum(counts[i] for i in reference_stage_indices(0, ranks, ranks * virtual))
+    assert F.first_stage_layers(layers, ranks, virtual) == expected

@@ -59,12 +59,17 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
          "FSDP2 keeps fp32 parameters and casts to --dtype (mixed_precision_param)"),
         (scenario.optimizer in FACTORED_OPTIMIZERS, f"--optimizer {scenario.optimizer}", "not a torch.optim choice"),
         (scenario.float8_all_gather and not scenario.float8, "--float8-all-gather", "it needs --float8"),
-        (scenario.pp > 1 and F.first_stage_layers(spec.num_hidden_layers, scenario.pp) < 1, f"--pp {scenario.pp}",
+        (scenario.pp > 1 and _rank_layers(spec, scenario) < 1, f"--pp {scenario.pp}",
          f"torchtitan's split leaves the first stage no layer of {spec.num_hidden_layers}"),
     ]
     for refused, what, why in refusals:
         if refused:
             raise InputError(f"--profile torchtitan: {what} is not modelled ({why})")
+
+
+def _rank_layers(spec: ModelSpec, scenario: Scenario) -> int:
+    virtual = scenario.vpp if scenario.pp > 1 and scenario.vpp is not None else 1
+    return F.first_stage_layers(spec.num_hidden_layers, scenario.pp, virtual)
 
 
 def _tp_share(t: WeightTensor) -> sympy.Expr:
@@ -75,7 +80,7 @@ def _tp_share(t: WeightTensor) -> sympy.Expr:
 def _stage_tensors(spec: ModelSpec, scenario: Scenario) -> tuple[list[WeightTensor], sympy.Expr]:
     """(tensors on the first stage, the fraction of the per-layer tensors it holds)."""
     tensors = terms.first_stage(architecture.parameter_tensors(spec), scenario)
-    layers = F.first_stage_layers(spec.num_hidden_layers, scenario.pp)
+    layers = _rank_layers(spec, scenario)
     return tensors, sympy.Rational(layers, spec.num_hidden_layers)
 
 
@@ -96,7 +101,7 @@ def _gathered(spec: ModelSpec, scenario: Scenario, tensors, fraction) -> sympy.E
     linear_width = F.FP8_BYTES if fp8 else width
     block = _count(tensors, 1 / S.num_hidden_layers, per_layer=True)
     block_linear = _count(tensors, 1 / S.num_hidden_layers, per_layer=True, linear_only=True)
-    blocks = F.first_stage_layers(spec.num_hidden_layers, scenario.pp) if scenario.pp > 1 else par.ZERO3_LIVE_LAYERS
+    blocks = _rank_layers(spec, scenario) if scenario.pp > 1 else par.ZERO3_LIVE_LAYERS
     blocks = sympy.Min(blocks, S.num_hidden_layers)
     per_block = width * (block - block_linear) + linear_width * block_linear
     # pp == 1: [norm, lm_head] is never resharded after forward (tied: with the embedding);
@@ -112,7 +117,7 @@ def _gathered(spec: ModelSpec, scenario: Scenario, tensors, fraction) -> sympy.E
 
 def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     tokens = F.tokens() / (S.tensor_parallel * S.context_parallel)
-    layers = F.first_stage_layers(spec.num_hidden_layers, scenario.pp)
+    layers = _rank_layers(spec, scenario)
     in_flight = sympy.Integer(1)
     if scenario.pp > 1:
         in_flight = par.pipeline_in_flight() if scenario.vpp is not None else S.pipeline_parallel

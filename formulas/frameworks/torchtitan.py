@@ -94,15 +94,27 @@ def tokens() -> sympy.Expr:
     return batch_size * seq_len
 
 
-def first_stage_layers(num_layers: int, stages: int) -> int:
-    """Layers on the first pipeline stage, as ``_generate_llm_fqn_per_model_part`` splits them:
+def stage_layers(num_layers: int, stages: int) -> list[int]:
+    """Transformer layers of each stage as ``_generate_llm_fqn_per_model_part`` splits them:
     ``L + 2`` effective layers (the embedding and the norm + output count one each) over the
-    stages, the remainder to the first stages, the embedding's share taken off the first."""
+    stages, the remainder to the first ones, the embedding's and the output's share taken
+    off the first and the last."""
     if stages == 1:
-        return num_layers
+        return [num_layers]
     effective = num_layers + FIRST_STAGE_LESS_LAYERS + LAST_STAGE_LESS_LAYERS
     per_stage, extra = divmod(effective, stages)
-    return per_stage + (1 if extra else 0) - FIRST_STAGE_LESS_LAYERS
+    counts = [per_stage + (1 if i < extra else 0) for i in range(stages)]
+    counts[0] -= FIRST_STAGE_LESS_LAYERS
+    counts[-1] -= LAST_STAGE_LESS_LAYERS
+    return counts
+
+
+def first_stage_layers(num_layers: int, ranks: int, virtual: int = 1) -> int:
+    """Layers pipeline rank 0 holds: its stages 0, p, 2p, ... of ``p v`` (torchtitan places
+    virtual stage ``i`` on rank ``i % p``: ``pipeline_parallel.py`` ``_get_pp_rank_to_stage_indices_mapping``
+    for the loop-style interleaved schedules)."""
+    counts = stage_layers(num_layers, ranks * virtual)
+    return sum(counts[::ranks])
 
 
 def fsdp_parameter_shard(trained: sympy.Expr, shard: sympy.Expr) -> sympy.Expr:
