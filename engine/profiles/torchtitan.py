@@ -127,8 +127,10 @@ def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
         parts["activations/recomputed"] = F.block_saved("none") * tokens
     if scenario.pp == 1:  # loss parallel keeps the vocabulary sharded over tensor ranks
         parts["activations/logits"] = F.loss_saved() * tokens
-        parts["activations/loss_backward"] = F.loss_backward() * tokens
-    return {"activations": sympy.Add(*parts.values()), **parts}
+    built = {"activations": sympy.Add(*parts.values()), **parts}
+    if scenario.pp == 1:
+        built["loss_backward"] = F.loss_backward() * tokens
+    return built
 
 
 def _head_backward(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
@@ -163,13 +165,12 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     built, host = _state(spec, scenario)
     built.update(_activations(spec, scenario))
     held = ["weights", "optimizer"]
-    backward = [*held, "fsdp_gathered", "activations", *(["fsdp_unsharded_gradients"] if scenario.pp > 1 else [])]
-    end = [*held, "gradients", "fsdp_reduce_scatter"]
-    phases = {"backward": backward, "backward_end": end}
+    last = ["loss_backward"] if scenario.pp == 1 else ["fsdp_unsharded_gradients"]
+    phases = {"backward": [*held, "fsdp_gathered", "activations", *last],
+              "backward_end": [*held, "gradients", "fsdp_reduce_scatter"]}
     if scenario.pp == 1:  # the loss's temporaries are freed; the head's gradients are made
         built["fsdp_head_backward"] = _head_backward(spec, scenario)
-        kept = [n for n in built if n.startswith("activations/") and n != "activations/loss_backward"]
-        phases["head_backward"] = [*held, "fsdp_gathered", *kept, "fsdp_head_backward"]
+        phases["head_backward"] = [*held, "fsdp_gathered", "activations", "fsdp_head_backward"]
     sums = [sympy.Add(*(built[n] for n in names)) for names in phases.values()]
     built.update(terms.overhead_terms(sympy.Max(*sums)))
     parameters, active = terms.counts(spec)
@@ -197,6 +198,8 @@ SOURCES = {
                                 "_fsdp_param.py to_accumulated_grad_if_needed), torchtitan 2026",
     "fsdp_reduce_scatter": "one block's unsharded gradients and the fp32 reduce-scatter input (FSDP2 "
                            "_fsdp_collectives.py foreach_reduce), torchtitan 2026",
+    "loss_backward": "nll_loss's and log_softmax's fp32 gradients of the logits (torchtitan components/loss.py "
+                     "cross_entropy_loss; derivatives.yaml), 2026",
     "fsdp_head_backward": "the logits' gradient (loss parallel) and the [norm, lm_head] unit's unsharded "
                           "gradient with its fp32 reduce-scatter copy (FSDP2 _fsdp_collectives.py foreach_reduce), "
                           "torchtitan 2026",
@@ -212,7 +215,7 @@ DESCRIPTIONS = {
     "fsdp_reduce_scatter": "FSDP2: one block's unsharded gradients and their fp32 reduce-scatter copy",
     "fsdp_head_backward": "the head's backward: the logits' gradient, the head's unsharded gradient and its fp32 copy",
     "activations/input_ids": "token ids (int64) of the in-flight micro-batches",
-    "activations/loss_backward": "the loss's fp32 and bf16 gradients at the start of backward",
+    "loss_backward": "the loss's two fp32 gradients at the start of backward",
     "activations/recomputed": "one block rebuilt for its backward (full recompute)",
 }
 
