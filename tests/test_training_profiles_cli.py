@@ -98,3 +98,14 @@ def test_compiled_matches_exact(profile, knobs):
     for batch, seq in [(1, 128), (2, 8192), (16, 32768)]:
         exact = mm.evaluate(batch_size=batch, seq_len=seq).total_bytes
         assert abs(float(f(batch_size=batch, seq_len=seq)) - exact) <= 1e-12 * exact, (batch, seq)
+
+
+@pytest.mark.parametrize("args", [
+    ["--pp", "34"], ["--pp", "1000"], ["--profile", "torchtitan", "--pp", "34"],
+    ["--profile", "torchtitan", "--pp", "4", "--vpp", "16"], ["--profile", "torchtitan", "--pp", "100000"],
+])
+def test_pipeline_degrees_beyond_the_layers_are_refused(run_cli, args):
+    """A split that leaves a stage without layers is an error naming --pp, never a traceback."""
+    result = run_cli(*BASE, *args)
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "--pp" in result.stderr, result.stderr

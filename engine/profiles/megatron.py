@@ -36,10 +36,11 @@ from formulas import symbols as S
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     uneven = scenario.mode == "training" and spec.num_hidden_layers % scenario.pp != 0
     terms.check_degrees(spec, scenario, uneven_pp=uneven)
-    if uneven and (scenario.vpp is not None or first_stage_layers(spec, scenario) is None):
+    if uneven and (scenario.vpp is not None or not first_stage_layers(spec, scenario)):
         raise InputError(f"--pp {scenario.pp} does not divide num_hidden_layers {spec.num_hidden_layers} of "
-                         f"{spec.name}, nor does it divide it plus the embedding and loss stages (Megatron-LM "
-                         "then needs --decoder-first-pipeline-num-layers, which memsym does not model)")
+                         f"{spec.name}, and Megatron-LM's split counting the embedding and loss as layers "
+                         "leaves no layer on the first stage or does not divide either (Megatron then needs "
+                         "--decoder-first-pipeline-num-layers, which memsym does not model)")
     if scenario.recompute == "op":
         raise InputError("--profile megatron: --recompute op is not modelled (torchtitan's per-op policy; "
                          "Megatron-LM recomputes none, selective or full)")

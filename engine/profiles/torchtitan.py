@@ -59,12 +59,23 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
          "FSDP2 keeps fp32 parameters and casts to --dtype (mixed_precision_param)"),
         (scenario.optimizer in FACTORED_OPTIMIZERS, f"--optimizer {scenario.optimizer}", "not a torch.optim choice"),
         (scenario.float8_all_gather and not scenario.float8, "--float8-all-gather", "it needs --float8"),
-        (scenario.pp > 1 and _rank_layers(spec, scenario) < 1, f"--pp {scenario.pp}",
-         f"torchtitan's split leaves the first stage no layer of {spec.num_hidden_layers}"),
+        (scenario.pp > 1 and not _splits(spec, scenario),
+         f"--pp {scenario.pp}" + (f" --vpp {scenario.vpp}" if scenario.vpp else ""),
+         f"torchtitan's split (_generate_llm_fqn_per_model_part) leaves a stage no layer of "
+         f"{spec.num_hidden_layers}"),
     ]
     for refused, what, why in refusals:
         if refused:
             raise InputError(f"--profile torchtitan: {what} is not modelled ({why})")
+
+
+def _splits(spec: ModelSpec, scenario: Scenario) -> bool:
+    """torchtitan's own checks: at least one effective layer per stage, and the embedding's
+    and output's weights within the smallest stage; rank 0 keeps a transformer layer."""
+    stages = scenario.pp * (scenario.vpp or 1)
+    per_stage = (spec.num_hidden_layers + F.FIRST_STAGE_LESS_LAYERS + F.LAST_STAGE_LESS_LAYERS) // stages
+    limit = max(F.FIRST_STAGE_LESS_LAYERS, F.LAST_STAGE_LESS_LAYERS)
+    return per_stage >= limit and per_stage >= 1 and _rank_layers(spec, scenario) >= 1
 
 
 def _rank_layers(spec: ModelSpec, scenario: Scenario) -> int:
