@@ -72,7 +72,7 @@ def _terms(model_id, zero, dp, offload):
 def _largest_and_persistent(model_id):
     spec = spec_from_config(find(model_id).config, model_id)
     largest, persistent = module_sizes(spec, Scenario(mode="training", zero=3, profile="deepspeed"))
-    values = {**architecture.facts(spec), S.tensor_parallel: 1, S.pipeline_parallel: 1}
+    values = {**architecture.facts(spec), S.tensor_parallel: 1, S.pipeline_parallel: 1, S.expert_parallel: 1}
     return int(largest.xreplace(values)), int(persistent.xreplace(values))
 
 
@@ -157,3 +157,10 @@ def test_refusals_name_the_knob(kwargs, needle):
 
     with pytest.raises(InputError, match=needle):
         estimate("llama-3.1-8b", mode="training", profile="deepspeed", **kwargs)
+
+
+def test_fused_routed_experts_are_one_module():
+    """transformers 5 keeps a layer's routed experts as 3-D parameters of one module, so
+    ZeRO-3 gathers all of them at once: Mixtral, 8 x (gate, up, down) of 14336 x 4096."""
+    largest, _ = _largest_and_persistent("mixtral-8x7b-v0.1")
+    assert largest == 8 * 3 * 14336 * 4096

@@ -59,16 +59,20 @@ def module_sizes(spec: ModelSpec, scenario: Scenario) -> tuple[sympy.Expr, sympy
     ``param_persistence_threshold`` on one GPU) of the trained tensors.
 
     DeepSpeed's ``model_to_params`` takes the largest module's own parameters; a module
-    here is one weight matrix (the embedding or the head in most LLMs)."""
+    here is one weight matrix (the embedding or the head in most LLMs), or one layer's routed
+    experts, which transformers 5 fuses into 3-D parameters of one module."""
     tensors = terms.first_stage(architecture.parameter_tensors(spec), scenario)
     facts = architecture.facts(spec)
-    largest, persistent = [], sympy.Integer(0)
+    largest, persistent, experts = [], sympy.Integer(0), sympy.Integer(0)
     for t in tensors:
         one = t.rows * t.cols * par.gpu_share(t) * (S.pipeline_parallel if par.is_per_layer(t) else 1)
-        largest.append(one)
+        if t.component == "moe_experts":  # count = L_e x E: one layer's module holds E of each
+            experts += one * t.count / S.num_moe_layers
+        else:
+            largest.append(one)
         if (t.rows * t.cols).xreplace(facts) < F.PARAM_PERSISTENCE_THRESHOLD:
             persistent += t.numel * par.gpu_share(t)
-    return sympy.Max(*largest), persistent
+    return sympy.Max(*largest, *([experts] if experts != 0 else [])), persistent
 
 
 def _state(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
