@@ -35,6 +35,11 @@ CASES = {
         ("llama-3.1-8b", dict(mode="training", dp=8, tp=2, recompute="op", float8=True, float8_all_gather=True)),
         ("llama-3.1-8b", dict(mode="training", dp=8, pp=4, zero=3, offload="both", recompute="full")),
     ],
+    "vllm": [
+        ("llama-3.1-8b", dict(mode="inference", seq_len=8192)),
+        ("gemma-2-9b", dict(mode="inference", tp=2)),
+        ("deepseek-v2-lite", dict(mode="inference", pp=2, kv_cache_dtype="float8")),
+    ],
 }
 # what a placeholder looks like: a repository path or an empty/one-word line
 PLACEHOLDER = re.compile(r"^\s*$|^(formulas|engine)/|\.py\)?$")
