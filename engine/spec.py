@@ -82,6 +82,7 @@ class ModelSpec:
     norms_per_layer: int = 2
     layer_norm_bias: bool = False  # LayerNorm (weight and bias) rather than RMSNorm
     max_position_embeddings: int | None = None  # set only for learned position tables
+    lm_head_bias: bool = False  # Phi, PhiMoE: the output projection has a bias
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
