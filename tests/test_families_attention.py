@@ -15,6 +15,7 @@ from engine.errors import ConfigError, UnsupportedModelError
 from engine.families import spec_from_config
 from engine.families_attention import gemma3_language_model
 from engine.profiles import build
+from engine.registry import entries, find
 from engine.scenario import Scenario
 
 ROOT = Path(__file__).parent.parent
@@ -128,3 +129,22 @@ def test_olmo2_qk_norm_spans_the_projections():
 def test_qwen2_moe_shared_expert_gate_is_one_row_per_layer():
     counts = count_parameters(_spec("qwen1.5-moe-a2.7b"))
     assert counts["parameters/router"] == 24 * (60 * 2048 + 2048)
+
+
+REGISTERED = sorted(e.id for e in entries() if e.id in FIXTURE and
+                    (FIXTURE[e.id]["model_type"] in FAMILIES or e.config["model_type"] == "kimi_k2"))
+
+
+def test_registry_holds_the_published_configs_of_these_families():
+    """Every saved published config of these families but multimodal Gemma-3 (refused) and
+    the two transformers-default configs (default-smollm3, default-phimoe: no published model)."""
+    left_out = {"gemma-3-27b-it", "default-smollm3", "default-phimoe"}
+    assert set(REGISTERED) == set(RECORDS) - left_out | {"kimi-k2-instruct"}
+
+
+@pytest.mark.parametrize("model_id", REGISTERED)
+def test_registry_entries_equal_transformers(model_id):
+    record = FIXTURE[model_id]
+    spec = spec_from_config(find(model_id).config, model_id)
+    assert count_parameters(spec)["parameters"] == record["parameters"]
+    assert _kv_per_token(spec) == record["kv_bytes_per_token"]
