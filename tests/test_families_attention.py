@@ -68,7 +68,9 @@ def test_kv_cache_bytes_per_token_equal_transformers(model_id):
 
 
 def test_gpt_oss_sliding_layers_stop_at_the_window():
-    """12 of gpt-oss-20b's 24 layers keep 128 tokens at most; the other 12 every token."""
+    """12 of gpt-oss-20b's 24 layers keep ``Min(s, w)`` tokens (formulas/kv_cache.py
+    ``cached_tokens``; transformers' DynamicSlidingWindowLayer keeps ``w - 1`` between
+    steps), the other 12 every token."""
     spec = _spec("gpt-oss-20b")
     per_layer = FIXTURE["gpt-oss-20b"]["kv_bytes_per_token"] // 24
     kv = build(spec, Scenario(batch_size=1, seq_len=4096)).evaluate().terms["kv_cache"]
