@@ -66,7 +66,7 @@ def parse_gpt_oss(config: dict, name: str) -> ModelSpec:
     bias = config_bool(config, "attention_bias", True, w)
     mixers, options = attention_kinds(config, name, default_types, qkv_bias=bias, out_bias=bias, sinks=True)
     moe = dict(
-        num_experts=config_int(config, "num_local_experts", where=w),
+        num_experts=config_int(config, "num_local_experts", "num_experts", where=w),  # GptOssConfig.attribute_map
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
         moe_intermediate_size=fields["intermediate_size"],
         expert_bias=True,

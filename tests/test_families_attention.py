@@ -150,3 +150,25 @@ def test_registry_entries_equal_transformers(model_id):
     spec = spec_from_config(find(model_id).config, model_id)
     assert count_parameters(spec)["parameters"] == record["parameters"]
     assert _kv_per_token(spec) == record["kv_bytes_per_token"]
+
+
+VARIANT_FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "attention_variants_ground_truth.json").read_text())
+VARIANTS = sorted(VARIANT_FIXTURE["variants"])  # tools/measure/attention_variants.py
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_option_branches_equal_transformers(variant):
+    """Parameters and each layer's attention kind and window of configs that switch the
+    parsers' options (biases, qk-norms, shared experts, sliding patterns)."""
+    record = VARIANT_FIXTURE["variants"][variant]
+    spec = spec_from_config(record["config"], variant)
+    assert count_parameters(spec)["parameters"] == record["parameters"]
+    types = record["layer_types"] or ["full_attention"] * spec.num_hidden_layers
+    assert spec.layer_count(mixer="sliding_attention") == types.count("sliding_attention")
+    windows = {dict(g.mixer_options)["sliding_window"] for g in spec.layers if g.mixer == "sliding_attention"}
+    assert windows <= {record["sliding_window"]}
+
+
+def test_a_text_config_that_is_not_an_object_is_an_error():
+    with pytest.raises(ConfigError, match="text_config"):
+        gemma3_language_model({"model_type": "gemma3", "text_config": [1]}, "gemma3")
