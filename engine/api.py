@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import architecture
-from engine.checkpoint import CheckpointError, compare, read_checkpoint, storage_hint
+from engine import hf_cache, hub
+from engine.checkpoint import Checkpoint, CheckpointError, compare, read_checkpoint, storage_hint
+from engine.errors import UnknownModelError
+from engine.families import spec_from_config
 from engine.profiles import build
 from engine.model import Evaluation, MemoryModel
-from engine.registry import load_spec
+from engine.registry import fetch_hub_config, find, load_spec
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
@@ -111,9 +114,60 @@ def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
     if not directory.is_dir():
         raise CheckpointError(f"--checkpoint {directory}: not a folder")
     result = estimate(None, str(directory / "config.json"), **knobs)
-    stored = read_checkpoint(directory)
+    return compared(result, read_checkpoint(directory))
+
+
+def compared(result: Estimate, stored: Checkpoint) -> CheckpointEstimate:
+    """``result`` with the stored bytes of ``stored`` beside its formula's weights."""
     inputs = result.model.inputs
     width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if inputs["weight_quant"] == "none" else None
     comparison = compare(stored, result.spec.num_hidden_layers, result.evaluation.terms["weights"], width)
     hint = storage_hint(stored, inputs["dtype"], inputs["weight_quant"])
     return CheckpointEstimate(result, comparison, hint)
+
+
+def _hub_ref(model: str) -> tuple[str, str | None] | None:
+    """(repo id, revision) when ``model`` is read from the Hub: not a registry id, not in the local cache."""
+    try:
+        find(model)
+        return None
+    except UnknownModelError:
+        pass
+    ref = hub.split_model_ref(model)
+    if ref is None or (ref[1] is None and hf_cache.cached_config(ref[0]) is not None):
+        return None
+    return ref
+
+
+def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
+    """``memsym estimate --model ID``; a Hub repo (``ORG/NAME[@REVISION]`` outside the registry
+    and the local cache) also gets the stored bytes of its safetensors headers."""
+    ref = _hub_ref(model)
+    if ref is None:
+        return estimate(model, None, **knobs)
+    repo_id, revision = ref
+    config, commit = fetch_hub_config(repo_id, revision, f"--model: {model!r} is not in the registry nor in the "
+                                                         f"local Hugging Face cache ({hf_cache.cache_dir()})")
+    spec = spec_from_config(config, model)
+    mm = build(spec, Scenario(**knobs))
+    result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
+    try:
+        stored = hub.fetch_checkpoint(repo_id, revision, commit)
+    except hub.NoSafetensorsError:
+        return result
+    return compared(result, stored)
+
+
+def estimate_gguf(path: str | Path, **knobs) -> CheckpointEstimate:
+    """``memsym estimate --gguf FILE``: the mapped config's estimate and the file's stored bytes per ggml type.
+
+    Under the ``llamacpp`` profile the weights are those stored bytes; under any other the
+    formula's weights (``--dtype``/``--weight-quant``) stand beside them.
+    """
+    from engine import gguf_file
+
+    model = gguf_file.read_gguf(path)
+    spec = gguf_file.spec_of(model)
+    mm = build(spec, Scenario(**knobs))
+    result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
+    return compared(result, model.checkpoint)

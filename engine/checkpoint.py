@@ -27,7 +27,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from engine.errors import ConfigError
 
@@ -194,6 +194,15 @@ def read_safetensors(path: str | Path) -> list[StoredTensor]:
     """Every tensor of one safetensors file, its header checked against the file's size."""
     path = Path(path)
     header, data_bytes = read_header(path)
+    return tensors_from_header(path, header, data_bytes)
+
+
+def tensors_from_header(path: PurePath, header: dict, data_bytes: int) -> list[StoredTensor]:
+    """The tensors a parsed header lists, checked against a data area of ``data_bytes``.
+
+    ``path`` names the file in messages (its ``name`` becomes each tensor's ``file``); a
+    remote file is named by a ``PurePosixPath`` such as ``ORG/NAME@commit/model.safetensors``.
+    """
     entries = []
     for name, info in header.items():
         if name == "__metadata__":
@@ -229,6 +238,11 @@ def _read_index(directory: Path) -> dict[str, str]:
         raw = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return parse_index(raw, path)
+
+
+def parse_index(raw: bytes, path: PurePath) -> dict[str, str]:
+    """tensor -> shard file name from an index's bytes; ``path`` names it in messages."""
     index = parse_json(raw, str(path))
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
@@ -257,7 +271,7 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
                                   f"{directory}")
         stored = read_safetensors(directory / name)
         if weight_map is not None:
-            _check_against_index(directory, name, stored, weight_map)
+            check_against_index(directory, name, stored, weight_map)
         tensors += stored
     if weight_map is not None and len(tensors) != len(weight_map):
         found = {t.name for t in tensors}
@@ -267,7 +281,7 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
     return Checkpoint(str(directory), tuple(files), tuple(tensors))
 
 
-def _check_against_index(directory: Path, name: str, stored: list[StoredTensor], weight_map: dict) -> None:
+def check_against_index(directory: PurePath, name: str, stored: list[StoredTensor], weight_map: dict) -> None:
     for tensor in stored:
         listed = weight_map.get(tensor.name)
         if listed != name:

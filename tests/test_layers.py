@@ -36,7 +36,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("templates.*",),  # no math and no project imports (test_templates_import_nothing_of_the_project)
     ("formulas.*",),
     ("engine.errors", "engine.units"),
-    ("engine.spec", "engine.families", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache"),
+    ("engine.spec", "engine.families", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache",
+     "engine.hub", "engine.gguf_file"),
     ("engine.architecture",),
     ("engine.scenario", "engine.model"),
     # engine.compose, engine.profile, engine.training: today's profile builders, which
