@@ -58,6 +58,9 @@ class Scenario:
     # which framework's allocations the formulas describe (engine/profiles/; checked there)
     profile: str = "megatron"
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    kv_unified: bool = False
 
     def __post_init__(self):
         _choice("--mode", self.mode, MODES)

@@ -27,6 +27,11 @@ CASES = {
         ("qwen3-0.6b", dict(mode="training", recompute="full")),
         ("llama-3.1-8b", dict(mode="training", device="cpu")),
     ],
+    "llamacpp": [
+        ("llama-3.1-8b", dict(mode="inference")),
+        ("qwen3-0.6b", dict(mode="inference", batch_size=4, cache_type_k="q8_0", cache_type_v="q4_0")),
+        ("qwen3-0.6b", dict(mode="inference", batch_size=4, kv_unified=True, reserve_bytes=10**9)),
+    ],
 }
 # what a placeholder looks like: a repository path or an empty/one-word line
 PLACEHOLDER = re.compile(r"^\s*$|^(formulas|engine)/|\.py\)?$")
@@ -77,7 +82,7 @@ def test_unread_knobs_are_refused_by_name(name, knobs, needle):
 
 
 def test_unknown_profile_names_the_choices():
-    with pytest.raises(InputError, match="megatron, transformers, paper"):
+    with pytest.raises(InputError, match="megatron, transformers, llamacpp, paper"):
         build(load_spec("qwen3-0.6b"), Scenario(profile="gpu"))
 
 
