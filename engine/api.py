@@ -14,7 +14,7 @@ from engine.families import spec_from_config
 from engine.profiles import build
 from engine.model import Evaluation, MemoryModel
 from engine.registry import fetch_hub_config, find, load_spec
-from engine.scenario import Scenario
+from engine.scenario import SCENARIO_SYMBOLS, Scenario
 from engine.spec import ModelSpec
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
@@ -72,15 +72,6 @@ def generic_spec() -> ModelSpec:
     )
 
 
-# What the scenario pins in a symbolic model: sizes, parallel degrees and overhead knobs
-# (1 and 0 by default, which drop out of the formula); shapes and byte widths stay free.
-SCENARIO_SYMBOLS = frozenset({
-    "batch_size", "seq_len", "block_size", "reserve_bytes", "allocator_fraction", "comm_buffer_bytes",
-    "tensor_parallel", "pipeline_parallel", "data_parallel", "expert_parallel", "context_parallel",
-    "virtual_pipeline", "lora_rank",
-})
-
-
 def symbolic_model(**knobs) -> MemoryModel:
     """The memory model of :func:`generic_spec` with every shape symbol and byte width free.
 
@@ -117,26 +108,31 @@ def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
     return compared(result, read_checkpoint(directory))
 
 
-def compared(result: Estimate, stored: Checkpoint) -> CheckpointEstimate:
-    """``result`` with the stored bytes of ``stored`` beside its formula's weights."""
+def compared(result: Estimate, stored: Checkpoint, as_stored: bool = False) -> CheckpointEstimate:
+    """``result`` with the stored bytes of ``stored`` beside its formula's weights.
+
+    ``as_stored``: the weights already are the stored bytes (no float32 tensor is upcast).
+    """
     inputs = result.model.inputs
-    width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if inputs["weight_quant"] == "none" else None
+    plain = inputs["weight_quant"] == "none" and not as_stored
+    width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if plain else None
     comparison = compare(stored, result.spec.num_hidden_layers, result.evaluation.terms["weights"], width)
     hint = storage_hint(stored, inputs["dtype"], inputs["weight_quant"])
     return CheckpointEstimate(result, comparison, hint)
 
 
-def _hub_ref(model: str) -> tuple[str, str | None] | None:
-    """(repo id, revision) when ``model`` is read from the Hub: not a registry id, not in the local cache."""
+def _hub_ref(model: str) -> tuple[str, str | None, UnknownModelError] | None:
+    """(repo id, revision, the registry's refusal) when ``model`` is read from the Hub: not a
+    registry id, and not in the local cache."""
     try:
         find(model)
         return None
-    except UnknownModelError:
-        pass
+    except UnknownModelError as exc:
+        not_in_registry = exc
     ref = hub.split_model_ref(model)
     if ref is None or (ref[1] is None and hf_cache.cached_config(ref[0]) is not None):
         return None
-    return ref
+    return ref[0], ref[1], not_in_registry
 
 
 def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
@@ -145,9 +141,9 @@ def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
     ref = _hub_ref(model)
     if ref is None:
         return estimate(model, None, **knobs)
-    repo_id, revision = ref
-    config, commit = fetch_hub_config(repo_id, revision, f"--model: {model!r} is not in the registry nor in the "
-                                                         f"local Hugging Face cache ({hf_cache.cache_dir()})")
+    repo_id, revision, not_in_registry = ref
+    config, commit = fetch_hub_config(repo_id, revision, f"{not_in_registry}; not in the local Hugging Face "
+                                                         f"cache ({hf_cache.cache_dir()}) either")
     spec = spec_from_config(config, model)
     mm = build(spec, Scenario(**knobs))
     result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
@@ -170,4 +166,4 @@ def estimate_gguf(path: str | Path, **knobs) -> CheckpointEstimate:
     spec = gguf_file.spec_of(model)
     mm = build(spec, Scenario(**knobs))
     result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
-    return compared(result, model.checkpoint)
+    return compared(result, model.checkpoint, as_stored=mm.profile == "llamacpp")

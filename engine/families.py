@@ -2,7 +2,9 @@
 
 One function per family, each reading the field names that family's transformers config
 class uses, and deriving a value only where that class derives it (``head_dim``,
-``num_key_value_heads``, ``layer_types``). A ``model_type`` with no function here is an
+``num_key_value_heads``, ``layer_types``). Each builds the model's layer groups: which
+mixer kind (attention, sliding_attention, mla) and MLP kind (dense, moe) each layer has,
+with the kind's options (formulas/layers/), counted per distinct pair. A ``model_type`` with no function here is an
 error that names it: memsym does not guess at an architecture it has no formulas for.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 from engine.errors import ConfigError, UnsupportedModelError
-from engine.spec import ModelSpec, config_bool, config_int, config_int_list, shown
+from engine.spec import LayerGroup, ModelSpec, config_bool, config_int, config_int_list, shown
 
 
 def _where(name: str) -> str:
@@ -48,18 +50,42 @@ def _common(config: dict, name: str, *, head_dim_default: int | None = None) -> 
     )
 
 
-def _sliding_layers(config: dict, name: str, default_types: list[str]) -> tuple[int | None, int]:
-    """(window, number of sliding layers) from ``layer_types`` or the family's default."""
+def _layer_types(config: dict, name: str, default_types: list[str]) -> list[str]:
+    """Each layer's attention kind from ``layer_types`` or the family's default."""
     w = _where(name)
     types = config.get("layer_types")
     if types is None:
         types = default_types
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
         raise ConfigError(f"{w}: field 'layer_types' must be a list of strings, got {shown(types)}")
-    sliding = sum(1 for t in types if t == "sliding_attention")
-    if not sliding:
-        return None, 0
-    return config_int(config, "sliding_window", where=w), sliding
+    if len(types) != len(default_types):
+        raise ConfigError(f"{w}: field 'layer_types' has {len(types)} entries for {len(default_types)} layers")
+    return types
+
+
+def _mixers(config: dict, name: str, default_types: list[str], **attention) -> tuple[list[str], dict[str, dict]]:
+    """(each layer's mixer kind, each kind's options): ``sliding_attention`` where
+    ``layer_types`` says so (it then needs ``sliding_window``), else ``attention``."""
+    types = _layer_types(config, name, default_types)
+    kinds = ["sliding_attention" if t == "sliding_attention" else "attention" for t in types]
+    options = {"attention": attention}
+    if "sliding_attention" in kinds:
+        window = config_int(config, "sliding_window", where=_where(name))
+        options["sliding_attention"] = {**attention, "sliding_window": window}
+    return kinds, options
+
+
+def _groups(mixers: list[str], mlps, mixer_options: dict[str, dict], mlp_options: dict[str, dict]):
+    """One LayerGroup per distinct (mixer, MLP) pair of the per-layer kinds, first seen first."""
+    counts: dict[tuple[str, str], int] = {}
+    for pair in zip(mixers, mlps):
+        counts[pair] = counts.get(pair, 0) + 1
+    return tuple(LayerGroup(m, f, n, mixer_options[m], mlp_options[f]) for (m, f), n in counts.items())
+
+
+def _dense_layers(mixers: list[str], mixer_options: dict[str, dict], **mlp) -> tuple:
+    """Groups of a model whose every MLP is dense (``mlp``: its options)."""
+    return _groups(mixers, ["dense"] * len(mixers), mixer_options, {"dense": {"gated": True, **mlp}})
 
 
 def _all_sliding_if_window(config: dict) -> list[str]:
@@ -82,115 +108,112 @@ def parse_llama(config: dict, name: str) -> ModelSpec:
     w = _where(name)
     fields = _common(config, name)
     bias = config_bool(config, "attention_bias", False, w)
-    window, sliding = _sliding_layers(config, name, _all_sliding_if_window(config))
+    mixers, options = _mixers(config, name, _all_sliding_if_window(config), qkv_bias=bias, out_bias=bias)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        qkv_bias=bias,
-        out_bias=bias,
-        mlp_bias=config_bool(config, "mlp_bias", False, w),
-        sliding_window=window,
-        num_sliding_layers=sliding,
+        layers=_dense_layers(mixers, options, bias=config_bool(config, "mlp_bias", False, w)),
     )
 
 
 def parse_qwen2(config: dict, name: str) -> ModelSpec:
     """Qwen2: bias on q, k and v (not o); optional sliding window from ``max_window_layers``."""
     fields = _common(config, name)
-    window, sliding = _sliding_layers(config, name, _qwen_layer_types(config))
+    mixers, options = _mixers(config, name, _qwen_layer_types(config), qkv_bias=True)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, _where(name)),
-        qkv_bias=True,
-        sliding_window=window,
-        num_sliding_layers=sliding,
+        layers=_dense_layers(mixers, options),
     )
 
 
-def _qwen3_fields(config: dict, name: str) -> dict:
+def _qwen3_fields(config: dict, name: str) -> tuple[dict, list[str], dict[str, dict]]:
     """Qwen3: RMSNorm on queries and keys; ``head_dim`` defaults to 128, not h / a."""
     w = _where(name)
     fields = _common(config, name, head_dim_default=128)
     bias = config_bool(config, "attention_bias", False, w)
-    window, sliding = _sliding_layers(config, name, _qwen_layer_types(config))
-    fields.update(
-        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        qkv_bias=bias,
-        out_bias=bias,
-        qk_norm=True,
-        sliding_window=window,
-        num_sliding_layers=sliding,
-    )
-    return fields
+    mixers, options = _mixers(config, name, _qwen_layer_types(config), qkv_bias=bias, out_bias=bias, qk_norm=True)
+    fields["tie_word_embeddings"] = config_bool(config, "tie_word_embeddings", False, w)
+    return fields, mixers, options
 
 
 def parse_qwen3(config: dict, name: str) -> ModelSpec:
-    return ModelSpec(**_qwen3_fields(config, name))
+    fields, mixers, options = _qwen3_fields(config, name)
+    return ModelSpec(**fields, layers=_dense_layers(mixers, options))
 
 
 def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
     """Qwen3-MoE: layer i is MoE unless in ``mlp_only_layers`` or off ``decoder_sparse_step``."""
     w = _where(name)
-    fields = _qwen3_fields(config, name)
-    experts = config_int(config, "num_experts", where=w)
-    step = config_int(config, "decoder_sparse_step", default=1, where=w)
-    dense_only = set(config_int_list(config, "mlp_only_layers", w))
-    moe_layers = sum(1 for i in range(fields["num_hidden_layers"]) if i not in dense_only and (i + 1) % step == 0)
-    return ModelSpec(
-        **fields,
-        num_moe_layers=moe_layers,
-        num_experts=experts,
+    fields, mixers, options = _qwen3_fields(config, name)
+    moe = dict(
+        num_experts=config_int(config, "num_experts", where=w),
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
         moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
     )
+    step = config_int(config, "decoder_sparse_step", default=1, where=w)
+    dense_only = set(config_int_list(config, "mlp_only_layers", w))
+    mlps = ("moe" if i not in dense_only and (i + 1) % step == 0 else "dense" for i in range(len(mixers)))
+    return ModelSpec(**fields, layers=_groups(mixers, mlps, options, {"dense": {"gated": True}, "moe": moe}))
 
 
 def parse_mixtral(config: dict, name: str) -> ModelSpec:
     """Mixtral: every layer's MLP is ``num_local_experts`` experts of ``intermediate_size``."""
     w = _where(name)
     fields = _common(config, name)
-    window, sliding = _sliding_layers(config, name, _all_sliding_if_window(config))
-    return ModelSpec(
-        **fields,
-        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        sliding_window=window,
-        num_sliding_layers=sliding,
-        num_moe_layers=fields["num_hidden_layers"],
+    mixers, options = _mixers(config, name, _all_sliding_if_window(config))
+    moe = dict(
         num_experts=config_int(config, "num_local_experts", where=w),
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
         moe_intermediate_size=fields["intermediate_size"],
     )
+    return ModelSpec(
+        **fields,
+        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
+        layers=_groups(mixers, ["moe"] * len(mixers), options, {"moe": moe}),
+    )
+
+
+def _deepseek_moe(config: dict, name: str, layers: int) -> tuple[dict | None, list[str]]:
+    """(MoE options or None, each layer's MLP kind): MoE from ``first_k_dense_replace``
+    every ``moe_layer_freq`` layers when ``n_routed_experts`` is set."""
+    w = _where(name)
+    experts = config_int(config, "n_routed_experts", default=None, where=w)
+    if experts is None:
+        return None, ["dense"] * layers
+    first = config_int(config, "first_k_dense_replace", default=0, minimum=0, where=w)
+    freq = config_int(config, "moe_layer_freq", default=1, where=w)
+    moe = dict(
+        num_experts=experts,
+        num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
+        moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
+        num_shared_experts=config_int(config, "n_shared_experts", default=0, minimum=0, where=w),
+        router_correction_bias=config["model_type"] == "deepseek_v3",
+    )
+    return moe, ["moe" if i >= first and i % freq == 0 else "dense" for i in range(layers)]
 
 
 def parse_deepseek(config: dict, name: str) -> ModelSpec:
     """DeepSeek-V2/V3: MLA attention; MoE from ``first_k_dense_replace`` every ``moe_layer_freq``."""
     w = _where(name)
     fields = _common(config, name)
-    q_lora = config_int(config, "q_lora_rank", default=None, where=w)
     rope = config_int(config, "qk_rope_head_dim", where=w)
-    experts = config_int(config, "n_routed_experts", default=None, where=w)
-    moe_layers = 0
-    if experts is not None:
-        first = config_int(config, "first_k_dense_replace", default=0, minimum=0, where=w)
-        freq = config_int(config, "moe_layer_freq", default=1, where=w)
-        moe_layers = sum(1 for i in range(fields["num_hidden_layers"]) if i >= first and i % freq == 0)
-    fields["head_dim"] = rope  # transformers sets head_dim = qk_rope_head_dim for MLA
-    return ModelSpec(
-        **fields,
-        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        qkv_bias=config_bool(config, "attention_bias", False, w),
-        mla=True,
-        q_lora_rank=q_lora,
+    mla = dict(
+        q_lora_rank=config_int(config, "q_lora_rank", default=None, where=w),
         kv_lora_rank=config_int(config, "kv_lora_rank", where=w),
         qk_nope_head_dim=config_int(config, "qk_nope_head_dim", where=w),
         qk_rope_head_dim=rope,
         v_head_dim=config_int(config, "v_head_dim", where=w),
-        num_moe_layers=moe_layers,
-        num_experts=experts,
-        num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w) if experts else None,
-        moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w) if experts else None,
-        num_shared_experts=config_int(config, "n_shared_experts", default=0, minimum=0, where=w) if experts else 0,
-        router_correction_bias=config["model_type"] == "deepseek_v3" and experts is not None,
+        bias=config_bool(config, "attention_bias", False, w),
+    )
+    layers = fields["num_hidden_layers"]
+    moe, mlps = _deepseek_moe(config, name, layers)
+    fields["head_dim"] = rope  # transformers sets head_dim = qk_rope_head_dim for MLA
+    mlp_options = {"dense": {"gated": True}, "moe": moe}
+    return ModelSpec(
+        **fields,
+        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
+        layers=_groups(["mla"] * layers, mlps, {"mla": mla}, mlp_options),
     )
 
 
@@ -200,16 +223,13 @@ def parse_gemma2(config: dict, name: str) -> ModelSpec:
     fields = _common(config, name)
     layers = fields["num_hidden_layers"]
     default_types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
-    window, sliding = _sliding_layers(config, name, default_types)
     bias = config_bool(config, "attention_bias", False, w)
+    mixers, options = _mixers(config, name, default_types, qkv_bias=bias, out_bias=bias)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", True, w),
-        qkv_bias=bias,
-        out_bias=bias,
         norms_per_layer=4,
-        sliding_window=window,
-        num_sliding_layers=sliding,
+        layers=_dense_layers(mixers, options),
     )
 
 
@@ -217,14 +237,11 @@ def parse_phi3(config: dict, name: str) -> ModelSpec:
     """Phi-3: fused ``qkv_proj`` and ``gate_up_proj``; sliding window on every layer if set."""
     w = _where(name)
     fields = _common(config, name)
-    window, sliding = _sliding_layers(config, name, _all_sliding_if_window(config))
+    mixers, options = _mixers(config, name, _all_sliding_if_window(config), fused_qkv=True)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        fused_qkv=True,
-        fused_gate_up=True,
-        sliding_window=window,
-        num_sliding_layers=sliding,
+        layers=_dense_layers(mixers, options, fused_gate_up=True),
     )
 
 
@@ -233,22 +250,20 @@ def parse_gpt2(config: dict, name: str) -> ModelSpec:
     w = _where(name)
     hidden = config_int(config, "n_embd", "hidden_size", where=w)
     heads = config_int(config, "n_head", "num_attention_heads", where=w)
+    layers = config_int(config, "n_layer", "num_hidden_layers", where=w)
+    attention = {"qkv_bias": True, "out_bias": True, "fused_qkv": True}
     return ModelSpec(
         name=name,
         model_type="gpt2",
         hidden_size=hidden,
-        num_hidden_layers=config_int(config, "n_layer", "num_hidden_layers", where=w),
+        num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
         head_dim=hidden // heads,
         intermediate_size=config_int(config, "n_inner", default=4 * hidden, where=w),
         vocab_size=config_int(config, "vocab_size", where=w),
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", True, w),
-        qkv_bias=True,
-        out_bias=True,
-        mlp_bias=True,
-        gated_mlp=False,
-        fused_qkv=True,
+        layers=(LayerGroup("attention", "dense", layers, attention, {"gated": False, "bias": True}),),
         layer_norm_bias=True,
         max_position_embeddings=config_int(config, "n_positions", "max_position_embeddings", where=w),
         torch_dtype=_dtype(config),
@@ -268,25 +283,22 @@ def parse_falcon(config: dict, name: str) -> ModelSpec:
         kv_heads = 1 if config_bool(config, "multi_query", True, w) else heads
         norms = 1 if config_bool(config, "parallel_attn", True, w) else 2
     bias = config_bool(config, "bias", False, w)
+    layers = config_int(config, "num_hidden_layers", "n_layer", where=w)
+    attention = {"qkv_bias": bias, "out_bias": bias, "fused_qkv": True, "expanded_kv_cache": new_arch}
     return ModelSpec(
         name=name,
         model_type="falcon",
         hidden_size=hidden,
-        num_hidden_layers=config_int(config, "num_hidden_layers", "n_layer", where=w),
+        num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=hidden // heads,
         intermediate_size=config_int(config, "ffn_hidden_size", default=4 * hidden, where=w),
         vocab_size=config_int(config, "vocab_size", where=w),
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", True, w),
-        qkv_bias=bias,
-        out_bias=bias,
-        mlp_bias=bias,
-        gated_mlp=False,
-        fused_qkv=True,
+        layers=(LayerGroup("attention", "dense", layers, attention, {"gated": False, "bias": bias}),),
         norms_per_layer=norms,
         layer_norm_bias=True,
-        kv_cache_expanded=new_arch,
         torch_dtype=_dtype(config),
     )
 

@@ -141,6 +141,20 @@ def _mapped(path: Path):
         os.close(fd)
 
 
+def is_gguf(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a regular file that starts with the GGUF magic (never blocks on a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError):
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.pread(fd, len(MAGIC), 0) == MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _gguf():
     try:
         import gguf

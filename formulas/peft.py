@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import sympy
 
+from formulas import layers
 from formulas.parameters import WeightTensor
 from formulas.symbols import activation_bytes, batch_size, lora_rank, seq_len
 
 # PEFT's target_modules="all-linear" adapts every linear layer but the output head; the
 # fused experts of transformers 5 MoE layers are 3-D parameters, not nn.Linear, and the
-# router is left alone here (adapting it is unusual).
-DEFAULT_TARGET_COMPONENTS = ("attention", "mlp", "moe_shared_experts")
+# router is left alone here (adapting it is unusual). Each layer kind names its own
+# (formulas/layers/, ``LORA_COMPONENTS``).
+
+
+def default_target_components() -> frozenset[str]:
+    """Components whose linear layers ``all-linear`` adapts, over every layer kind."""
+    kinds = (*layers.MIXERS.values(), *layers.MLPS.values())
+    return frozenset(component for kind in kinds for component in kind.LORA_COMPONENTS)
 
 
 def module_name(tensor: WeightTensor) -> str:
@@ -34,7 +41,8 @@ def lora_targets(tensors: list[WeightTensor], modules: tuple[str, ...] | None = 
     """
     linear = [t for t in tensors if t.quantizable and not t.name.endswith(".bias")]
     if modules is None:
-        return [t for t in linear if t.component in DEFAULT_TARGET_COMPONENTS]
+        defaults = default_target_components()
+        return [t for t in linear if t.component in defaults]
     return [t for t in linear if module_name(t) in modules]
 
 
@@ -42,8 +50,8 @@ def lora_adapter_tensors(targets: list[WeightTensor]) -> list[WeightTensor]:
     """``lora_A: r x cols`` and ``lora_B: rows x r`` for each target, same multiplicity."""
     out: list[WeightTensor] = []
     for t in targets:
-        out.append(WeightTensor(f"lora/{module_name(t)}.lora_A", lora_rank, t.cols, t.count))
-        out.append(WeightTensor(f"lora/{module_name(t)}.lora_B", t.rows, lora_rank, t.count))
+        out.append(WeightTensor(f"lora/{module_name(t)}.lora_A", lora_rank, t.cols, t.count, parallel="tensor"))
+        out.append(WeightTensor(f"lora/{module_name(t)}.lora_B", t.rows, lora_rank, t.count, parallel="tensor"))
     return out
 
 

@@ -150,3 +150,33 @@ def test_tensor_data_past_the_end_is_refused(tmp_path, q4_k_m):
     with pytest.raises(GgufError, match=r"^--gguf .*short.gguf: (not a readable GGUF file|.*past the end)") as info:
         read_gguf(cut)
     assert "\n" not in str(info.value)
+
+
+def test_cli_estimate_gguf_uses_the_llamacpp_profile(q4_k_m, run_cli):
+    import json
+
+    result = run_cli("estimate", "--gguf", str(q4_k_m), "--seq-len", "1000", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    stored = sum(hand_bytes(kind, shape) for kind, shape in model_tensors().values())
+    assert out["profile"] == "llamacpp" and out["terms"]["weights"] == out["checkpoint_bytes"] == stored
+    assert out["terms"]["kv_cache"] == 2 * L * KV * D * 2 * 1024  # -c 1000 pads to 1024 cells, f16
+    assert out["checkpoint"]["matches_formula"] and out["checkpoint"]["not_in_formula"] == []
+    text = run_cli("estimate", "--gguf", str(q4_k_m)).stdout
+    assert "note: llama.cpp's compute buffer is not modelled" in text and "  Q6_K " in text
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--config", "x.json"), "give one of --config PATH and --gguf FILE"),
+    (("--cache-type-k", "q3_k"), "--cache-type-k"),
+])
+def test_cli_gguf_refusals_are_one_line(q4_k_m, run_cli, args, message):
+    result = run_cli("estimate", "--gguf", str(q4_k_m), *args)
+    assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_cli_bad_gguf_file_is_one_line(tmp_path, run_cli):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (2**60).to_bytes(8, "little") + b"\0" * 16)
+    result = run_cli("estimate", "--gguf", str(bad))
+    assert result.exit_code == 2 and "bad.gguf" in result.stderr and result.stderr.count("\n") == 1

@@ -224,3 +224,20 @@ def test_oversized_and_malformed_server_json(loopback, monkeypatch):
                                       ("acme/x@", ("acme/x", None)), ("../x@main", None), ("acme/x@a b", None)])
 def test_model_refs(text, ref):
     assert hub.split_model_ref(text) == ref
+
+
+def test_cli_estimate_repo_id_shows_stored_bytes(single, loopback, run_cli):
+    result = run_cli("estimate", "--model", "acme/tiny", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["checkpoint_bytes"] == single == out["terms"]["weights"]
+    text = run_cli("estimate", "--model", "acme/tiny").stdout
+    assert f"checkpoint {loopback.endpoint}/acme/tiny@{COMMIT}: 1 file(s), 21 tensors" in text
+    assert all(g[2] is not None for g in safetensors_gets(loopback))
+
+
+def test_cli_gated_repo_is_one_line_exit_2(single, loopback, run_cli):
+    loopback.repos["acme/tiny"].token = "hf_right"
+    result = run_cli("solve", "seq-len", "--model", "acme/tiny", "--budget", "24GB")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("memsym: error: --model acme/tiny: the Hub refused access (401)")

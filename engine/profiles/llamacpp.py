@@ -55,9 +55,13 @@ NOTES = {
 
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     """Refuse caches llama.cpp keeps otherwise (sliding-window iswa, MLA), unknown cache types, ``-np`` past ``-c``."""
-    if spec.mla or (spec.num_sliding_layers and spec.model_type not in FULL_CACHE_FAMILIES):
-        raise InputError(f"--profile llamacpp: {spec.name} ({spec.architecture}) keeps a sliding-window or MLA "
-                         f"cache in llama.cpp, which is not modelled; the profile covers full-attention caches")
+    for group in spec.layers:
+        full = group.mixer == "attention" or (group.mixer == "sliding_attention"
+                                              and spec.model_type in FULL_CACHE_FAMILIES)
+        if not full:
+            raise InputError(f"--profile llamacpp: {spec.name} ({spec.architecture}) has {group.mixer} layers, whose "
+                             f"cache llama.cpp keeps otherwise (sliding-window or MLA); not modelled: the "
+                             f"profile covers full-attention caches")
     for flag, value in (("--cache-type-k", scenario.cache_type_k), ("--cache-type-v", scenario.cache_type_v)):
         if value not in F.CACHE_TYPES:
             raise InputError(f"--profile llamacpp: {flag} {value!r} is not a llama.cpp cache type "
