@@ -180,3 +180,15 @@ def test_cli_bad_gguf_file_is_one_line(tmp_path, run_cli):
     bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (2**60).to_bytes(8, "little") + b"\0" * 16)
     result = run_cli("estimate", "--gguf", str(bad))
     assert result.exit_code == 2 and "bad.gguf" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_hostile_array_length_is_refused_before_gguf_py_loops_over_it(tmp_path, q4_k_m):
+    data = bytearray(q4_k_m.read_bytes())
+    key = b"tokenizer.ggml.tokens"
+    at = data.index(key) + len(key) + 4 + 4  # past the key, the value type (ARRAY) and the item type (STRING)
+    assert int.from_bytes(data[at:at + 8], "little") == V
+    data[at:at + 8] = (2**40).to_bytes(8, "little")
+    bad = tmp_path / "tokens.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(GgufError, match="an array of 1099511627776 values runs past the end of the file"):
+        read_gguf(bad)

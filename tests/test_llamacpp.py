@@ -80,3 +80,23 @@ def test_gguf_weights_are_the_stored_bytes(tmp_path):
     assert terms["weights/Q6_K"] == sum(hand_bytes(k, s) for k, s in model_tensors().values() if k == "Q6_K")
     assert terms["kv_cache"] == 2 * 2 * (2 * 64) * 2 * 512  # 2 layers, K and V, a_kv d = 128, f16, 512 cells
     assert gguf is not None
+
+
+def test_cache_type_choices_are_the_sized_ones():
+    from formulas import options
+    from formulas.frameworks import llamacpp
+
+    assert options.LLAMACPP_CACHE_TYPES == tuple(llamacpp.CACHE_TYPES)
+    assert llamacpp.element_bytes("q8_0") == llamacpp.element_bytes("q4_0") * 34 / 18
+
+
+def test_solve_context_lands_on_a_padding_step():
+    from engine.gpus import make_budget
+    from engine.solve import solve_budget
+
+    weights = api.estimate("llama-3.1-8b", profile="llamacpp").evaluation.terms["weights"]
+    mm = api.memory_model("llama-3.1-8b", None, profile="llamacpp", seq_len=None)[1]
+    budget = weights + 2 * LAYERS * ROW * 2 * 12288  # the f16 KV cache of exactly 12288 cells
+    answer = solve_budget(mm, "seq_len", make_budget(str(budget), None, 1, None))
+    assert answer.value == 12288  # 48 x 256 fits exactly; 12289 pads to 12544 cells
+    assert answer.total_at_value == budget
