@@ -25,6 +25,7 @@ are in ``gguf/constants.py``, ``Keys.LLM`` and ``Keys.Attention``):
 | ``<arch>.attention.sliding_window`` | ``sliding_window`` |
 | ``token_embd.weight`` shape, else ``<arch>.vocab_size``, else ``tokenizer.ggml.tokens`` | ``vocab_size`` |
 | no ``output.weight`` tensor | ``tie_word_embeddings`` |
+| ``<arch>.expert_count``, ``.expert_used_count`` (llama) | ``model_type`` mixtral, ``num_local_experts``, ``num_experts_per_tok`` |
 """
 
 from __future__ import annotations
@@ -238,6 +239,13 @@ def config_from_metadata(values: dict, tensors: tuple[StoredTensor, ...], token_
             config[field] = value
     if config["model_type"] in ("llama", "mistral"):
         config["attention_bias"] = "blk.0.attn_q.bias" in names  # Llama's attention_bias: q, k, v, o
+    experts = _count(values, f"{arch}.expert_count", path)
+    if experts:  # llama.cpp stores Mixtral as arch llama with experts (ffn_*_exps tensors)
+        if config["model_type"] not in ("llama", "mistral"):
+            raise GgufError(f"--gguf {path}: {arch} with {experts} experts is not mapped (MoE: llama/Mixtral only)")
+        config.update(model_type="mixtral", num_local_experts=experts,
+                      num_experts_per_tok=_count(values, f"{arch}.expert_used_count", path))
+        config.pop("attention_bias")
     embedding = names.get("token_embd.weight")
     vocab = (embedding.shape[1] if embedding is not None and len(embedding.shape) == 2
              else _count(values, f"{arch}.vocab_size", path, token_count))

@@ -192,3 +192,13 @@ def test_a_hostile_array_length_is_refused_before_gguf_py_loops_over_it(tmp_path
     bad.write_bytes(bytes(data))
     with pytest.raises(GgufError, match="an array of 1099511627776 values runs past the end of the file"):
         read_gguf(bad)
+
+
+def test_llama_with_experts_maps_to_mixtral(tmp_path):
+    path = tmp_path / "mixtral.gguf"
+    write_gguf(path, model_tensors(), **{"llama.expert_count": 8, "llama.expert_used_count": 2})
+    model = read_gguf(path)
+    assert (model.config["model_type"], model.config["num_local_experts"], model.config["num_experts_per_tok"]) == (
+        "mixtral", 8, 2)
+    spec = spec_from_config(model.config, str(path))
+    assert spec.is_moe and spec.layer_count(mlp="moe") == L
