@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine import architecture
 from engine import hf_cache, hub
-from engine.checkpoint import Checkpoint, CheckpointError, compare, read_checkpoint, storage_hint
+from engine.checkpoint import INDEX_FILE, Checkpoint, CheckpointError, compare, read_checkpoint, storage_hint
 from engine.errors import UnknownModelError
 from engine.families import spec_from_config
 from engine.profiles import build
@@ -135,12 +135,28 @@ def _hub_ref(model: str) -> tuple[str, str | None, UnknownModelError] | None:
     return ref[0], ref[1], not_in_registry
 
 
+def _with_cached_weights(model: str, result: Estimate) -> Estimate | CheckpointEstimate:
+    """A repo read from the local HF cache: its snapshot's safetensors headers too, when it holds them."""
+    ref = hub.split_model_ref(model)
+    config = hf_cache.cached_config(ref[0]) if ref is not None and ref[1] is None else None
+    if config is None or result.spec.name != ref[0]:  # a registry model, or not cached
+        return result
+    snapshot = config.parent
+    if not (snapshot / INDEX_FILE).exists() and not any(snapshot.glob("*.safetensors")):
+        return result
+    try:
+        return compared(result, read_checkpoint(snapshot))
+    except CheckpointError as exc:  # an incomplete download, say: the estimate stands, and says why
+        result.model.inputs.setdefault("notes", []).append(f"stored bytes not read from the cached snapshot: {exc}")
+        return result
+
+
 def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
     """``memsym estimate --model ID``; a Hub repo (``ORG/NAME[@REVISION]`` outside the registry
     and the local cache) also gets the stored bytes of its safetensors headers."""
     ref = _hub_ref(model)
     if ref is None:
-        return estimate(model, None, **knobs)
+        return _with_cached_weights(model, estimate(model, None, **knobs))
     repo_id, revision, not_in_registry = ref
     config, commit = fetch_hub_config(repo_id, revision, f"{not_in_registry}; not in the local Hugging Face "
                                                          f"cache ({hf_cache.cache_dir()}) either")

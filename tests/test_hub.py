@@ -241,3 +241,18 @@ def test_cli_gated_repo_is_one_line_exit_2(single, loopback, run_cli):
     result = run_cli("solve", "seq-len", "--model", "acme/tiny", "--budget", "24GB")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("memsym: error: --model acme/tiny: the Hub refused access (401)")
+
+
+def test_a_cached_snapshot_with_safetensors_gives_stored_bytes_offline(tmp_path, monkeypatch, safetensors_writer):
+    snapshot = tmp_path / "cache" / "models--acme--cached" / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_bytes(config())
+    tensors = {**outer_tensors(), **llama_tensors()}
+    safetensors_writer.tensors(snapshot / "model.safetensors", tensors)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))  # HF_HUB_OFFLINE stays set (conftest)
+    result = api.estimate_model("acme/cached")
+    assert result.comparison["checkpoint_bytes"] == stored_bytes(tensors) and result.comparison["matches_formula"]
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model-2.safetensors"}}))
+    partial = api.estimate_model("acme/cached")
+    assert isinstance(partial, api.Estimate)
+    assert any("stored bytes not read from the cached snapshot" in n for n in partial.model.inputs["notes"])
