@@ -38,6 +38,16 @@ class MemsymGroup(click.Group):
             code = super().main(args=argv, prog_name=prog_name or "memsym", standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:  # --help, --version
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `memsym sweep ... | head -1`: the reader has all it wanted
+            _quiet_stdout()
+            sys.exit(0)
+        except SystemExit as exc:  # click's own EPIPE handling exits 1; memsym exits only 0 or 2
+            if exc.code == 1:
+                _quiet_stdout()
+                sys.exit(0)
+            raise
+        except OSError as exc:  # stdout itself failed (a full disk, /dev/full): one line, not a traceback
+            _fail(f"cannot write the output ({exc.strerror or exc})", argv)
         except click.exceptions.Abort:
             _fail("aborted", argv)
         except click.ClickException as exc:
@@ -51,10 +61,27 @@ class MemsymGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush meets no closed pipe
+    (the recipe of Python's ``signal`` documentation, "Note on SIGPIPE")."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file descriptor (a test runner)
+        pass
+
+
 def _fail(message: str, argv: list[str]) -> None:
-    message = " ".join(str(message).split())  # one line, whatever the message held
+    from engine.limits import MAX_MESSAGE, message_line
+
+    message = message_line(message, MAX_MESSAGE - len("memsym: error: "))  # one printable line, cut
     if "--json" in argv:
-        click.echo(json.dumps({"error": message}))
+        try:
+            click.echo(json.dumps({"error": message}))
+        except OSError:  # stdout is what failed
+            pass
     click.echo(f"memsym: error: {message}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -326,12 +353,14 @@ def codegen(output, **kw):
       memsym codegen --model llama-3.1-70b --mode training --tp 8 --free tp -o llama_tp.py
       python -c "import qwen3_memory as m; print(m.total_bytes(batch_size=8, seq_len=4096))"
     """
+    from engine.files import check_output, shown_path
     from engine.numeric import variables_of, write_module
     from engine.questions import codegen_model
 
+    check_output(output, "-o")  # a device, FIFO, symlink or folder fails before any work
     mm = codegen_model(**given(kw))
     write_module(mm, output)
-    click.echo(f"wrote {output}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
+    click.echo(f"wrote {shown_path(output)}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
 
 
 @cli.command()
@@ -374,8 +403,11 @@ def plot(output, **kw):
     """
     from engine.plot import plot_grid
 
+    from engine.files import check_output, shown_path
+
+    check_output(output, "--output")
     result = plot_grid(output, **given(kw))
-    click.echo(f"wrote {result.path}" + (f": {result.note}" if result.note else ""))
+    click.echo(f"wrote {shown_path(result.path)}" + (f": {result.note}" if result.note else ""))
 
 
 def main():

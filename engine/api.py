@@ -11,6 +11,7 @@ from engine import hf_cache, hub
 from engine.checkpoint import INDEX_FILE, Checkpoint, CheckpointError, compare, read_checkpoint, storage_hint
 from engine.errors import UnknownModelError
 from engine.families import spec_from_config
+from engine.files import is_dir, shown_path
 from engine.profiles import build
 from engine.model import Evaluation, MemoryModel
 from engine.registry import fetch_hub_config, find, load_spec
@@ -102,8 +103,8 @@ class CheckpointEstimate:
 def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
     """``memsym estimate --checkpoint DIR``: DIR/config.json's estimate and DIR's stored bytes."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"--checkpoint {directory}: not a folder")
+    if not is_dir(directory):
+        raise CheckpointError(f"--checkpoint {shown_path(directory)}: not a folder")
     result = estimate(None, str(directory / "config.json"), **knobs)
     return compared(result, read_checkpoint(directory))
 

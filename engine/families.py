@@ -13,138 +13,54 @@ from __future__ import annotations
 from typing import Callable
 
 from engine.errors import ConfigError, UnsupportedModelError
+from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
+                                  mixer_kinds, qwen_layer_types, where)
 from engine.spec import LayerGroup, ModelSpec, config_bool, config_int, config_int_list, shown
-
-
-def _where(name: str) -> str:
-    return f"config {name}"
-
-
-def _dtype(config: dict) -> str | None:
-    value = config.get("torch_dtype", config.get("dtype"))
-    return value if isinstance(value, str) else None
-
-
-def _common(config: dict, name: str, *, head_dim_default: int | None = None) -> dict:
-    """Fields every Llama-like config shares (transformers' LlamaConfig semantics)."""
-    w = _where(name)
-    hidden = config_int(config, "hidden_size", where=w)
-    heads = config_int(config, "num_attention_heads", where=w)
-    layers = config_int(config, "num_hidden_layers", where=w)
-    kv_heads = config_int(config, "num_key_value_heads", default=heads, where=w)
-    if heads % kv_heads:
-        raise ConfigError(f"{w}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
-    default_head_dim = head_dim_default if head_dim_default is not None else hidden // heads
-    return dict(
-        name=name,
-        model_type=config["model_type"],
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=config_int(config, "head_dim", default=default_head_dim, where=w),
-        intermediate_size=config_int(config, "intermediate_size", where=w),
-        vocab_size=config_int(config, "vocab_size", where=w),
-        torch_dtype=_dtype(config),
-        quantization=config.get("quantization_config") if isinstance(config.get("quantization_config"), dict) else {},
-    )
-
-
-def _layer_types(config: dict, name: str, default_types: list[str]) -> list[str]:
-    """Each layer's attention kind from ``layer_types`` or the family's default."""
-    w = _where(name)
-    types = config.get("layer_types")
-    if types is None:
-        types = default_types
-    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-        raise ConfigError(f"{w}: field 'layer_types' must be a list of strings, got {shown(types)}")
-    if len(types) != len(default_types):
-        raise ConfigError(f"{w}: field 'layer_types' has {len(types)} entries for {len(default_types)} layers")
-    return types
-
-
-def _mixers(config: dict, name: str, default_types: list[str], **attention) -> tuple[list[str], dict[str, dict]]:
-    """(each layer's mixer kind, each kind's options): ``sliding_attention`` where
-    ``layer_types`` says so (it then needs ``sliding_window``), else ``attention``."""
-    types = _layer_types(config, name, default_types)
-    kinds = ["sliding_attention" if t == "sliding_attention" else "attention" for t in types]
-    options = {"attention": attention}
-    if "sliding_attention" in kinds:
-        window = config_int(config, "sliding_window", where=_where(name))
-        options["sliding_attention"] = {**attention, "sliding_window": window}
-    return kinds, options
-
-
-def _groups(mixers: list[str], mlps, mixer_options: dict[str, dict], mlp_options: dict[str, dict]):
-    """One LayerGroup per distinct (mixer, MLP) pair of the per-layer kinds, first seen first."""
-    counts: dict[tuple[str, str], int] = {}
-    for pair in zip(mixers, mlps):
-        counts[pair] = counts.get(pair, 0) + 1
-    return tuple(LayerGroup(m, f, n, mixer_options[m], mlp_options[f]) for (m, f), n in counts.items())
-
-
-def _dense_layers(mixers: list[str], mixer_options: dict[str, dict], **mlp) -> tuple:
-    """Groups of a model whose every MLP is dense (``mlp``: its options)."""
-    return _groups(mixers, ["dense"] * len(mixers), mixer_options, {"dense": {"gated": True, **mlp}})
-
-
-def _all_sliding_if_window(config: dict) -> list[str]:
-    """transformers' DynamicCache default: every layer slides when ``sliding_window`` is set."""
-    kind = "sliding_attention" if config.get("sliding_window") is not None else "full_attention"
-    return [kind] * int(config["num_hidden_layers"])
-
-
-def _qwen_layer_types(config: dict) -> list[str]:
-    """Qwen2/Qwen3: layers from ``max_window_layers`` on slide, if ``use_sliding_window``."""
-    layers = int(config["num_hidden_layers"])
-    if not config.get("use_sliding_window") or config.get("sliding_window") is None:
-        return ["full_attention"] * layers
-    first = config_int(config, "max_window_layers", default=layers, minimum=0)
-    return ["sliding_attention" if i >= first else "full_attention" for i in range(layers)]
+from engine.validate import check_heads_divide, check_layer_indices, check_spec
 
 
 def parse_llama(config: dict, name: str) -> ModelSpec:
     """Llama, Mistral: ``attention_bias`` on q, k, v, o; ``mlp_bias`` on the MLP."""
-    w = _where(name)
-    fields = _common(config, name)
+    w = where(name)
+    fields = common_fields(config, name)
     bias = config_bool(config, "attention_bias", False, w)
-    mixers, options = _mixers(config, name, _all_sliding_if_window(config), qkv_bias=bias, out_bias=bias)
+    mixers, options = mixer_kinds(config, name, all_sliding_if_window(config), qkv_bias=bias, out_bias=bias)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        layers=_dense_layers(mixers, options, bias=config_bool(config, "mlp_bias", False, w)),
+        layers=dense_layers(mixers, options, bias=config_bool(config, "mlp_bias", False, w)),
     )
 
 
 def parse_qwen2(config: dict, name: str) -> ModelSpec:
     """Qwen2: bias on q, k and v (not o); optional sliding window from ``max_window_layers``."""
-    fields = _common(config, name)
-    mixers, options = _mixers(config, name, _qwen_layer_types(config), qkv_bias=True)
+    fields = common_fields(config, name)
+    mixers, options = mixer_kinds(config, name, qwen_layer_types(config, where(name)), qkv_bias=True)
     return ModelSpec(
         **fields,
-        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, _where(name)),
-        layers=_dense_layers(mixers, options),
+        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, where(name)),
+        layers=dense_layers(mixers, options),
     )
 
 
 def _qwen3_fields(config: dict, name: str) -> tuple[dict, list[str], dict[str, dict]]:
     """Qwen3: RMSNorm on queries and keys; ``head_dim`` defaults to 128, not h / a."""
-    w = _where(name)
-    fields = _common(config, name, head_dim_default=128)
+    w = where(name)
+    fields = common_fields(config, name, head_dim_default=128)
     bias = config_bool(config, "attention_bias", False, w)
-    mixers, options = _mixers(config, name, _qwen_layer_types(config), qkv_bias=bias, out_bias=bias, qk_norm=True)
+    mixers, options = mixer_kinds(config, name, qwen_layer_types(config, where(name)), qkv_bias=bias, out_bias=bias, qk_norm=True)
     fields["tie_word_embeddings"] = config_bool(config, "tie_word_embeddings", False, w)
     return fields, mixers, options
 
 
 def parse_qwen3(config: dict, name: str) -> ModelSpec:
     fields, mixers, options = _qwen3_fields(config, name)
-    return ModelSpec(**fields, layers=_dense_layers(mixers, options))
+    return ModelSpec(**fields, layers=dense_layers(mixers, options))
 
 
 def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
     """Qwen3-MoE: layer i is MoE unless in ``mlp_only_layers`` or off ``decoder_sparse_step``."""
-    w = _where(name)
+    w = where(name)
     fields, mixers, options = _qwen3_fields(config, name)
     moe = dict(
         num_experts=config_int(config, "num_experts", where=w),
@@ -152,16 +68,17 @@ def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
         moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
     )
     step = config_int(config, "decoder_sparse_step", default=1, where=w)
-    dense_only = set(config_int_list(config, "mlp_only_layers", w))
+    dense_only = set(check_layer_indices(w, "mlp_only_layers", config_int_list(config, "mlp_only_layers", w),
+                                         fields["num_hidden_layers"]))
     mlps = ("moe" if i not in dense_only and (i + 1) % step == 0 else "dense" for i in range(len(mixers)))
-    return ModelSpec(**fields, layers=_groups(mixers, mlps, options, {"dense": {"gated": True}, "moe": moe}))
+    return ModelSpec(**fields, layers=layer_groups(mixers, mlps, options, {"dense": {"gated": True}, "moe": moe}))
 
 
 def parse_mixtral(config: dict, name: str) -> ModelSpec:
     """Mixtral: every layer's MLP is ``num_local_experts`` experts of ``intermediate_size``."""
-    w = _where(name)
-    fields = _common(config, name)
-    mixers, options = _mixers(config, name, _all_sliding_if_window(config))
+    w = where(name)
+    fields = common_fields(config, name)
+    mixers, options = mixer_kinds(config, name, all_sliding_if_window(config))
     moe = dict(
         num_experts=config_int(config, "num_local_experts", where=w),
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
@@ -170,14 +87,14 @@ def parse_mixtral(config: dict, name: str) -> ModelSpec:
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        layers=_groups(mixers, ["moe"] * len(mixers), options, {"moe": moe}),
+        layers=layer_groups(mixers, ["moe"] * len(mixers), options, {"moe": moe}),
     )
 
 
 def _deepseek_moe(config: dict, name: str, layers: int) -> tuple[dict | None, list[str]]:
     """(MoE options or None, each layer's MLP kind): MoE from ``first_k_dense_replace``
     every ``moe_layer_freq`` layers when ``n_routed_experts`` is set."""
-    w = _where(name)
+    w = where(name)
     experts = config_int(config, "n_routed_experts", default=None, where=w)
     if experts is None:
         return None, ["dense"] * layers
@@ -195,8 +112,8 @@ def _deepseek_moe(config: dict, name: str, layers: int) -> tuple[dict | None, li
 
 def parse_deepseek(config: dict, name: str) -> ModelSpec:
     """DeepSeek-V2/V3: MLA attention; MoE from ``first_k_dense_replace`` every ``moe_layer_freq``."""
-    w = _where(name)
-    fields = _common(config, name)
+    w = where(name)
+    fields = common_fields(config, name)
     rope = config_int(config, "qk_rope_head_dim", where=w)
     mla = dict(
         q_lora_rank=config_int(config, "q_lora_rank", default=None, where=w),
@@ -213,44 +130,45 @@ def parse_deepseek(config: dict, name: str) -> ModelSpec:
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        layers=_groups(["mla"] * layers, mlps, {"mla": mla}, mlp_options),
+        layers=layer_groups(["mla"] * layers, mlps, {"mla": mla}, mlp_options),
     )
 
 
 def parse_gemma2(config: dict, name: str) -> ModelSpec:
     """Gemma-2: four RMSNorms per layer, tied head, sliding window on every other layer."""
-    w = _where(name)
-    fields = _common(config, name)
+    w = where(name)
+    fields = common_fields(config, name)
     layers = fields["num_hidden_layers"]
     default_types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
     bias = config_bool(config, "attention_bias", False, w)
-    mixers, options = _mixers(config, name, default_types, qkv_bias=bias, out_bias=bias)
+    mixers, options = mixer_kinds(config, name, default_types, qkv_bias=bias, out_bias=bias)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", True, w),
         norms_per_layer=4,
-        layers=_dense_layers(mixers, options),
+        layers=dense_layers(mixers, options),
     )
 
 
 def parse_phi3(config: dict, name: str) -> ModelSpec:
     """Phi-3: fused ``qkv_proj`` and ``gate_up_proj``; sliding window on every layer if set."""
-    w = _where(name)
-    fields = _common(config, name)
-    mixers, options = _mixers(config, name, _all_sliding_if_window(config), fused_qkv=True)
+    w = where(name)
+    fields = common_fields(config, name)
+    mixers, options = mixer_kinds(config, name, all_sliding_if_window(config), fused_qkv=True)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        layers=_dense_layers(mixers, options, fused_gate_up=True),
+        layers=dense_layers(mixers, options, fused_gate_up=True),
     )
 
 
 def parse_gpt2(config: dict, name: str) -> ModelSpec:
     """GPT-2: ``n_embd``/``n_layer``/``n_head``; learned positions, LayerNorm, biases, tied."""
-    w = _where(name)
+    w = where(name)
     hidden = config_int(config, "n_embd", "hidden_size", where=w)
     heads = config_int(config, "n_head", "num_attention_heads", where=w)
     layers = config_int(config, "n_layer", "num_hidden_layers", where=w)
+    check_heads_divide(w, hidden, heads, "n_embd", "n_head")
     attention = {"qkv_bias": True, "out_bias": True, "fused_qkv": True}
     return ModelSpec(
         name=name,
@@ -266,15 +184,16 @@ def parse_gpt2(config: dict, name: str) -> ModelSpec:
         layers=(LayerGroup("attention", "dense", layers, attention, {"gated": False, "bias": True}),),
         layer_norm_bias=True,
         max_position_embeddings=config_int(config, "n_positions", "max_position_embeddings", where=w),
-        torch_dtype=_dtype(config),
+        torch_dtype=checkpoint_dtype(config),
     )
 
 
 def parse_falcon(config: dict, name: str) -> ModelSpec:
     """Falcon: fused QKV, LayerNorms, MQA (``multi_query``) or ``num_kv_heads`` (new arch)."""
-    w = _where(name)
+    w = where(name)
     hidden = config_int(config, "hidden_size", "n_embd", where=w)
     heads = config_int(config, "num_attention_heads", "n_head", where=w)
+    check_heads_divide(w, hidden, heads, "hidden_size", "num_attention_heads")
     new_arch = config_bool(config, "new_decoder_architecture", False, w)
     if new_arch:
         kv_heads = config_int(config, "num_kv_heads", "n_head_kv", default=heads, where=w)
@@ -299,7 +218,7 @@ def parse_falcon(config: dict, name: str) -> ModelSpec:
         layers=(LayerGroup("attention", "dense", layers, attention, {"gated": False, "bias": bias}),),
         norms_per_layer=norms,
         layer_norm_bias=True,
-        torch_dtype=_dtype(config),
+        torch_dtype=checkpoint_dtype(config),
     )
 
 
@@ -322,12 +241,12 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
 def spec_from_config(config: object, name: str = "config.json") -> ModelSpec:
     """A ModelSpec from a plain config.json dict; errors name the field and its value."""
     if not isinstance(config, dict):
-        raise ConfigError(f"{_where(name)}: expected a JSON object, got {type(config).__name__}")
+        raise ConfigError(f"{where(name)}: expected a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
     if not isinstance(model_type, str):
-        raise ConfigError(f"{_where(name)}: missing or non-string field 'model_type' ({shown(model_type)})")
+        raise ConfigError(f"{where(name)}: missing or non-string field 'model_type' ({shown(model_type)})")
     parser = PARSERS.get(model_type)
     if parser is None:
         known = ", ".join(sorted(PARSERS))
-        raise UnsupportedModelError(f"{_where(name)}: model_type {shown(model_type)} is not supported (supported: {known})")
-    return parser(config, name)
+        raise UnsupportedModelError(f"{where(name)}: model_type {shown(model_type)} is not supported (supported: {known})")
+    return check_spec(parser(config, name), where(name))

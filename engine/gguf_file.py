@@ -35,12 +35,13 @@ import dataclasses
 import math
 import mmap
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.checkpoint import Checkpoint, StoredTensor
 from engine.errors import ConfigError
+from engine.files import open_regular, shown_path
+from engine.limits import cut, printable, shown
 from engine.families import spec_from_config
 from engine.spec import ModelSpec
 
@@ -125,35 +126,22 @@ def check_bounds(data: bytes, path: str) -> None:
 
 @contextlib.contextmanager
 def _mapped(path: Path):
-    """The file mapped read-only (pages are read only where the header is walked); FIFOs and devices refused."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except (OSError, ValueError) as exc:
-        raise GgufError(f"--gguf {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise GgufError(f"--gguf {path}: not a regular file")
-        if info.st_size < 24:
-            raise GgufError(f"--gguf {path}: {info.st_size} bytes is too short for a GGUF header")
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as data:
+    """The file mapped read-only (pages are read only where the header is walked); FIFOs and devices
+    are refused without blocking (engine.files.open_regular)."""
+    with open_regular(path, GgufError) as (handle, size):
+        if size < 24:
+            raise GgufError(f"--gguf {shown_path(path)}: {size} bytes is too short for a GGUF header")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             yield data
-    finally:
-        os.close(fd)
 
 
 def is_gguf(path: str | os.PathLike) -> bool:
     """True when ``path`` is a regular file that starts with the GGUF magic (never blocks on a FIFO)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except (OSError, ValueError):
+        with open_regular(path, GgufError) as (handle, _):
+            return handle.read(len(MAGIC)) == MAGIC
+    except (GgufError, OSError):
         return False
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode) and os.pread(fd, len(MAGIC), 0) == MAGIC
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def _gguf():
@@ -171,11 +159,11 @@ def _stored(gguf, tensor, size: int, path: str) -> StoredTensor:
     shape = tuple(int(d) for d in tensor.shape)  # ggml order: ne[0] (the row) first
     elements = math.prod(shape)
     if shape and shape[0] % block:
-        raise GgufError(f"{path}: tensor {tensor.name[:60]!r}: rows of {shape[0]} are not whole {kind.name} "
+        raise GgufError(f"{path}: tensor {shown(str(tensor.name))}: rows of {shape[0]} are not whole {kind.name} "
                         f"blocks of {block}")
     nbytes = elements // block * type_size
     if int(tensor.data_offset) + nbytes > size:
-        raise GgufError(f"{path}: tensor {tensor.name[:60]!r}: its {nbytes} bytes run past the end of the file")
+        raise GgufError(f"{path}: tensor {shown(str(tensor.name))}: its {nbytes} bytes run past the end of the file")
     return StoredTensor(str(tensor.name), kind.name, shape, nbytes, Path(path).name)
 
 
@@ -183,19 +171,19 @@ def read_gguf(path: str | os.PathLike) -> GgufModel:
     """The architecture, mapped config and stored tensors of a GGUF file; errors name the file."""
     path = Path(path)
     with _mapped(path) as data:
-        check_bounds(data, f"--gguf {path}")
+        check_bounds(data, f"--gguf {shown_path(path)}")
     gguf = _gguf()
     try:
         reader = gguf.GGUFReader(path, "r")
         values = {name: _scalar(field) for name, field in reader.fields.items()}
         size = path.stat().st_size
-        tensors = tuple(_stored(gguf, t, size, f"--gguf {path}") for t in reader.tensors)
+        tensors = tuple(_stored(gguf, t, size, f"--gguf {shown_path(path)}") for t in reader.tensors)
         tokens = reader.fields.get("tokenizer.ggml.tokens")
         token_count = len(tokens.data) if tokens is not None else None
     except GgufError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever gguf-py raises on a malformed file is one line
-        raise GgufError(f"--gguf {path}: not a readable GGUF file ({' '.join(str(exc).split())[:120]})") from None
+        raise GgufError(f"--gguf {shown_path(path)}: not a readable GGUF file ({cut(printable(exc), 120)})") from None
     config = config_from_metadata(values, tensors, token_count, str(path))
     checkpoint = Checkpoint(str(path), (path.name,), tensors)
     used = {k: v for k, v in values.items() if k.startswith(values.get("general.architecture", "?") + ".")}
@@ -215,7 +203,7 @@ def _count(values: dict, key: str, path: str, default: int | None = None) -> int
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise GgufError(f"{path}: metadata {key!r} must be a non-negative integer, got {str(value)[:60]!r}")
+        raise GgufError(f"{path}: metadata {key!r} must be a non-negative integer, got {shown(value)}")
     return value
 
 
@@ -224,7 +212,7 @@ def config_from_metadata(values: dict, tensors: tuple[StoredTensor, ...], token_
     """The config.json fields of the table above, from a GGUF header's metadata and tensors."""
     arch = values.get("general.architecture")
     if arch not in ARCHITECTURES:
-        raise GgufError(f"--gguf {path}: general.architecture {str(arch)[:60]!r} is not mapped "
+        raise GgufError(f"--gguf {shown_path(path)}: general.architecture {shown(arch)} is not mapped "
                         f"(mapped: {', '.join(ARCHITECTURES)})")
     names = {t.name: t for t in tensors}
     config = {"model_type": ARCHITECTURES[arch], "tie_word_embeddings": "output.weight" not in names}
@@ -242,7 +230,8 @@ def config_from_metadata(values: dict, tensors: tuple[StoredTensor, ...], token_
     experts = _count(values, f"{arch}.expert_count", path)
     if experts:  # llama.cpp stores Mixtral as arch llama with experts (ffn_*_exps tensors)
         if config["model_type"] not in ("llama", "mistral"):
-            raise GgufError(f"--gguf {path}: {arch} with {experts} experts is not mapped (MoE: llama/Mixtral only)")
+            raise GgufError(f"--gguf {shown_path(path)}: {arch} with {experts} experts is not mapped "
+                            f"(MoE: llama/Mixtral only)")
         config.update(model_type="mixtral", num_local_experts=experts,
                       num_experts_per_tok=_count(values, f"{arch}.expert_used_count", path))
         config.pop("attention_bias")

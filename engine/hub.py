@@ -30,8 +30,9 @@ import re
 from pathlib import PurePosixPath
 
 from engine.checkpoint import (INDEX_FILE, LENGTH_PREFIX_BYTES, MAX_HEADER_BYTES, MAX_INDEX_BYTES, Checkpoint,
-                               CheckpointError, StoredTensor, check_against_index, parse_index, parse_json,
-                               tensors_from_header)
+                               CheckpointError, StoredTensor, check_against_index, check_stored_once, parse_index,
+                               parse_json, tensors_from_header)
+from engine.limits import cut, printable, shown
 from engine.errors import UnknownModelError
 from engine.hf_cache import is_repo_id
 
@@ -130,7 +131,7 @@ class _Repo:
             return HubError(f"{where}: HF_HUB_OFFLINE is set; memsym reads the Hub only when it is unset")
         if status is not None:
             return HubError(f"{where}: the Hub answered HTTP {status} for {filename}")
-        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        reason = cut(printable(" ".join(str(exc).split())), 120) or type(exc).__name__
         return HubError(f"{where}: cannot reach the Hub at {self.endpoint} ({reason})")
 
     def request(self, method: str, filename: str, revision: str | None = None, first: int | None = None,
@@ -261,10 +262,11 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, commit: str | No
         stored = remote_safetensors(repo, commit, name)
         if weight_map is not None:
             check_against_index(where, name, stored, weight_map)
+        check_stored_once(where, name, stored, tensors)
         tensors += stored
     if weight_map is not None and len(tensors) != len(weight_map):
         found = {t.name for t in tensors}
         missing = next(n for n in weight_map if n not in found)
-        raise CheckpointError(f"{where / INDEX_FILE}: field 'weight_map': tensor {missing[:60]!r} is not "
+        raise CheckpointError(f"{where / INDEX_FILE}: field 'weight_map': tensor {shown(missing)} is not "
                               f"in {weight_map[missing]}")
     return Checkpoint(f"{repo.endpoint}/{repo_id}@{commit}", tuple(files), tuple(tensors))

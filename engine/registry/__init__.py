@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from engine import files
 from engine.errors import ConfigError, UnknownModelError
 from engine.families import spec_from_config
-from engine.spec import ModelSpec, shown
+from engine.limits import cut, printable, shown
+from engine.spec import ModelSpec
 
 MODELS_DIR = Path(__file__).parent / "models"
 MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few KB; refuse anything absurd
@@ -57,23 +59,19 @@ def find(model_id: str) -> RegistryEntry:
 def read_config(path: str | os.PathLike) -> dict:
     """A local config.json as a dict; errors name the file."""
     path = Path(path)
+    if files.is_dir(path):
+        path = path / "config.json"
+    raw = files.read_regular(path, MAX_CONFIG_BYTES, "a config.json", ConfigError)  # no FIFO, no device
     try:
-        if path.is_dir():
-            path = path / "config.json"
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {size} bytes is too large for a config.json")
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"{files.shown_path(path)}: not UTF-8 text") from None
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        raise ConfigError(f"{files.shown_path(path)}: not valid JSON ({cut(printable(exc), 120)})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise ConfigError(f"{files.shown_path(path)}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -91,7 +89,7 @@ def load_spec(model: str | None = None, config_path: str | os.PathLike | None = 
     if gguf_path is not None or (config_path is not None and gguf_file.is_gguf(config_path)):
         return gguf_file.spec_of(gguf_file.read_gguf(gguf_path or config_path))
     if config_path is not None:
-        return spec_from_config(read_config(config_path), str(config_path))
+        return spec_from_config(read_config(config_path), files.shown_path(config_path))  # a name safe to print, cut
     try:
         entry = find(model)
     except UnknownModelError as exc:
@@ -115,7 +113,7 @@ def _load_cached(model: str, not_in_registry: UnknownModelError) -> ModelSpec:
     try:
         return spec_from_config(read_config(path), repo_id)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{files.shown_path(path)}: {exc}") from None
 
 
 def fetch_hub_config(repo_id: str, revision: str | None, not_found: str) -> tuple[dict, str]:
