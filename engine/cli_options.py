@@ -60,7 +60,8 @@ def model_options(func):
     """--model / --config: which architecture."""
     return apply_options(func, [
         option("--model", "model_id", metavar="ID", group="model",
-               help="A registry id (see 'memsym models') or its Hugging Face repo id."),
+               help="A registry id (see 'memsym models') or any Hugging Face repo id ORG/NAME[@REVISION]: "
+                    "the local cache first, then the Hub (config.json and safetensors headers only)."),
         option("--config", "config_path", type=click.Path(dir_okay=True), group="model",
                help="A local config.json (or a folder holding one)."),
         option("--gguf", "gguf_path", type=click.Path(dir_okay=False), metavar="FILE", group="model",

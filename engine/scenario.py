@@ -128,7 +128,8 @@ KNOBS: tuple[Knob, ...] = (
          choices=options.MLA_LAYOUTS),
     # kind "profile": the names live in engine/profiles (a layer above), which checks them
     Knob("profile", "--profile", "megatron", "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
-         "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md).", "scenario",
+         "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); llamacpp: "
+         "llama.cpp's KV cache (-c = --seq-len, -np = --batch-size) and a GGUF's stored weights.", "scenario",
          "profile"),
     Knob("device", "--device", "cuda", "--profile transformers: AdamW is foreach on cuda, single-tensor on cpu.",
          "scenario", choices=options.DEVICES),
