@@ -45,6 +45,9 @@ def test_unified_cache_is_one_stream_of_the_padded_context():
 def test_registry_model_says_its_weights_are_the_formula_and_compute_buffer_is_not_modelled():
     notes = kv(seq_len=4096)["notes"]
     assert any("compute buffer is not modelled" in n for n in notes)
+    # Llama-3.1-8B's vocabulary of 128,256 tokens, float32, 512 tokens of one ubatch
+    assert f"4 V min(-c, 512) = {4 * 128_256 * 512:,} bytes here" in " ".join(notes)
+    assert f"= {4 * 128_256 * 300:,} bytes" in " ".join(kv(seq_len=300)["notes"])
     assert any("standard weight formula" in n for n in notes)
 
 

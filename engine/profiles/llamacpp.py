@@ -47,7 +47,8 @@ SOURCES = {
 }
 NOTES = {
     "compute_buffer": "llama.cpp's compute buffer is not modelled (sized by a graph reservation at start-up, "
-                      "logged as 'compute buffer size'): add it with --reserve",
+                      "llama_context::sched_reserve, and logged as 'compute buffer size'): add it with --reserve",
+    "logits_floor": "it holds at least one ubatch's float32 logits, 4 V min(-c, 512) = {:,} bytes here",
     "formula_weights": "weights: no GGUF file given, so the standard weight formula under --dtype/--weight-quant, "
                        "not a GGUF's stored bytes (give --gguf FILE for those)",
 }
@@ -92,7 +93,9 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     facts[S.kv_key_bytes] = sympy.Rational(F.element_bytes(scenario.cache_type_k))
     facts[S.kv_value_bytes] = sympy.Rational(F.element_bytes(scenario.cache_type_v))
     inputs = shared.inputs(spec, scenario)
-    inputs["notes"] = [NOTES["compute_buffer"]] + ([] if stored else [NOTES["formula_weights"]])
+    floor = _number(F.logits_floor(), facts)
+    inputs["notes"] = ([NOTES["compute_buffer"]] + ([NOTES["logits_floor"].format(floor)] if floor else [])
+                       + ([] if stored else [NOTES["formula_weights"]]))
     inputs["cells_per_slot"] = _number(F.cells_per_slot(scenario.kv_unified), facts)
     tensors = architecture.parameter_tensors(spec)
     sources = {**SOURCES, "weights": SOURCES["weights" if stored else "weights (formula)"]}

@@ -29,7 +29,7 @@ from fractions import Fraction
 import sympy
 
 from formulas.symbols import (batch_size, head_dim, kv_key_bytes, kv_value_bytes, num_hidden_layers,
-                              num_key_value_heads, seq_len)
+                              num_key_value_heads, seq_len, vocab_size)
 
 CONTEXT_PAD = 256  # llama-context.cpp: cparams.n_ctx = GGML_PAD(cparams.n_ctx, 256), and n_ctx_seq likewise
 # --cache-type-k/-v values (common/arg.cpp, kv_cache_types) -> (block size, bytes per block),
@@ -45,6 +45,8 @@ CACHE_TYPES: dict[str, tuple[int, int]] = {
 }
 DEFAULT_CACHE_TYPE = "f16"  # common/common.h: cache_type_k = cache_type_v = GGML_TYPE_F16
 DEFAULT_SLOTS = 4  # tools/server/server.cpp: -np auto -> n_parallel = 4 with kv_unified = true
+UBATCH = 512  # common/common.h: n_ubatch = 512 (and n_batch = 2048), the -ub / -b defaults
+LOGIT_BYTES = 4  # the logits are float32: ggml_mul_mat's result type (src/llama-graph.h, t_logits)
 
 
 def element_bytes(cache_type: str) -> Fraction:
@@ -76,3 +78,14 @@ def kv_cache(unified: bool) -> dict[str, sympy.Expr]:
     """K and V bytes: ``L a_kv d beta_k cells`` and ``L a_kv d beta_v cells``."""
     per_layer_cell = num_hidden_layers * num_key_value_heads * head_dim * kv_cells(unified)
     return {"kv_cache/keys": kv_key_bytes * per_layer_cell, "kv_cache/values": kv_value_bytes * per_layer_cell}
+
+
+def logits_floor() -> sympy.Expr:
+    """A floor under the compute buffer: the logits of one ubatch, ``4 V min(s, 512)`` bytes.
+
+    ``llama_context::sched_reserve`` sizes the compute buffer by reserving the prompt graph of
+    ``n_tokens = min(n_ctx, n_ubatch)`` tokens with every token an output, so the float32
+    ``[n_vocab, n_tokens]`` logits are among its tensors; the rest (attention scores, MLP
+    temporaries, reused by ggml-alloc) is not modelled.
+    """
+    return LOGIT_BYTES * vocab_size * sympy.Min(seq_len, UBATCH)
