@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # annotations only: these layers sit below the profiles
 REGISTRY: dict[str, str] = {
     "megatron": "engine.profiles.megatron",
     "transformers": "engine.profiles.transformers",
+    "vllm": "engine.profiles.vllm",
     "llamacpp": "engine.profiles.llamacpp",
 }
 # spellings kept for compatibility -> profile name
