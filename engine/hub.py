@@ -140,7 +140,6 @@ class _Repo:
 
         ``missing_ok``: a file the repo does not have gives None instead of an error.
         """
-        import httpx2
         from huggingface_hub import errors, get_session
         from huggingface_hub.utils import hf_raise_for_status
 
@@ -151,13 +150,19 @@ class _Repo:
             with get_session().stream(method, self.url(filename, revision), headers=headers,
                                       follow_redirects=True, timeout=TIMEOUT_SECONDS) as response:
                 if response.status_code >= 400:  # classified by huggingface_hub from a bounded copy
-                    hf_raise_for_status(httpx2.Response(response.status_code, headers=response.headers,
-                                                        content=_bounded(response, ERROR_BODY_BYTES),
-                                                        request=response.request))
+                    hf_raise_for_status(type(response)(response.status_code, headers=response.headers,
+                                                       content=_bounded(response, ERROR_BODY_BYTES),
+                                                       request=response.request))
                 if method != "GET":
                     return response.headers, b""
                 skip = (first or 0) if response.status_code == 200 else 0  # a server that ignored Range
+                sent = _CONTENT_RANGE.fullmatch((response.headers.get("Content-Range") or "").strip())
+                if response.status_code == 206 and (sent is None or int(sent.group(1)) != first):
+                    raise HubError(f"--model {self.label}: {filename}: the server answered Range bytes={first}- "
+                                   f"with {cut(printable(response.headers.get('Content-Range')), 60)}")
                 return response.headers, _bounded(response, skip + cap)[skip:]
+        except HubError:
+            raise
         except errors.EntryNotFoundError:
             if missing_ok:
                 return None

@@ -30,6 +30,7 @@ class Repo:
     commit: str = "c0ffee" + "0" * 34
     token: str | None = None  # gated: only "Authorization: Bearer <token>" may read it
     ignores_range: bool = False  # answers every GET with the whole file (a server that ignores Range)
+    wrong_range: bool = False  # answers a Range request with 206 for bytes from 0, whatever was asked
 
 
 @dataclass
@@ -82,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
         wanted = _RANGE.fullmatch(self.headers.get("Range") or "")
         first, last, status = 0, len(data) - 1, 200
         if wanted and body and not repo.ignores_range:
-            first = int(wanted.group(1))
+            first = 0 if repo.wrong_range else int(wanted.group(1))
             last = min(int(wanted.group(2)) if wanted.group(2) else len(data) - 1, len(data) - 1)
             status = 206
         self.send_response(status)

@@ -256,3 +256,11 @@ def test_a_cached_snapshot_with_safetensors_gives_stored_bytes_offline(tmp_path,
     partial = api.estimate_model("acme/cached")
     assert isinstance(partial, api.Estimate)
     assert any("stored bytes not read from the cached snapshot" in n for n in partial.model.inputs["notes"])
+
+
+def test_a_206_for_other_bytes_is_refused(loopback, safetensors_writer, tmp_path):
+    loopback.repos["acme/shifty"] = Repo({"config.json": config(), "model.safetensors": safetensors_bytes(
+        safetensors_writer, tmp_path, "m.safetensors", outer_tensors())}, wrong_range=True)
+    with pytest.raises(MemsymError, match=r"^--model acme/shifty: model.safetensors: the server answered Range "
+                                          r"bytes=8- with bytes 0-"):
+        hub.fetch_checkpoint("acme/shifty")
