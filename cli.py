@@ -72,6 +72,7 @@ def estimate(as_json, **kw):
       memsym estimate --model qwen3-0.6b --seq-len 2048
       memsym estimate --model llama-3.1-8b --mode training --batch-size 4 --seq-len 4096 --json
       memsym estimate --checkpoint ./Qwen3-0.6B --json
+      memsym estimate --gguf ./Llama-3.1-8B-Q4_K_M.gguf --seq-len 8192 --cache-type-k q8_0
       memsym estimate --model qwen3-0.6b --mode training --profile transformers --gradient-checkpointing
     """
     from engine.questions import estimate as run_estimate

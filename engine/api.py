@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import architecture
-from engine.checkpoint import CheckpointError, compare, read_checkpoint, storage_hint
+from engine import hf_cache, hub
+from engine.checkpoint import INDEX_FILE, Checkpoint, CheckpointError, compare, read_checkpoint, storage_hint
+from engine.errors import UnknownModelError
+from engine.families import spec_from_config
 from engine.files import is_dir, shown_path
 from engine.profiles import build
 from engine.model import Evaluation, MemoryModel
-from engine.registry import load_spec
+from engine.registry import fetch_hub_config, find, load_spec
 from engine.scenario import SCENARIO_SYMBOLS, Scenario
 from engine.spec import ModelSpec
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
@@ -103,9 +106,81 @@ def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
     if not is_dir(directory):
         raise CheckpointError(f"--checkpoint {shown_path(directory)}: not a folder")
     result = estimate(None, str(directory / "config.json"), **knobs)
-    stored = read_checkpoint(directory)
+    return compared(result, read_checkpoint(directory))
+
+
+def compared(result: Estimate, stored: Checkpoint, as_stored: bool = False) -> CheckpointEstimate:
+    """``result`` with the stored bytes of ``stored`` beside its formula's weights.
+
+    ``as_stored``: the weights already are the stored bytes (no float32 tensor is upcast).
+    """
     inputs = result.model.inputs
-    width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if inputs["weight_quant"] == "none" else None
+    plain = inputs["weight_quant"] == "none" and not as_stored
+    width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if plain else None
     comparison = compare(stored, result.spec.num_hidden_layers, result.evaluation.terms["weights"], width)
     hint = storage_hint(stored, inputs["dtype"], inputs["weight_quant"])
     return CheckpointEstimate(result, comparison, hint)
+
+
+def _hub_ref(model: str) -> tuple[str, str | None, UnknownModelError] | None:
+    """(repo id, revision, the registry's refusal) when ``model`` is read from the Hub: not a
+    registry id, and not in the local cache."""
+    try:
+        find(model)
+        return None
+    except UnknownModelError as exc:
+        not_in_registry = exc
+    ref = hub.split_model_ref(model)
+    if ref is None or (ref[1] is None and hf_cache.cached_config(ref[0]) is not None):
+        return None
+    return ref[0], ref[1], not_in_registry
+
+
+def _with_cached_weights(model: str, result: Estimate) -> Estimate | CheckpointEstimate:
+    """A repo read from the local HF cache: its snapshot's safetensors headers too, when it holds them."""
+    ref = hub.split_model_ref(model)
+    config = hf_cache.cached_config(ref[0]) if ref is not None and ref[1] is None else None
+    if config is None or result.spec.name != ref[0]:  # a registry model, or not cached
+        return result
+    snapshot = config.parent
+    if not (snapshot / INDEX_FILE).exists() and not any(snapshot.glob("*.safetensors")):
+        return result
+    try:
+        return compared(result, read_checkpoint(snapshot))
+    except CheckpointError as exc:  # an incomplete download, say: the estimate stands, and says why
+        result.model.inputs.setdefault("notes", []).append(f"stored bytes not read from the cached snapshot: {exc}")
+        return result
+
+
+def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
+    """``memsym estimate --model ID``; a Hub repo (``ORG/NAME[@REVISION]`` outside the registry
+    and the local cache) also gets the stored bytes of its safetensors headers."""
+    ref = _hub_ref(model)
+    if ref is None:
+        return _with_cached_weights(model, estimate(model, None, **knobs))
+    repo_id, revision, not_in_registry = ref
+    config, commit = fetch_hub_config(repo_id, revision, f"{not_in_registry}; not in the local Hugging Face "
+                                                         f"cache ({hf_cache.cache_dir()}) either")
+    spec = spec_from_config(config, model)
+    mm = build(spec, Scenario(**knobs))
+    result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
+    try:
+        stored = hub.fetch_checkpoint(repo_id, revision, commit)
+    except hub.NoSafetensorsError:
+        return result
+    return compared(result, stored)
+
+
+def estimate_gguf(path: str | Path, **knobs) -> CheckpointEstimate:
+    """``memsym estimate --gguf FILE``: the mapped config's estimate and the file's stored bytes per ggml type.
+
+    Under the ``llamacpp`` profile the weights are those stored bytes; under any other the
+    formula's weights (``--dtype``/``--weight-quant``) stand beside them.
+    """
+    from engine import gguf_file
+
+    model = gguf_file.read_gguf(path)
+    spec = gguf_file.spec_of(model)
+    mm = build(spec, Scenario(**knobs))
+    result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
+    return compared(result, model.checkpoint, as_stored=mm.profile == "llamacpp")

@@ -26,7 +26,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from engine.files import exists, is_dir, open_regular, read_regular, shown_path
 from engine.errors import ConfigError
@@ -186,6 +186,15 @@ def read_safetensors(path: str | Path) -> list[StoredTensor]:
     """Every tensor of one safetensors file, its header checked against the file's size."""
     path = Path(path)
     header, data_bytes = read_header(path)
+    return tensors_from_header(path, header, data_bytes)
+
+
+def tensors_from_header(path: PurePath, header: dict, data_bytes: int) -> list[StoredTensor]:
+    """The tensors a parsed header lists, checked against a data area of ``data_bytes``.
+
+    ``path`` names the file in messages (its ``name`` becomes each tensor's ``file``); a
+    remote file is named by a ``PurePosixPath`` such as ``ORG/NAME@commit/model.safetensors``.
+    """
     entries = []
     for name, info in header.items():
         if name == "__metadata__":
@@ -215,6 +224,11 @@ def _read_index(directory: Path) -> dict[str, str]:
     """tensor -> shard file name, from ``model.safetensors.index.json``."""
     path = directory / INDEX_FILE
     raw = read_regular(path, MAX_INDEX_BYTES, "an index", CheckpointError)
+    return parse_index(raw, path)
+
+
+def parse_index(raw: bytes, path: PurePath) -> dict[str, str]:
+    """tensor -> shard file name from an index's bytes; ``path`` names it in messages."""
     index = parse_json(raw, str(path))
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
@@ -243,8 +257,8 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
                                   f"{directory}")
         stored = read_safetensors(directory / name)
         if weight_map is not None:
-            _check_against_index(directory, name, stored, weight_map)
-        _check_stored_once(directory, name, stored, tensors)
+            check_against_index(directory, name, stored, weight_map)
+        check_stored_once(directory, name, stored, tensors)
         tensors += stored
     if weight_map is not None and len(tensors) != len(weight_map):
         found = {t.name for t in tensors}
@@ -254,7 +268,8 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
     return Checkpoint(str(directory), tuple(files), tuple(tensors))
 
 
-def _check_stored_once(directory: Path, name: str, stored: list[StoredTensor], before: list[StoredTensor]) -> None:
+def check_stored_once(directory: PurePath, name: str, stored: list[StoredTensor],
+                      before: list[StoredTensor]) -> None:
     """A tensor stored in two files would be counted twice: refused, naming both files."""
     seen = {t.name: t.file for t in before}
     for tensor in stored:
@@ -263,7 +278,7 @@ def _check_stored_once(directory: Path, name: str, stored: list[StoredTensor], b
                                   f"stored in both {_show(seen[tensor.name])} and {_show(name)}")
 
 
-def _check_against_index(directory: Path, name: str, stored: list[StoredTensor], weight_map: dict) -> None:
+def check_against_index(directory: PurePath, name: str, stored: list[StoredTensor], weight_map: dict) -> None:
     for tensor in stored:
         listed = weight_map.get(tensor.name)
         if listed != name:

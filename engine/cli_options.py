@@ -63,9 +63,13 @@ def model_options(func):
     """--model / --config: which architecture."""
     return apply_options(func, [
         option("--model", "model_id", metavar="ID", group="model",
-               help="A registry id (see 'memsym models') or its Hugging Face repo id."),
+               help="A registry id (see 'memsym models') or any Hugging Face repo id ORG/NAME[@REVISION]: "
+                    "the local cache first, then the Hub (config.json and safetensors headers only)."),
         option("--config", "config_path", type=click.Path(dir_okay=True), group="model",
                help="A local config.json (or a folder holding one)."),
+        option("--gguf", "gguf_path", type=click.Path(dir_okay=False), metavar="FILE", group="model",
+               help="A llama.cpp GGUF file: architecture and stored bytes from its header "
+                    "(--profile llamacpp unless another is given)."),
     ])
 
 
@@ -148,7 +152,13 @@ def given(kw: dict) -> dict:
     ctx = click.get_current_context()
     chosen = {k: v for k, v in kw.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
     rest = {LIBRARY_NAMES.get(k, k): v for k, v in chosen.items() if k not in KNOB_BY_NAME and k not in SHORTCUTS}
-    return {**rest, **knob_values(chosen)}
+    knobs = knob_values(chosen)
+    if "gguf_path" in rest:  # a GGUF file is read where a config.json would be (engine.registry.load_spec)
+        if "config" in rest:
+            raise click.UsageError("give one of --config PATH and --gguf FILE")
+        rest["config"] = rest.pop("gguf_path")
+        knobs.setdefault("profile", "llamacpp")
+    return {**rest, **knobs}
 
 
 # --- the group: every failure one line on stderr, exit status 2 -------------------------------

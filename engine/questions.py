@@ -58,9 +58,13 @@ def estimate(model: str | None = None, config: str | None = None, checkpoint: st
         from engine.api import estimate_checkpoint
 
         return estimate_checkpoint(checkpoint, **knobs)
-    from engine.api import estimate as run_estimate
+    from engine import api, gguf_file
 
-    return run_estimate(model, config, **knobs)
+    if config is not None and gguf_file.is_gguf(config):
+        return api.estimate_gguf(config, **knobs)
+    if model is not None:
+        return api.estimate_model(model, **knobs)  # a Hub repo also gets its stored bytes
+    return api.estimate(model, config, **knobs)
 
 
 def model_table() -> list[dict]:

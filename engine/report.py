@@ -56,6 +56,7 @@ def format_estimate(result) -> str:
         mark = "  <- peak" if phase == ev.peak_phase else ""
         lines.append(f"{'phase ' + phase:<28} {value:>20,}  {format_bytes(value)}{mark}")
     lines.append(f"{'total':<28} {ev.total_bytes:>20,}  {format_bytes(ev.total_bytes)}")
+    lines += [f"note: {note}" for note in inputs.get("notes", ())]
     if ev.host:
         lines += ["", "offloaded to host memory (not in the GPU total):"]
         for name, value in ev.host.items():

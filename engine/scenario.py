@@ -129,7 +129,8 @@ KNOBS: tuple[Knob, ...] = (
     # kind "profile": the names live in engine/profiles (a layer above), which checks them
     Knob("profile", "--profile", "megatron", "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
          "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); deepspeed: "
-         "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP (docs/training.md).", "scenario",
+         "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP (docs/training.md); vllm: vLLM's start-up sizing "
+         "(docs/serving.md); llamacpp: llama.cpp's KV cache (-c = --seq-len, -np = --batch-size).", "scenario",
          "profile"),
     Knob("device", "--device", "cuda", "--profile transformers: AdamW is foreach on cuda, single-tensor on cpu.",
          "scenario", choices=options.DEVICES),
@@ -141,6 +142,12 @@ KNOBS: tuple[Knob, ...] = (
          symbol="allocator_fraction", freeable=True, parse=_allocator_fraction, metavar="F"),
     Knob("block_size", "--block-size", None, "Paged KV cache with blocks of N tokens.", "serving", "count",
          symbol="block_size", freeable=True, formula_free=True),
+    Knob("cache_type_k", "--cache-type-k", "f16", "--profile llamacpp: key-cache type (llama.cpp's flag).",
+         "serving", choices=options.LLAMACPP_CACHE_TYPES),
+    Knob("cache_type_v", "--cache-type-v", "f16", "--profile llamacpp: value-cache type (llama.cpp's flag).",
+         "serving", choices=options.LLAMACPP_CACHE_TYPES),
+    Knob("kv_unified", "--kv-unified", False, "--profile llamacpp: one KV stream shared by all -np slots "
+         "(--batch-size), as llama-server's -np auto.", "serving", "switch"),
     Knob("recompute", "--recompute", "none", "Training: activation recomputation.", "training",
          choices=options.RECOMPUTE_MODES, shortcut=Shortcut(
              "--gradient-checkpointing", "full",
@@ -320,6 +327,9 @@ class Scenario:
     # which framework's allocations the formulas describe (engine/profiles/, which checks the name)
     profile: str = "megatron"
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    kv_unified: bool = False
 
     def __post_init__(self):
         for k in KNOBS:

@@ -90,6 +90,8 @@ class ModelSpec:
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
+    # bytes a GGUF file stores per ggml type (("Q4_K", n), ...); set by engine.gguf_file's callers
+    stored_bytes_by_type: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         groups = tuple(self.layers) or (LayerGroup("attention", "dense", self.num_hidden_layers),)

@@ -18,4 +18,6 @@ PRECISIONS = ("auto", "pure", "zero16", "megatron18", "deepspeed20", "fp8")
 DTYPES = ("float32", "float16", "bfloat16", "float8", "int8", "int4")
 OFFLOAD = ("none", "optimizer", "parameters", "both")  # ZeRO-Offload / ZeRO-Infinity targets
 ZERO_STAGES = (0, 1, 2, 3)
+# llama.cpp's --cache-type-k/-v values (common/arg.cpp, kv_cache_types); sizes in formulas/frameworks/llamacpp.py
+LLAMACPP_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 DEVICES = ("cuda", "cpu")  # transformers profile: AdamW is foreach on CUDA, single-tensor on CPU

@@ -67,6 +67,8 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     ("quant_group_size", "g", "weights sharing one quantization scale (group-wise int4)", "elements", True),
     ("quant_scale_bytes", r"\beta_{sc}", "bytes per quantization scale", "bytes", False),
     ("kv_cache_bytes", r"\beta_{kv}", "bytes per KV-cache element", "bytes", False),
+    ("kv_key_bytes", r"\beta_{k}", "bytes per key-cache element (llama.cpp --cache-type-k)", "bytes", False),
+    ("kv_value_bytes", r"\beta_{v}", "bytes per value-cache element (llama.cpp --cache-type-v)", "bytes", False),
     ("activation_bytes", r"\beta_{a}", "bytes per activation element", "bytes", False),
     ("gradient_bytes", r"\beta_{g}", "bytes per gradient element", "bytes", False),
     ("master_weight_bytes", r"\beta_{m}", "bytes per master-weight element (0 without a master copy)", "bytes", False),
@@ -151,6 +153,8 @@ quantized_weight_bytes = SYMBOLS["quantized_weight_bytes"].symbol
 quant_group_size = SYMBOLS["quant_group_size"].symbol
 quant_scale_bytes = SYMBOLS["quant_scale_bytes"].symbol
 kv_cache_bytes = SYMBOLS["kv_cache_bytes"].symbol
+kv_key_bytes = SYMBOLS["kv_key_bytes"].symbol
+kv_value_bytes = SYMBOLS["kv_value_bytes"].symbol
 activation_bytes = SYMBOLS["activation_bytes"].symbol
 gradient_bytes = SYMBOLS["gradient_bytes"].symbol
 master_weight_bytes = SYMBOLS["master_weight_bytes"].symbol

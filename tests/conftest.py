@@ -16,6 +16,15 @@ def ground_truth() -> dict:
     return json.loads((FIXTURES / "transformers_ground_truth.json").read_text())
 
 
+@pytest.fixture(autouse=True)
+def hub_offline(monkeypatch):
+    """No test reaches the network: the Hub is off (HF_HUB_OFFLINE) unless a test serves one on
+    the loopback and unsets it (tests/test_hub.py)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
 @pytest.fixture()
 def run_cli():
     """Invoke the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""

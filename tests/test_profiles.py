@@ -40,6 +40,11 @@ CASES = {
         ("gemma-2-9b", dict(mode="inference", tp=2)),
         ("deepseek-v2-lite", dict(mode="inference", pp=2, kv_cache_dtype="float8")),
     ],
+    "llamacpp": [
+        ("llama-3.1-8b", dict(mode="inference")),
+        ("qwen3-0.6b", dict(mode="inference", batch_size=4, cache_type_k="q8_0", cache_type_v="q4_0")),
+        ("qwen3-0.6b", dict(mode="inference", batch_size=4, kv_unified=True, reserve_bytes=10**9)),
+    ],
 }
 # what a placeholder looks like: a repository path or an empty/one-word line
 PLACEHOLDER = re.compile(r"^\s*$|^(formulas|engine)/|\.py\)?$")

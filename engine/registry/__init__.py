@@ -82,10 +82,15 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def load_spec(model: str | None = None, config_path: str | os.PathLike | None = None) -> ModelSpec:
-    """A ModelSpec from a registry id / HF repo id, or from a local config.json."""
-    if (model is None) == (config_path is None):
-        raise UnknownModelError("give exactly one of --model ID or --config PATH")
+def load_spec(model: str | None = None, config_path: str | os.PathLike | None = None,
+              gguf_path: str | os.PathLike | None = None) -> ModelSpec:
+    """A ModelSpec from a registry id / HF repo id, a local config.json, or a GGUF file's header."""
+    if sum(given is not None for given in (model, config_path, gguf_path)) != 1:
+        raise UnknownModelError("give exactly one of --model ID, --config PATH or --gguf FILE")
+    from engine import gguf_file
+
+    if gguf_path is not None or (config_path is not None and gguf_file.is_gguf(config_path)):
+        return gguf_file.spec_of(gguf_file.read_gguf(gguf_path or config_path))
     if config_path is not None:
         return spec_from_config(read_config(config_path), files.shown_path(config_path))  # a name safe to print, cut
     try:
@@ -95,18 +100,30 @@ def load_spec(model: str | None = None, config_path: str | os.PathLike | None = 
     return spec_from_config(entry.config, entry.id)
 
 
-def _load_cached(repo_id: str, not_in_registry: UnknownModelError) -> ModelSpec:
-    """``--model ORG/NAME`` outside the registry: its config.json from the local HF cache, offline."""
-    from engine import hf_cache
+def _load_cached(model: str, not_in_registry: UnknownModelError) -> ModelSpec:
+    """``--model ORG/NAME[@REVISION]`` outside the registry: the local HF cache first, offline, then the Hub."""
+    from engine import hf_cache, hub
 
-    if not hf_cache.is_repo_id(repo_id):
+    ref = hub.split_model_ref(model)
+    if ref is None:
         raise not_in_registry
-    path = hf_cache.cached_config(repo_id)
+    repo_id, revision = ref
+    path = hf_cache.cached_config(repo_id) if revision is None else None
     if path is None:
-        raise UnknownModelError(f"{not_in_registry}; not in the local Hugging Face cache "
-                                f"({hf_cache.cache_dir()}) either, and memsym never downloads: "
-                                f"use --config PATH/TO/config.json") from None
+        config, _ = fetch_hub_config(repo_id, revision, f"{not_in_registry}; not in the local Hugging Face cache "
+                                                        f"({hf_cache.cache_dir()}) either")
+        return spec_from_config(config, model)
     try:
         return spec_from_config(read_config(path), repo_id)
     except ConfigError as exc:
         raise ConfigError(f"{files.shown_path(path)}: {exc}") from None
+
+
+def fetch_hub_config(repo_id: str, revision: str | None, not_found: str) -> tuple[dict, str]:
+    """config.json from the Hub; offline, ``not_found`` says where else memsym looked."""
+    from engine import hub
+
+    if hub.offline():
+        raise UnknownModelError(f"{not_found}, and HF_HUB_OFFLINE is set, so memsym does not ask the Hub: "
+                                f"unset it, or use --config PATH/TO/config.json") from None
+    return hub.fetch_config(repo_id, revision)
