@@ -82,6 +82,9 @@ class ModelSpec:
     norms_per_layer: int = 2
     layer_norm_bias: bool = False  # LayerNorm (weight and bias) rather than RMSNorm
     max_position_embeddings: int | None = None  # set only for learned position tables
+    # the context the model was trained for (config.json's max_position_embeddings, whatever
+    # the position encoding): warnings only, never a parameter count
+    context_length: int | None = field(default=None, compare=False)
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
