@@ -18,6 +18,52 @@ def show(expr, latex: bool) -> str:
     return sympy.latex(expr, symbol_names=latex_names()) if latex else sympy.sstr(expr)
 
 
+DEGREES = ("tp", "pp", "dp", "ep", "cp")
+
+
+def layout_text(inputs: dict) -> str:
+    """``tp=2 x pp=1 x dp=1 (ep=1, cp=1) = 2 GPUs``: the parallel layout a model was built for."""
+    degree = {k: inputs.get(k) or 1 for k in DEGREES}
+    gpus = degree["tp"] * degree["pp"] * degree["dp"] * degree["cp"]
+    split = (inputs.get("budget") or {}).get("num_gpus", 1)
+    if gpus == 1 and split > 1:
+        return f"even split over {split} GPUs (every term / {split}, no tp/pp layout)"
+    sp = ", sequence parallel" if inputs.get("sequence_parallel") else ""
+    return (f"tp={degree['tp']} x pp={degree['pp']} x dp={degree['dp']} (ep={degree['ep']}, cp={degree['cp']}"
+            f"{sp}) = {gpus} GPU{'s' if gpus > 1 else ''}")
+
+
+def precision_text(inputs: dict) -> str:
+    """Weights, quantization, KV cache and (training) the bytes-per-parameter convention."""
+    parts = [f"dtype {inputs['dtype']}"]
+    if inputs.get("weight_quant", "none") != "none":
+        parts.append(f"weights quantized {inputs['weight_quant']}")
+    else:
+        parts.append("weights unquantized")
+    if inputs.get("mode") == "training" and inputs.get("precision"):
+        parts.append(f"precision {inputs['precision']} (training bytes per parameter)")
+    else:
+        kv = inputs.get("kv_dtype") or inputs.get("kv_cache_dtype") or inputs["dtype"]
+        paged = f", paged blocks of {inputs['block_size']}" if inputs.get("block_size") else ""
+        parts.append(f"KV cache {kv}{paged}")
+    return ", ".join(parts)
+
+
+def context_warnings(inputs: dict, solved=None) -> list[str]:
+    from engine.api import context_warnings as warnings  # SymPy: not at --help time
+
+    return warnings(inputs, solved)
+
+
+def scenario_lines(inputs: dict) -> list[str]:
+    """The header every report shares: profile, precision, layout, per GPU, and how spellings were read."""
+    lines = [f"profile {inputs.get('profile', '?')}, {precision_text(inputs)}",
+             f"layout {layout_text(inputs)}; bytes are per GPU (the most loaded rank)"]
+    for flag, note in (inputs.get("read_as") or {}).items():
+        lines.append(f"read as: {flag} {note}")
+    return lines
+
+
 def format_checkpoint(checked) -> str:
     """The checkpoint's stored bytes per dtype, beside the formula's weights."""
     c = checked.comparison
@@ -42,7 +88,8 @@ def format_estimate(result) -> str:
     inputs = mm.inputs
     head = (f"{result.spec.name} ({result.spec.architecture}), {mm.mode}, batch_size={inputs['batch_size']}, "
             f"seq_len={inputs['seq_len']}, dtype={inputs['dtype']}")
-    lines = [head, f"parameters: {result.counts['parameters']:,}"
+    lines = [head, *scenario_lines(inputs), *context_warnings(inputs),
+             f"parameters: {result.counts['parameters']:,}"
              + (f" ({result.counts['active_parameters']:,} active per token)" if result.spec.is_moe else ""), ""]
     lines.append(f"{'term':<28} {'bytes':>20}  size")
     for name in mm.terms:
@@ -64,15 +111,21 @@ def format_estimate(result) -> str:
     return "\n".join(lines)
 
 
-def format_solution(name: str, solution, limits, show_formula: bool, latex: bool) -> str:
+def format_solution(name: str, solution, limits, show_formula: bool, latex: bool, layout=None) -> str:
     """The answer, its certificate (totals at the value and its neighbour) and the budget."""
     s = solution
     device = f"{limits.gpu_name} " if limits.gpu_name else ""
-    split = f"; the model split evenly over {limits.num_gpus} GPUs" if limits.num_gpus > 1 else ""
+    even = limits.num_gpus > 1 and (layout is None or layout.even_split)
+    split = f"; the model split evenly over {limits.num_gpus} GPUs" if even else ""
     lines = [f"{name}: {'smallest' if s.smallest else 'largest'} {s.variable} that fits",
+             *scenario_lines(s.inputs),
              f"budget per GPU: {s.budget_bytes:,} B ({format_bytes(s.budget_bytes)}) = {limits.utilization} x "
-             f"{device}{limits.device_bytes:,} B{split}",
-             f"{s.variable} = {s.value:,}"]
+             f"{device}{limits.device_bytes:,} B{split}"]
+    if limits.reading:
+        lines.append(f"read as: --budget {limits.reading}")
+    if layout is not None and layout.note:
+        lines.append(f"read as: {layout.note}")
+    lines += [f"{s.variable} = {s.value:,}", *context_warnings(s.inputs, (s.variable, s.value))]
     neighbour = s.value - 1 if s.smallest else s.value + 1
     config = s.inputs.get("configuration")
     if config:  # training: the search's configuration; its neighbour has one data-parallel rank less
@@ -93,7 +146,7 @@ def format_answer(answer, show_formula: bool = False, latex: bool = False) -> st
 
     if isinstance(answer, ClosedFormAnswer):
         return format_closed_form(answer, latex)
-    return format_solution(answer.model, answer.solution, answer.limits, show_formula, latex)
+    return format_solution(answer.model, answer.solution, answer.limits, show_formula, latex, answer.layout)
 
 
 def format_closed_form(answer, latex: bool) -> str:
@@ -148,12 +201,16 @@ def format_plan(answer) -> str:
 
 
 def _product(row, latex: bool) -> str:
+    r"""``coefficient*monomial``; in LaTeX a thin space instead of ``*`` and ``\left( \right)``."""
     coefficient, monomial = show(row.coefficient, latex), show(row.monomial, latex)
     if row.monomial == 1:
         return coefficient
     if row.coefficient == 1:
         return monomial
-    return f"({coefficient})*{monomial}" if row.coefficient.is_Add else f"{coefficient}*{monomial}"
+    times, opening, closing = (r" \, ", r"\left(", r"\right)") if latex else ("*", "(", ")")
+    if row.coefficient.is_Add:
+        return f"{opening}{coefficient}{closing}{times}{monomial}"
+    return f"{coefficient}{times}{monomial}"
 
 
 def format_formula(answer, latex: bool) -> str:
