@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from engine.units import format_bytes
 
+FULL_FRACTION = 0.95  # plan: a layout above this share of the budget is flagged "N % full"
+
 
 def show(expr, latex: bool) -> str:
     """An expression as SymPy's plain string, or as LaTeX with the project's short names."""
@@ -151,7 +153,15 @@ def format_plan(answer) -> str:
              f"{'gpus':>6} {'tp':>4} {'pp':>4} {'dp':>6} {'zero':>4} {'per-GPU bytes':>20}  fits"]
     for c in sorted(answer.plan.tried, key=lambda c: (not c.fits, c.num_gpus, c.tp, c.pp, c.zero)):
         mark = "yes" if c.fits else "no (at the largest dp)"
+        if c.fits and c.per_gpu_bytes > FULL_FRACTION * budget:
+            mark += f", {100 * c.per_gpu_bytes / budget:.1f} % full"
         lines.append(f"{c.num_gpus:>6} {c.tp:>4} {c.pp:>4} {c.dp:>6} {c.zero:>4} {c.per_gpu_bytes:>20,}  {mark}")
+    profile = answer.inputs.get("profile", "megatron")
+    reserve = answer.inputs.get("reserve_bytes", 0)
+    lines.insert(2, f"counted (profile {profile}): the profile's terms (weights, gradients, optimizer state, activations, "
+                 f"KV cache) and --reserve {reserve:,} B per GPU; not counted: the CUDA context, NCCL and "
+                 "framework workspaces, allocator fragmentation (give them with --reserve): a layout "
+                 f"over {100 * FULL_FRACTION:.0f} % full leaves little for them")
     return "\n".join(lines)
 
 

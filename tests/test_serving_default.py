@@ -102,3 +102,16 @@ def test_training_and_symbolic_keep_their_profiles():
     with pytest.raises(InputError, match="needs --mode inference"):
         questions.solve("concurrency", "qwen3-0.6b", budget="24GB", mode="training")
     assert questions.solve("seq-len", symbolic=True, batch_size=1).variable == "seq_len"
+
+
+def test_plan_says_what_it_counts_and_flags_full_layouts():
+    result = run("plan", "--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--mode", "training", "--seq-len", "4096")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[2].startswith("counted (profile megatron)") and "not counted: the CUDA context" in lines[2]
+    answer = questions.plan("llama-3.1-8b", gpu="h100-80gb", mode="training", seq_len=4096)
+    budget = answer.budget_bytes
+    full = [c for c in answer.plan.tried if c.fits and c.per_gpu_bytes > 0.95 * budget]
+    roomy = [c for c in answer.plan.tried if c.fits and c.per_gpu_bytes <= 0.95 * budget]
+    assert full and roomy
+    assert sum("% full" in line for line in lines[3:]) == len(full)
