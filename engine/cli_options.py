@@ -125,8 +125,9 @@ def budget_options(func):
                help="A GPU of the catalog ('memsym gpus'), e.g. rtx-4090."),
         option("--num-gpus", type=int, default=1, show_default=True, group="parallelism",
                help="GPUs of that memory; the model is split evenly over them."),
-        option("--gpu-memory-utilization", "utilization", default="1", show_default=True, metavar="F",
-               group="serving", help="Fraction of each GPU's memory that may be used, 0 < F <= 1 (vLLM's flag)."),
+        option("--gpu-memory-utilization", "utilization", default=None, metavar="F", group="serving",
+               help="Fraction of each GPU's memory that may be used, 0 < F <= 1 (vLLM's flag)  "
+                    "[default: 0.9 (vLLM's) for the vllm profile's serving solves, else 1]"),
     ])
 
 

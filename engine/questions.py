@@ -114,7 +114,8 @@ class SolveAnswer:
         from engine.api import context_warnings
 
         s = self.solution
-        out = {"model": self.model, **s.to_dict(), "warnings": context_warnings(s.inputs, (s.variable, s.value))}
+        out = {"model": self.model, "profile": s.inputs.get("profile"), **s.to_dict(),
+               "warnings": context_warnings(s.inputs, (s.variable, s.value))}
         if self.layout is not None:
             out["layout"] = self.layout.to_dict(self.limits.num_gpus)
         return out
@@ -142,7 +143,9 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
           num_gpus: int | None = None, utilization=None, symbolic: bool = False,
           serving_activations: str | None = None, **knobs):
     """``memsym solve VARIABLE``: the largest seq-len, batch-size or concurrency that fits, or the
-    fewest GPUs (num-gpus) or smallest tensor-parallel degree (tp); see engine.solve."""
+    fewest GPUs (num-gpus) or smallest tensor-parallel degree (tp); see engine.solve. In
+    inference mode the three serving variables use the vllm profile unless ``profile`` is
+    given (engine.serving_solve); ``profile="megatron"`` is the bare-tensor answer."""
     target = variable.replace("-", "_")
     if target not in SOLVED_KNOB:
         raise InputError(f"cannot solve for {variable!r}; choose from {', '.join(SOLVED_KNOB)}")
@@ -155,6 +158,11 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
     activations = serving_activations or "none"
     if target in ("seq_len", "batch_size", "concurrency"):
         knobs[pinned_by] = None
+    from engine.serving_solve import solve_serving, uses_vllm
+
+    if uses_vllm(target, knobs, symbolic):  # serving questions default to --profile vllm
+        return solve_serving(target, model, config, budget=budget, gpu=gpu, num_gpus=num_gpus,
+                             utilization=utilization, serving_activations=serving_activations, **knobs)
     if symbolic:
         return solve_symbolic(variable, target, knobs, activations)
     if model is None and config is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from engine.units import format_bytes
 
+FULL_FRACTION = 0.95  # plan: a layout above this share of the budget is flagged "N % full"
+
 
 def show(expr, latex: bool) -> str:
     """An expression as SymPy's plain string, or as LaTeX with the project's short names."""
@@ -144,9 +146,18 @@ def format_answer(answer, show_formula: bool = False, latex: bool = False) -> st
     """``memsym solve``: a checked solution, or the closed form of ``--symbolic``."""
     from engine.questions import ClosedFormAnswer
 
+    from engine.serving_solve import ServingAnswer
+
     if isinstance(answer, ClosedFormAnswer):
         return format_closed_form(answer, latex)
-    return format_solution(answer.model, answer.solution, answer.limits, show_formula, latex, answer.layout)
+    if isinstance(answer, ServingAnswer):
+        return format_serving_answer(answer)
+    text = format_solution(answer.model, answer.solution, answer.limits, show_formula, latex, answer.layout)
+    profile = answer.solution.inputs.get("profile", "megatron")
+    if answer.solution.variable in ("concurrency", "seq_len", "batch_size") and answer.solution.inputs.get("mode") != "training":
+        return text + (f"\nprofile: {profile} (bare tensors: weights, KV cache and the listed terms; nothing for the "
+                       "CUDA context, a profile run or the sampler unless --reserve says so)")
+    return text + f"\nprofile: {profile}"
 
 
 def format_closed_form(answer, latex: bool) -> str:
@@ -196,7 +207,15 @@ def format_plan(answer) -> str:
              f"{'gpus':>6} {'tp':>4} {'pp':>4} {'dp':>6} {'zero':>4} {'per-GPU bytes':>20}  fits"]
     for c in sorted(answer.plan.tried, key=lambda c: (not c.fits, c.num_gpus, c.tp, c.pp, c.zero)):
         mark = "yes" if c.fits else "no (at the largest dp)"
+        if c.fits and c.per_gpu_bytes > FULL_FRACTION * budget:
+            mark += f", {100 * c.per_gpu_bytes / budget:.1f} % full"
         lines.append(f"{c.num_gpus:>6} {c.tp:>4} {c.pp:>4} {c.dp:>6} {c.zero:>4} {c.per_gpu_bytes:>20,}  {mark}")
+    profile = answer.inputs.get("profile", "megatron")
+    reserve = answer.inputs.get("reserve_bytes", 0)
+    lines.insert(2, f"counted (profile {profile}): the profile's terms (weights, gradients, optimizer state, activations, "
+                 f"KV cache) and --reserve {reserve:,} B per GPU; not counted: the CUDA context, NCCL and "
+                 "framework workspaces, allocator fragmentation (give them with --reserve): a layout "
+                 f"over {100 * FULL_FRACTION:.0f} % full leaves little for them")
     return "\n".join(lines)
 
 
@@ -350,4 +369,39 @@ def format_serve(prediction) -> str:
                  f"+0.01 utilization buys {slope / 100:.2f} requests of {v['max_model_len']:,} tokens")
     if p.refusal:
         lines += ["", f"vLLM refuses to start: {p.refusal}"]
+    return "\n".join(lines)
+
+
+def format_serving_answer(answer) -> str:
+    """``solve concurrency|seq-len|batch-size`` by the vllm profile: the answer, vLLM's
+    figures behind it, its certificate, the budget and the parallel mapping."""
+    p, c, n = answer.prediction, answer.certificate, answer.value
+    v = p.values
+    name = answer.variable.replace("_", "-")
+    lines = [f"{answer.model}: largest {name} that vLLM {p.settings.version} starts with (profile: vllm)",
+             f"budget: {answer.budget_note}; requested = {float(p.settings.gpu_memory_utilization):g} "
+             f"(--gpu-memory-utilization) x {v['cuda_total_bytes']:,} B = {v['requested_bytes']:,} B",
+             f"parallel: {answer.parallel_note}",
+             f"available KV cache memory: {v['available_kv_cache_bytes']:,} B "
+             f"({v['available_kv_cache_bytes'] / 2**30:.2f} GiB) = requested - weights {v['weights_bytes']:,} "
+             f"- profile-run peak {v['activation_peak_bytes']:,} - non-torch {v['non_torch_bytes']:,}",
+             f"{name} = {n:,}"]
+    if answer.variable == "seq_len":
+        lines.append(f"  KV of one request of {n:,} tokens: {c['at_value']:>16,} B <= available "
+                     f"{c['available_kv_cache_bytes']:,} B  starts")
+        if c["capped_at_context"]:
+            lines.append(f"  {n + 1:,} tokens exceed the model's context ({c['context']:,}): vLLM refuses that "
+                         f"max_model_len (its one request would need {c['at_next']:,} B)")
+        else:
+            lines.append(f"  KV of one request of {n + 1:,} tokens: {c['at_next']:>16,} B >  available "
+                         f"{c['available_at_next']:,} B  refused")
+    else:
+        per, blocks = c["blocks_per_request"], c["num_gpu_blocks"]
+        lines += [f"  vLLM: Maximum concurrency for {v['max_model_len']:,} tokens per request: "
+                  f"{float(v['max_concurrency']):.2f}x",
+                  f"  blocks for {n:,} requests: {n:,} x {per:,} = {c['at_value']:,} <= num_gpu_blocks {blocks:,}  fits",
+                  f"  blocks for {n + 1:,} requests: {n + 1:,} x {per:,} = {c['at_next']:,} > num_gpu_blocks "
+                  f"{blocks:,}  exceeds"]
+    lines.append("  counted: weights as vLLM loads them, the profile run's torch peak, non-torch memory; "
+                 "CUDA graphs are not subtracted (vLLM 0.19); --profile megatron gives the bare-tensor answer")
     return "\n".join(lines)
