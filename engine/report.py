@@ -293,3 +293,11 @@ def format_serve(prediction) -> str:
     if p.refusal:
         lines += ["", f"vLLM refuses to start: {p.refusal}"]
     return "\n".join(lines)
+
+
+def format_page(summary: dict) -> str:
+    """``memsym html``: what was written and which controls the page has."""
+    from engine.files import shown_path
+
+    return (f"wrote {shown_path(summary['path'])} ({summary['bytes']:,} bytes): {summary['model']} "
+            f"({summary['mode']}), terms {', '.join(summary['terms'])}; controls {', '.join(summary['controls'])}")
