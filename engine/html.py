@@ -223,9 +223,14 @@ def page_source(model: str | None = None, config: str | None = None, **knobs) ->
     free, widths = free_widths(mm)
     variables, functions = page_functions(free)
     inputs = {k: str(v) if isinstance(v, Fraction) else v for k, v in mm.inputs.items()}
+    page_controls = controls(spec, mm, variables, defaults, widths)
+    uncontrolled = sorted(set(variables) - {c["variable"] for c in page_controls})
+    if uncontrolled:  # e.g. --profile vllm: the KV cache fills what the GPU's total leaves
+        raise InputError(f"html: the memory of {spec.name} under --profile {mm.profile} depends on "
+                         f"{', '.join(uncontrolled)}, which the page has no control for (see memsym serve)")
     data = {"model": spec.name, "mode": mm.mode, "profile": mm.profile, "inputs": inputs,
-            "controls": controls(spec, mm, variables, defaults, widths), "terms": term_rows(mm),
-            "phases": {p: list(n) for p, n in mm.phases.items()}, "gpus": gpu_rows(), "default_gpu": DEFAULT_GPU}
+            "controls": page_controls, "terms": term_rows(mm),
+            "phases": {p: list(n) for p, n in mm.phases.items()}, "variables": list(variables), "gpus": gpu_rows(), "default_gpu": DEFAULT_GPU}
     if DEFAULT_GPU not in catalog():
         data["default_gpu"] = next(iter(catalog()))
     text = render_template("page.html.j2", title=html.escape(f"memsym: {spec.name} ({mm.mode})"),

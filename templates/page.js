@@ -125,7 +125,7 @@
   }
   function showSolve(id, answer, limit) {
     const cell = document.getElementById("solve-" + id), cert = document.getElementById("cert-" + id);
-    if (answer === null) { cell.textContent = "n/a"; cert.textContent = "a serving question (inference only)"; return; }
+    if (typeof answer === "string") { cell.textContent = "n/a"; cert.textContent = answer; return; }
     if (answer.unbounded) { cell.textContent = "unbounded"; cert.textContent = "fits up to 2^53"; return; }
     if (answer.value === null) { cell.textContent = "none"; cert.textContent = "f(1) = " + answer.at + " > B = " + limit; return; }
     cell.textContent = String(answer.value);
@@ -160,9 +160,14 @@
       ? "Exact: every value is an integer below 2^53 bytes, computed from integers in float64."
       : "Above 2^53 bytes: the values are the nearest float64 numbers (relative error about 1e-16), not exact integers.";
     const at = (name, n) => Object.assign({}, values, {[name]: n});
-    showSolve("seq_len", largest(n => memsymTerms(at("seq_len", n)).total_bytes, limit), limit);
-    showSolve("batch_size", largest(n => memsymTerms(at("batch_size", n)).total_bytes, limit), limit);
-    showSolve("concurrency", memsymServing === null ? null
+    const free = name => data.variables.includes(name);
+    const fixed = name => "the total does not depend on " + name + " here";
+    showSolve("seq_len", !free("seq_len") ? fixed("seq_len")
+              : largest(n => memsymTerms(at("seq_len", n)).total_bytes, limit), limit);
+    showSolve("batch_size", !free("batch_size") ? fixed("batch_size")
+              : largest(n => memsymTerms(at("batch_size", n)).total_bytes, limit), limit);
+    showSolve("concurrency", memsymServing === null ? "a serving question (inference only)"
+              : !free("batch_size") ? fixed("batch_size")
               : largest(n => memsymServing(at("batch_size", n)).total_bytes, limit), limit);
   }
 

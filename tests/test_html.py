@@ -177,6 +177,8 @@ def test_cli_writes_the_page(tmp_path):
     assert result.exit_code == 0 and "wrote" in result.output and out.read_text().startswith("<!DOCTYPE html>")
     bad = CliRunner().invoke(cli.cli, ["html", "--model", "gemma-2-9b", "--seq-len", "0", "-o", str(out)])
     assert bad.exit_code == 2
+    vllm = CliRunner().invoke(cli.cli, ["html", "--model", "qwen3-0.6b", "--profile", "vllm", "-o", str(out)])
+    assert vllm.exit_code == 2 and "cuda_total_bytes" in vllm.output
 
 
 def test_defaults_are_the_command_line_scenario(browser, tmp_path):
@@ -188,3 +190,15 @@ def test_defaults_are_the_command_line_scenario(browser, tmp_path):
     expected = json.loads(CliRunner().invoke(cli.cli, ["estimate", *flags, "--json"]).output)
     assert shown["total_bytes"] == str(expected["total_bytes"])
     assert shown["term-kv_cache"] == str(expected["terms"]["kv_cache"])
+
+
+def test_a_hostile_config_path_reaches_the_page_as_text_only(tmp_path):
+    """A folder named like markup: the page's title is escaped and its data holds no ``<``."""
+    from engine.registry import entries
+
+    folder = tmp_path / "<script>alert(1)<x"
+    folder.mkdir()
+    config = next(e.config for e in entries() if e.id == "qwen3-0.6b")
+    (folder / "config.json").write_text(json.dumps(config))
+    text, _ = page_source(config=str(folder / "config.json"))
+    assert "<script>alert" not in text and text.count("<script") == 3  # the page's own three scripts
