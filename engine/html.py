@@ -87,6 +87,13 @@ def exact_roundings(expr: sympy.Expr) -> sympy.Expr:
     return expr
 
 
+def largest_operand(exprs) -> sympy.Expr:
+    """The largest value the page's arithmetic meets: each total and each rounding's numerator
+    (at most the term times its divisor). Every number is exact while this stays below 2^53."""
+    numerators = [d.args[0] for e in exprs for d in e.atoms(CeilDiv, FloorDiv)]
+    return sympy.Max(*exprs, *numerators, evaluate=False)
+
+
 def half_symbol(width: str) -> sympy.Symbol:
     """``kv_cache_bytes`` -> the integer ``kv_cache_half_bytes`` (= 2 x bytes per element)."""
     return sympy.Symbol(width.replace("_bytes", "_half_bytes"), integer=True, positive=True)
@@ -126,6 +133,7 @@ def page_functions(mm: MemoryModel) -> tuple[tuple[str, ...], str]:
 
     rounded = {n: exact_roundings(whole_bytes(mm.pinned(mm.terms[n]))) for n in mm.top_level}
     outputs = {**rounded, "total_bytes": exact_roundings(numeric_total(mm))}
+    outputs["largest_operand"] = largest_operand(outputs.values())
     variables = variables_of(mm)
     source = js_function("memsymTerms", variables, outputs)
     if mm.mode == "inference":
@@ -228,7 +236,7 @@ def page_source(model: str | None = None, config: str | None = None, **knobs) ->
     if uncontrolled:  # e.g. --profile vllm: the KV cache fills what the GPU's total leaves
         raise InputError(f"html: the memory of {spec.name} under --profile {mm.profile} depends on "
                          f"{', '.join(uncontrolled)}, which the page has no control for (see memsym serve)")
-    data = {"model": spec.name, "mode": mm.mode, "profile": mm.profile, "inputs": inputs,
+    data = {"model": spec.name, "gpu_aliases": {a: g.name for g in catalog().values() for a in g.aliases}, "mode": mm.mode, "profile": mm.profile, "inputs": inputs,
             "controls": page_controls, "terms": term_rows(mm),
             "phases": {p: list(n) for p, n in mm.phases.items()}, "variables": list(variables), "gpus": gpu_rows(), "default_gpu": DEFAULT_GPU}
     if DEFAULT_GPU not in catalog():

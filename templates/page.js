@@ -70,7 +70,8 @@
     const given = fragment();
     for (const [key, entry] of Object.entries(inputs)) {
       const c = entry.control;
-      const value = key in given ? given[key] : c.default;
+      let value = key in given ? given[key] : c.default;
+      if (key === "gpu" && value in data.gpu_aliases) value = data.gpu_aliases[value];
       if (c.kind === "select" && !c.options.some(o => o.value === value)) {
         entry.field.value = c.default;
         entry.error.textContent = "unknown " + key + " " + JSON.stringify(value) + "; shown: " + c.default;
@@ -156,9 +157,12 @@
     verdict.textContent = out.total_bytes <= limit ? "Fits: " + (limit - out.total_bytes) + " bytes to spare."
                                                    : "Does not fit: " + (out.total_bytes - limit) + " bytes over.";
     verdict.className = "verdict " + (out.total_bytes <= limit ? "fits" : "over");
-    document.getElementById("precision").textContent = out.total_bytes < EXACT_LIMIT
-      ? "Exact: every value is an integer below 2^53 bytes, computed from integers in float64."
-      : "Above 2^53 bytes: the values are the nearest float64 numbers (relative error about 1e-16), not exact integers.";
+    document.getElementById("precision").textContent = out.largest_operand < EXACT_LIMIT
+      ? "Exact: every operand is an integer below 2^53 (the largest here: " + out.largest_operand + "), computed in float64."
+      : "Above 2^53: an operand reaches " + out.largest_operand + ", so the values are the nearest float64 numbers " +
+        "(relative error about 1e-16) and may be a few bytes from the exact integers memsym estimate prints.";
+    const peak = peakPhase(out);
+    document.getElementById("phase").textContent = peak ? "Stacked: the terms of phase " + peak + ", where memory peaks." : "";
     const at = (name, n) => Object.assign({}, values, {[name]: n});
     const free = name => data.variables.includes(name);
     const fixed = name => "the total does not depend on " + name + " here";
@@ -171,13 +175,17 @@
               : largest(n => memsymServing(at("batch_size", n)).total_bytes, limit), limit);
   }
 
-  function peakTerms(out) { // the terms stacked: all, or the peak phase's (the first largest)
-    let names = data.terms.map(t => t.name), best = -1;
+  function peakPhase(out) { // the first phase with the largest sum, as MemoryModel.evaluate picks it
+    let peak = null, best = -1;
     for (const [phase, members] of Object.entries(data.phases)) {
       const sum = members.reduce((acc, n) => acc + out[n], 0);
-      if (sum > best) { best = sum; names = members; }
+      if (sum > best) { best = sum; peak = phase; }
     }
-    return names;
+    return peak;
+  }
+  function peakTerms(out) { // the terms stacked: all, or the peak phase's
+    const peak = peakPhase(out);
+    return peak === null ? data.terms.map(t => t.name) : data.phases[peak];
   }
   function drawBar(out, limit) {
     const bar = document.getElementById("bar"), legend = document.getElementById("legend");

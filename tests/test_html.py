@@ -140,7 +140,9 @@ def weight_width_solve(variable: str, model: str, fragment: dict, knobs: dict) -
 
 @pytest.mark.parametrize("model, mode, fragment", CASES, ids=lambda c: c if isinstance(c, str) else None)
 def test_page_shows_the_estimate_and_the_solves(browser, pages, tmp_path, model, mode, fragment):
-    shown = page_numbers(dump_dom(browser, pages[model, mode], fragment, tmp_path / "profile"))
+    dom = dump_dom(browser, pages[model, mode], fragment, tmp_path / "profile")
+    shown = page_numbers(dom)
+    assert re.search(r'id="precision"[^>]*>Exact: every operand is an integer below 2\^53', dom)
     knobs = knobs_of(mode, fragment)
     expected = (library_estimate if "weight_dtype" in fragment else cli_estimate)(model, fragment, knobs)
     assert shown["total_bytes"] == str(expected["total_bytes"])
