@@ -351,6 +351,21 @@ def plot(output, **kw):
     click.echo(f"wrote {shown_path(result.path)}" + (f": {result.note}" if result.note else ""))
 
 
+@cli.command()
+@model_options
+@scenario_options
+@option("-o", "--output", required=True, metavar="FILE.html", help="Where to write the page.")
+def html(output, **kw):
+    """Write a self-contained HTML calculator page: the terms against a GPU, what fits, the formulas.
+
+    \b
+    Example:
+      memsym html --model qwen3-0.6b -o qwen3.html
+    """
+    from engine.html import write_page
+    click.echo(report.format_page(write_page(output, **given(kw))))
+
+
 # --- memsym serve: vLLM's own flags (engine/serving.py) --------------------------------------
 
 @cli.command()

@@ -405,3 +405,11 @@ def format_serving_answer(answer) -> str:
     lines.append("  counted: weights as vLLM loads them, the profile run's torch peak, non-torch memory; "
                  "CUDA graphs are not subtracted (vLLM 0.19); --profile megatron gives the bare-tensor answer")
     return "\n".join(lines)
+
+
+def format_page(summary: dict) -> str:
+    """``memsym html``: what was written and which controls the page has."""
+    from engine.files import shown_path
+
+    return (f"wrote {shown_path(summary['path'])} ({summary['bytes']:,} bytes): {summary['model']} "
+            f"({summary['mode']}), terms {', '.join(summary['terms'])}; controls {', '.join(summary['controls'])}")

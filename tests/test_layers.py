@@ -46,7 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
     ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.questions", "engine.serving",
      "engine.serving_solve", "engine"),
-    ("engine.render", "engine.numeric", "engine.sweep", "engine.plot"),
+    ("engine.render", "engine.numeric", "engine.sweep", "engine.plot", "engine.html"),
     # engine.cli_options: click options generated from the knob table, sectioned --help
     ("engine.report", "engine.cli_options"),
     ("cli",),
