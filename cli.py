@@ -342,9 +342,8 @@ def plot(output, **kw):
     Example:
       memsym plot --model qwen3-0.6b --batch-size 8 --seq-len 1024:131072:x2 --budget 24GB -o kv.png
     """
-    from engine.plot import plot_grid
-
     from engine.files import check_output, shown_path
+    from engine.plot import plot_grid
 
     check_output(output, "--output")
     result = plot_grid(output, **given(kw))
@@ -378,21 +377,16 @@ def serve(served_model, gpu_memory_utilization, vllm_version, as_json, **flags):
     Example:
       memsym serve --model meta-llama/Llama-3.1-8B-Instruct --gpu h100-80gb --max-model-len 8192
     """
-    import sys
-
-    from engine.cli_options import EXIT_BAD_INPUT
+    from engine.cli_options import refuse
     from engine.gpus import parse_utilization
     from engine.serving import serve as predict
 
     prediction = predict(served_model, gpu_memory_utilization=parse_utilization(gpu_memory_utilization),
                          version=vllm_version, **flags)
-    if as_json:
-        click.echo(json.dumps(prediction.to_dict(), indent=2))
-    if prediction.refusal:  # one line, as vLLM's own start-up error
-        click.echo(f"memsym: error: vLLM refuses to start: {prediction.refusal}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    if not as_json:
-        click.echo(report.format_serve(prediction))
+    if as_json or not prediction.refusal:
+        emit(prediction, as_json, None if as_json else report.format_serve(prediction))
+    if prediction.refusal:  # one line, as vLLM's own start-up error (after the JSON, which holds it too)
+        refuse(f"vLLM refuses to start: {prediction.refusal}")
 
 
 def main():

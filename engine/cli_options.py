@@ -242,6 +242,12 @@ def _fail(message: str, argv: list[str]) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
+def refuse(message: str) -> None:
+    """Exit 2 with one error line on stderr, after a result was printed (``serve``'s refusal)."""
+    click.echo(f"memsym: error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
 def serve_options(func):
     """``memsym serve``: the flags of a ``vllm serve`` line, in vLLM's own spellings (engine/serving.py)."""
     count = click.IntRange

@@ -32,7 +32,7 @@ from engine.profiles.vllm import settings_from
 from engine.profiles.vllm_settings import DEFAULT_UTILIZATION
 from engine.scenario import Scenario
 from engine.serving import ServePrediction, serve
-from engine.units import parse_bytes
+from engine.units import parse_bytes, size_reading
 
 SERVING_VARIABLES = ("concurrency", "seq_len", "batch_size")
 MEGATRON_HINT = "add --profile megatron for the bare-tensor answer"
@@ -63,7 +63,7 @@ class ServingAnswer:
                 "max_concurrency": p["max_concurrency"], "max_model_len": p["max_model_len"],
                 "certificate": self.certificate,
                 "budget": {"note": self.budget_note, "cuda_total_bytes": self.prediction.values["cuda_total_bytes"],
-                           "gpu_memory_utilization": str(self.prediction.settings.gpu_memory_utilization),
+                           "gpu_memory_utilization": float(self.prediction.settings.gpu_memory_utilization),
                            "requested_bytes": p["requested_bytes"],
                            "available_kv_cache_bytes": p["available_kv_cache_bytes"]},
                 "parallel": {"tensor_parallel_size": self.prediction.scenario.tp,
@@ -94,7 +94,9 @@ def _total(budget, gpu) -> tuple[dict, str | None]:
     total = budget if isinstance(budget, int) and not isinstance(budget, bool) else parse_bytes(budget, "--budget")
     if total < 1:
         raise InputError(f"--budget must be at least 1 byte, got {budget!r}")
-    return {"gpu_memory": total}, f"--budget {total:,} B ({total / 2**30:.2f} GiB) taken as the cudaMemGetInfo total of one GPU"
+    reading = size_reading(budget)
+    note = f"--budget {total:,} B ({total / 2**30:.2f} GiB) taken as the cudaMemGetInfo total of one GPU"
+    return {"gpu_memory": total}, (f"{reading}; {note}" if reading else note)
 
 
 def _flags(model, config, budget, gpu, num_gpus, utilization, knobs: dict) -> tuple[dict, str, str | None]:

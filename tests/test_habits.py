@@ -13,7 +13,7 @@ from engine.units import parse_bytes, size_reading
 
 NUMBER_TEXT = re.compile(r"^-?\d+(?:/\d+|\.\d+)?$")
 # keys whose strings are expressions or exact/decimal renderings beside a JSON number
-TEXT_KEYS = {"derivative", "latex", "closed_form", "expression", "coefficient", "monomial", "C0", "C1", "C2",
+TEXT_KEYS = {"vllm_version", "version", "derivative", "latex", "closed_form", "expression", "coefficient", "monomial", "C0", "C1", "C2",
              "branches", "value_decimal", "elasticity_decimal", "aliases"}
 
 
@@ -68,8 +68,11 @@ def test_bare_size_suffixes_follow_vllm_and_say_so(run_cli):
     assert make_budget("24G").as_inputs()["budget_read_as"].startswith("24G read as 24 GiB")
     result = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--budget", "24G")
     assert result.exit_code == 0 and "24G read as 24 GiB = 25,769,803,776 B" in result.stdout
-    data = json.loads(run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--budget", "24G", "--json").stdout)
+    data = json.loads(run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--budget", "24G", "--profile", "megatron",
+                              "--json").stdout)
     assert data["budget_bytes"] == 24 * 2**30
+    served = json.loads(run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--budget", "24G", "--json").stdout)
+    assert served["budget"]["cuda_total_bytes"] == 24 * 2**30 and "24G read as 24 GiB" in served["budget"]["note"]
 
 
 def test_float8_weights_keep_a_16_bit_kv_cache_unless_told():
@@ -115,7 +118,7 @@ def test_no_json_number_is_a_string(run_cli, args):
 
 
 def test_fractions_are_floats_in_json(run_cli):
-    data = json.loads(run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--gpu", "h100-80gb",
+    data = json.loads(run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--gpu", "h100-80gb", "--profile", "megatron",
                               "--gpu-memory-utilization", "0.9", "--allocator-fraction", "0.05", "--json").stdout)
     assert data["inputs"]["budget"]["gpu_memory_utilization"] == 0.9
     assert data["inputs"]["allocator_fraction"] == 0.05

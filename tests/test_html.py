@@ -115,8 +115,9 @@ def expected_solve(variable: str, model: str, fragment: dict, knobs: dict) -> st
     try:
         if "weight_dtype" in fragment:
             return str(weight_width_solve(variable, model, fragment, {**knobs, **given}))
+        # the page solves its own (megatron) model: the bare-tensor answer, not serving's vllm default
         answer = solve(variable, model, gpu=fragment["gpu"], utilization=fragment.get("utilization"),
-                       **knobs, **given)
+                       **{"profile": "megatron", **knobs}, **given)
     except InfeasibleError:
         return "none"
     return str(answer.solution.value)

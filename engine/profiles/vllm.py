@@ -231,11 +231,16 @@ def _facts(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, layers: 
     return values
 
 
+def _number(width) -> int | float:
+    """A byte width for JSON: an int when whole (2), else a float (0.5)."""
+    return int(width) if width == int(width) else float(width)
+
+
 def _inputs(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> dict[str, object]:
     resolved = defaults_for(spec, scenario, settings)
     weight_width, kv_width = serving_dtypes(spec, scenario, settings)
     return {"model": spec.name, "profile": "vllm", "tp": scenario.tp, "pp": scenario.pp,
-            **resolved.as_inputs(), "weight_bytes": str(weight_width), "kv_cache_bytes": str(kv_width),
+            **resolved.as_inputs(), "weight_bytes": _number(weight_width), "kv_cache_bytes": _number(kv_width),
             "quantization": quant_scheme(spec, settings), "kv_layout": kv_layout(spec)}
 
 
