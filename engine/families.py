@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from engine import families_multimodal as multimodal_families
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
                                   mixer_kinds, qwen_layer_types, where)
@@ -235,6 +236,9 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
     "phi3": parse_phi3,
     "gpt2": parse_gpt2,
     "falcon": parse_falcon,
+    "llama4_text": multimodal_families.parse_llama4_text,
+    "llama4": lambda config, name: multimodal_families.parse_llama4(config, name, PARSERS),
+    "mistral3": lambda config, name: multimodal_families.parse_mistral3(config, name, PARSERS),
 }
 
 

@@ -43,7 +43,10 @@ def format_estimate(result) -> str:
     head = (f"{result.spec.name} ({result.spec.architecture}), {mm.mode}, batch_size={inputs['batch_size']}, "
             f"seq_len={inputs['seq_len']}, dtype={inputs['dtype']}")
     lines = [head, f"parameters: {result.counts['parameters']:,}"
-             + (f" ({result.counts['active_parameters']:,} active per token)" if result.spec.is_moe else ""), ""]
+             + (f" ({result.counts['active_parameters']:,} active per token)" if result.spec.is_moe else "")]
+    if inputs.get("weight_quant", "none") != "none":
+        lines.append(f"weights quantized: {inputs['weight_quant']}, from {inputs.get('weight_quant_source')}")
+    lines.append("")
     lines.append(f"{'term':<28} {'bytes':>20}  size")
     for name in mm.terms:
         depth = name.count("/")

@@ -85,6 +85,8 @@ class ModelSpec:
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
+    # multimodal checkpoints: (component/name, parameters) of the vision tower and projector
+    vision: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         groups = tuple(self.layers) or (LayerGroup("attention", "dense", self.num_hidden_layers),)

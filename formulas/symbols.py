@@ -88,6 +88,9 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     # --- budgets (engine/solve.py) ---------------------------------------------------------
     ("budget_bytes", "M", "usable memory of one GPU (the budget a solve fits within)", "bytes", True),
     ("num_gpus", "N", "GPUs the model is split over evenly (solve num-gpus)", "GPUs", True),
+    # --- chunked attention (Llama 4, formulas/layers/chunked_attention.py) ------------------
+    ("num_chunked_layers", "L_{ch}", "layers with chunked (local) attention", "layers", True),
+    ("attention_chunk_size", "C_{ch}", "tokens per attention chunk (Llama 4's attention_chunk_size)", "tokens", True),
 )
 
 
@@ -157,6 +160,8 @@ allocator_fraction = SYMBOLS["allocator_fraction"].symbol
 comm_buffer_bytes = SYMBOLS["comm_buffer_bytes"].symbol
 budget_bytes = SYMBOLS["budget_bytes"].symbol
 num_gpus = SYMBOLS["num_gpus"].symbol
+num_chunked_layers = SYMBOLS["num_chunked_layers"].symbol
+attention_chunk_size = SYMBOLS["attention_chunk_size"].symbol
 
 
 def symbol(name: str) -> sympy.Symbol:

@@ -43,9 +43,11 @@ from __future__ import annotations
 from types import ModuleType
 
 from formulas.layers import attention, dense, mla, moe, no_mlp, sliding_attention
+from formulas.layers import chunked_attention
 
 MIXERS: dict[str, ModuleType] = {m.KIND: m for m in (attention, sliding_attention, mla)}
 MLPS: dict[str, ModuleType] = {m.KIND: m for m in (dense, moe, no_mlp)}
+MIXERS[chunked_attention.KIND] = chunked_attention  # Llama 4's local layers
 
 
 def mixer(kind: str) -> ModuleType:
