@@ -239,6 +239,9 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
     "llama4_text": multimodal_families.parse_llama4_text,
     "llama4": lambda config, name: multimodal_families.parse_llama4(config, name, PARSERS),
     "mistral3": lambda config, name: multimodal_families.parse_mistral3(config, name, PARSERS),
+    "mllama_text_model": multimodal_families.parse_mllama_text,
+    "mllama": lambda config, name: multimodal_families.parse_mllama(config, name, PARSERS),
+    "gemma3": lambda config, name: multimodal_families.parse_gemma3(config, name, PARSERS),
 }
 
 

@@ -110,7 +110,8 @@ def with_vision(spec: ModelSpec, vision: tuple[tuple[str, int], ...], config: di
     default differs: configuration_mistral3.py ``Mistral3Config.tie_word_embeddings = True``,
     configuration_llama4.py ``Llama4Config.tie_word_embeddings = False``)."""
     tied = config_bool(config, "tie_word_embeddings", tied_default, where(spec.name))
-    return replace(spec, model_type=config["model_type"], vision=vision, tie_word_embeddings=tied)
+    return replace(spec, model_type=config["model_type"], extra_tensors=spec.extra_tensors + vision,
+                   tie_word_embeddings=tied)
 
 
 def _vision_config(config: dict, name: str) -> tuple[dict, str]:
@@ -176,3 +177,96 @@ def llama4_vision(vision: dict, text_hidden: int, w: str) -> tuple[tuple[str, in
     layer = 4 * (h * h + h) + 2 * h * i + i + h + 4 * h
     tower = embeddings + layers * layer + i * p_in + p_out * p_out
     return (("vision/tower", tower), ("vision/projector", output * text_hidden))
+
+
+# --- mllama (Llama 3.2 Vision) ----------------------------------------------------------
+
+MLLAMA_EXTRA_EMBEDDING_ROWS = 8  # modeling_mllama.py MllamaTextModel: Embedding(vocab_size + 8, H)
+
+
+def parse_mllama_text(config: dict, name: str) -> ModelSpec:
+    """``MllamaTextModel``: Llama layers, ``cross_attention_layers`` reading the image
+    features (formulas/layers/cross_attention.py), 8 extra embedding rows, untied head."""
+    w = where(name)
+    fields = common_fields(config, name)
+    layers = fields["num_hidden_layers"]
+    cross = set(check_layer_indices(w, "cross_attention_layers",
+                                    config_int_list(config, "cross_attention_layers", w), layers))
+    mixers = ["cross_attention" if i in cross else "attention" for i in range(layers)]
+    spec = ModelSpec(
+        **fields,
+        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
+        layers=layer_groups(mixers, ["dense"] * layers, {"attention": {}, "cross_attention": {}},
+                            {"dense": {"gated": True}}),
+    )
+    rows = MLLAMA_EXTRA_EMBEDDING_ROWS * fields["hidden_size"]
+    return replace(spec, extra_tensors=(("embedding/image_token_rows", rows),))
+
+
+def mllama_vision(vision: dict, text_hidden: int, w: str) -> tuple[tuple[str, int], ...]:
+    """modeling_mllama.py ``MllamaVisionModel``: class embedding, patch conv (no bias), gated
+    position embedding ([N + 1, H] and per aspect ratio a tile table [T (N + 1) H]), gated pre-
+    and post-tile embeddings ([R + 1, T H]), LayerNorms pre and post; ``num_hidden_layers``
+    local and ``num_global_layers`` gated global layers (q, k, v, o without bias, fc1/fc2
+    with bias, two LayerNorms); ``multi_modal_projector`` (vision_output_dim -> H, bias).
+    Defaults: configuration_mllama.py ``MllamaVisionConfig``."""
+    h = config_int(vision, "hidden_size", default=1280, where=w)
+    i = config_int(vision, "intermediate_size", default=5120, where=w)
+    local = config_int(vision, "num_hidden_layers", default=32, where=w)
+    global_layers = config_int(vision, "num_global_layers", default=8, where=w)
+    channels = config_int(vision, "num_channels", default=3, where=w)
+    patch = config_int(vision, "patch_size", default=14, where=w)
+    image = config_int(vision, "image_size", default=448, where=w)
+    tiles = config_int(vision, "max_num_tiles", default=4, where=w)
+    output = config_int(vision, "vision_output_dim", default=7680, where=w)
+    ratios = vision.get("supported_aspect_ratios", [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]])
+    if not isinstance(ratios, list) or not ratios:
+        raise ConfigError(f"{w}: field 'supported_aspect_ratios' must be a non-empty list, got {shown(ratios)}")
+    positions, ratio_rows = (image // patch) ** 2 + 1, len(ratios) + 1
+    embeddings = (h + channels * patch * patch * h + 1 + positions * h + ratio_rows * tiles * positions * h
+                  + 2 * (1 + ratio_rows * tiles * h) + 4 * h)
+    layer = 4 * h * h + 2 * h * i + i + h + 4 * h
+    tower = embeddings + local * layer + global_layers * (layer + 2)
+    return (("vision/tower", tower), ("vision/projector", output * text_hidden + text_hidden))
+
+
+def parse_mllama(config: dict, name: str, parsers: dict) -> ModelSpec:
+    """Llama 3.2 Vision (``MllamaForConditionalGeneration``): ``mllama_text_model`` plus its
+    vision model; the head is tied as the outer ``MllamaConfig`` says (default False)."""
+    spec = text_spec(config, name, "mllama_text_model", parsers)
+    vision, w = _vision_config(config, name)
+    return with_vision(spec, mllama_vision(vision, spec.hidden_size, w), config, False)
+
+
+# --- gemma3 (Gemma-3 with its SigLIP tower) -----------------------------------------------
+
+def siglip_tower(vision: dict, w: str) -> int:
+    """modeling_siglip.py ``SiglipVisionTransformer`` without the pooling head: patch conv
+    with bias, position embedding [(image/patch)^2, H], per layer q, k, v, out with bias,
+    ``fc1``/``fc2`` with bias and two LayerNorms, ``post_layernorm``. Defaults:
+    configuration_siglip.py ``SiglipVisionConfig``."""
+    if config_bool(vision, "vision_use_head", True, w):
+        raise ConfigError(f"{w}: field 'vision_use_head' true (SigLIP's attention-pooling head) is not supported")
+    h = config_int(vision, "hidden_size", default=768, where=w)
+    i = config_int(vision, "intermediate_size", default=3072, where=w)
+    layers = config_int(vision, "num_hidden_layers", default=12, where=w)
+    channels = config_int(vision, "num_channels", default=3, where=w)
+    patch = config_int(vision, "patch_size", default=16, where=w)
+    image = config_int(vision, "image_size", default=224, where=w)
+    embeddings = channels * patch * patch * h + h + (image // patch) ** 2 * h + 2 * h
+    return embeddings + layers * (4 * (h * h + h) + 2 * h * i + i + h + 4 * h)
+
+
+def gemma3_vision(vision: dict, text_hidden: int, w: str) -> tuple[tuple[str, int], ...]:
+    """The SigLIP tower and modeling_gemma3.py ``Gemma3MultiModalProjector``:
+    ``mm_input_projection_weight`` [H_v, H] and ``mm_soft_emb_norm`` [H_v]."""
+    hv = config_int(vision, "hidden_size", default=768, where=w)
+    return (("vision/tower", siglip_tower(vision, w)), ("vision/projector", hv * text_hidden + hv))
+
+
+def parse_gemma3(config: dict, name: str, parsers: dict) -> ModelSpec:
+    """Gemma-3 (``Gemma3ForConditionalGeneration``): ``gemma3_text`` (its own parser) plus the
+    SigLIP tower; tied as ``Gemma3Config`` says (default True)."""
+    spec = text_spec(config, name, "gemma3_text", parsers)
+    vision, w = _vision_config(config, name)
+    return with_vision(spec, gemma3_vision(vision, spec.hidden_size, w), config, True)

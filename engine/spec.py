@@ -85,8 +85,9 @@ class ModelSpec:
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
-    # multimodal checkpoints: (component/name, parameters) of the vision tower and projector
-    vision: tuple[tuple[str, int], ...] = ()
+    # tensors outside the layer groups, as (component/name, parameters): a multimodal
+    # checkpoint's vision tower and projector, Mllama's extra embedding rows
+    extra_tensors: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         groups = tuple(self.layers) or (LayerGroup("attention", "dense", self.num_hidden_layers),)

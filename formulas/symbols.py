@@ -91,6 +91,7 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     # --- chunked attention (Llama 4, formulas/layers/chunked_attention.py) ------------------
     ("num_chunked_layers", "L_{ch}", "layers with chunked (local) attention", "layers", True),
     ("attention_chunk_size", "C_{ch}", "tokens per attention chunk (Llama 4's attention_chunk_size)", "tokens", True),
+    ("num_cross_attention_layers", "L_{x}", "layers whose attention reads image features (Mllama)", "layers", True),
 )
 
 
@@ -162,6 +163,7 @@ budget_bytes = SYMBOLS["budget_bytes"].symbol
 num_gpus = SYMBOLS["num_gpus"].symbol
 num_chunked_layers = SYMBOLS["num_chunked_layers"].symbol
 attention_chunk_size = SYMBOLS["attention_chunk_size"].symbol
+num_cross_attention_layers = SYMBOLS["num_cross_attention_layers"].symbol
 
 
 def symbol(name: str) -> sympy.Symbol:

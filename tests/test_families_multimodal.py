@@ -96,3 +96,42 @@ def test_nested_text_config_of_an_unknown_type_is_refused():
         spec_from_config(config, "x")
     with pytest.raises(ConfigError, match="text_config"):
         spec_from_config({"model_type": "mistral3", "text_config": 3}, "x")
+
+
+def test_mllama_text_model_is_exact_and_caches_no_text_token_in_cross_layers(tmp_path):
+    record, config = _record("default-mllama")
+    text = config["text_config"]
+    spec = spec_from_config(text, "mllama-text")
+    assert count_parameters(spec)["parameters"] == record["parameters"]  # MllamaForCausalLM
+    assert spec.layer_count(mixer="cross_attention") == 8
+    assert _kv(tmp_path, text, 1024) == 1024 * record["kv_bytes_per_token"]  # 32 self-attention layers
+
+
+def test_mllama_with_vision_matches_transformers_meta_count():
+    _, config = _record("default-mllama")
+    counts = count_parameters(spec_from_config(config, "mllama"))
+    # MllamaForConditionalGeneration(MllamaConfig()) on the meta device, transformers 5.24:
+    # 10,642,941,475 parameters; vision model 836,288,019 + projector 31,461,376
+    assert counts["parameters"] == 10_642_941_475
+    assert counts["parameters/vision"] == 836_288_019 + 31_461_376
+
+
+def test_gemma3_siglip_tower_and_projector_are_exact():
+    from engine.families_multimodal import gemma3_vision
+
+    record, config = _record("gemma-3-27b-it")
+    vision = dict(gemma3_vision(config["vision_config"], 5376, "gemma3"))
+    top = record["parameters_by_top_module"]
+    assert vision["vision/tower"] == top["model.vision_tower"] + top["model.vision_tower.encoder.layers"]
+    assert vision["vision/projector"] == top["model.multi_modal_projector"]
+
+
+def test_gemma3_whole_model_when_its_text_parser_is_present():
+    from engine.families import PARSERS
+
+    record, config = _record("gemma-3-27b-it")
+    if "gemma3_text" not in PARSERS:
+        with pytest.raises(UnsupportedModelError, match="gemma3_text"):
+            spec_from_config(config, "g")
+        return
+    assert count_parameters(spec_from_config(config, "g"))["parameters"] == record["parameters"]
