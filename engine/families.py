@@ -242,6 +242,7 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
     "mllama_text_model": multimodal_families.parse_mllama_text,
     "mllama": lambda config, name: multimodal_families.parse_mllama(config, name, PARSERS),
     "gemma3": lambda config, name: multimodal_families.parse_gemma3(config, name, PARSERS),
+    "llava": lambda config, name: multimodal_families.parse_llava(config, name, PARSERS),
 }
 
 

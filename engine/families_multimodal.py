@@ -270,3 +270,48 @@ def parse_gemma3(config: dict, name: str, parsers: dict) -> ModelSpec:
     spec = text_spec(config, name, "gemma3_text", parsers)
     vision, w = _vision_config(config, name)
     return with_vision(spec, gemma3_vision(vision, spec.hidden_size, w), config, True)
+
+
+# --- llava (LLaVA-1.5 style: CLIP or SigLIP tower, two-layer projector) -------------------
+
+LLAVA_DEFAULT_VISION = {"model_type": "clip_vision_model", "intermediate_size": 4096, "hidden_size": 1024,
+                        "patch_size": 14, "image_size": 336, "num_hidden_layers": 24}  # LlavaConfig.__post_init__
+
+
+def clip_tower(vision: dict, w: str) -> int:
+    """modeling_clip.py ``CLIPVisionTransformer``: class embedding, patch conv (no bias),
+    position embedding [(image/patch)^2 + 1, H], ``pre_layrnorm`` and ``post_layernorm``
+    (w + b), per layer q, k, v, out with bias, ``fc1``/``fc2`` with bias, two LayerNorms.
+    Defaults: configuration_clip.py ``CLIPVisionConfig``."""
+    h = config_int(vision, "hidden_size", default=768, where=w)
+    i = config_int(vision, "intermediate_size", default=3072, where=w)
+    layers = config_int(vision, "num_hidden_layers", default=12, where=w)
+    channels = config_int(vision, "num_channels", default=3, where=w)
+    patch = config_int(vision, "patch_size", default=32, where=w)
+    image = config_int(vision, "image_size", default=224, where=w)
+    embeddings = h + channels * patch * patch * h + ((image // patch) ** 2 + 1) * h + 4 * h
+    return embeddings + layers * (4 * (h * h + h) + 2 * h * i + i + h + 4 * h)
+
+
+VISION_TOWERS = {"clip_vision_model": clip_tower, "siglip_vision_model": siglip_tower}
+
+
+def parse_llava(config: dict, name: str, parsers: dict) -> ModelSpec:
+    """LLaVA (``LlavaForConditionalGeneration``, modeling_llava.py ``LlavaMultiModalProjector``):
+    its text model (default ``llama``), a CLIP or SigLIP tower, ``linear_1`` (H_v x feature
+    layers -> H) and ``linear_2`` (H -> H), biased iff ``multimodal_projector_bias`` (default
+    true). Tied if the outer config or the text config says so (``LlavaConfig.__post_init__``)."""
+    spec = text_spec(config, name, "llama", parsers)
+    vision, w = _vision_config(config, name) if "vision_config" in config else (LLAVA_DEFAULT_VISION, where(name))
+    tower = VISION_TOWERS.get(vision.get("model_type", "clip_vision_model"))
+    if tower is None:
+        raise UnsupportedModelError(f"{w}: vision model_type {shown(vision.get('model_type'))} is not supported "
+                                    f"(supported: {', '.join(VISION_TOWERS)})")
+    hv = config_int(vision, "hidden_size", default=768, where=w)
+    layer = config.get("vision_feature_layer", -2)
+    features = len(layer) if isinstance(layer, list) else 1
+    bias = config_bool(config, "multimodal_projector_bias", True, where(name))
+    h = spec.hidden_size
+    projector = hv * features * h + h * bias + h * h + h * bias
+    tied = config_bool(config, "tie_word_embeddings", False, where(name)) or spec.tie_word_embeddings
+    return with_vision(spec, (("vision/tower", tower(vision, w)), ("vision/projector", projector)), config, tied)

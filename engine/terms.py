@@ -61,7 +61,13 @@ def weight_terms(spec: ModelSpec, scenario: Scenario, share: sympy.Expr = sympy.
 
 
 def weight_format(spec: ModelSpec, scenario: Scenario) -> quantization.Quantization:
-    """``--weight-quant`` when given, else the config's ``quantization_config`` (engine/quantization.py)."""
+    """``--weight-quant`` when given, else the config's ``quantization_config`` (engine/quantization.py).
+
+    Full training (no LoRA) trains dequantized weights, so a checkpoint's own format applies
+    to inference and to adapters on a quantized base (PEFT on GPTQ/AWQ/bitsandbytes) only.
+    """
+    if scenario.weight_quant is None and scenario.mode == "training" and not scenario.lora_rank:
+        return quantization.from_flag("none", None)
     return quantization.resolve(spec, scenario.weight_quant, scenario.quant_group_size)
 
 

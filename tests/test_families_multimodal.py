@@ -135,3 +135,33 @@ def test_gemma3_whole_model_when_its_text_parser_is_present():
             spec_from_config(config, "g")
         return
     assert count_parameters(spec_from_config(config, "g"))["parameters"] == record["parameters"]
+
+
+LLAVA_TEXT = {"model_type": "llama", "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4,
+              "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 32064}
+CLIP = {"model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+        "patch_size": 14, "image_size": 336, "num_attention_heads": 16}
+SIGLIP = {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+          "patch_size": 14, "image_size": 384, "vision_use_head": False, "num_attention_heads": 16}
+
+
+@pytest.mark.parametrize("vision, total, tower_and_projector", [
+    (None, 423_711_744, 306_655_232),  # LlavaConfig's default CLIP-L/336 tower
+    (CLIP, 423_711_744, 306_655_232),
+    (SIGLIP, 533_453_680, 416_397_168),
+])
+def test_llava_matches_transformers_meta_count(vision, total, tower_and_projector):
+    # LlavaForConditionalGeneration(LlavaConfig(text_config=LLAVA_TEXT, vision_config=vision,
+    # vision_feature_layer=[-2, -5])) on the meta device, transformers 5.24
+    config = {"model_type": "llava", "text_config": LLAVA_TEXT, "vision_feature_layer": [-2, -5]}
+    if vision:
+        config["vision_config"] = vision
+    counts = count_parameters(spec_from_config(config, "llava"))
+    assert counts["parameters"] == total
+    assert counts["parameters/vision"] == tower_and_projector
+
+
+def test_llava_unknown_vision_tower_is_refused():
+    config = {"model_type": "llava", "text_config": LLAVA_TEXT, "vision_config": {"model_type": "dinov2"}}
+    with pytest.raises(UnsupportedModelError, match="dinov2"):
+        spec_from_config(config, "llava")
