@@ -143,3 +143,13 @@ def test_full_training_dequantizes_while_lora_keeps_the_quantized_base(tmp_path)
     assert full == 16_060_522_496 and inputs["weight_quant"] == "none"
     lora, inputs = _weights(tmp_path, awq, mode="training", lora_rank=8)
     assert lora == 5_727_854_592 and inputs["weight_quant"] == "int4"
+
+
+def test_gpt_oss_20b_as_published_is_about_13_8_gb():
+    result = estimate("gpt-oss-20b")
+    terms = result.evaluation.terms
+    experts = 24 * 32 * 3 * 2880 * 2880  # gate_up [E, H, 2I] + down [E, I, H], I = H = 2880
+    biases = 24 * 32 * (2 * 2880 + 2880)  # expert biases stay bf16
+    assert terms["weights/moe_experts"] == experts * 17 // 32 + 2 * biases  # MXFP4: 4.25 bits per weight
+    assert 13.7e9 < terms["weights"] < 13.8e9
+    assert result.model.inputs["weight_quant"] == "mxfp4"

@@ -26,6 +26,8 @@ REGISTRY: dict[str, str] = {
     "megatron": "engine.profiles.megatron",
     "transformers": "engine.profiles.transformers",
     "vllm": "engine.profiles.vllm",
+    "deepspeed": "engine.profiles.deepspeed",
+    "torchtitan": "engine.profiles.torchtitan",
 }
 # spellings kept for compatibility -> profile name
 ALIASES: dict[str, str] = {"paper": "megatron"}
