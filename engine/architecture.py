@@ -57,6 +57,7 @@ def parameter_tensors(spec: ModelSpec) -> list[P.WeightTensor]:
             tensors += entry.tensors(count, **args)
     tensors += P.norm_tensors(spec.norms_per_layer, bias=spec.layer_norm_bias)
     tensors += P.lm_head_tensors(tied=spec.tie_word_embeddings, bias=spec.lm_head_bias)
+    tensors += [P.WeightTensor(name, sympy.Integer(count), P.ONE, P.ONE) for name, count in spec.extra_tensors]
     return P.merged(tensors)
 
 

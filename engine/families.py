@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Callable
 
 from engine import families_attention as attention_families
+from engine import families_multimodal as multimodal_families
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
                                   mixer_kinds, qwen_layer_types, where)
@@ -240,7 +241,6 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
     "falcon": parse_falcon,
     "gpt_oss": attention_families.parse_gpt_oss,
     "gemma3_text": attention_families.parse_gemma3_text,
-    "gemma3": attention_families.parse_gemma3,
     "gemma": attention_families.parse_gemma,
     "phi": attention_families.parse_phi,
     "olmo2": attention_families.parse_olmo2,
@@ -251,6 +251,13 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
     "qwen2_moe": attention_families.parse_qwen2_moe,
     "phimoe": attention_families.parse_phimoe,
     "kimi_k2": parse_deepseek,  # Kimi-K2 is DeepSeek-V3's architecture (DeepseekV3ForCausalLM)
+    "llama4_text": multimodal_families.parse_llama4_text,
+    "llama4": lambda config, name: multimodal_families.parse_llama4(config, name, PARSERS),
+    "mistral3": lambda config, name: multimodal_families.parse_mistral3(config, name, PARSERS),
+    "mllama_text_model": multimodal_families.parse_mllama_text,
+    "mllama": lambda config, name: multimodal_families.parse_mllama(config, name, PARSERS),
+    "gemma3": lambda config, name: multimodal_families.parse_gemma3(config, name, PARSERS),
+    "llava": lambda config, name: multimodal_families.parse_llava(config, name, PARSERS),
 }
 
 

@@ -38,8 +38,9 @@ def layout_text(inputs: dict) -> str:
 def precision_text(inputs: dict) -> str:
     """Weights, quantization, KV cache and (training) the bytes-per-parameter convention."""
     parts = [f"dtype {inputs['dtype']}"]
-    if inputs.get("weight_quant", "none") != "none":
-        parts.append(f"weights quantized {inputs['weight_quant']}")
+    if inputs.get("weight_quant", "none") not in ("none", None):
+        source = inputs.get("weight_quant_source")
+        parts.append(f"weights quantized {inputs['weight_quant']}" + (f" (from {source})" if source else ""))
     else:
         parts.append("weights unquantized")
     if inputs.get("mode") == "training" and inputs.get("precision"):

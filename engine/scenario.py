@@ -123,9 +123,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob("kv_cache_dtype", "--kv-cache-dtype", None, "KV-cache elements; also vLLM's auto, fp8, fp8_e4m3, "
          "fp8_e5m2  [default: --dtype, 16-bit for float8 weights]", "scenario", "dtype",
          choices=options.DTYPES, allowed=DTYPE_NAMES, aliases=KV_SPELLINGS),
-    Knob("weight_quant", "--weight-quant", "none",
-         "Weight quantization of the linear layers (w8a8: the seed article's 1 byte for all).", "scenario",
-         choices=options.QUANT_SCHEMES),
+    Knob("weight_quant", "--weight-quant", None,
+         "Weight quantization of the linear layers (w8a8: the seed article's 1 byte for all)  "
+         "[default: the config's quantization_config, else none]", "scenario",
+         choices=options.QUANT_SCHEMES, allowed=(None, *options.QUANT_SCHEMES)),
     Knob("quant_group_size", "--quant-group-size", None,
          "Weights per int4 scale group / fp8 block side  [default: 128]", "scenario", "count",
          symbol="quant_group_size"),
@@ -308,7 +309,7 @@ class Scenario:
     seq_len: int | None = 2048
     dtype: str = "bfloat16"
     kv_cache_dtype: str | None = None  # default: dtype
-    weight_quant: str = "none"
+    weight_quant: str | None = None  # None: the checkpoint's quantization_config (engine/quantization.py)
     quant_group_size: int | None = None  # default: the scheme's (128 for int4 and fp8)
     attention: str = "sdpa"
     logits: str = "last"  # inference: "last" as generation projects; training uses all

@@ -92,6 +92,9 @@ class ModelSpec:
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
     # bytes a GGUF file stores per ggml type (("Q4_K", n), ...); set by engine.gguf_file's callers
     stored_bytes_by_type: tuple[tuple[str, int], ...] = ()
+    # tensors outside the layer groups, as (component/name, parameters): a multimodal
+    # checkpoint's vision tower and projector, Mllama's extra embedding rows
+    extra_tensors: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         groups = tuple(self.layers) or (LayerGroup("attention", "dense", self.num_hidden_layers),)

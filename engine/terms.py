@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sympy
 
-from engine import architecture
+from engine import architecture, quantization
 from engine.errors import InputError
 from engine.scenario import LOSS_DTYPE, Scenario
 from engine.spec import ModelSpec
@@ -19,7 +19,6 @@ from formulas import parameters as P
 from formulas import symbols as S
 from formulas.dtypes import DTYPE_BYTES
 from formulas.optimizer import OPTIMIZER_STATE_BYTES
-from formulas.weights import QUANT_SCHEMES
 
 
 def check_degrees(spec: ModelSpec, scenario: Scenario, uneven_pp: bool = False) -> None:
@@ -54,12 +53,24 @@ def per_gpu_count(tensors: list[P.WeightTensor]) -> sympy.Expr:
 def weight_terms(spec: ModelSpec, scenario: Scenario, share: sympy.Expr = sympy.Integer(1)) -> dict[str, sympy.Expr]:
     """weights and weights/<component>: bytes on one GPU of the first stage."""
     tensors = first_stage(architecture.parameter_tensors(spec) + architecture.buffer_tensors(spec), scenario)
+    quant = weight_format(spec, scenario)
     parts: dict[str, sympy.Expr] = {}
     for t in tensors:
-        parts[t.component] = parts.get(t.component, 0) + weights.tensor_bytes(t, scenario.weight_quant) * par.gpu_share(t)
+        parts[t.component] = parts.get(t.component, 0) + quant.tensor_bytes(t) * par.gpu_share(t)
     terms = {"weights": sympy.Add(*parts.values()) * share}
     terms.update({f"weights/{component}": expr * share for component, expr in parts.items()})
     return terms
+
+
+def weight_format(spec: ModelSpec, scenario: Scenario) -> quantization.Quantization:
+    """``--weight-quant`` when given, else the config's ``quantization_config`` (engine/quantization.py).
+
+    Full training (no LoRA) trains dequantized weights, so a checkpoint's own format applies
+    to inference and to adapters on a quantized base (PEFT on GPTQ/AWQ/bitsandbytes) only.
+    """
+    if scenario.weight_quant is None and scenario.mode == "training" and not scenario.lora_rank:
+        return quantization.from_flag("none", None)
+    return quantization.resolve(spec, scenario.weight_quant, scenario.quant_group_size)
 
 
 def kv_cache_term(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
@@ -92,14 +103,11 @@ def adapter_count(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
 def facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]:
     """Symbol -> value: the model's shape, the scenario's byte widths, sizes and degrees."""
     values = dict(architecture.facts(spec))
-    quant_bytes, scale_bytes, group = QUANT_SCHEMES[scenario.weight_quant]
     widths = {
         S.weight_bytes: scenario.weight_bytes(),
         S.kv_cache_bytes: scenario.kv_bytes(),
         S.activation_bytes: max(scenario.weight_bytes(), 2),  # fp8 models compute in bf16
-        S.quantized_weight_bytes: quant_bytes or None,
-        S.quant_scale_bytes: scale_bytes or None,
-        S.quant_group_size: scenario.quant_group_size or group,
+        **weight_format(spec, scenario).facts(),
         S.batch_size: scenario.batch_size,
         S.seq_len: scenario.seq_len,
         S.block_size: scenario.block_size,
@@ -141,6 +149,9 @@ def inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
     """The knobs as plain values, with the model and the precision convention used."""
     echoed = {"model": spec.name, **scenario.as_inputs(), "kv_dtype": scenario.kv_dtype_name(),
               "context_length": spec.context_length}
+    quant = weight_format(spec, scenario)
+    echoed["weight_quant"] = quant.name
+    echoed["weight_quant_source"] = quant.source if quant.name != "none" else "none"
     if scenario.mode == "training":
         echoed["precision"] = scenario.training_bytes()[3]
     return echoed

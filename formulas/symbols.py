@@ -101,6 +101,10 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     ("rotary_positions", "P_{rope}", "rows of the rotary cos/sin cache (positions)", "positions", True),
     ("rotary_dim", "d_{rope}", "rotary dimensions of one head", "elements", True),
     ("stage_layers", r"L_{st}", "layers held by one pipeline stage", "layers", True),
+    # --- chunked attention (Llama 4, formulas/layers/chunked_attention.py) ------------------
+    ("num_chunked_layers", "L_{ch}", "layers with chunked (local) attention", "layers", True),
+    ("attention_chunk_size", "C_{ch}", "tokens per attention chunk (Llama 4's attention_chunk_size)", "tokens", True),
+    ("num_cross_attention_layers", "L_{x}", "layers whose attention reads image features (Mllama)", "layers", True),
 )
 
 
@@ -182,6 +186,9 @@ non_torch_bytes = SYMBOLS["non_torch_bytes"].symbol
 rotary_positions = SYMBOLS["rotary_positions"].symbol
 rotary_dim = SYMBOLS["rotary_dim"].symbol
 stage_layers = SYMBOLS["stage_layers"].symbol
+num_chunked_layers = SYMBOLS["num_chunked_layers"].symbol
+attention_chunk_size = SYMBOLS["attention_chunk_size"].symbol
+num_cross_attention_layers = SYMBOLS["num_cross_attention_layers"].symbol
 
 
 def symbol(name: str) -> sympy.Symbol:

@@ -100,9 +100,11 @@ def test_kimi_k2_is_deepseek_v3():
     assert _kv_per_token(spec) == record["kv_bytes_per_token"]
 
 
-def test_multimodal_gemma3_is_refused_naming_its_text_config():
-    with pytest.raises(UnsupportedModelError, match="text_config"):
-        spec_from_config(_config("gemma-3-27b-it"), "gemma-3-27b-it")
+def test_multimodal_gemma3_counts_its_vision_tower_too():
+    """Formerly refused; engine/families_multimodal.py adds the SigLIP tower and projector."""
+    record = FIXTURE["gemma-3-27b-it"]
+    counts = count_parameters(spec_from_config(_config("gemma-3-27b-it"), "gemma-3-27b-it"))
+    assert counts["parameters"] == record["parameters"]
 
 
 @pytest.mark.parametrize("model_id,value", [("gpt-oss-20b", "chunked_attention"), ("gemma-3-270m", "linear_attention"),
@@ -138,9 +140,10 @@ REGISTERED = sorted(e.id for e in entries() if e.id in FIXTURE and
 
 
 def test_registry_holds_the_published_configs_of_these_families():
-    """Every saved published config of these families but multimodal Gemma-3 (refused) and
-    the two transformers-default configs (default-smollm3, default-phimoe: no published model)."""
-    left_out = {"gemma-3-27b-it", "default-smollm3", "default-phimoe"}
+    """Every saved published config of these families (multimodal Gemma-3 with its vision
+    tower: engine/families_multimodal.py) but the two transformers-default configs
+    (default-smollm3, default-phimoe: no published model)."""
+    left_out = {"default-smollm3", "default-phimoe"}
     assert set(REGISTERED) == set(RECORDS) - left_out | {"kimi-k2-instruct"}
 
 

@@ -366,6 +366,10 @@ def python_kv_bytes(spec: ModelSpec, batch: int, seq: int, width: int = 2) -> in
             heads = spec.num_attention_heads if options.get("expanded_kv_cache") else spec.num_key_value_heads
             per_layer_token = 2 * heads * spec.head_dim
         tokens = min(seq, options["sliding_window"]) if group.mixer == "sliding_attention" else seq
+        if group.mixer == "chunked_attention":  # transformers keeps the last chunk - 1 tokens
+            tokens = min(seq, options["attention_chunk_size"] - 1)
+        if group.mixer == "cross_attention":  # image tokens only
+            tokens = 0
         per_sequence += group.count * per_layer_token * tokens
     return batch * width * per_sequence
 

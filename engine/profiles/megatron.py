@@ -185,11 +185,10 @@ def _zero3_gathered(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
     ``n`` = ``Min(2, L/p)`` live layers (FSDP's default backward prefetch, see
     ``formulas.parallelism.ZERO3_LIVE_LAYERS``); a layer is the stage's average layer.
     """
-    from formulas.weights import tensor_bytes
-
+    quant = terms.weight_format(spec, scenario)
     tensors = [t for t in architecture.parameter_tensors(spec) if par.is_per_layer(t)]
     stage_layers = S.num_hidden_layers / S.pipeline_parallel
-    stage_bytes = sympy.Add(*(tensor_bytes(t, scenario.weight_quant) * par.gpu_share(t) for t in tensors))
+    stage_bytes = sympy.Add(*(quant.tensor_bytes(t) * par.gpu_share(t) for t in tensors))
     live = sympy.Min(par.ZERO3_LIVE_LAYERS, stage_layers)
     return live * stage_bytes / stage_layers * (1 - 1 / S.data_parallel)
 

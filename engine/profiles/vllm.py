@@ -254,7 +254,7 @@ def smallest_worker(workers: list[Worker]) -> Worker:
 
 
 # memsym weight schemes -> the vLLM --quantization that stores them so
-SCHEME_METHODS = {"none": None, "int4": "gptq", "fp8": "fp8", "nf4": "bitsandbytes"}
+SCHEME_METHODS = {None: None, "none": None, "int4": "gptq", "fp8": "fp8", "nf4": "bitsandbytes"}  # None: not given
 KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "block_size", "tp", "pp"})
 
 
@@ -263,7 +263,7 @@ def settings_from(scenario: Scenario) -> VllmSettings:
     total (``cuda_total_bytes``) stays a symbol, the other flags take vLLM's defaults."""
     if scenario.weight_quant not in SCHEME_METHODS:
         raise InputError(f"--profile vllm: --weight-quant {scenario.weight_quant} is not modelled "
-                         f"(choose from {', '.join(SCHEME_METHODS)})")
+                         f"(choose from {', '.join(k for k in SCHEME_METHODS if k)})")
     return VllmSettings(
         max_model_len=scenario.seq_len, block_size=scenario.block_size or VllmSettings.block_size,
         dtype="float32" if scenario.weight_bytes() == 4 else "auto",

@@ -43,9 +43,12 @@ from __future__ import annotations
 from types import ModuleType
 
 from formulas.layers import attention, dense, mla, moe, no_mlp, sliding_attention
+from formulas.layers import chunked_attention, cross_attention
 
 MIXERS: dict[str, ModuleType] = {m.KIND: m for m in (attention, sliding_attention, mla)}
 MLPS: dict[str, ModuleType] = {m.KIND: m for m in (dense, moe, no_mlp)}
+MIXERS[chunked_attention.KIND] = chunked_attention  # Llama 4's local layers
+MIXERS[cross_attention.KIND] = cross_attention  # Llama 3.2 Vision's image-reading layers
 
 
 def mixer(kind: str) -> ModuleType:

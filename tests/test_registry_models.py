@@ -1,0 +1,55 @@
+"""The registry's entries: each loads, each copied from tools/measure/configs matches the
+transformers 5.24 ground truth, and instruct / base ids resolve to their architecture."""
+import json
+import os
+
+import pytest
+
+from engine.api import estimate
+from engine.architecture import count_parameters
+from engine.registry import entries, find, load_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "families_ground_truth.json")
+
+
+def _fixture():
+    with open(FIXTURE) as f:
+        return json.load(f)["models"]
+
+
+MEASURED = [e.id for e in entries() if e.id in _fixture()]
+
+
+def test_registry_holds_every_entry_once():
+    ids = [e.id for e in entries()]
+    assert len(ids) == len(set(ids)) >= 40
+    keys = [k.lower() for e in entries() for k in (e.id, e.hf_repo, *e.aliases)]
+    assert len(keys) == len(set(keys)), "an id, repo or alias names two entries"
+
+
+@pytest.mark.parametrize("model_id", MEASURED)
+def test_measured_entries_are_exact(model_id):
+    record = _fixture()[model_id]
+    entry = find(model_id)
+    with open(os.path.join(ROOT, record["config_file"])) as f:
+        saved = json.load(f)["config"]
+    drop = lambda config: {k: v for k, v in config.items() if k != "model_type"}  # kimi_k2 keeps its published type
+    assert drop(entry.config) == drop(saved)  # copied verbatim
+    spec = load_spec(model_id)
+    assert count_parameters(spec)["parameters"] == record["parameters"]
+    kv = estimate(model_id, seq_len=64).evaluation.terms["kv_cache"]  # below every window (gpt-oss: 128)
+    assert kv == 64 * record["kv_bytes_per_token"]
+
+
+@pytest.mark.parametrize("alias, model_id", [
+    ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b"),
+    ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b"),
+    ("meta-llama/Meta-Llama-3-8B", "meta-llama-3-8b-instruct"),
+    ("mistralai/Mistral-Nemo-Base-2407", "mistral-nemo-instruct-2407"),
+    ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "llama-4-scout-17b-16e-text"),
+    ("deepseek-ai/DeepSeek-R1", "deepseek-v3"),  # DeepSeek-V3's architecture
+])
+def test_instruct_and_base_ids_resolve_to_their_architecture(alias, model_id):
+    assert find(alias).id == model_id
+    assert load_spec(alias) == load_spec(model_id)
