@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from engine import families_recurrent
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
                                   mixer_kinds, qwen_layer_types, where)
@@ -236,6 +237,7 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
     "gpt2": parse_gpt2,
     "falcon": parse_falcon,
 }
+PARSERS.update(families_recurrent.PARSERS)  # qwen3_next, mamba, mamba2 and the hybrids
 
 
 def spec_from_config(config: object, name: str = "config.json") -> ModelSpec:

@@ -19,6 +19,7 @@ from formulas import parameters as P
 from formulas import symbols as S
 from formulas.dtypes import DTYPE_BYTES
 from formulas.optimizer import OPTIMIZER_STATE_BYTES
+from formulas.recurrent_state import RECURRENT_STATE_DTYPE
 from formulas.weights import QUANT_SCHEMES
 
 
@@ -64,6 +65,17 @@ def kv_cache_term(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
     """Keys and values (or the MLA latent) of every cached token, per GPU: each mixer kind's
     cache summed over the layer groups (engine/architecture.py ``kv_cache_bytes``)."""
     return architecture.kv_cache_bytes(spec, paged=scenario.block_size is not None, mla_layout=scenario.mla_cache)
+
+
+def kv_cache_terms(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
+    """``kv_cache`` (and, for a model with recurrent mixers, its sub-term ``kv_cache/state``:
+    the conv and recurrent state of every sequence, constant in ``s``, engine/architecture.py
+    ``recurrent_state_bytes``). ``kv_cache`` is the tokens' cache plus the state."""
+    tokens = kv_cache_term(spec, scenario)
+    if not architecture.has_recurrent_state(spec):
+        return {"kv_cache": tokens}
+    state = architecture.recurrent_state_bytes(spec)
+    return {"kv_cache": tokens + state, "kv_cache/state": state}
 
 
 def lora_adapters(spec: ModelSpec, scenario: Scenario) -> tuple[list[P.WeightTensor], list[P.WeightTensor]]:
@@ -112,6 +124,8 @@ def facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]
         S.lora_rank: scenario.lora_rank,
         S.adapter_bytes: scenario.adapter_bytes() if scenario.lora_rank else None,
     }
+    if architecture.has_recurrent_state(spec):  # formulas/recurrent_state.py: fp32 in transformers
+        widths[S.state_bytes] = DTYPE_BYTES[RECURRENT_STATE_DTYPE]
     if scenario.mode == "training":
         widths.update(_training_widths(scenario))
     for sym, value in widths.items():
@@ -164,6 +178,9 @@ SOURCES: dict[str, str] = {
                "element of the storage format (int4 group scales: Frantar et al. 2022, arXiv:2210.17323)",
     "kv_cache": "Pope et al. 2022, arXiv:2211.05102, sec. 3.1; MLA latent: DeepSeek-AI 2024, "
                 "arXiv:2405.04434, sec. 2.1.2; paged blocks: Kwon et al. 2023, arXiv:2309.06180, sec. 4.2",
+    "kv_cache/state": "recurrent state: conv state over the full kernel in the model dtype, recurrent state in "
+                      "float32 (transformers 5.24 cache_utils.py LinearAttentionLayer; Gated DeltaNet, "
+                      "arXiv:2412.06464; Mamba, arXiv:2312.00752; Mamba-2, arXiv:2405.21060)",
     "adapters": "LoRA, Hu et al. 2021, arXiv:2106.09685, sec. 4.1; QLoRA, Dettmers et al. 2023, "
                 "arXiv:2305.14314, sec. 3",
     "overhead": "the user's --reserve (CUDA context, CUDA C Programming Guide sec. 'Initialization'), "
@@ -174,6 +191,7 @@ SOURCES: dict[str, str] = {
 DESCRIPTIONS: dict[str, str] = {
     "weights": "stored parameters and persistent buffers",
     "kv_cache": "keys and values of every cached token",
+    "kv_cache/state": "recurrent state of every sequence (conv and SSM state), constant in the sequence length",
     "activations": "activation peak (inference: one layer or the logits; training: saved for backward)",
     "activations/attention": "one attention layer's temporaries",
     "activations/mlp": "one MLP's temporaries",

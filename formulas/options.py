@@ -10,6 +10,7 @@ LOGITS_MODES = ("all", "last")
 RECOMPUTE_MODES = ("none", "selective", "full")
 # layer kinds: the entries of formulas/layers/ (MIXERS, MLPS)
 MIXER_KINDS = ("attention", "sliding_attention", "mla")
+MIXER_KINDS += ("gated_deltanet", "mamba", "mamba2", "attention_mamba2", "none")  # issue 13: recurrent kinds
 MLP_KINDS = ("dense", "moe", "none")
 MLA_LAYOUTS = ("latent", "decompressed")
 QUANT_SCHEMES = ("none", "int8", "int4", "fp8", "nf4", "w8a8")

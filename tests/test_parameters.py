@@ -30,7 +30,7 @@ def _spec(model_id):
 
 
 def test_registry_holds_the_fourteen_models():
-    assert sorted(e.id for e in entries()) == sorted(REGISTRY_IDS)
+    assert set(REGISTRY_IDS) <= {e.id for e in entries()}  # issue 13 adds families' entries beside them
 
 
 @pytest.mark.parametrize("model_id", REGISTRY_IDS)

@@ -3,7 +3,11 @@ DeepSeekMoE, arXiv:2401.06066).
 
 Options: ``num_experts`` (``E`` routed experts of width ``moe_intermediate_size``),
 ``num_experts_per_tok`` (``k_e``), ``num_shared_experts`` (``E_sh``, always active) and
-``router_correction_bias`` (DeepSeek-V3's ``e_score_correction_bias`` buffer).
+``router_correction_bias`` (DeepSeek-V3's ``e_score_correction_bias`` buffer); issue 13:
+``shared_expert_intermediate_size`` (one shared expert of its own width ``f_sh``: Qwen3-Next,
+Granite-4.0-H's ``shared_mlp``, Nemotron-H), ``shared_expert_gate`` (Qwen3-Next's sigmoid gate
+``1 x h`` on it, modeling_qwen3_next.py ``Qwen3NextSparseMoeBlock``) and ``gated`` (False:
+Nemotron-H's up/down experts, modeling_nemotron_h.py ``NemotronHExperts``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from formulas.symbols import (
     num_experts_per_tok as active_symbol,
     num_moe_layers,
     num_shared_experts as shared_symbol,
+    shared_expert_intermediate_size as shared_width,
     tensor_parallel,
 )
 
@@ -28,7 +33,9 @@ LAYERS = num_moe_layers
 LORA_COMPONENTS = ("moe_shared_experts",)  # routed experts are fused 3-D parameters, not nn.Linear
 
 
-def tensors(layers: sympy.Expr, *, num_shared_experts: int = 0, **options) -> list[WeightTensor]:
+def tensors(layers: sympy.Expr, *, num_shared_experts: int = 0, gated: bool = True,
+            shared_expert_intermediate_size: int | None = None, shared_expert_gate: bool = False,
+            **options) -> list[WeightTensor]:
     """Mixture-of-experts MLPs of ``layers`` layers.
 
     ``E`` gated experts of width ``f_e`` and a router ``E x h`` per layer (Mixtral,
@@ -38,11 +45,15 @@ def tensors(layers: sympy.Expr, *, num_shared_experts: int = 0, **options) -> li
     """
     out = [
         WeightTensor(t.name, t.rows, t.cols, t.count, t.quantizable, "expert", layers * active_symbol)
-        for t in mlp_tensors(layers * experts_symbol, gated=True, width=expert_width, prefix="moe_experts")
+        for t in mlp_tensors(layers * experts_symbol, gated=gated, width=expert_width, prefix="moe_experts")
     ]
     out += linear("router/gate", experts_symbol, hidden_size, layers, quantizable=False, parallel="replicated")
     if num_shared_experts:
-        out += mlp_tensors(layers, gated=True, width=shared_symbol * expert_width, prefix="moe_shared_experts")
+        out += mlp_tensors(layers, gated=gated, width=shared_symbol * expert_width, prefix="moe_shared_experts")
+    if shared_expert_intermediate_size is not None:
+        out += mlp_tensors(layers, gated=gated, width=shared_width, prefix="moe_shared_experts")
+    if shared_expert_gate:
+        out += linear("router/shared_expert_gate", ONE, hidden_size, layers, quantizable=False, parallel="replicated")
     return out
 
 
@@ -58,18 +69,24 @@ def buffers(layers: sympy.Expr, *, router_correction_bias: bool = False, **optio
 
 
 def facts(*, num_experts: int, num_experts_per_tok: int, moe_intermediate_size: int,
-          num_shared_experts: int = 0, **options) -> dict[sympy.Symbol, int]:
-    """``E``, ``k_e``, ``f_e`` and, when there are shared experts, ``E_sh``."""
+          num_shared_experts: int = 0, shared_expert_intermediate_size: int | None = None,
+          **options) -> dict[sympy.Symbol, int]:
+    """``E``, ``k_e``, ``f_e`` and, when there are shared experts, ``E_sh`` (or ``f_sh``)."""
     values = {experts_symbol: num_experts, active_symbol: num_experts_per_tok, expert_width: moe_intermediate_size}
     if num_shared_experts:
         values[shared_symbol] = num_shared_experts
+    if shared_expert_intermediate_size is not None:
+        values[shared_width] = shared_expert_intermediate_size
     return values
 
 
-def inference_peak(*, num_shared_experts: int = 0, **options) -> sympy.Expr:
-    """The routed and shared experts one token uses, as one gated MLP of width
-    ``k_e f_e (+ E_sh f_e)`` (formulas/activations.py ``mlp_peak``), over ``t`` ranks."""
+def inference_peak(*, num_shared_experts: int = 0, gated: bool = True,
+                   shared_expert_intermediate_size: int | None = None, **options) -> sympy.Expr:
+    """The routed and shared experts one token uses, as one MLP of width
+    ``k_e f_e (+ E_sh f_e) (+ f_sh)`` (formulas/activations.py ``mlp_peak``), over ``t`` ranks."""
     width = active_symbol * expert_width
     if num_shared_experts:
         width += shared_symbol * expert_width
-    return activations.mlp_peak(True, width=width) / tensor_parallel
+    if shared_expert_intermediate_size is not None:
+        width += shared_width
+    return activations.mlp_peak(gated, width=width) / tensor_parallel
