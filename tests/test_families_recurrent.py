@@ -148,3 +148,21 @@ def test_registry_entries_copy_the_measured_configs():
         mid, rec = by_repo[entry.hf_repo]
         assert entry.config == _config(rec), entry.id
         assert architecture.count_parameters(spec_from_config(entry.config, entry.id))["parameters"] == rec["parameters"]
+
+
+@pytest.mark.parametrize("variable,knobs", [("concurrency", {"seq_len": 32768}), ("seq_len", {"batch_size": 8})])
+def test_solve_counts_the_state_of_every_sequence(variable, knobs):
+    """solve's answers stay certified with a term constant in ``s``: at the answer the total fits,
+    one more does not, and each concurrent request brings its own state."""
+    from engine.api import estimate, memory_model
+    from engine.gpus import make_budget
+    from engine.solve import solve_budget
+
+    free = {"batch_size": None} if variable == "concurrency" else {"seq_len": None}
+    _, mm = memory_model("qwen3-next-80b-a3b", **{**knobs, **free})
+    solution = solve_budget(mm, variable, make_budget("200GB"))
+    assert solution.total_at_value <= solution.budget_bytes < solution.total_at_neighbour
+    if variable == "concurrency":
+        one = estimate("qwen3-next-80b-a3b", batch_size=1, **knobs).evaluation.terms
+        assert one["kv_cache/state"] == 77_856_768  # the fixture's bytes per sequence
+        assert (200 * 10**9 - one["weights"]) // one["kv_cache"] == solution.value
