@@ -130,6 +130,20 @@ def has_recurrent_state(spec: ModelSpec) -> bool:
     return bool(recurrent_state_layers(spec))
 
 
+def recurrent_tp_splits(spec: ModelSpec) -> dict[str, int]:
+    """Config field -> value of what tensor parallelism splits in the recurrent mixers (``tp_split``)."""
+    out: dict[str, int] = {}
+    for entry, args, _ in kinds(spec, "mixer"):
+        if hasattr(entry, "tp_split"):
+            out.update(entry.tp_split(**args))
+    return out
+
+
+def has_attention(spec: ModelSpec) -> bool:
+    """True when some mixer kind splits attention heads over tensor-parallel ranks."""
+    return splits_kv_heads(spec) or bool(spec.layer_count(mixer="mla"))
+
+
 def recurrent_state_bytes(spec: ModelSpec) -> sympy.Expr:
     """Recurrent-state bytes of ``b`` sequences on one GPU (formulas/recurrent_state.py
     ``state_per_gpu``): constant in ``s``, linear in ``b``."""

@@ -32,6 +32,9 @@ def check_degrees(spec: ModelSpec, scenario: Scenario) -> None:
     ]
     if scenario.ep > 1:
         checks.append(("--ep", scenario.ep, "num_experts", int(architecture.facts(spec).get(S.num_experts, 1))))
+    checks += [("--tp", scenario.tp, field, value) for field, value in architecture.recurrent_tp_splits(spec).items()]
+    if not architecture.has_attention(spec):  # an attention-free model (Mamba) has no heads to split
+        checks = [c for c in checks if c[2] != "num_attention_heads"]
     for flag, degree, field, value in checks:
         if value % degree:
             raise InputError(f"{flag} {degree} does not divide {field} {value} of {spec.name}")

@@ -166,3 +166,13 @@ def test_solve_counts_the_state_of_every_sequence(variable, knobs):
         one = estimate("qwen3-next-80b-a3b", batch_size=1, **knobs).evaluation.terms
         assert one["kv_cache/state"] == 77_856_768  # the fixture's bytes per sequence
         assert (200 * 10**9 - one["weights"]) // one["kv_cache"] == solution.value
+
+
+def test_tensor_parallelism_splits_the_state_and_checks_what_it_splits():
+    from engine.api import estimate
+    one = estimate("mamba-2.8b").evaluation.terms["kv_cache/state"]
+    assert estimate("mamba-2.8b", tp=2).evaluation.terms["kv_cache/state"] * 2 == one == 23_592_960
+    with pytest.raises(InputError, match="intermediate_size 5120"):
+        estimate("mamba-2.8b", tp=3)
+    with pytest.raises(InputError, match="does not divide"):
+        estimate("qwen3-next-80b-a3b", tp=32)

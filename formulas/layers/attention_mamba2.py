@@ -52,3 +52,7 @@ def state_elements(**options) -> tuple[sympy.Expr, sympy.Expr]:
 def inference_peak(eager: bool) -> sympy.Expr:
     """Attention's temporaries plus Mamba-2's ``in_proj`` output (both branches read one input)."""
     return attention.inference_peak(eager) + mamba2.projection_bytes()
+
+
+def tp_split(**options) -> dict[str, int]:
+    return {PREFIX + k: v for k, v in mamba2.tp_split(**split(options)[1]).items()}

@@ -89,3 +89,8 @@ def training_row(recompute: str, sequence_parallel: bool, eager: bool) -> sympy.
     """Not modelled: Korthikanti et al.'s rows describe attention layers (the profiles refuse
     training of recurrent mixers first)."""
     raise ValueError("training activations of Gated DeltaNet layers are not modelled")
+
+
+def tp_split(**options) -> dict[str, int]:
+    """The config fields tensor parallelism splits (each must be a multiple of ``t``)."""
+    return {name: options[name] for name in ("linear_num_key_heads", "linear_num_value_heads")}

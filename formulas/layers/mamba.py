@@ -83,3 +83,8 @@ def inference_peak(eager: bool) -> sympy.Expr:
 def training_row(recompute: str, sequence_parallel: bool, eager: bool) -> sympy.Expr:
     """Not modelled (the profiles refuse training of recurrent mixers first)."""
     raise ValueError("training activations of Mamba layers are not modelled")
+
+
+def tp_split(**options) -> dict[str, int]:
+    """The config fields tensor parallelism splits (each must be a multiple of ``t``)."""
+    return {"intermediate_size": options["intermediate_size"]}

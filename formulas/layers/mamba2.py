@@ -78,9 +78,11 @@ def cached_tokens(paged: bool = False) -> sympy.Expr:
 
 def state_elements(**options) -> tuple[sympy.Expr, sympy.Expr]:
     """(conv, recurrent) elements per layer and sequence on one tensor-parallel rank:
-    ``(a_m d_m + 2 G N) K / t`` and ``a_m d_m N / t`` (transformers 5.24
-    ``conv_states [B, conv_dim, K]``, ``recurrent_states [B, a_m, d_m, N]``)."""
-    return conv_channels() * conv_kernel / tensor_parallel, heads * head_width * state / tensor_parallel
+    ``(a_m d_m / t + 2 ceil(G / t) N) K`` and ``a_m d_m N / t`` (transformers 5.24
+    ``conv_states [B, conv_dim, K]``, ``recurrent_states [B, a_m, d_m, N]``; with more ranks
+    than groups each rank keeps a copy of its group, as vLLM's ``MambaMixer2`` shards them)."""
+    conv = heads * head_width / tensor_parallel + 2 * sympy.ceiling(groups / tensor_parallel) * state
+    return conv * conv_kernel, heads * head_width * state / tensor_parallel
 
 
 def projection_bytes() -> sympy.Expr:
@@ -97,3 +99,9 @@ def inference_peak(eager: bool) -> sympy.Expr:
 def training_row(recompute: str, sequence_parallel: bool, eager: bool) -> sympy.Expr:
     """Not modelled (the profiles refuse training of recurrent mixers first)."""
     raise ValueError("training activations of Mamba-2 layers are not modelled")
+
+
+def tp_split(**options) -> dict[str, int]:
+    """The config fields tensor parallelism splits (each must be a multiple of ``t``): the heads
+    (the B/C groups are split or copied, ``state_elements``)."""
+    return {"num_heads": options["num_heads"]}
