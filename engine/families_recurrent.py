@@ -42,6 +42,15 @@ def _types(config: dict, name: str, field: str, default: list[str], known: dict[
     return [known[t] for t in types]
 
 
+def _no_window(config: dict, name: str) -> None:
+    """These families' attention layers read every token; a ``sliding_window`` (or Qwen's
+    ``use_sliding_window``) would change the cache, and is not modelled here: an error naming it."""
+    for field in ("sliding_window", "use_sliding_window"):
+        if config.get(field) not in (None, False):
+            raise ConfigError(f"{where(name)}: field {field!r} ({shown(config[field])}) is not modelled for "
+                              f"model_type {shown(config['model_type'])}")
+
+
 def _mamba2(config: dict, name: str, hidden: int, fields: dict[str, str], defaults: dict[str, int],
             inner: int | None = None) -> dict:
     """Mamba-2 options from a family's field names (``fields``: option -> config field); the
@@ -116,6 +125,7 @@ def parse_qwen3_next(config: dict, name: str) -> ModelSpec:
     """Qwen3-Next: Gated DeltaNet layers, every ``full_attention_interval``-th layer output-gated
     attention with qk-norm; MoE with a gated shared expert."""
     w = where(name)
+    _no_window(config, name)
     fields = common_fields(config, name, head_dim_default=256)
     layers = fields["num_hidden_layers"]
     interval = config_int(config, "full_attention_interval", default=4, where=w)
@@ -140,6 +150,7 @@ def parse_jamba(config: dict, name: str) -> ModelSpec:
     expert_layer_offset`` and ``num_experts > 1`` (configuration_jamba.py ``layers_block_type``,
     ``layers_num_experts``)."""
     w = where(name)
+    _no_window(config, name)
     fields = common_fields(config, name)
     hidden, layers = fields["hidden_size"], fields["num_hidden_layers"]
     period = {f: config_int(config, f, default=d, minimum=m, where=w) for f, d, m in (
@@ -169,6 +180,7 @@ BAMBA_DEFAULTS = {"num_heads": 128, "head_dim": 64, "n_groups": 1, "state_size":
 def parse_bamba(config: dict, name: str) -> ModelSpec:
     """Bamba: Mamba-2 layers, attention at ``attn_layer_indices``; gated dense MLP in every layer."""
     w = where(name)
+    _no_window(config, name)
     fields = common_fields(config, name)
     hidden, layers = fields["hidden_size"], fields["num_hidden_layers"]
     attention_at = set(check_layer_indices(w, "attn_layer_indices", config_int_list(config, "attn_layer_indices", w), layers))
@@ -187,6 +199,7 @@ def parse_granitemoehybrid(config: dict, name: str) -> ModelSpec:
     layer's MLP is ``num_local_experts`` experts plus the gated ``shared_mlp``, or only the
     shared MLP when there are no experts (modeling_granitemoehybrid.py ``GraniteMoeHybridDecoderLayer``)."""
     w = where(name)
+    _no_window(config, name)
     fields = common_fields(config, name)
     hidden, layers = fields["hidden_size"], fields["num_hidden_layers"]
     known = {"mamba": "mamba2", "linear_attention": "mamba2", "attention": "attention", "full_attention": "attention"}
@@ -221,6 +234,7 @@ def parse_falcon_h1(config: dict, name: str) -> ModelSpec:
     """Falcon-H1: every layer runs attention and Mamba-2 side by side (``attention_mamba2``),
     Mamba-2's inner width ``mamba_d_ssm`` (else ``mamba_expand h``); a gated dense MLP."""
     w = where(name)
+    _no_window(config, name)
     fields = common_fields(config, name)
     hidden, layers = fields["hidden_size"], fields["num_hidden_layers"]
     inner = config_int(config, "mamba_d_ssm", default=config_int(config, "mamba_expand", default=2, where=w) * hidden, where=w)
@@ -262,6 +276,7 @@ def parse_nemotron_h(config: dict, name: str) -> ModelSpec:
     shared expert and a correction-bias buffer) behind one RMSNorm; ``num_hidden_layers`` is the
     pattern's length (configuration_nemotron_h.py)."""
     w = where(name)
+    _no_window(config, name)
     types = _nemotron_h_types(config, name)
     if not types:
         raise ConfigError(f"{w}: the layer pattern is empty")

@@ -176,3 +176,9 @@ def test_tensor_parallelism_splits_the_state_and_checks_what_it_splits():
         estimate("mamba-2.8b", tp=3)
     with pytest.raises(InputError, match="does not divide"):
         estimate("qwen3-next-80b-a3b", tp=32)
+
+
+def test_a_sliding_window_in_a_hybrid_is_named():
+    config = _config(dict(RECORDS)["jamba-v0.1"])
+    with pytest.raises(ConfigError, match="sliding_window"):
+        spec_from_config({**config, "sliding_window": 4096}, "x")
