@@ -182,3 +182,16 @@ def test_a_sliding_window_in_a_hybrid_is_named():
     config = _config(dict(RECORDS)["jamba-v0.1"])
     with pytest.raises(ConfigError, match="sliding_window"):
         spec_from_config({**config, "sliding_window": 4096}, "x")
+
+
+def test_granite_hybrid_attention_layer_caches_what_was_measured():
+    """The measured Granite-4.0-H copy had one attention layer (the default config has none)."""
+    rec = dict(RECORDS)["default-granitemoehybrid"]
+    config = _config(rec)
+    types = ["attention"] + ["mamba"] * (config["num_hidden_layers"] - 1)
+    spec = spec_from_config({**config, "layer_types": types}, "x")
+    values = _bf16_values(spec)
+    per_layer = rec["cache"]["per_layer_type"]
+    assert architecture.kv_cache_bytes(spec).xreplace({**values, S.seq_len: 1}) == per_layer["full_attention"]["bytes_per_token"]
+    state = architecture.recurrent_state_bytes(spec).xreplace(values)
+    assert state == (config["num_hidden_layers"] - 1) * per_layer["linear_attention"]["constant_bytes"]
