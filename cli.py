@@ -12,78 +12,15 @@ imported inside each command, so ``memsym --help`` starts fast.
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from engine import report
-from engine.cli_options import (GENERIC, SectionedCommand, budget_options, free_option, given, grid_options,
-                                json_option, latex_option, model_options, option, scenario_options, symbolic_option)
+from engine.cli_options import (GENERIC, MemsymGroup, budget_options, serve_options, free_option, given, grid_options, json_option,
+                                latex_option, model_options, option, scenario_options, symbolic_option)
 from engine.questions import SOLVED_KNOB
 
-EXIT_BAD_INPUT = 2
 SOLVE_VARIABLES = tuple(name.replace("_", "-") for name in SOLVED_KNOB)  # seq-len, ..., num-gpus, tp
-
-
-
-class MemsymGroup(click.Group):
-    """A click group whose every failure is one line on stderr and exit status 2."""
-
-    command_class = SectionedCommand
-
-    def main(self, args=None, prog_name=None, **extra):
-        argv = list(sys.argv[1:] if args is None else args)
-        extra.pop("standalone_mode", None)
-        try:
-            code = super().main(args=argv, prog_name=prog_name or "memsym", standalone_mode=False, **extra)
-        except click.exceptions.Exit as exc:  # --help, --version
-            sys.exit(exc.exit_code)
-        except BrokenPipeError:  # `memsym sweep ... | head -1`: the reader has all it wanted
-            _quiet_stdout()
-            sys.exit(0)
-        except SystemExit as exc:  # click's own EPIPE handling exits 1; memsym exits only 0 or 2
-            if exc.code == 1:
-                _quiet_stdout()
-                sys.exit(0)
-            raise
-        except OSError as exc:  # stdout itself failed (a full disk, /dev/full): one line, not a traceback
-            _fail(f"cannot write the output ({exc.strerror or exc})", argv)
-        except click.exceptions.Abort:
-            _fail("aborted", argv)
-        except click.ClickException as exc:
-            _fail(exc.format_message(), argv)
-        except Exception as exc:  # noqa: BLE001 - the engine's errors and nothing unexpected
-            from engine.errors import MemsymError
-
-            if isinstance(exc, MemsymError):
-                _fail(str(exc), argv)
-            raise
-        sys.exit(code if isinstance(code, int) else 0)
-
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null, so the interpreter's final flush meets no closed pipe
-    (the recipe of Python's ``signal`` documentation, "Note on SIGPIPE")."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # stdout is not a file descriptor (a test runner)
-        pass
-
-
-def _fail(message: str, argv: list[str]) -> None:
-    from engine.limits import MAX_MESSAGE, message_line
-
-    message = message_line(message, MAX_MESSAGE - len("memsym: error: "))  # one printable line, cut
-    if "--json" in argv:
-        try:
-            click.echo(json.dumps({"error": message}))
-        except OSError:  # stdout is what failed
-            pass
-    click.echo(f"memsym: error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
 
 
 def emit(result, as_json: bool, text: str | None = None) -> None:
@@ -408,6 +345,35 @@ def plot(output, **kw):
     check_output(output, "--output")
     result = plot_grid(output, **given(kw))
     click.echo(f"wrote {shown_path(result.path)}" + (f": {result.note}" if result.note else ""))
+
+
+# --- memsym serve: vLLM's own flags (engine/serving.py) --------------------------------------
+
+@cli.command()
+@serve_options
+def serve(served_model, gpu_memory_utilization, vllm_version, as_json, **flags):
+    """Predict what vLLM prints at start-up: available KV cache memory, GPU KV cache size
+    and maximum concurrency, from the flags of a `vllm serve` line.
+
+    \b
+    Example:
+      memsym serve --model meta-llama/Llama-3.1-8B-Instruct --gpu h100-80gb --max-model-len 8192
+    """
+    import sys
+
+    from engine.cli_options import EXIT_BAD_INPUT
+    from engine.gpus import parse_utilization
+    from engine.serving import serve as predict
+
+    prediction = predict(served_model, gpu_memory_utilization=parse_utilization(gpu_memory_utilization),
+                         version=vllm_version, **flags)
+    if as_json:
+        click.echo(json.dumps(prediction.to_dict(), indent=2))
+    if prediction.refusal:  # one line, as vLLM's own start-up error
+        click.echo(f"memsym: error: vLLM refuses to start: {prediction.refusal}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if not as_json:
+        click.echo(report.format_serve(prediction))
 
 
 def main():

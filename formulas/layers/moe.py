@@ -3,11 +3,14 @@ DeepSeekMoE, arXiv:2401.06066).
 
 Options: ``num_experts`` (``E`` routed experts of width ``moe_intermediate_size``),
 ``num_experts_per_tok`` (``k_e``), ``num_shared_experts`` (``E_sh``, always active) and
-``router_correction_bias`` (DeepSeek-V3's ``e_score_correction_bias`` buffer); issue 13:
-``shared_expert_intermediate_size`` (one shared expert of its own width ``f_sh``: Qwen3-Next,
-Granite-4.0-H's ``shared_mlp``, Nemotron-H), ``shared_expert_gate`` (Qwen3-Next's sigmoid gate
-``1 x h`` on it, modeling_qwen3_next.py ``Qwen3NextSparseMoeBlock``) and ``gated`` (False:
-Nemotron-H's up/down experts, modeling_nemotron_h.py ``NemotronHExperts``).
+``router_correction_bias`` (DeepSeek-V3's ``e_score_correction_bias`` buffer);
+``expert_bias`` and ``router_bias`` (gpt-oss: biases on every expert's projections and on
+the router, transformers' modeling_gpt_oss.py ``GptOssExperts``, ``GptOssTopKRouter``);
+``shared_expert_intermediate_size`` (``f_sh``: one shared expert of its own width) and
+``shared_expert_gate`` (its sigmoid gate ``1 x h``; Qwen2-MoE, transformers'
+modeling_qwen2_moe.py ``Qwen2MoeSparseMoeBlock``; Qwen3-Next, Granite-4.0-H's ``shared_mlp``,
+Nemotron-H) and ``gated`` (False: Nemotron-H's up/down experts, modeling_nemotron_h.py
+``NemotronHExperts``).
 """
 
 from __future__ import annotations
@@ -33,21 +36,25 @@ LAYERS = num_moe_layers
 LORA_COMPONENTS = ("moe_shared_experts",)  # routed experts are fused 3-D parameters, not nn.Linear
 
 
-def tensors(layers: sympy.Expr, *, num_shared_experts: int = 0, gated: bool = True,
-            shared_expert_intermediate_size: int | None = None, shared_expert_gate: bool = False,
+def tensors(layers: sympy.Expr, *, num_shared_experts: int = 0, expert_bias: bool = False,
+            router_bias: bool = False, shared_expert_intermediate_size: int | None = None,
+            shared_expert_gate: bool = False, gated: bool = True,
             **options) -> list[WeightTensor]:
     """Mixture-of-experts MLPs of ``layers`` layers.
 
     ``E`` gated experts of width ``f_e`` and a router ``E x h`` per layer (Mixtral,
     arXiv:2401.04088; Qwen3-MoE); DeepSeekMoE (arXiv:2401.06066) adds shared experts,
-    which transformers builds as one gated MLP of width ``E_sh f_e``. A token passes
-    through ``k_e`` of the ``E`` routed experts; expert parallelism splits them.
+    which transformers builds as one gated MLP of width ``E_sh f_e``; Qwen2-MoE one shared
+    expert of width ``f_sh`` behind a gate ``1 x h``. A token passes through ``k_e`` of
+    the ``E`` routed experts; expert parallelism splits them.
     """
     out = [
         WeightTensor(t.name, t.rows, t.cols, t.count, t.quantizable, "expert", layers * active_symbol)
-        for t in mlp_tensors(layers * experts_symbol, gated=gated, width=expert_width, prefix="moe_experts")
+        for t in mlp_tensors(layers * experts_symbol, gated=gated, bias=expert_bias, width=expert_width,
+                             prefix="moe_experts")
     ]
-    out += linear("router/gate", experts_symbol, hidden_size, layers, quantizable=False, parallel="replicated")
+    out += linear("router/gate", experts_symbol, hidden_size, layers, router_bias, quantizable=False,
+                  parallel="replicated")
     if num_shared_experts:
         out += mlp_tensors(layers, gated=gated, width=shared_symbol * expert_width, prefix="moe_shared_experts")
     if shared_expert_intermediate_size is not None:
@@ -71,7 +78,7 @@ def buffers(layers: sympy.Expr, *, router_correction_bias: bool = False, **optio
 def facts(*, num_experts: int, num_experts_per_tok: int, moe_intermediate_size: int,
           num_shared_experts: int = 0, shared_expert_intermediate_size: int | None = None,
           **options) -> dict[sympy.Symbol, int]:
-    """``E``, ``k_e``, ``f_e`` and, when there are shared experts, ``E_sh`` (or ``f_sh``)."""
+    """``E``, ``k_e``, ``f_e`` and, when there are shared experts, ``E_sh`` or ``f_sh``."""
     values = {experts_symbol: num_experts, active_symbol: num_experts_per_tok, expert_width: moe_intermediate_size}
     if num_shared_experts:
         values[shared_symbol] = num_shared_experts
