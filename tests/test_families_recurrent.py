@@ -96,10 +96,12 @@ def test_models_without_state_have_no_state_term():
     assert "kv_cache/state" not in model.terms and S.state_bytes not in model.facts
 
 
-def test_training_a_recurrent_model_is_refused():
+@pytest.mark.parametrize("profile", ["megatron", "deepspeed"])
+def test_training_a_recurrent_model_is_refused(profile):
     mid, rec = RECORDS[0]
+    zero = {"zero": 2} if profile == "deepspeed" else {}
     with pytest.raises(InputError, match="recurrent"):
-        build(spec_from_config(_config(rec), mid), Scenario(mode="training"))
+        build(spec_from_config(_config(rec), mid), Scenario(mode="training", profile=profile, **zero))
 
 
 def _nemotron() -> dict:
