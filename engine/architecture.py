@@ -14,7 +14,7 @@ from types import ModuleType
 import sympy
 
 from engine.spec import ModelSpec
-from formulas import kv_cache, layers
+from formulas import kv_cache, layers, recurrent_state
 from formulas import parameters as P
 from formulas import symbols as S
 
@@ -109,6 +109,50 @@ def kv_cache_bytes(spec: ModelSpec, *, paged: bool = False, mla_layout: str = "l
     rows = [(entry.cache_elements(mla_layout, **args), count, entry.cached_tokens(paged))
             for entry, args, count in kinds(spec, "mixer")]
     return kv_cache.kv_cache_per_gpu(rows)
+
+
+def recurrent_state_layers(spec: ModelSpec, *, conv_bytes: sympy.Expr = S.activation_bytes,
+                           recurrent_bytes: sympy.Expr = S.state_bytes) -> list[tuple[str, sympy.Expr, sympy.Expr]]:
+    """(mixer kind, its layers, state bytes per layer and sequence on one tensor-parallel rank) of
+    each kind with a constant recurrent state (``state_elements``, formulas/layers/): the conv
+    state in ``conv_bytes`` per element, the recurrent state in ``recurrent_bytes``
+    (formulas/recurrent_state.py). Empty for a model without one. A serving profile (vLLM's
+    mamba/hybrid KV-cache groups) sizes its state blocks from this with its own dtypes."""
+    out = []
+    for entry, args, count in kinds(spec, "mixer"):
+        if hasattr(entry, "state_elements"):
+            conv, recurrent = entry.state_elements(**args)
+            out.append((entry.KIND, count, conv * conv_bytes + recurrent * recurrent_bytes))
+    return out
+
+
+def has_recurrent_state(spec: ModelSpec) -> bool:
+    """True when some mixer kind keeps a constant recurrent state per sequence."""
+    return bool(recurrent_state_layers(spec))
+
+
+def recurrent_tp_splits(spec: ModelSpec) -> dict[str, int]:
+    """Config field -> value of what tensor parallelism splits in the recurrent mixers (``tp_split``)."""
+    out: dict[str, int] = {}
+    for entry, args, _ in kinds(spec, "mixer"):
+        if hasattr(entry, "tp_split"):
+            out.update(entry.tp_split(**args))
+    return out
+
+
+def has_attention(spec: ModelSpec) -> bool:
+    """True when some mixer kind splits attention heads over tensor-parallel ranks."""
+    return splits_kv_heads(spec) or bool(spec.layer_count(mixer="mla"))
+
+
+def recurrent_state_bytes(spec: ModelSpec) -> sympy.Expr:
+    """Recurrent-state bytes of ``b`` sequences on one GPU (formulas/recurrent_state.py
+    ``state_per_gpu``): constant in ``s``, linear in ``b``."""
+    rows = []
+    for entry, args, count in kinds(spec, "mixer"):
+        if hasattr(entry, "state_elements"):
+            rows.append((count, *entry.state_elements(**args)))
+    return recurrent_state.state_per_gpu(rows)
 
 
 def inference_peaks(spec: ModelSpec, *, eager: bool) -> dict[str, sympy.Expr]:

@@ -16,6 +16,7 @@ from typing import Callable
 
 from engine import families_attention as attention_families
 from engine import families_multimodal as multimodal_families
+from engine import families_recurrent
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
                                   mixer_kinds, qwen_layer_types, where)
@@ -259,6 +260,7 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
     "gemma3": lambda config, name: multimodal_families.parse_gemma3(config, name, PARSERS),
     "llava": lambda config, name: multimodal_families.parse_llava(config, name, PARSERS),
 }
+PARSERS.update(families_recurrent.PARSERS)  # qwen3_next, mamba, mamba2 and the hybrids
 
 
 def spec_from_config(config: object, name: str = "config.json") -> ModelSpec:

@@ -114,6 +114,9 @@ class ModelSpec:
     @property
     def architecture(self) -> str:
         """A one-word description: MHA, GQA, MQA or MLA, with MoE and sliding window."""
+        recurrent = [k for k in ("gated_deltanet", "mamba", "mamba2", "attention_mamba2") if self.layer_count(mixer=k)]
+        if recurrent and not self.layer_count(mixer="attention") and recurrent != ["attention_mamba2"]:
+            return "+".join([*recurrent, *(["MoE"] if self.is_moe else [])])  # no attention layer (issue 13)
         if self.layer_count(mixer="mla"):
             attention = "MLA"
         elif self.num_key_value_heads == self.num_attention_heads:
@@ -127,7 +130,7 @@ class ModelSpec:
             parts.append("MoE")
         if self.layer_count(mixer="sliding_attention"):
             parts.append("sliding-window")
-        return "+".join(parts)
+        return "+".join(parts + recurrent)
 
 
 # --- reading config values --------------------------------------------------------------

@@ -13,12 +13,13 @@ from engine import architecture, quantization
 from engine.errors import InputError
 from engine.scenario import LOSS_DTYPE, Scenario
 from engine.spec import ModelSpec
-from formulas import overhead, peft, weights
+from formulas import overhead, peft
 from formulas import parallelism as par
 from formulas import parameters as P
 from formulas import symbols as S
 from formulas.dtypes import DTYPE_BYTES
 from formulas.optimizer import OPTIMIZER_STATE_BYTES
+from formulas.recurrent_state import RECURRENT_STATE_DTYPE
 
 
 def check_degrees(spec: ModelSpec, scenario: Scenario, uneven_pp: bool = False) -> None:
@@ -32,6 +33,9 @@ def check_degrees(spec: ModelSpec, scenario: Scenario, uneven_pp: bool = False) 
         ]
     if scenario.ep > 1:
         checks.append(("--ep", scenario.ep, "num_experts", int(architecture.facts(spec).get(S.num_experts, 1))))
+    checks += [("--tp", scenario.tp, field, value) for field, value in architecture.recurrent_tp_splits(spec).items()]
+    if not architecture.has_attention(spec):  # an attention-free model (Mamba) has no heads to split
+        checks = [c for c in checks if c[2] != "num_attention_heads"]
     for flag, degree, field, value in checks:
         if value % degree:
             raise InputError(f"{flag} {degree} does not divide {field} {value} of {spec.name}")
@@ -79,6 +83,17 @@ def kv_cache_term(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
     return architecture.kv_cache_bytes(spec, paged=scenario.block_size is not None, mla_layout=scenario.mla_cache)
 
 
+def kv_cache_terms(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
+    """``kv_cache`` (and, for a model with recurrent mixers, its sub-term ``kv_cache/state``:
+    the conv and recurrent state of every sequence, constant in ``s``, engine/architecture.py
+    ``recurrent_state_bytes``). ``kv_cache`` is the tokens' cache plus the state."""
+    tokens = kv_cache_term(spec, scenario)
+    if not architecture.has_recurrent_state(spec):
+        return {"kv_cache": tokens}
+    state = architecture.recurrent_state_bytes(spec)
+    return {"kv_cache": tokens + state, "kv_cache/state": state}
+
+
 def lora_adapters(spec: ModelSpec, scenario: Scenario) -> tuple[list[P.WeightTensor], list[P.WeightTensor]]:
     """(adapted base tensors, adapter tensors on the first stage) of ``--lora-rank``.
 
@@ -123,6 +138,8 @@ def facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]
         S.lora_rank: scenario.lora_rank,
         S.adapter_bytes: scenario.adapter_bytes() if scenario.lora_rank else None,
     }
+    if architecture.has_recurrent_state(spec):  # formulas/recurrent_state.py: fp32 in transformers
+        widths[S.state_bytes] = DTYPE_BYTES[RECURRENT_STATE_DTYPE]
     if scenario.mode == "training":
         widths.update(_training_widths(scenario))
     for sym, value in widths.items():
@@ -179,6 +196,9 @@ SOURCES: dict[str, str] = {
                "element of the storage format (int4 group scales: Frantar et al. 2022, arXiv:2210.17323)",
     "kv_cache": "Pope et al. 2022, arXiv:2211.05102, sec. 3.1; MLA latent: DeepSeek-AI 2024, "
                 "arXiv:2405.04434, sec. 2.1.2; paged blocks: Kwon et al. 2023, arXiv:2309.06180, sec. 4.2",
+    "kv_cache/state": "recurrent state: conv state over the full kernel in the model dtype, recurrent state in "
+                      "float32 (transformers 5.24 cache_utils.py LinearAttentionLayer; Gated DeltaNet, "
+                      "arXiv:2412.06464; Mamba, arXiv:2312.00752; Mamba-2, arXiv:2405.21060)",
     "adapters": "LoRA, Hu et al. 2021, arXiv:2106.09685, sec. 4.1; QLoRA, Dettmers et al. 2023, "
                 "arXiv:2305.14314, sec. 3",
     "overhead": "the user's --reserve (CUDA context, CUDA C Programming Guide sec. 'Initialization'), "
@@ -189,6 +209,7 @@ SOURCES: dict[str, str] = {
 DESCRIPTIONS: dict[str, str] = {
     "weights": "stored parameters and persistent buffers",
     "kv_cache": "keys and values of every cached token",
+    "kv_cache/state": "recurrent state of every sequence (conv and SSM state), constant in the sequence length",
     "activations": "activation peak (inference: one layer or the logits; training: saved for backward)",
     "activations/attention": "one attention layer's temporaries",
     "activations/mlp": "one MLP's temporaries",

@@ -10,6 +10,7 @@ LOGITS_MODES = ("all", "last")
 RECOMPUTE_MODES = ("none", "selective", "full", "op")  # op: torchtitan's per-op SelectiveAC
 # layer kinds: the entries of formulas/layers/ (MIXERS, MLPS)
 MIXER_KINDS = ("attention", "sliding_attention", "mla")
+MIXER_KINDS += ("gated_deltanet", "mamba", "mamba2", "attention_mamba2", "none")  # issue 13: recurrent kinds
 MLP_KINDS = ("dense", "moe", "none")
 MIXER_KINDS += ("chunked_attention", "cross_attention")  # Llama 4, Llama 3.2 Vision (formulas/layers/)
 MLA_LAYOUTS = ("latent", "decompressed")

@@ -105,6 +105,23 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     ("num_chunked_layers", "L_{ch}", "layers with chunked (local) attention", "layers", True),
     ("attention_chunk_size", "C_{ch}", "tokens per attention chunk (Llama 4's attention_chunk_size)", "tokens", True),
     ("num_cross_attention_layers", "L_{x}", "layers whose attention reads image features (Mllama)", "layers", True),
+    # --- recurrent mixers: Gated DeltaNet, Mamba-1/2 (issue 13) -----------------------------
+    ("state_bytes", r"\beta_{st}", "bytes per recurrent-state element (fp32 in transformers)", "bytes", False),
+    ("num_linear_attention_layers", "L_{la}", "layers with Gated DeltaNet linear attention", "layers", True),
+    ("num_mamba_layers", "L_{m}", "layers with a Mamba-1 mixer", "layers", True),
+    ("num_mamba2_layers", "L_{m2}", "layers with a Mamba-2 mixer", "layers", True),
+    ("num_mixer_free_layers", r"L_{\varnothing a}", "layers without a token mixer (the MLP is the whole block)", "layers", True),
+    ("conv_kernel", "K_{cv}", "width of a recurrent mixer's causal convolution", "elements", True),
+    ("linear_num_key_heads", "a_{lk}", "key heads of a Gated DeltaNet layer", "heads", True),
+    ("linear_num_value_heads", "a_{lv}", "value heads of a Gated DeltaNet layer", "heads", True),
+    ("linear_key_head_dim", "d_{lk}", "key head dimension of a Gated DeltaNet layer", "elements", True),
+    ("linear_value_head_dim", "d_{lv}", "value head dimension of a Gated DeltaNet layer", "elements", True),
+    ("mamba_d_inner", "d_{in}", "inner width of a Mamba-1 mixer (expand x h)", "elements", True),
+    ("ssm_state_size", "N_{st}", "state size per channel of a Mamba mixer", "elements", True),
+    ("time_step_rank", "R_{dt}", "rank of a Mamba-1 mixer's time-step projection", "elements", True),
+    ("mamba_num_heads", "a_{m}", "heads of a Mamba-2 mixer", "heads", True),
+    ("mamba_head_dim", "d_{m}", "head dimension of a Mamba-2 mixer", "elements", True),
+    ("mamba_n_groups", "G_{m}", "B/C groups of a Mamba-2 mixer", "groups", True),
 )
 
 
@@ -189,6 +206,22 @@ stage_layers = SYMBOLS["stage_layers"].symbol
 num_chunked_layers = SYMBOLS["num_chunked_layers"].symbol
 attention_chunk_size = SYMBOLS["attention_chunk_size"].symbol
 num_cross_attention_layers = SYMBOLS["num_cross_attention_layers"].symbol
+state_bytes = SYMBOLS["state_bytes"].symbol
+num_linear_attention_layers = SYMBOLS["num_linear_attention_layers"].symbol
+num_mamba_layers = SYMBOLS["num_mamba_layers"].symbol
+num_mamba2_layers = SYMBOLS["num_mamba2_layers"].symbol
+num_mixer_free_layers = SYMBOLS["num_mixer_free_layers"].symbol
+conv_kernel = SYMBOLS["conv_kernel"].symbol
+linear_num_key_heads = SYMBOLS["linear_num_key_heads"].symbol
+linear_num_value_heads = SYMBOLS["linear_num_value_heads"].symbol
+linear_key_head_dim = SYMBOLS["linear_key_head_dim"].symbol
+linear_value_head_dim = SYMBOLS["linear_value_head_dim"].symbol
+mamba_d_inner = SYMBOLS["mamba_d_inner"].symbol
+ssm_state_size = SYMBOLS["ssm_state_size"].symbol
+time_step_rank = SYMBOLS["time_step_rank"].symbol
+mamba_num_heads = SYMBOLS["mamba_num_heads"].symbol
+mamba_head_dim = SYMBOLS["mamba_head_dim"].symbol
+mamba_n_groups = SYMBOLS["mamba_n_groups"].symbol
 
 
 def symbol(name: str) -> sympy.Symbol:

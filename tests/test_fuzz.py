@@ -357,9 +357,12 @@ SEQ, BATCH, GPUS = 10**7, 10**5, 10**4
 
 def python_kv_bytes(spec: ModelSpec, batch: int, seq: int, width: int = 2) -> int:
     """KV-cache bytes from the spec with Python ints (docs/formulas.md's formula, written again)."""
-    per_sequence = 0
+    per_sequence = state = 0
     for group in spec.layers:  # each layer group's mixer kind and options (formulas/layers/)
         options = group.mixer_args
+        state += group.count * python_state_bytes(group.mixer, options, width)
+        if group.mixer in ("gated_deltanet", "mamba", "mamba2", "none"):  # no tokens cached
+            continue
         if group.mixer == "mla":
             per_layer_token = options["kv_lora_rank"] + options["qk_rope_head_dim"]
         else:
@@ -371,7 +374,23 @@ def python_kv_bytes(spec: ModelSpec, batch: int, seq: int, width: int = 2) -> in
         if group.mixer == "cross_attention":  # image tokens only
             tokens = 0
         per_sequence += group.count * per_layer_token * tokens
-    return batch * width * per_sequence
+    return batch * (width * per_sequence + state)
+
+
+def python_state_bytes(mixer: str, o: dict, width: int) -> int:
+    """One layer's recurrent state per sequence (issue 13): conv state in the model dtype, the
+    recurrent state in float32 (4 bytes), with Python ints."""
+    if mixer == "gated_deltanet":
+        conv = 2 * o["linear_num_key_heads"] * o["linear_key_head_dim"] + o["linear_num_value_heads"] * o["linear_value_head_dim"]
+        return conv * o["linear_conv_kernel_dim"] * width + o["linear_num_value_heads"] * o["linear_key_head_dim"] * o["linear_value_head_dim"] * 4
+    if mixer == "mamba":
+        return o["intermediate_size"] * (o["conv_kernel"] * width + o["state_size"] * 4)
+    if mixer in ("mamba2", "attention_mamba2"):
+        p = "mamba_" if mixer == "attention_mamba2" else ""
+        inner = o[p + "num_heads"] * o[p + "head_dim"]
+        conv = inner + 2 * o[p + "n_groups"] * o[p + "state_size"]
+        return conv * o[p + "conv_kernel"] * width + inner * o[p + "state_size"] * 4
+    return 0
 
 
 @pytest.mark.parametrize("model", REGISTRY_IDS)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from engine.api import symbolic_model
+from engine.architecture import has_recurrent_state
 from engine.profiles import build
 from engine.families import spec_from_config
 from engine.registry import entries
@@ -24,6 +25,11 @@ def _spec(model_id):
 
 
 _MODELS = {}
+
+
+def _refused(model_id, mode):
+    """Training of recurrent (Gated DeltaNet, Mamba) models is refused by the profiles (issue 13)."""
+    return mode == "training" and has_recurrent_state(_spec(model_id))
 
 
 def _free_model(model_id, mode, attention, block_size):
@@ -44,6 +50,7 @@ def _free_model(model_id, mode, attention, block_size):
     s=st.integers(1, 40_000),
 )
 def test_total_is_non_decreasing_in_batch_and_seq_len(model_id, mode, attention, block_size, b, s):
+    assume(not _refused(model_id, mode))
     mm = _free_model(model_id, mode, attention, block_size)
     base = mm.evaluate(batch_size=b, seq_len=s).total_bytes
     assert mm.evaluate(batch_size=b + 1, seq_len=s).total_bytes >= base
@@ -53,6 +60,8 @@ def test_total_is_non_decreasing_in_batch_and_seq_len(model_id, mode, attention,
 @pytest.mark.parametrize("model_id", MODEL_IDS)
 @pytest.mark.parametrize("mode", options.MODES)
 def test_every_free_symbol_is_declared(model_id, mode):
+    if _refused(model_id, mode):
+        pytest.skip("training of recurrent mixers is refused")
     mm = build(_spec(model_id), Scenario(mode=mode, batch_size=None, seq_len=None, block_size=None))
     for expr in [*mm.terms.values(), mm.total, mm.parameters]:
         for sym in expr.free_symbols:

@@ -36,6 +36,9 @@ from formulas.optimizer import FACTORED_OPTIMIZERS
 
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     terms.check_degrees(spec, scenario)
+    if architecture.has_recurrent_state(spec):  # issue 13: no saved-activation formula for these mixers
+        raise InputError(f"--profile deepspeed: {spec.name}'s recurrent (Gated DeltaNet / Mamba) layers are not "
+                         "modelled in training")
     if scenario.recompute == "op":
         raise InputError("--profile deepspeed: --recompute op is not modelled (torchtitan's per-op policy)")
     if scenario.zero not in (1, 2, 3):

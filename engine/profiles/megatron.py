@@ -46,6 +46,9 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
                          "Megatron-LM recomputes none, selective or full)")
     if scenario.mode == "inference" and (scenario.zero or scenario.offload != "none"):
         raise InputError("--zero and --offload partition training state; they do not apply to --mode inference")
+    if scenario.mode == "training" and architecture.has_recurrent_state(spec):
+        raise InputError(f"--mode training: the saved activations of {spec.name}'s recurrent (Gated DeltaNet / "
+                         "Mamba) layers are not modelled; use --mode inference")
 
 
 def megatron_precision(scenario: Scenario) -> Scenario:
@@ -102,7 +105,7 @@ def inference_terms(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr
     built = terms.weight_terms(spec, scenario)
     if scenario.lora_rank is not None:  # unmerged adapters served beside the base (PEFT)
         built["adapters"] = terms.adapter_count(spec, scenario) * S.adapter_bytes
-    built["kv_cache"] = terms.kv_cache_term(spec, scenario)
+    built.update(terms.kv_cache_terms(spec, scenario))  # kv_cache (and kv_cache/state)
     layer = architecture.inference_peaks(spec, eager=scenario.attention == "eager")
     peaks = {
         "activations/attention": layer["attention"],
@@ -290,7 +293,7 @@ def sources(mode: str, built: dict[str, sympy.Expr]) -> dict[str, str]:
     """The source of every top-level term of ``built`` (sub-terms share their parent's), and
     of the host terms (``host_terms``)."""
     table = {**terms.SOURCES, **(TRAINING_SOURCES if mode == "training" else INFERENCE_SOURCES)}
-    found = {name: table[name] for name in built if "/" not in name}
+    found = {name: table[name] for name in built if "/" not in name or name in table}
     if mode == "training":
         found["host_terms"] = OFFLOAD_SOURCE
     return found

@@ -118,7 +118,7 @@ def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     """Weights + KV cache + the largest moment of the prefill (see module docstring)."""
     terms = _weights(spec, scenario)
     terms["input_ids"] = F.input_ids()
-    terms["kv_cache"] = shared.kv_cache_term(spec, scenario)
+    terms.update(shared.kv_cache_terms(spec, scenario))  # recurrent families are refused by check
     eager = scenario.attention == "eager"
     base = F.prefill_base(eager)
     moments = F.prefill_moments(eager, _upcast(scenario), grouped=spec.num_attention_heads > spec.num_key_value_heads,

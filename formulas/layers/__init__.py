@@ -24,7 +24,9 @@ Each **mixer** module (``attention``, ``sliding_attention``, ``mla``) defines:
   4h MLP included, so MLP kinds add no row of their own yet).
 
 A kind with a constant recurrent state per sequence (Gated DeltaNet, Mamba: issue 13)
-adds ``state_elements(**options)`` and caches no tokens (``cache_elements`` 0).
+adds ``state_elements(**options)``: (conv, recurrent) elements per layer and sequence on one
+tensor-parallel rank (formulas/recurrent_state.py gives their dtypes); a purely recurrent
+kind caches no tokens (``cache_elements`` 0).
 
 Each **MLP** module (``dense``, ``moe``, ``no_mlp``) defines ``KIND``, ``LAYERS``,
 ``LORA_COMPONENTS``, ``tensors(layers, **options)``, ``buffers(layers, **options)`` (persistent buffers),
@@ -44,8 +46,10 @@ from types import ModuleType
 
 from formulas.layers import attention, dense, mla, moe, no_mlp, sliding_attention
 from formulas.layers import chunked_attention, cross_attention
+from formulas.layers import attention_mamba2, gated_deltanet, mamba, mamba2, no_mixer
 
 MIXERS: dict[str, ModuleType] = {m.KIND: m for m in (attention, sliding_attention, mla)}
+MIXERS.update({m.KIND: m for m in (gated_deltanet, mamba, mamba2, attention_mamba2, no_mixer)})  # issue 13
 MLPS: dict[str, ModuleType] = {m.KIND: m for m in (dense, moe, no_mlp)}
 MIXERS[chunked_attention.KIND] = chunked_attention  # Llama 4's local layers
 MIXERS[cross_attention.KIND] = cross_attention  # Llama 3.2 Vision's image-reading layers

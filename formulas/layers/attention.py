@@ -2,8 +2,8 @@
 cached token (Vaswani et al. 2017; GQA, Ainslie et al. 2023; MQA when ``a_kv = 1``).
 
 Options: ``qkv_bias``, ``out_bias`` (Llama's ``attention_bias``, Qwen2's q/k/v bias),
-``qk_norm`` (Qwen3's RMSNorms on queries and keys), ``fused_qkv`` (Phi-3, GPT-2, Falcon)
-and ``expanded_kv_cache`` (transformers' Falcon with ``new_decoder_architecture`` caches
+``qk_norm`` (Qwen3's RMSNorms on queries and keys), ``fused_qkv`` (Phi-3, GPT-2, Falcon),
+``output_gate`` (Qwen3-Next's gated output) and ``expanded_kv_cache`` (transformers' Falcon with ``new_decoder_architecture`` caches
 K and V repeated to every query head); ``qk_norm_full`` (OLMo-2: the norms span the whole
 query and key projections, ``a d`` and ``a_kv d``, not one head), ``qk_norm_bias`` (Phi's
 LayerNorms on queries and keys) and ``sinks`` (gpt-oss: one learned sink logit per head,
@@ -36,13 +36,15 @@ def tensors(
     qk_norm_full: bool = False,
     qk_norm_bias: bool = False,
     sinks: bool = False,
+    output_gate: bool = False,
 ) -> list[WeightTensor]:
     """Attention of ``layers`` layers.
 
     ``W_q: a d x h``, ``W_k, W_v: a_kv d x h``, ``W_o: h x a d`` (Vaswani et al. 2017;
     GQA, Ainslie et al. 2023; MQA when ``a_kv = 1``). Qwen3 adds RMSNorms of width ``d`` on
     queries and keys; Phi-3 and Falcon fuse Q, K and V into one matrix. The expanded cache
-    of Falcon changes no parameter.
+    of Falcon changes no parameter. ``output_gate`` (Qwen3-Next, modeling_qwen3_next.py
+    ``Qwen3NextAttention``): ``q_proj`` also projects a sigmoid gate of the output, ``2 a d x h``.
     """
     q_rows = num_attention_heads * head_dim
     kv_rows = num_key_value_heads * head_dim
@@ -50,7 +52,7 @@ def tensors(
     if fused_qkv:
         out += linear("attention/qkv_proj", q_rows + 2 * kv_rows, hidden_size, layers, qkv_bias)
     else:
-        out += linear("attention/q_proj", q_rows, hidden_size, layers, qkv_bias)
+        out += linear("attention/q_proj", q_rows * (2 if output_gate else 1), hidden_size, layers, qkv_bias)
         out += linear("attention/k_proj", kv_rows, hidden_size, layers, qkv_bias)
         out += linear("attention/v_proj", kv_rows, hidden_size, layers, qkv_bias)
     out += linear("attention/o_proj", hidden_size, q_rows, layers, out_bias)

@@ -8,7 +8,9 @@ Options: ``num_experts`` (``E`` routed experts of width ``moe_intermediate_size`
 the router, transformers' modeling_gpt_oss.py ``GptOssExperts``, ``GptOssTopKRouter``);
 ``shared_expert_intermediate_size`` (``f_sh``: one shared expert of its own width) and
 ``shared_expert_gate`` (its sigmoid gate ``1 x h``; Qwen2-MoE, transformers'
-modeling_qwen2_moe.py ``Qwen2MoeSparseMoeBlock``).
+modeling_qwen2_moe.py ``Qwen2MoeSparseMoeBlock``; Qwen3-Next, Granite-4.0-H's ``shared_mlp``,
+Nemotron-H) and ``gated`` (False: Nemotron-H's up/down experts, modeling_nemotron_h.py
+``NemotronHExperts``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ LORA_COMPONENTS = ("moe_shared_experts",)  # routed experts are fused 3-D parame
 
 def tensors(layers: sympy.Expr, *, num_shared_experts: int = 0, expert_bias: bool = False,
             router_bias: bool = False, shared_expert_intermediate_size: int | None = None,
-            shared_expert_gate: bool = False, **options) -> list[WeightTensor]:
+            shared_expert_gate: bool = False, gated: bool = True,
+            **options) -> list[WeightTensor]:
     """Mixture-of-experts MLPs of ``layers`` layers.
 
     ``E`` gated experts of width ``f_e`` and a router ``E x h`` per layer (Mixtral,
@@ -47,15 +50,15 @@ def tensors(layers: sympy.Expr, *, num_shared_experts: int = 0, expert_bias: boo
     """
     out = [
         WeightTensor(t.name, t.rows, t.cols, t.count, t.quantizable, "expert", layers * active_symbol)
-        for t in mlp_tensors(layers * experts_symbol, gated=True, bias=expert_bias, width=expert_width,
+        for t in mlp_tensors(layers * experts_symbol, gated=gated, bias=expert_bias, width=expert_width,
                              prefix="moe_experts")
     ]
     out += linear("router/gate", experts_symbol, hidden_size, layers, router_bias, quantizable=False,
                   parallel="replicated")
     if num_shared_experts:
-        out += mlp_tensors(layers, gated=True, width=shared_symbol * expert_width, prefix="moe_shared_experts")
+        out += mlp_tensors(layers, gated=gated, width=shared_symbol * expert_width, prefix="moe_shared_experts")
     if shared_expert_intermediate_size is not None:
-        out += mlp_tensors(layers, gated=True, width=shared_width, prefix="moe_shared_experts")
+        out += mlp_tensors(layers, gated=gated, width=shared_width, prefix="moe_shared_experts")
     if shared_expert_gate:
         out += linear("router/shared_expert_gate", ONE, hidden_size, layers, quantizable=False, parallel="replicated")
     return out
@@ -84,13 +87,13 @@ def facts(*, num_experts: int, num_experts_per_tok: int, moe_intermediate_size: 
     return values
 
 
-def inference_peak(*, num_shared_experts: int = 0, shared_expert_intermediate_size: int | None = None,
-                   **options) -> sympy.Expr:
-    """The routed and shared experts one token uses, as one gated MLP of width
-    ``k_e f_e (+ E_sh f_e or f_sh)`` (formulas/activations.py ``mlp_peak``), over ``t`` ranks."""
+def inference_peak(*, num_shared_experts: int = 0, gated: bool = True,
+                   shared_expert_intermediate_size: int | None = None, **options) -> sympy.Expr:
+    """The routed and shared experts one token uses, as one MLP of width
+    ``k_e f_e (+ E_sh f_e) (+ f_sh)`` (formulas/activations.py ``mlp_peak``), over ``t`` ranks."""
     width = active_symbol * expert_width
     if num_shared_experts:
         width += shared_symbol * expert_width
     if shared_expert_intermediate_size is not None:
         width += shared_width
-    return activations.mlp_peak(True, width=width) / tensor_parallel
+    return activations.mlp_peak(gated, width=width) / tensor_parallel
