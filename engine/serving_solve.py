@@ -151,8 +151,8 @@ def solve_serving(target: str, model: str | None, config: str | None, *, budget=
     certificate = {"quantity": "KV-cache blocks", "blocks_per_request": per_request, "num_gpu_blocks": blocks,
                    "at_value": n * per_request, "at_next": (n + 1) * per_request,
                    "fits": n * per_request <= blocks < (n + 1) * per_request}
-    return ServingAnswer(prediction.spec.name, target, n, prediction, certificate,
-                         note or prediction.budget_note, parallel)
+    return ServingAnswer(prediction.spec.name, target, n, prediction, certificate, note or _gpu_note(prediction),
+                         parallel)
 
 
 def _largest_length(flags: dict, parallel: str, note: str | None) -> ServingAnswer:
@@ -168,4 +168,9 @@ def _largest_length(flags: dict, parallel: str, note: str | None) -> ServingAnsw
                    "available_at_next": above.values["available_kv_cache_bytes"],
                    "capped_at_context": n < largest, "context": context,
                    "fits": at.refusal is None and (n < largest or above.refusal is not None)}
-    return ServingAnswer(at.spec.name, "seq_len", n, at, certificate, note or at.budget_note, parallel)
+    return ServingAnswer(at.spec.name, "seq_len", n, at, certificate, note or _gpu_note(at), parallel)
+
+
+def _gpu_note(prediction: ServePrediction) -> str:
+    """serve's note on the catalog's total, with solve's flag for giving it directly."""
+    return prediction.budget_note.replace("pass --gpu-memory", "pass --budget SIZE, taken as that total")

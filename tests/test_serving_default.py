@@ -115,3 +115,12 @@ def test_plan_says_what_it_counts_and_flags_full_layouts():
     roomy = [c for c in answer.plan.tried if c.fits and c.per_gpu_bytes <= 0.95 * budget]
     assert full and roomy
     assert sum("% full" in line for line in lines[3:]) == len(full)
+
+
+def test_gpu_without_a_cuda_total_says_it_falls_back():
+    result = run("solve", "concurrency", "--model", "qwen3-0.6b", "--gpu", "t4", "--seq-len", "2048")
+    assert result.exit_code == 0 and gpu("t4").cuda_total_bytes is None
+    assert "no public cudaMemGetInfo total; using nvidia-smi's" in result.stdout
+    assert "pass --budget SIZE" in result.stdout
+    known = run("solve", "concurrency", "--model", "qwen3-0.6b", "--gpu", "h100-80gb", "--seq-len", "2048")
+    assert "h100-80gb: cudaMemGetInfo total 79.19 GiB" in known.stdout
