@@ -16,7 +16,7 @@ import json
 import click
 
 from engine import report
-from engine.cli_options import (GENERIC, MemsymGroup, budget_options, free_option, given, grid_options, json_option,
+from engine.cli_options import (GENERIC, MemsymGroup, budget_options, serve_options, free_option, given, grid_options, json_option,
                                 latex_option, model_options, option, scenario_options, symbolic_option)
 from engine.questions import SOLVED_KNOB
 
@@ -345,6 +345,35 @@ def plot(output, **kw):
     check_output(output, "--output")
     result = plot_grid(output, **given(kw))
     click.echo(f"wrote {shown_path(result.path)}" + (f": {result.note}" if result.note else ""))
+
+
+# --- memsym serve: vLLM's own flags (engine/serving.py) --------------------------------------
+
+@cli.command()
+@serve_options
+def serve(served_model, gpu_memory_utilization, vllm_version, as_json, **flags):
+    """Predict what vLLM prints at start-up: available KV cache memory, GPU KV cache size
+    and maximum concurrency, from the flags of a `vllm serve` line.
+
+    \b
+    Example:
+      memsym serve --model meta-llama/Llama-3.1-8B-Instruct --gpu h100-80gb --max-model-len 8192
+    """
+    import sys
+
+    from engine.cli_options import EXIT_BAD_INPUT
+    from engine.gpus import parse_utilization
+    from engine.serving import serve as predict
+
+    prediction = predict(served_model, gpu_memory_utilization=parse_utilization(gpu_memory_utilization),
+                         version=vllm_version, **flags)
+    if as_json:
+        click.echo(json.dumps(prediction.to_dict(), indent=2))
+    if prediction.refusal:  # one line, as vLLM's own start-up error
+        click.echo(f"memsym: error: vLLM refuses to start: {prediction.refusal}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if not as_json:
+        click.echo(report.format_serve(prediction))
 
 
 def main():

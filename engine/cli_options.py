@@ -119,6 +119,8 @@ def budget_options(func):
                help="Memory of one GPU: 24GB (10^9 B), 24GiB (2^30 B), 1.5TB, 80e9 (bytes)."),
         option("--gpu", "gpu_name", metavar="NAME", group="scenario",
                help="A GPU of the catalog ('memsym gpus'), e.g. rtx-4090."),
+        option("--gpu-memory", "gpu_memory", metavar="SIZE", group="scenario",
+               help="A GPU the catalog lacks: its memory, read as --budget is (e.g. 48GiB)."),
         option("--num-gpus", type=int, default=1, show_default=True, group="parallelism",
                help="GPUs of that memory; the model is split evenly over them."),
         option("--gpu-memory-utilization", "utilization", default="1", show_default=True, metavar="F",
@@ -155,7 +157,7 @@ def symbolic_option(text: str):
 GENERIC = "No model: a generic dense GQA decoder, every shape a symbol."
 # click's parameter names -> the library's argument names
 LIBRARY_NAMES = {"model_id": "model", "config_path": "config", "checkpoint_dir": "checkpoint", "gpu_name": "gpu",
-                 "batch_size_values": "batch_size", "seq_len_values": "seq_len"}
+                 "batch_size_values": "batch_size", "seq_len_values": "seq_len", "gpu_memory": "budget"}
 SHORTCUTS = {k.shortcut.name for k in KNOBS if k.shortcut is not None}
 
 
@@ -163,6 +165,8 @@ def given(kw: dict) -> dict:
     """The options the user gave (not their defaults), as the library's keyword arguments."""
     ctx = click.get_current_context()
     chosen = {k: v for k, v in kw.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
+    if "gpu_memory" in chosen and "budget" in chosen:
+        raise click.UsageError("give one of --budget and --gpu-memory (the same size, two spellings)")
     rest = {LIBRARY_NAMES.get(k, k): v for k, v in chosen.items() if k not in KNOB_BY_NAME and k not in SHORTCUTS}
     return {**rest, **knob_values(chosen)}
 
@@ -229,3 +233,38 @@ def _fail(message: str, argv: list[str]) -> None:
             pass
     click.echo(f"memsym: error: {message}", err=True)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def serve_options(func):
+    """``memsym serve``: the flags of a ``vllm serve`` line, in vLLM's own spellings (engine/serving.py)."""
+    count = click.IntRange
+    return apply_options(func, [
+        option("--model", "served_model", required=True, metavar="ID|ORG/NAME|PATH", group="model",
+               help="Registry id, Hugging Face repo id, or a directory holding config.json."),
+        option("--tensor-parallel-size", "-tp", "tp", type=count(1, 1 << 10), default=1, show_default=True,
+               group="parallelism"),
+        option("--pipeline-parallel-size", "-pp", "pp", type=count(1, 1 << 10), default=1, show_default=True,
+               group="parallelism"),
+        option("--max-model-len", default=None, metavar="N|auto", group="serving",
+               help="Tokens per request  [default: auto, the largest that starts]"),
+        option("--max-num-seqs", type=count(1, 1 << 20), default=None, group="serving",
+               help="[default: vLLM's for the GPU]"),
+        option("--max-num-batched-tokens", type=count(1, 1 << 24), default=None, group="serving",
+               help="[default: vLLM's for the GPU]"),
+        option("--gpu-memory-utilization", default="0.9", show_default=True, metavar="FRACTION", group="serving"),
+        option("--kv-cache-dtype", type=click.Choice(("auto", "fp8", "fp8_e4m3", "fp8_e5m2")), default="auto",
+               show_default=True, group="serving"),
+        option("--dtype", type=click.Choice(("auto", "bfloat16", "half", "float16", "float32")), default="auto",
+               show_default=True, group="serving"),
+        option("--quantization", "-q", default=None, metavar="METHOD", group="serving",
+               help="awq, gptq, fp8, bitsandbytes, ..."),
+        option("--block-size", type=count(1, 1 << 16), default=16, show_default=True, group="serving"),
+        option("--enforce-eager", is_flag=True, group="serving",
+               help="No CUDA graphs (0.19 does not subtract them either way)."),
+        option("--vllm-version", type=click.Choice(("0.19", "0.6")), default="0.19", show_default=True,
+               group="serving", help="0.19: the V1 engine (0.8 and later); 0.6: the V0 engine."),
+        option("--gpu", "gpu_name", default=None, metavar="NAME", group="scenario", help="A GPU from 'memsym gpus'."),
+        option("--gpu-memory", default=None, metavar="SIZE", group="scenario",
+               help="cudaMemGetInfo total of one GPU, e.g. 79.19GiB."),
+        option("--json", "as_json", is_flag=True, help="Machine-readable output.", group="output"),
+    ])

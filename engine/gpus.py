@@ -2,7 +2,9 @@
 
 The catalog (``engine/data/gpus.json``) records, per GPU, the total memory the driver
 reports to programs (``nvidia-smi``'s ``memory.total``; ``cudaMemGetInfo``'s total), with
-the vendor's datasheet figure and a public log of the reported figure beside it. That total
+the vendor's datasheet figure and a public log of the reported figure beside it, and where a
+public log shows it, the smaller total ``cudaMemGetInfo`` reports (``cuda_total_bytes``:
+H100 80GB HBM3 79.19 GiB against nvidia-smi's 79.65 GiB). The cudaMemGetInfo total
 is what vLLM multiplies by ``--gpu-memory-utilization`` (``vllm/worker/worker.py``,
 ``determine_num_available_blocks``: ``total_gpu_memory * gpu_memory_utilization``).
 
@@ -39,6 +41,9 @@ class GPU:
     datasheet_memory: str
     datasheet_url: str
     reported_source: str | None
+    # what cudaMemGetInfo reports (vLLM's total_memory); None where no public log shows it
+    cuda_total_bytes: int | None = None
+    cuda_total_source: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -51,8 +56,16 @@ def catalog() -> dict[str, GPU]:
             name=row["name"], aliases=tuple(row["aliases"]), product=row["product"],
             memory_bytes=row["memory_bytes"], datasheet_memory=row["datasheet_memory"],
             datasheet_url=row["datasheet_url"], reported_source=row["reported_source"],
+            cuda_total_bytes=row.get("cuda_total_bytes"), cuda_total_source=row.get("cuda_total_source"),
         )
     return out
+
+
+@lru_cache(maxsize=1)
+def ambiguous() -> dict[str, tuple[str, ...]]:
+    """Spellings that name several catalog GPUs (``a100``: 40 or 80 GB) -> the choices."""
+    text = resources.files("engine").joinpath("data/gpus.json").read_text(encoding="utf-8")
+    return {k: tuple(v) for k, v in json.loads(text).get("ambiguous", {}).items()}
 
 
 def _normalise(name: str) -> str:
@@ -68,6 +81,10 @@ def gpu(name: str) -> GPU:
             spellings[spelling] = entry
     if key in spellings:
         return spellings[key]
+    choices = ambiguous().get(key)
+    if choices:
+        raise InputError(f"--gpu {name!r} names several GPUs: choose one of {', '.join(choices)} "
+                         "(or give --gpu-memory SIZE)")
     close = difflib.get_close_matches(key, list(spellings), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise InputError(f"--gpu: unknown GPU {name!r}; {hint}known: {', '.join(catalog())}")
@@ -118,7 +135,7 @@ def make_budget(budget: str | int | None = None, gpu_name: str | None = None, nu
                 utilization: str | Fraction | None = None) -> Budget:
     """A budget from ``--budget SIZE`` (one device's memory) or ``--gpu NAME``; exactly one of them."""
     if (budget is None) == (gpu_name is None):
-        raise InputError("give exactly one of --budget SIZE and --gpu NAME")
+        raise InputError("give exactly one of --budget SIZE (or --gpu-memory SIZE) and --gpu NAME")
     if gpu_name is not None:
         entry = gpu(gpu_name)
         device, name = entry.memory_bytes, entry.name

@@ -82,9 +82,11 @@ class ModelSpec:
     norms_per_layer: int = 2
     layer_norm_bias: bool = False  # LayerNorm (weight and bias) rather than RMSNorm
     max_position_embeddings: int | None = None  # set only for learned position tables
-    # the context the model was trained for (config.json's max_position_embeddings, whatever
-    # the position encoding): warnings only, never a parameter count
-    context_length: int | None = field(default=None, compare=False)
+    lm_head_bias: bool = False  # Phi, PhiMoE: the output projection has a bias
+    # rotary position embedding (vLLM's cos/sin cache, formulas/frameworks/vllm.py)
+    context_length: int | None = None  # config max_position_embeddings of a rotary model
+    rope_cache_positions: int | None = None  # rows of the cos/sin cache (scaled by rope_scaling)
+    rotary_dim: int | None = None  # rotary dimensions of one head
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)

@@ -54,6 +54,7 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     ("num_experts_per_tok", "k_{e}", "routed experts active per token", "experts", True),
     ("num_shared_experts", "E_{sh}", "shared (always active) experts per MoE layer", "experts", True),
     ("moe_intermediate_size", "f_{e}", "intermediate size of one expert", "elements", True),
+    ("shared_expert_intermediate_size", "f_{sh}", "intermediate size of the one shared expert (Qwen2-MoE)", "elements", True),
     # --- multi-head latent attention (DeepSeek-V2/V3) -----------------------------------
     ("q_lora_rank", "r_{q}", "rank of the compressed query (MLA)", "elements", True),
     ("kv_lora_rank", "r_{kv}", "rank of the compressed key/value latent (MLA)", "elements", True),
@@ -88,11 +89,21 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     # --- budgets (engine/solve.py) ---------------------------------------------------------
     ("budget_bytes", "M", "usable memory of one GPU (the budget a solve fits within)", "bytes", True),
     ("num_gpus", "N", "GPUs the model is split over evenly (solve num-gpus)", "GPUs", True),
+    # --- serving engine start-up (formulas/frameworks/vllm.py) -----------------------------
+    ("gpu_memory_utilization", "u", "fraction of one GPU's total memory vLLM may use (--gpu-memory-utilization)", "ratio", False),
+    ("cuda_total_bytes", "M_{cuda}", "total memory of one GPU as cudaMemGetInfo reports it", "bytes", True),
+    ("max_num_batched_tokens", "T_{b}", "scheduler token budget per step (vLLM's profile forward)", "tokens", True),
+    ("max_num_seqs", "N_{seq}", "most requests scheduled at once (vLLM's dummy sampler batch)", "sequences", True),
+    ("max_model_len", "L_{max}", "tokens of one request, prompt plus output (--max-model-len)", "tokens", True),
+    ("non_torch_bytes", "C_{nt}", "device memory grown outside torch's allocator during start-up", "bytes", True),
+    ("rotary_positions", "P_{rope}", "rows of the rotary cos/sin cache (positions)", "positions", True),
+    ("rotary_dim", "d_{rope}", "rotary dimensions of one head", "elements", True),
+    ("stage_layers", r"L_{st}", "layers held by one pipeline stage", "layers", True),
 )
 
 
 # Quantities that may be zero (an overhead left off, SGD's empty state); all others are positive.
-_MAY_BE_ZERO = {"reserve_bytes", "allocator_fraction", "comm_buffer_bytes", "optimizer_bytes", "master_weight_bytes"}
+_MAY_BE_ZERO = {"non_torch_bytes", "reserve_bytes", "allocator_fraction", "comm_buffer_bytes", "optimizer_bytes", "master_weight_bytes"}
 
 
 def _declare() -> dict[str, SymbolInfo]:
@@ -129,6 +140,7 @@ num_experts = SYMBOLS["num_experts"].symbol
 num_experts_per_tok = SYMBOLS["num_experts_per_tok"].symbol
 num_shared_experts = SYMBOLS["num_shared_experts"].symbol
 moe_intermediate_size = SYMBOLS["moe_intermediate_size"].symbol
+shared_expert_intermediate_size = SYMBOLS["shared_expert_intermediate_size"].symbol
 q_lora_rank = SYMBOLS["q_lora_rank"].symbol
 kv_lora_rank = SYMBOLS["kv_lora_rank"].symbol
 qk_nope_head_dim = SYMBOLS["qk_nope_head_dim"].symbol
@@ -157,6 +169,15 @@ allocator_fraction = SYMBOLS["allocator_fraction"].symbol
 comm_buffer_bytes = SYMBOLS["comm_buffer_bytes"].symbol
 budget_bytes = SYMBOLS["budget_bytes"].symbol
 num_gpus = SYMBOLS["num_gpus"].symbol
+gpu_memory_utilization = SYMBOLS["gpu_memory_utilization"].symbol
+cuda_total_bytes = SYMBOLS["cuda_total_bytes"].symbol
+max_num_batched_tokens = SYMBOLS["max_num_batched_tokens"].symbol
+max_num_seqs = SYMBOLS["max_num_seqs"].symbol
+max_model_len = SYMBOLS["max_model_len"].symbol
+non_torch_bytes = SYMBOLS["non_torch_bytes"].symbol
+rotary_positions = SYMBOLS["rotary_positions"].symbol
+rotary_dim = SYMBOLS["rotary_dim"].symbol
+stage_layers = SYMBOLS["stage_layers"].symbol
 
 
 def symbol(name: str) -> sympy.Symbol:

@@ -43,7 +43,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine.terms", "engine.profiles.*"),
     ("engine.api",),
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
-    ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.questions", "engine"),
+    ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.questions", "engine.serving",
+     "engine"),
     ("engine.render", "engine.numeric", "engine.sweep", "engine.plot"),
     # engine.cli_options: click options generated from the knob table, sectioned --help
     ("engine.report", "engine.cli_options"),

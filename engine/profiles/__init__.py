@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # annotations only: these layers sit below the profiles
 REGISTRY: dict[str, str] = {
     "megatron": "engine.profiles.megatron",
     "transformers": "engine.profiles.transformers",
+    "vllm": "engine.profiles.vllm",
+    "deepspeed": "engine.profiles.deepspeed",
+    "torchtitan": "engine.profiles.torchtitan",
 }
 # spellings kept for compatibility -> profile name
 ALIASES: dict[str, str] = {"paper": "megatron"}

@@ -2,7 +2,8 @@
 
 Each file in ``models/`` holds one model's published config.json values and where they
 come from (format: ``id``, ``name``, ``hf_repo``, ``source``, ``retrieved_from``,
-``config``). Files are read only when asked for; nothing is loaded at import time and
+``config``; optional ``aliases``: other repo ids with the same shapes, e.g. the instruct
+checkpoint of a base model). Files are read only when asked for; nothing is loaded at import time and
 nothing is fetched from the network.
 """
 
@@ -32,6 +33,7 @@ class RegistryEntry:
     hf_repo: str
     source: str
     config: dict
+    aliases: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=1)
@@ -40,7 +42,8 @@ def entries() -> tuple[RegistryEntry, ...]:
     out = []
     for path in sorted(MODELS_DIR.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        out.append(RegistryEntry(data["id"], data["name"], data["hf_repo"], data["source"], data["config"]))
+        out.append(RegistryEntry(data["id"], data["name"], data["hf_repo"], data["source"], data["config"],
+                                 tuple(data.get("aliases", ()))))
     return tuple(out)
 
 
@@ -48,7 +51,7 @@ def find(model_id: str) -> RegistryEntry:
     """The entry whose id or HF repo id is ``model_id`` (case-insensitive)."""
     key = model_id.strip().lower()
     for entry in entries():
-        if key in (entry.id, entry.hf_repo.lower(), entry.name.lower()):
+        if key in (entry.id, entry.hf_repo.lower(), entry.name.lower(), *(a.lower() for a in entry.aliases)):
             return entry
     names = [e.id for e in entries()] + [e.hf_repo for e in entries()]
     close = difflib.get_close_matches(model_id, names, n=3, cutoff=0.5)
