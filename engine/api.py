@@ -54,8 +54,8 @@ def context_warnings(inputs: dict, solved: tuple[str, int] | None = None) -> lis
     """A warning when seq_len (given, or ``solved``) passes the model's context length
     (config.json's max_position_embeddings), with both numbers."""
     limit = inputs.get("context_length")
-    variable, value = solved if solved else ("seq_len", inputs.get("seq_len"))
-    if not limit or variable != "seq_len" or not isinstance(value, int) or value <= limit:
+    variable, value = solved if solved and solved[0] == "seq_len" else ("seq_len", inputs.get("seq_len"))
+    if not limit or not isinstance(value, int) or isinstance(value, bool) or value <= limit:
         return []
     return [f"warning: seq_len {value:,} exceeds the model's context length {limit:,} (max_position_embeddings "
             f"of its config.json); memory is computed for {value:,} tokens, the model was trained for {limit:,}"]

@@ -123,6 +123,8 @@ def budget_options(func):
                help="Memory of one GPU: 24GB (10^9 B), 24GiB (2^30 B), 1.5TB, 80e9 (bytes)."),
         option("--gpu", "gpu_name", metavar="NAME", group="scenario",
                help="A GPU of the catalog ('memsym gpus'), e.g. rtx-4090."),
+        option("--gpu-memory", "gpu_memory", metavar="SIZE", group="scenario",
+               help="A GPU the catalog lacks: its memory, read as --budget is (e.g. 48GiB)."),
         option("--num-gpus", type=int, default=1, show_default=True, group="parallelism",
                help="GPUs of that memory; the model is split evenly over them."),
         option("--gpu-memory-utilization", "utilization", default=None, metavar="F", group="serving",
@@ -160,7 +162,7 @@ def symbolic_option(text: str):
 GENERIC = "No model: a generic dense GQA decoder, every shape a symbol."
 # click's parameter names -> the library's argument names
 LIBRARY_NAMES = {"model_id": "model", "config_path": "config", "checkpoint_dir": "checkpoint", "gpu_name": "gpu",
-                 "batch_size_values": "batch_size", "seq_len_values": "seq_len"}
+                 "batch_size_values": "batch_size", "seq_len_values": "seq_len", "gpu_memory": "budget"}
 SHORTCUTS = {k.shortcut.name for k in KNOBS if k.shortcut is not None}
 
 
@@ -168,6 +170,8 @@ def given(kw: dict) -> dict:
     """The options the user gave (not their defaults), as the library's keyword arguments."""
     ctx = click.get_current_context()
     chosen = {k: v for k, v in kw.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
+    if "gpu_memory" in chosen and "budget" in chosen:
+        raise click.UsageError("give one of --budget and --gpu-memory (the same size, two spellings)")
     rest = {LIBRARY_NAMES.get(k, k): v for k, v in chosen.items() if k not in KNOB_BY_NAME and k not in SHORTCUTS}
     knobs = knob_values(chosen)
     if "gguf_path" in rest:  # a GGUF file is read where a config.json would be (engine.registry.load_spec)

@@ -10,8 +10,6 @@ error that names it: memsym does not guess at an architecture it has no formulas
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from typing import Callable
 
 from engine import families_attention as attention_families
@@ -274,24 +272,4 @@ def spec_from_config(config: object, name: str = "config.json") -> ModelSpec:
     if parser is None:
         known = ", ".join(sorted(PARSERS))
         raise UnsupportedModelError(f"{where(name)}: model_type {shown(model_type)} is not supported (supported: {known})")
-    spec = check_spec(parser(config, name), where(name))
-    if spec.context_length is not None:  # the family read it (family_fields.rotary_fields)
-        return spec
-    return replace(spec, context_length=context_length(config))
-
-
-CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
-
-
-def context_length(config: dict) -> int | None:
-    """The context the model was trained for: config.json's max_position_embeddings (GPT-2's
-    n_positions, ...), or that of its text_config; None when the config states none. Only
-    for warnings: it never changes a parameter count."""
-    for source in (config, config.get("text_config")):
-        if not isinstance(source, dict):
-            continue
-        for field in CONTEXT_FIELDS:
-            value = source.get(field)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    return None
+    return check_spec(parser(config, name), where(name))

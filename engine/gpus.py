@@ -61,6 +61,13 @@ def catalog() -> dict[str, GPU]:
     return out
 
 
+@lru_cache(maxsize=1)
+def ambiguous() -> dict[str, tuple[str, ...]]:
+    """Spellings that name several catalog GPUs (``a100``: 40 or 80 GB) -> the choices."""
+    text = resources.files("engine").joinpath("data/gpus.json").read_text(encoding="utf-8")
+    return {k: tuple(v) for k, v in json.loads(text).get("ambiguous", {}).items()}
+
+
 def _normalise(name: str) -> str:
     return re.sub(r"[\s_]+", "-", name.strip().lower())
 
@@ -74,6 +81,10 @@ def gpu(name: str) -> GPU:
             spellings[spelling] = entry
     if key in spellings:
         return spellings[key]
+    choices = ambiguous().get(key)
+    if choices:
+        raise InputError(f"--gpu {name!r} names several GPUs: choose one of {', '.join(choices)} "
+                         "(or give --gpu-memory SIZE)")
     close = difflib.get_close_matches(key, list(spellings), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise InputError(f"--gpu: unknown GPU {name!r}; {hint}known: {', '.join(catalog())}")
@@ -124,7 +135,7 @@ def make_budget(budget: str | int | None = None, gpu_name: str | None = None, nu
                 utilization: str | Fraction | None = None) -> Budget:
     """A budget from ``--budget SIZE`` (one device's memory) or ``--gpu NAME``; exactly one of them."""
     if (budget is None) == (gpu_name is None):
-        raise InputError("give exactly one of --budget SIZE and --gpu NAME")
+        raise InputError("give exactly one of --budget SIZE (or --gpu-memory SIZE) and --gpu NAME")
     if gpu_name is not None:
         entry = gpu(gpu_name)
         device, name = entry.memory_bytes, entry.name

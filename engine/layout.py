@@ -47,7 +47,11 @@ def read_num_gpus(spec, knobs: dict, num_gpus: int) -> Layout:
             raise InputError(f"--num-gpus {num_gpus} is the layout's GPU count, but --tp {tp} x --pp {pp} = "
                              f"{tp * pp}; give --num-gpus {tp * pp} or leave it out")
         return Layout({}, False, f"--num-gpus {num_gpus} = --tp {tp} x --pp {pp}")
+    from engine import profiles
+
     try:
+        if "tp" not in profiles.get(knobs.get("profile", profiles.DEFAULT)).knobs:
+            raise InputError(f"--profile {knobs.get('profile')} does not model tensor parallelism")
         check_degrees(spec, replace(Scenario(**knobs), tp=num_gpus))
     except InputError as exc:
         return Layout({}, True, f"--num-gpus {num_gpus} read as an even split (every term / {num_gpus}, the seed "
@@ -67,3 +71,31 @@ def _training(knobs: dict, num_gpus: int, tp: int, pp: int) -> Layout:
     shards = f"ZeRO stage {zero} shards over them" if zero else "ZeRO stage 0 shards nothing (see --zero)"
     return Layout({"dp": dp}, False, f"--num-gpus {num_gpus} read as tp={tp} x pp={pp} x dp={dp}: --batch-size "
                                      f"is per GPU (global batch = {dp} x batch_size); {shards}")
+
+
+def fit_hints(spec, knobs: dict, budget_bytes: int, variable: str) -> str:
+    """What would make the smallest case fit: the smallest ``--tp``, a 4-bit quantization, or a
+    shorter context; '' when none of them is known to help."""
+    from engine.profiles import build
+    from engine.solve import tensor_parallel_degrees
+
+    smallest = {"seq_len": 1, "batch_size": 1, "concurrency": 1}
+    point = {"batch_size" if variable == "concurrency" else variable: smallest.get(variable, 1)}
+    scenario = Scenario(**knobs)
+
+    def fits(changed: Scenario) -> bool:
+        try:
+            return build(spec, changed).evaluate(**point).total_bytes <= budget_bytes
+        except InputError:
+            return False
+
+    hints = []
+    if "tp" not in knobs and "pp" not in knobs:
+        tp = next((t for t in tensor_parallel_degrees(spec, scenario)[1:] if fits(replace(scenario, tp=t))), None)
+        if tp is not None:
+            hints.append(f"--tp {tp} (the smallest that fits)")
+    if scenario.weight_quant == "none" and fits(replace(scenario, weight_quant="int4")):
+        hints.append("--weight-quant int4")
+    if variable != "seq_len" and scenario.seq_len and scenario.seq_len > 1 and fits(replace(scenario, seq_len=1)):
+        hints.append("a shorter --seq-len")
+    return "; would fit with " + " or ".join(hints) if hints else ""

@@ -89,13 +89,23 @@ def plot(mm: MemoryModel, x: str, axes: dict[str, tuple[int, ...]], path: str, f
         shown = sharded(mm, budget.num_gpus)
     largest, note = _solve(mm, x, others, budget)
     fixed = [f"{n}={v[0]:,}" for n, v in others.items()] + ([f"per GPU of {budget.num_gpus}"] if shown is not mm else [])
-    title = f"{mm.name} ({mm.mode})" + "".join(", " + f for f in fixed) + (f"\n{note}" if note else "")
+    title = (f"{mm.name} ({mm.mode})" + "".join(", " + f for f in fixed) + "\n" + scenario_title(mm.inputs)
+             + (f"\n{note}" if note else ""))
     figure = _figure(plt, shown, x, sweep(shown, axes), title, budget, largest)
     try:
         write_atomically(path, lambda tmp: figure.savefig(tmp, format=fmt), flag="--output")
     finally:
         plt.close(figure)
     return PlotResult(str(path), x, budget.per_gpu_bytes if budget else None, largest, note)
+
+
+def scenario_title(inputs: dict) -> str:
+    """One line naming the profile, precision, quantization, KV dtype and layout: bytes per GPU."""
+    width = (f"precision {inputs.get('precision')}" if inputs.get("mode") == "training"
+             else f"KV {inputs.get('kv_dtype') or inputs.get('dtype')}")
+    degrees = " x ".join(f"{k}={inputs.get(k) or 1}" for k in ("tp", "pp", "dp"))
+    return (f"{inputs.get('profile', '?')}, {inputs.get('dtype')}, weights {inputs.get('weight_quant', 'none')}, "
+            f"{width}, {degrees}, per GPU")
 
 
 def _figure(plt, mm: MemoryModel, x: str, grid, title: str, budget, largest: int | None):

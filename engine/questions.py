@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from engine.errors import InputError
+from engine.errors import InfeasibleError, InputError
 from engine.scenario import Scenario
 
 SOLVED_KNOB = {"seq_len": "seq_len", "batch_size": "batch_size", "concurrency": "batch_size",
@@ -186,12 +186,25 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
         knobs = {**knobs, **layout.knobs}
     name, mm = question_model(model, config, False, knobs)
     split = limits if layout is None or layout.even_split else limits.with_num_gpus(1)
-    answer = solve_budget(mm, target, split, activations=activations)
+    try:
+        answer = solve_budget(mm, target, split, activations=activations)
+    except InfeasibleError as exc:
+        raise InfeasibleError(f"{exc}{_hints(model, config, knobs, split, target)}") from None
     if split is not limits:
         from dataclasses import replace
 
         answer = replace(answer, inputs={**answer.inputs, "budget": limits.as_inputs()})
     return SolveAnswer(name, answer, limits, layout)
+
+
+def _hints(model, config, knobs: dict, limits, target: str) -> str:
+    """What would help a budget too small for even one (engine.layout.fit_hints); single GPU only."""
+    if limits.num_gpus != 1 or target == "num_gpus":
+        return ""
+    from engine.layout import fit_hints
+    from engine.registry import load_spec
+
+    return fit_hints(load_spec(model, config), knobs, limits.per_gpu_bytes, target)
 
 
 def _solve_degree(target: str, spec, scenario: Scenario, limits, knobs: dict):

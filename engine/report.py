@@ -15,9 +15,10 @@ def show(expr, latex: bool) -> str:
     """An expression as SymPy's plain string, or as LaTeX with the project's short names."""
     import sympy
 
+    from engine.render import group_digits
     from formulas.symbols import latex_names
 
-    return sympy.latex(expr, symbol_names=latex_names()) if latex else sympy.sstr(expr)
+    return group_digits(sympy.latex(expr, symbol_names=latex_names())) if latex else sympy.sstr(expr)
 
 
 DEGREES = ("tp", "pp", "dp", "ep", "cp")
@@ -203,6 +204,7 @@ def format_any_estimate(result) -> str:
 def format_plan(answer) -> str:
     best, budget = answer.plan.best, answer.budget_bytes
     lines = [f"{answer.model}: fewest GPUs with at most {budget:,} B per GPU ({format_bytes(budget)})",
+             *scenario_lines({**answer.inputs, **{k: getattr(best, k) for k in ("tp", "pp", "dp")}}),
              f"best: {best.num_gpus} GPUs (tp={best.tp}, pp={best.pp}, dp={best.dp}, zero={best.zero}), "
              f"{best.per_gpu_bytes:,} B per GPU",
              f"{'gpus':>6} {'tp':>4} {'pp':>4} {'dp':>6} {'zero':>4} {'per-GPU bytes':>20}  fits"]
@@ -265,7 +267,7 @@ def format_sensitivity(answer) -> str:
 
     inputs = answer.inputs
     lines = [f"{answer.model}: total {as_decimal(answer.total, 30)} bytes at batch_size={inputs['batch_size']}, "
-             f"seq_len={inputs['seq_len']}",
+             f"seq_len={inputs['seq_len']}", *scenario_lines(inputs),
              f"{'symbol':<24} {'value':>14} {'d total / d symbol':>22} {'elasticity':>12}"]
     lines += [f"{r.symbol:<24} {as_decimal(r.value, 12):>14} {as_decimal(r.derivative, 12):>22} "
               f"{as_decimal(r.elasticity):>12}" for r in answer.rows]

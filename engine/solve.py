@@ -232,10 +232,11 @@ def _check_free(mm: MemoryModel, expr: sympy.Expr, var: sympy.Symbol, label: str
 
 
 def _infeasible(label: str, value: int, budget: int, ev: Evaluation) -> InfeasibleError:
-    weights = ev.terms.get("weights")
-    detail = f" ({weights:,} of them weights)" if weights is not None else ""
+    """What needs how much: the total at the smallest value and its two largest terms."""
+    top = sorted(((v, n) for n, v in ev.terms.items() if "/" not in n and v), reverse=True)[:2]
+    detail = f" ({', '.join(f'{n} {v:,}' for v, n in top)})" if top else ""
     return InfeasibleError(f"budget of {budget:,} bytes per GPU is too small: {label}={value} alone needs "
-                           f"{ev.total_bytes:,} bytes{detail}")
+                           f"{ev.total_bytes:,} bytes per GPU{detail}")
 
 
 def solve(mm: MemoryModel, variable: str, budget_bytes: int, *, label: str | None = None, **fixed) -> Solution:

@@ -165,7 +165,7 @@ def _training_widths(scenario: Scenario) -> dict[sympy.Symbol, object]:
 def inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
     """The knobs as plain values, with the model and the precision convention used."""
     echoed = {"model": spec.name, **scenario.as_inputs(), "kv_dtype": scenario.kv_dtype_name(),
-              "context_length": spec.context_length}
+              "context_length": spec.context_length or spec.max_position_embeddings}
     quant = weight_format(spec, scenario)
     echoed["weight_quant"] = quant.name
     echoed["weight_quant_source"] = quant.source if quant.name != "none" else "none"

@@ -65,7 +65,7 @@ def test_documented_figures():
 
 
 @pytest.mark.parametrize("spelling, name", [("H100", "h100-80gb"), ("RTX 4090", "rtx-4090"), ("rtx_3090", "rtx-3090"),
-                                            ("MI300X", "mi300x"), ("v100", "v100-16gb")])
+                                            ("MI300X", "mi300x"), ("v100-16gb", "v100-16gb")])
 def test_gpu_names_and_aliases(spelling, name):
     assert gpu(spelling).name == name
 

@@ -20,6 +20,7 @@ cache from the smallest worker (``vllm/v1/core/kv_cache_utils.py`` ``get_kv_cach
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 import sympy
 
@@ -232,8 +233,8 @@ def _facts(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, layers: 
 
 
 def _number(width) -> int | float:
-    """A byte width for JSON: an int when whole (2), else a float (0.5)."""
-    return int(width) if width == int(width) else float(width)
+    """A byte width as a JSON number (issue 14): an int when whole, else a float."""
+    return int(width) if Fraction(width).denominator == 1 else float(width)
 
 
 def _inputs(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> dict[str, object]:

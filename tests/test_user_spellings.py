@@ -13,8 +13,9 @@ from engine.units import parse_bytes, size_reading
 
 NUMBER_TEXT = re.compile(r"^-?\d+(?:/\d+|\.\d+)?$")
 # keys whose strings are expressions or exact/decimal renderings beside a JSON number
-TEXT_KEYS = {"vllm_version", "version", "derivative", "latex", "closed_form", "expression", "coefficient", "monomial", "C0", "C1", "C2",
-             "branches", "value_decimal", "elasticity_decimal", "aliases"}
+TEXT_KEYS = {"derivative", "latex", "closed_form", "expression", "coefficient", "monomial", "C0", "C1", "C2",
+             "branches", "value_decimal", "elasticity_decimal", "aliases",
+             "vllm_version", "version"}
 
 
 @pytest.mark.parametrize("args, flag, meant", [
@@ -107,6 +108,7 @@ JSON_COMMANDS = [
     ["sensitivity", "--model", "llama-3.1-8b", "--seq-len", "32768", "--batch-size", "8"],
     ["crossover", "kv_cache", "weights", "--wrt", "seq-len", "--model", "qwen3-0.6b"],
     ["sweep", "--model", "qwen3-0.6b", "--batch-size", "1,2", "--seq-len", "128,256"],
+    ["serve", "--model", "qwen3-0.6b", "--gpu", "h100-80gb", "--max-model-len", "8192"],
 ]
 
 
