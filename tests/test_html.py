@@ -1,6 +1,7 @@
 """``memsym html``: the calculator page, loaded in a real headless browser.
 
-Debian's chromium opens the generated file from disk at several URL fragments and dumps
+Debian's chromium opens the generated file from disk at several URL fragments, with every
+network request sent to a closed port (the network off), and dumps
 the DOM after the page's scripts ran; every number with a stable id (``total_bytes``,
 ``term-<name>``, ``budget_bytes``, ``solve-seq_len``, ``solve-batch_size``,
 ``solve-concurrency``) must equal ``memsym estimate --json`` and the library's solve
@@ -72,6 +73,7 @@ def dump_dom(browser: str, path: Path, fragment: dict, profile: Path) -> str:
     url = path.resolve().as_uri() + ("#" + "&".join(f"{k}={v}" for k, v in fragment.items()) if fragment else "")
     args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>",  # network off: every fetch fails
             f"--user-data-dir={profile}", "--dump-dom", url]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True)
     return done.stdout
