@@ -26,6 +26,8 @@ REGISTRY: dict[str, str] = {
     "megatron": "engine.profiles.megatron",
     "transformers": "engine.profiles.transformers",
     "vllm": "engine.profiles.vllm",
+    "deepspeed": "engine.profiles.deepspeed",
+    "torchtitan": "engine.profiles.torchtitan",
     "llamacpp": "engine.profiles.llamacpp",
 }
 # spellings kept for compatibility -> profile name
@@ -83,10 +85,8 @@ def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
                          f"(modes: {', '.join(profile.modes)})")
     unread = unread_knobs(scenario, profile.knobs | {"mode"})
     if unread:
+        note = f" ({profile.refusal_note})" if profile.refusal_note else ""
         knob = unread[0]
-        readers = [name for name in REGISTRY if knob.name in get(name).knobs]
-        note = f" (read by --profile {', '.join(readers)})" if readers else (
-            f" ({profile.refusal_note})" if profile.refusal_note else "")
         raise InputError(f"--profile {profile.name}: {knob.shown(getattr(scenario, knob.name))} is not "
                          f"modelled{note}")
 
