@@ -112,15 +112,18 @@ def solve(variable, show_formula, latex, as_json, **kw):
     """The largest VARIABLE that fits a memory budget (seq-len, batch-size, concurrency),
     or the fewest GPUs (num-gpus) or smallest tensor-parallel degree (tp).
 
-    Every answer is checked by substitution: total(n) <= budget < total(n+1), in exact
-    bytes per GPU. concurrency counts requests of --seq-len tokens served at once: weights
-    plus each request's KV cache (paged with --block-size).
+    In inference mode seq-len, batch-size and concurrency default to --profile vllm: what
+    vLLM starts with (its max concurrency, the largest max_model_len that starts), the
+    budget as the cudaMemGetInfo total x --gpu-memory-utilization (default 0.9), --num-gpus
+    as tensor_parallel_size. --profile megatron gives the bare-tensor answer, checked by
+    substitution: total(n) <= budget < total(n+1), weights plus each request's KV cache.
 
     \b
     Examples:
-      memsym solve seq-len --model qwen3-0.6b --budget 24GB --batch-size 1
-      memsym solve concurrency --model qwen3-0.6b --seq-len 2048 --gpu rtx-4090
-      memsym solve concurrency --model deepseek-v3 --weight-quant w8a8 --budget 80e9 --num-gpus 16
+      memsym solve seq-len --model qwen3-0.6b --budget 24GB
+      memsym solve concurrency --model llama-3.1-8b --seq-len 2048 --gpu rtx-4090
+      memsym solve concurrency --model llama-3.1-8b --seq-len 2048 --gpu rtx-4090 --profile megatron
+      memsym solve concurrency --model deepseek-v3 --weight-quant w8a8 --budget 80e9 --num-gpus 16 --profile megatron
       memsym solve num-gpus --model llama-3.1-70b --gpu a100-80gb --batch-size 8 --seq-len 8192
       memsym solve seq-len --symbolic --show-formula
     """

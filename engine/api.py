@@ -46,7 +46,19 @@ class Estimate:
             "host_total_bytes": sum(ev.host.values()),
             "profile": self.model.profile,
             "sources": {name: self.model.source(name) for name in self.model.top_level},
+            "warnings": context_warnings(self.model.inputs),
         }
+
+
+def context_warnings(inputs: dict, solved: tuple[str, int] | None = None) -> list[str]:
+    """A warning when seq_len (given, or ``solved``) passes the model's context length
+    (config.json's max_position_embeddings), with both numbers."""
+    limit = inputs.get("context_length")
+    variable, value = solved if solved else ("seq_len", inputs.get("seq_len"))
+    if not limit or variable != "seq_len" or not isinstance(value, int) or value <= limit:
+        return []
+    return [f"warning: seq_len {value:,} exceeds the model's context length {limit:,} (max_position_embeddings "
+            f"of its config.json); memory is computed for {value:,} tokens, the model was trained for {limit:,}"]
 
 
 def memory_model(model: str | None = None, config: str | None = None, **knobs) -> tuple[ModelSpec, MemoryModel]:

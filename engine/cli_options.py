@@ -73,6 +73,20 @@ def model_options(func):
     ])
 
 
+class SpelledChoice(click.Choice):
+    """A click Choice that also takes a knob's other spellings (``bf16``, ``fp8``, ``auto``),
+    passing them through as typed: engine/spellings.py reads them and the output echoes how."""
+
+    def __init__(self, choices, aliases: dict):
+        super().__init__(choices)
+        self.aliases = aliases
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() in self.aliases:
+            return value
+        return super().convert(value, param, ctx)
+
+
 def knob_options(knob) -> list:
     """The click option of one row of the knob table (and of its shortcut flag, if any)."""
     attrs = {"help": knob.help, "group": knob.group}
@@ -86,6 +100,8 @@ def knob_options(knob) -> list:
         kind = click.Choice(profiles.names())
     else:
         kind = int if knob.kind == "count" else click.Choice(knob.choices) if knob.choices else str
+        if knob.aliases and knob.choices:
+            kind = SpelledChoice(knob.choices, knob.aliases)
     default = str(knob.default) if knob.parse is not None and knob.default is not None else knob.default
     out = [option(knob.flag, knob.name, type=kind, default=default, show_default=knob.default is not None,
                   metavar=knob.metavar, **attrs)]
@@ -109,8 +125,9 @@ def budget_options(func):
                help="A GPU of the catalog ('memsym gpus'), e.g. rtx-4090."),
         option("--num-gpus", type=int, default=1, show_default=True, group="parallelism",
                help="GPUs of that memory; the model is split evenly over them."),
-        option("--gpu-memory-utilization", "utilization", default="1", show_default=True, metavar="F",
-               group="serving", help="Fraction of each GPU's memory that may be used, 0 < F <= 1 (vLLM's flag)."),
+        option("--gpu-memory-utilization", "utilization", default=None, metavar="F", group="serving",
+               help="Fraction of each GPU's memory that may be used, 0 < F <= 1 (vLLM's flag)  "
+                    "[default: 0.9 (vLLM's) for the vllm profile's serving solves, else 1]"),
     ])
 
 

@@ -25,7 +25,7 @@ from functools import lru_cache
 from importlib import resources
 
 from engine.errors import InputError
-from engine.units import parse_bytes, parse_fraction
+from engine.units import parse_bytes, parse_fraction, size_reading
 
 MAX_NUM_GPUS = 1 << 20  # a bound on searches and on --num-gpus, far beyond any cluster
 
@@ -94,6 +94,7 @@ class Budget:
     num_gpus: int = 1
     utilization: Fraction = Fraction(1)
     gpu_name: str | None = None
+    reading: str | None = None  # how a --budget spelling such as 24G was read
 
     def __post_init__(self):
         if isinstance(self.num_gpus, bool) or not isinstance(self.num_gpus, int) or not 1 <= self.num_gpus <= MAX_NUM_GPUS:
@@ -105,13 +106,18 @@ class Budget:
         return math.floor(self.utilization * self.device_bytes)
 
     def with_num_gpus(self, num_gpus: int) -> "Budget":
-        return Budget(self.device_bytes, num_gpus, self.utilization, self.gpu_name)
+        return Budget(self.device_bytes, num_gpus, self.utilization, self.gpu_name, self.reading)
 
     def as_inputs(self) -> dict[str, object]:
-        return {
+        """Plain JSON values: ints for bytes, a float for the fraction (exact: ``gpu_memory_utilization_exact``)."""
+        out = {
             "gpu": self.gpu_name, "device_bytes": self.device_bytes, "num_gpus": self.num_gpus,
-            "gpu_memory_utilization": str(self.utilization), "per_gpu_bytes": self.per_gpu_bytes,
+            "gpu_memory_utilization": float(self.utilization),
+            "gpu_memory_utilization_exact": str(self.utilization), "per_gpu_bytes": self.per_gpu_bytes,
         }
+        if self.reading:
+            out["budget_read_as"] = self.reading
+        return out
 
 
 def make_budget(budget: str | int | None = None, gpu_name: str | None = None, num_gpus: int = 1,
@@ -128,4 +134,5 @@ def make_budget(budget: str | int | None = None, gpu_name: str | None = None, nu
         device, name = budget, None
     else:
         device, name = parse_bytes(budget, "--budget"), None
+        return Budget(device, num_gpus, parse_utilization(utilization), name, size_reading(budget))
     return Budget(device, num_gpus, parse_utilization(utilization), name)

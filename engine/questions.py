@@ -31,6 +31,18 @@ def expression_text(expr, latex: bool = False) -> str:
     return sympy.latex(expr, symbol_names=latex_names()) if latex else sympy.sstr(expr)
 
 
+def json_number(value):
+    """An exact SymPy/Fraction number for JSON: an int when whole (bytes), else a float; None stays None."""
+    if value is None:
+        return None
+    import sympy
+
+    value = sympy.Rational(value) if not isinstance(value, sympy.Basic) else value
+    if value.is_Integer:
+        return int(value)
+    return float(value)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -96,9 +108,17 @@ class SolveAnswer:
     model: str
     solution: object  # engine.solve.Solution
     limits: object  # engine.gpus.Budget
+    layout: object = None  # engine.layout.Layout: how --num-gpus was read (None: not given)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, **self.solution.to_dict()}
+        from engine.api import context_warnings
+
+        s = self.solution
+        out = {"model": self.model, "profile": s.inputs.get("profile"), **s.to_dict(),
+               "warnings": context_warnings(s.inputs, (s.variable, s.value))}
+        if self.layout is not None:
+            out["layout"] = self.layout.to_dict(self.limits.num_gpus)
+        return out
 
 
 @dataclass(frozen=True)
@@ -123,7 +143,9 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
           num_gpus: int | None = None, utilization=None, symbolic: bool = False,
           serving_activations: str | None = None, **knobs):
     """``memsym solve VARIABLE``: the largest seq-len, batch-size or concurrency that fits, or the
-    fewest GPUs (num-gpus) or smallest tensor-parallel degree (tp); see engine.solve."""
+    fewest GPUs (num-gpus) or smallest tensor-parallel degree (tp); see engine.solve. In
+    inference mode the three serving variables use the vllm profile unless ``profile`` is
+    given (engine.serving_solve); ``profile="megatron"`` is the bare-tensor answer."""
     target = variable.replace("-", "_")
     if target not in SOLVED_KNOB:
         raise InputError(f"cannot solve for {variable!r}; choose from {', '.join(SOLVED_KNOB)}")
@@ -136,6 +158,11 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
     activations = serving_activations or "none"
     if target in ("seq_len", "batch_size", "concurrency"):
         knobs[pinned_by] = None
+    from engine.serving_solve import solve_serving, uses_vllm
+
+    if uses_vllm(target, knobs, symbolic):  # serving questions default to --profile vllm
+        return solve_serving(target, model, config, budget=budget, gpu=gpu, num_gpus=num_gpus,
+                             utilization=utilization, serving_activations=serving_activations, **knobs)
     if symbolic:
         return solve_symbolic(variable, target, knobs, activations)
     if model is None and config is None:
@@ -150,8 +177,21 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
         return SolveAnswer(spec.name, _solve_degree(target, spec, Scenario(**knobs), limits, knobs), limits)
     from engine.solve import solve_budget
 
+    layout = None
+    if target != "num_gpus" and limits.num_gpus > 1:  # a layout, computed as the same degrees would be
+        from engine.layout import read_num_gpus
+        from engine.registry import load_spec
+
+        layout = read_num_gpus(load_spec(model, config), knobs, limits.num_gpus)
+        knobs = {**knobs, **layout.knobs}
     name, mm = question_model(model, config, False, knobs)
-    return SolveAnswer(name, solve_budget(mm, target, limits, activations=activations), limits)
+    split = limits if layout is None or layout.even_split else limits.with_num_gpus(1)
+    answer = solve_budget(mm, target, split, activations=activations)
+    if split is not limits:
+        from dataclasses import replace
+
+        answer = replace(answer, inputs={**answer.inputs, "budget": limits.as_inputs()})
+    return SolveAnswer(name, answer, limits, layout)
 
 
 def _solve_degree(target: str, spec, scenario: Scenario, limits, knobs: dict):
@@ -164,7 +204,7 @@ def _solve_degree(target: str, spec, scenario: Scenario, limits, knobs: dict):
 
     if limits.num_gpus != 1:
         raise InputError("solve num-gpus: --num-gpus is what is solved; leave it out")
-    fixed = {k: knobs[k] for k in PLAN_FIXED if k in knobs}
+    fixed = {k: knobs[k] for k in (*PLAN_FIXED, "dp") if k in knobs}  # --dp given: kept, as tp and pp are
     return smallest_num_gpus(spec, scenario, limits.per_gpu_bytes, fixed=fixed)[0]
 
 
@@ -305,7 +345,7 @@ class DiffAnswer:
         d = self.derivative
         return {"model": self.model, "variable": self.variable, "derivative": expression_text(d.expression),
                 "latex": expression_text(d.expression, True), "at": self.point,
-                "value": None if d.value is None else str(d.value),
+                "value": json_number(d.value), "value_exact": None if d.value is None else str(d.value),
                 "value_decimal": None if d.value is None else as_decimal(d.value, 12),
                 "finite_difference": d.finite_difference,
                 "branches": [expression_text(b) for b in d.branches]}
@@ -334,9 +374,11 @@ class SensitivityAnswer:
     def to_dict(self) -> dict:
         from engine.analysis import as_decimal
 
-        return {"model": self.model, "total_bytes": str(self.total), "inputs": self.inputs, "sensitivity": [
-            {"symbol": r.symbol, "value": str(r.value), "derivative": str(r.derivative),
-             "elasticity": as_decimal(r.elasticity)} for r in self.rows]}
+        return {"model": self.model, "total_bytes": json_number(self.total), "inputs": self.inputs,
+                "sensitivity": [{"symbol": r.symbol, "value": json_number(r.value),
+                                 "derivative": json_number(r.derivative), "elasticity": json_number(r.elasticity),
+                                 "derivative_exact": str(r.derivative), "elasticity_decimal": as_decimal(r.elasticity)}
+                                for r in self.rows]}
 
 
 def sensitivity(model: str | None = None, config: str | None = None, **knobs) -> SensitivityAnswer:

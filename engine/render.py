@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import html
+import re
 from typing import Callable
 
 import sympy
@@ -72,9 +73,29 @@ def markdown_escape(text: str) -> str:
     return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in plain)
 
 
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
+_LONG_NUMBER = re.compile(r"(?<![\\\d.])\d{5,}(?![\d.])")
+
+
+def tex_text(text: str) -> str:
+    r"""Prose for LaTeX: :func:`tex_escape`, with each ``--flag`` set as ``\texttt{-{}-flag}``
+    (TeX would ligature ``--`` into an en dash)."""
+    return _FLAG.sub(lambda m: r"\texttt{-{}-" + m.group(1) + "}", tex_escape(text))
+
+
+def group_digits(tex: str) -> str:
+    r"""``1192099840`` -> ``1{,}192{,}099{,}840`` in LaTeX math: grouped without siunitx."""
+    def grouped(match: re.Match) -> str:
+        digits = match.group(0)
+        head = len(digits) % 3 or 3
+        return "{,}".join([digits[:head]] + [digits[i:i + 3] for i in range(head, len(digits), 3)])
+
+    return _LONG_NUMBER.sub(grouped, tex)
+
+
 def latex_expr(expr: sympy.Expr, names: dict[sympy.Symbol, str] | None = None) -> str:
-    """``sympy.latex`` with the declared short names (and ``names`` for placeholders)."""
-    return sympy.latex(expr, symbol_names={**S.latex_names(), **(names or {})})
+    """``sympy.latex`` with the declared short names (and ``names`` for placeholders), digits grouped."""
+    return group_digits(sympy.latex(expr, symbol_names={**S.latex_names(), **(names or {})}))
 
 
 def term_label(name: str) -> str:
@@ -212,21 +233,32 @@ def _term_rows(mm: MemoryModel, name: str, terms: dict[str, sympy.Expr], show_pi
         rights = _relation_rows(named_form(mm, name, terms), placeholders)
     pinned = mm.pinned(expr)
     if show_pinned and pinned != expr:
-        rights += _relation_rows(pinned)
+        values = _relation_rows(pinned)
+        if len(values) == 1 and len(rights[-1]) + len(values[0]) <= LINE_WIDTH:  # "= h V beta = 311,164,928"
+            rights[-1] = f"{rights[-1]} {values[0]}"
+        else:
+            rights += values
     return rights
 
 
+def zero_terms(mm: MemoryModel) -> list[str]:
+    """Terms that are 0 in this scenario (no reserve given, ...): left out of the rows and tables."""
+    terms = shown_terms(mm)
+    return [n for n, expr in terms.items() if expr == 0 or (pins_shape(mm) and mm.pinned(expr) == 0)]
+
+
 def formula_rows(mm: MemoryModel) -> list[dict[str, str]]:
-    """Rows ``{left, right}`` of the aligned block: every term, the phases, the total."""
+    """Rows ``{left, right}`` of the aligned block: every nonzero term, the phases, the total."""
     show_pinned = pins_shape(mm)
     terms = shown_terms(mm)
-    named = [(term_label(n), _term_rows(mm, n, terms, show_pinned)) for n in mm.terms]
+    zero = set(zero_terms(mm))
+    named = [(term_label(n), _term_rows(mm, n, terms, show_pinned)) for n in mm.terms if n not in zero]
     if mm.phases:
         for phase, names in mm.phases.items():
-            named.append((term_label(phase), _sum_rows([term_label(n) for n in names])))
+            named.append((term_label(phase), _sum_rows([term_label(n) for n in names if n not in zero])))
         total = _max_rows([term_label(p) for p in mm.phases])
     else:
-        total = _sum_rows([term_label(n) for n in mm.top_level])
+        total = _sum_rows([term_label(n) for n in mm.top_level if n not in zero])
     if show_pinned:
         total += _relation_rows(mm.pinned(mm.total))
     named.append(("M", total))
@@ -240,7 +272,9 @@ def formula_rows(mm: MemoryModel) -> list[dict[str, str]]:
 
 def legend(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, int] | None = None) -> list[dict]:
     """The declared symbols the shown terms use, in declaration order, with their values."""
-    shown = [*shown_terms(mm).values(), *(e.xreplace(_dropped_knobs(mm)) for e in mm.host_terms.values())]
+    zero = set(zero_terms(mm))
+    shown = [*(e for n, e in shown_terms(mm).items() if n not in zero),
+             *(e.xreplace(_dropped_knobs(mm)) for e in mm.host_terms.values())]
     used = set().union(*(expr.free_symbols for expr in shown))
     values = values or {}
     rows = []
@@ -261,7 +295,8 @@ def legend(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, int]
 def _evaluation(mm: MemoryModel, values: dict[str, int]) -> dict:
     ev = mm.evaluate(**values)
     point = ", ".join(f"${S.SYMBOLS[k].latex} = {v}$" for k, v in sorted(values.items()))
-    rows = [(term_label(n), ev.terms[n]) for n in mm.terms]
+    zero = set(zero_terms(mm))
+    rows = [(term_label(n), ev.terms[n]) for n in mm.terms if n not in zero]
     rows += [(term_label(p), v) for p, v in ev.phases.items()]
     rows.append(("M", ev.total_bytes))
     rows += [(host_label(n), v) for n, v in ev.host.items()]
@@ -271,12 +306,14 @@ def _evaluation(mm: MemoryModel, values: dict[str, int]) -> dict:
 
 def _context(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, int] | None,
              environment_name: str) -> dict:
+    zero = zero_terms(mm)
     return {
+        "omitted": escape("Terms equal to 0 here, left out: " + ", ".join(zero) + ".") if zero else "",
         "title": escape(f"Memory of {mm.name} ({mm.mode})"),
         "environment": environment_name,
         "rows": formula_rows(mm),
         "terms": [{"label": term_label(n), "description": escape(mm.descriptions.get(n, "")),
-                   "source": escape(mm.source(n))} for n in mm.top_level]
+                   "source": escape(mm.source(n))} for n in mm.top_level if n not in zero]
         + [{"label": host_label(n), "description": escape(f"{n} offloaded to host (CPU) memory, not in M"),
             "source": escape(mm.source("host_terms"))} for n in mm.host_terms],
         "legend": legend(mm, escape, values),
@@ -291,7 +328,7 @@ def render_latex(mm: MemoryModel, *, values: dict[str, int] | None = None, stand
     ``values`` (e.g. ``{"batch_size": 1, "seq_len": 2048}``) adds the symbols' values and
     the exact bytes of every term at that point.
     """
-    context = _context(mm, tex_escape, values, "align*")
+    context = _context(mm, tex_text, values, "align*")
     return render_template("standalone.tex.j2" if standalone else "memory.tex.j2", **context)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from engine.units import format_bytes
 
+FULL_FRACTION = 0.95  # plan: a layout above this share of the budget is flagged "N % full"
+
 
 def show(expr, latex: bool) -> str:
     """An expression as SymPy's plain string, or as LaTeX with the project's short names."""
@@ -16,6 +18,52 @@ def show(expr, latex: bool) -> str:
     from formulas.symbols import latex_names
 
     return sympy.latex(expr, symbol_names=latex_names()) if latex else sympy.sstr(expr)
+
+
+DEGREES = ("tp", "pp", "dp", "ep", "cp")
+
+
+def layout_text(inputs: dict) -> str:
+    """``tp=2 x pp=1 x dp=1 (ep=1, cp=1) = 2 GPUs``: the parallel layout a model was built for."""
+    degree = {k: inputs.get(k) or 1 for k in DEGREES}
+    gpus = degree["tp"] * degree["pp"] * degree["dp"] * degree["cp"]
+    split = (inputs.get("budget") or {}).get("num_gpus", 1)
+    if gpus == 1 and split > 1:
+        return f"even split over {split} GPUs (every term / {split}, no tp/pp layout)"
+    sp = ", sequence parallel" if inputs.get("sequence_parallel") else ""
+    return (f"tp={degree['tp']} x pp={degree['pp']} x dp={degree['dp']} (ep={degree['ep']}, cp={degree['cp']}"
+            f"{sp}) = {gpus} GPU{'s' if gpus > 1 else ''}")
+
+
+def precision_text(inputs: dict) -> str:
+    """Weights, quantization, KV cache and (training) the bytes-per-parameter convention."""
+    parts = [f"dtype {inputs['dtype']}"]
+    if inputs.get("weight_quant", "none") != "none":
+        parts.append(f"weights quantized {inputs['weight_quant']}")
+    else:
+        parts.append("weights unquantized")
+    if inputs.get("mode") == "training" and inputs.get("precision"):
+        parts.append(f"precision {inputs['precision']} (training bytes per parameter)")
+    else:
+        kv = inputs.get("kv_dtype") or inputs.get("kv_cache_dtype") or inputs["dtype"]
+        paged = f", paged blocks of {inputs['block_size']}" if inputs.get("block_size") else ""
+        parts.append(f"KV cache {kv}{paged}")
+    return ", ".join(parts)
+
+
+def context_warnings(inputs: dict, solved=None) -> list[str]:
+    from engine.api import context_warnings as warnings  # SymPy: not at --help time
+
+    return warnings(inputs, solved)
+
+
+def scenario_lines(inputs: dict) -> list[str]:
+    """The header every report shares: profile, precision, layout, per GPU, and how spellings were read."""
+    lines = [f"profile {inputs.get('profile', '?')}, {precision_text(inputs)}",
+             f"layout {layout_text(inputs)}; bytes are per GPU (the most loaded rank)"]
+    for flag, note in (inputs.get("read_as") or {}).items():
+        lines.append(f"read as: {flag} {note}")
+    return lines
 
 
 def format_checkpoint(checked) -> str:
@@ -42,7 +90,8 @@ def format_estimate(result) -> str:
     inputs = mm.inputs
     head = (f"{result.spec.name} ({result.spec.architecture}), {mm.mode}, batch_size={inputs['batch_size']}, "
             f"seq_len={inputs['seq_len']}, dtype={inputs['dtype']}")
-    lines = [head, f"parameters: {result.counts['parameters']:,}"
+    lines = [head, *scenario_lines(inputs), *context_warnings(inputs),
+             f"parameters: {result.counts['parameters']:,}"
              + (f" ({result.counts['active_parameters']:,} active per token)" if result.spec.is_moe else ""), ""]
     lines.append(f"{'term':<28} {'bytes':>20}  size")
     for name in mm.terms:
@@ -64,15 +113,21 @@ def format_estimate(result) -> str:
     return "\n".join(lines)
 
 
-def format_solution(name: str, solution, limits, show_formula: bool, latex: bool) -> str:
+def format_solution(name: str, solution, limits, show_formula: bool, latex: bool, layout=None) -> str:
     """The answer, its certificate (totals at the value and its neighbour) and the budget."""
     s = solution
     device = f"{limits.gpu_name} " if limits.gpu_name else ""
-    split = f"; the model split evenly over {limits.num_gpus} GPUs" if limits.num_gpus > 1 else ""
+    even = limits.num_gpus > 1 and (layout is None or layout.even_split)
+    split = f"; the model split evenly over {limits.num_gpus} GPUs" if even else ""
     lines = [f"{name}: {'smallest' if s.smallest else 'largest'} {s.variable} that fits",
+             *scenario_lines(s.inputs),
              f"budget per GPU: {s.budget_bytes:,} B ({format_bytes(s.budget_bytes)}) = {limits.utilization} x "
-             f"{device}{limits.device_bytes:,} B{split}",
-             f"{s.variable} = {s.value:,}"]
+             f"{device}{limits.device_bytes:,} B{split}"]
+    if limits.reading:
+        lines.append(f"read as: --budget {limits.reading}")
+    if layout is not None and layout.note:
+        lines.append(f"read as: {layout.note}")
+    lines += [f"{s.variable} = {s.value:,}", *context_warnings(s.inputs, (s.variable, s.value))]
     neighbour = s.value - 1 if s.smallest else s.value + 1
     config = s.inputs.get("configuration")
     if config:  # training: the search's configuration; its neighbour has one data-parallel rank less
@@ -91,9 +146,18 @@ def format_answer(answer, show_formula: bool = False, latex: bool = False) -> st
     """``memsym solve``: a checked solution, or the closed form of ``--symbolic``."""
     from engine.questions import ClosedFormAnswer
 
+    from engine.serving_solve import ServingAnswer
+
     if isinstance(answer, ClosedFormAnswer):
         return format_closed_form(answer, latex)
-    return format_solution(answer.model, answer.solution, answer.limits, show_formula, latex)
+    if isinstance(answer, ServingAnswer):
+        return format_serving_answer(answer)
+    text = format_solution(answer.model, answer.solution, answer.limits, show_formula, latex, answer.layout)
+    profile = answer.solution.inputs.get("profile", "megatron")
+    if answer.solution.variable in ("concurrency", "seq_len", "batch_size") and answer.solution.inputs.get("mode") != "training":
+        return text + (f"\nprofile: {profile} (bare tensors: weights, KV cache and the listed terms; nothing for the "
+                       "CUDA context, a profile run or the sampler unless --reserve says so)")
+    return text + f"\nprofile: {profile}"
 
 
 def format_closed_form(answer, latex: bool) -> str:
@@ -143,17 +207,29 @@ def format_plan(answer) -> str:
              f"{'gpus':>6} {'tp':>4} {'pp':>4} {'dp':>6} {'zero':>4} {'per-GPU bytes':>20}  fits"]
     for c in sorted(answer.plan.tried, key=lambda c: (not c.fits, c.num_gpus, c.tp, c.pp, c.zero)):
         mark = "yes" if c.fits else "no (at the largest dp)"
+        if c.fits and c.per_gpu_bytes > FULL_FRACTION * budget:
+            mark += f", {100 * c.per_gpu_bytes / budget:.1f} % full"
         lines.append(f"{c.num_gpus:>6} {c.tp:>4} {c.pp:>4} {c.dp:>6} {c.zero:>4} {c.per_gpu_bytes:>20,}  {mark}")
+    profile = answer.inputs.get("profile", "megatron")
+    reserve = answer.inputs.get("reserve_bytes", 0)
+    lines.insert(2, f"counted (profile {profile}): the profile's terms (weights, gradients, optimizer state, activations, "
+                 f"KV cache) and --reserve {reserve:,} B per GPU; not counted: the CUDA context, NCCL and "
+                 "framework workspaces, allocator fragmentation (give them with --reserve): a layout "
+                 f"over {100 * FULL_FRACTION:.0f} % full leaves little for them")
     return "\n".join(lines)
 
 
 def _product(row, latex: bool) -> str:
+    r"""``coefficient*monomial``; in LaTeX a thin space instead of ``*`` and ``\left( \right)``."""
     coefficient, monomial = show(row.coefficient, latex), show(row.monomial, latex)
     if row.monomial == 1:
         return coefficient
     if row.coefficient == 1:
         return monomial
-    return f"({coefficient})*{monomial}" if row.coefficient.is_Add else f"{coefficient}*{monomial}"
+    times, opening, closing = (r" \, ", r"\left(", r"\right)") if latex else ("*", "(", ")")
+    if row.coefficient.is_Add:
+        return f"{opening}{coefficient}{closing}{times}{monomial}"
+    return f"{coefficient}{times}{monomial}"
 
 
 def format_formula(answer, latex: bool) -> str:
@@ -293,4 +369,39 @@ def format_serve(prediction) -> str:
                  f"+0.01 utilization buys {slope / 100:.2f} requests of {v['max_model_len']:,} tokens")
     if p.refusal:
         lines += ["", f"vLLM refuses to start: {p.refusal}"]
+    return "\n".join(lines)
+
+
+def format_serving_answer(answer) -> str:
+    """``solve concurrency|seq-len|batch-size`` by the vllm profile: the answer, vLLM's
+    figures behind it, its certificate, the budget and the parallel mapping."""
+    p, c, n = answer.prediction, answer.certificate, answer.value
+    v = p.values
+    name = answer.variable.replace("_", "-")
+    lines = [f"{answer.model}: largest {name} that vLLM {p.settings.version} starts with (profile: vllm)",
+             f"budget: {answer.budget_note}; requested = {float(p.settings.gpu_memory_utilization):g} "
+             f"(--gpu-memory-utilization) x {v['cuda_total_bytes']:,} B = {v['requested_bytes']:,} B",
+             f"parallel: {answer.parallel_note}",
+             f"available KV cache memory: {v['available_kv_cache_bytes']:,} B "
+             f"({v['available_kv_cache_bytes'] / 2**30:.2f} GiB) = requested - weights {v['weights_bytes']:,} "
+             f"- profile-run peak {v['activation_peak_bytes']:,} - non-torch {v['non_torch_bytes']:,}",
+             f"{name} = {n:,}"]
+    if answer.variable == "seq_len":
+        lines.append(f"  KV of one request of {n:,} tokens: {c['at_value']:>16,} B <= available "
+                     f"{c['available_kv_cache_bytes']:,} B  starts")
+        if c["capped_at_context"]:
+            lines.append(f"  {n + 1:,} tokens exceed the model's context ({c['context']:,}): vLLM refuses that "
+                         f"max_model_len (its one request would need {c['at_next']:,} B)")
+        else:
+            lines.append(f"  KV of one request of {n + 1:,} tokens: {c['at_next']:>16,} B >  available "
+                         f"{c['available_at_next']:,} B  refused")
+    else:
+        per, blocks = c["blocks_per_request"], c["num_gpu_blocks"]
+        lines += [f"  vLLM: Maximum concurrency for {v['max_model_len']:,} tokens per request: "
+                  f"{float(v['max_concurrency']):.2f}x",
+                  f"  blocks for {n:,} requests: {n:,} x {per:,} = {c['at_value']:,} <= num_gpu_blocks {blocks:,}  fits",
+                  f"  blocks for {n + 1:,} requests: {n + 1:,} x {per:,} = {c['at_next']:,} > num_gpu_blocks "
+                  f"{blocks:,}  exceeds"]
+    lines.append("  counted: weights as vLLM loads them, the profile run's torch peak, non-torch memory; "
+                 "CUDA graphs are not subtracted (vLLM 0.19); --profile megatron gives the bare-tensor answer")
     return "\n".join(lines)

@@ -12,11 +12,12 @@ here, so formulas never see a bad one. This module imports no SymPy: ``--help`` 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Callable
 
 from engine.errors import InputError
+from engine.spellings import DTYPE_SPELLINGS, KV_SPELLINGS, LORA_SPELLINGS, WEIGHT_SPELLINGS, read, spellings_help
 from engine.units import parse_bytes, parse_fraction
 from formulas import options
 from engine.limits import check_scenario_values
@@ -64,6 +65,7 @@ class Knob:
     metavar: str | None = None
     shortcut: Shortcut | None = None
     allowed: tuple | None = None  # the values Scenario accepts, when wider than ``choices``
+    aliases: dict | None = None  # other spellings -> (the value meant, why): engine/spellings.py
 
     @property
     def option_name(self) -> str:
@@ -85,6 +87,12 @@ class Knob:
     def check(self, value) -> None:
         """Raise InputError naming the flag when ``value`` is not one this knob takes."""
         CHECKS[self.kind](self, value)
+
+    def read(self, value):
+        """``(the value meant, how a spelling was read or None)``: ``bf16`` -> ``bfloat16``."""
+        if self.aliases is None or value is None:
+            return value, None
+        return read(self.aliases, value)
 
 
 def _size(flag: str) -> Callable[[str], int]:
@@ -109,10 +117,12 @@ KNOBS: tuple[Knob, ...] = (
          freeable=True, formula_free=True),
     Knob("seq_len", "--seq-len", 2048, "Tokens per sequence.", "scenario", "count", symbol="seq_len",
          freeable=True, formula_free=True),
-    Knob("dtype", "--dtype", "bfloat16", "Weights and activations (float8: fp8 weights, activations kept 16-bit).",
-         "scenario", "dtype", choices=options.DTYPES[:4], allowed=DTYPE_NAMES),
-    Knob("kv_cache_dtype", "--kv-cache-dtype", None, "KV-cache elements  [default: --dtype]", "scenario", "dtype",
-         choices=options.DTYPES, allowed=DTYPE_NAMES),
+    Knob("dtype", "--dtype", "bfloat16", "Weights and activations (float8: fp8 weights, activations and KV "
+         f"cache kept 16-bit). Also: {spellings_help(WEIGHT_SPELLINGS)} (auto: the checkpoint's torch_dtype).",
+         "scenario", "dtype", choices=options.DTYPES[:4], allowed=DTYPE_NAMES, aliases=WEIGHT_SPELLINGS),
+    Knob("kv_cache_dtype", "--kv-cache-dtype", None, "KV-cache elements; also vLLM's auto, fp8, fp8_e4m3, "
+         "fp8_e5m2  [default: --dtype, 16-bit for float8 weights]", "scenario", "dtype",
+         choices=options.DTYPES, allowed=DTYPE_NAMES, aliases=KV_SPELLINGS),
     Knob("weight_quant", "--weight-quant", "none",
          "Weight quantization of the linear layers (w8a8: the seed article's 1 byte for all).", "scenario",
          choices=options.QUANT_SCHEMES),
@@ -129,8 +139,8 @@ KNOBS: tuple[Knob, ...] = (
     # kind "profile": the names live in engine/profiles (a layer above), which checks them
     Knob("profile", "--profile", "megatron", "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
          "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); deepspeed: "
-         "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP (docs/training.md); llamacpp: llama.cpp's KV "
-         "cache (-c = --seq-len, -np = --batch-size) and a GGUF's stored weights.", "scenario",
+         "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP (docs/training.md); vllm: vLLM's start-up sizing "
+         "(docs/serving.md); llamacpp: llama.cpp's KV cache (-c = --seq-len, -np = --batch-size).", "scenario",
          "profile"),
     Knob("device", "--device", "cuda", "--profile transformers: AdamW is foreach on cuda, single-tensor on cpu.",
          "scenario", choices=options.DEVICES),
@@ -171,9 +181,10 @@ KNOBS: tuple[Knob, ...] = (
     Knob("lora_rank", "--lora-rank", None, "Train LoRA adapters of this rank on a frozen base.", "training",
          "count", symbol="lora_rank", freeable=True),
     Knob("lora_targets", "--lora-targets", None, "Comma-separated modules to adapt (q_proj,v_proj,...)  "
-         "[default: all attention/MLP linears]", "training", "names", parse=_module_names, metavar="NAMES"),
+         "or PEFT's all-linear  [default: all attention/MLP linears]", "training", "names", parse=_module_names,
+         metavar="NAMES", aliases=LORA_SPELLINGS),
     Knob("adapter_dtype", "--adapter-dtype", None, "LoRA adapter dtype  [default: --dtype]", "training", "dtype",
-         choices=options.DTYPES[:3], allowed=DTYPE_NAMES),
+         choices=options.DTYPES[:3], allowed=DTYPE_NAMES, aliases=DTYPE_SPELLINGS),
     Knob("tp", "--tp", 1, "Tensor-parallel degree.", "parallelism", "count", symbol="tensor_parallel",
          freeable=True),
     Knob("pp", "--pp", 1, "Pipeline-parallel degree.", "parallelism", "count", symbol="pipeline_parallel",
@@ -251,7 +262,10 @@ def _check_choice(k: Knob, value) -> None:
 
 
 def _check_dtype(k: Knob, value) -> None:
-    if value is not None and canonical_dtype(value) is None:
+    meant = k.read(value)[0] if isinstance(value, str) else value
+    if meant is None or (meant == "auto" and "auto" in (k.aliases or {})):
+        return
+    if not isinstance(meant, str) or canonical_dtype(meant) is None:
         raise InputError(f"{k.flag}: unknown dtype {value!r} (known: {', '.join(DTYPE_NAMES)})")
 
 
@@ -341,13 +355,50 @@ class Scenario:
 
     # --- derived byte widths ------------------------------------------------------------
     def weight_bytes(self) -> Fraction:
-        return DTYPE_BYTES[canonical_dtype(self.dtype)]
+        if self.dtype_name() == "auto":
+            raise InputError("--dtype auto is read from the checkpoint's torch_dtype: build the model "
+                             "through engine.profiles.build, which resolves it")
+        return DTYPE_BYTES[self.dtype_name()]
+
+    def dtype_name(self) -> str:
+        """The canonical name of ``--dtype`` (``bf16`` -> ``bfloat16``; ``auto`` until resolved)."""
+        return knob("dtype").read(self.dtype)[0]
+
+    def kv_dtype_name(self) -> str:
+        """The KV cache's dtype: ``--kv-cache-dtype`` (``auto``: as left out), else the weights'
+        dtype, but 16-bit for 1-byte weights: an fp8 checkpoint computes in bf16 and vLLM's
+        ``--kv-cache-dtype auto`` then caches bf16 (``vllm/config/cache.py``, ``CacheDType``)."""
+        given = knob("kv_cache_dtype").read(self.kv_cache_dtype)[0]
+        if given is not None:
+            return canonical_dtype(given)
+        return self.dtype_name() if self.weight_bytes() >= 2 else "bfloat16"
+
+    def lora_modules(self) -> tuple[str, ...] | None:
+        """``--lora-targets`` as module names; None for every linear layer (PEFT's all-linear)."""
+        return knob("lora_targets").read(self.lora_targets)[0]
 
     def adapter_bytes(self) -> Fraction:
-        return DTYPE_BYTES[canonical_dtype(self.adapter_dtype or self.dtype)]
+        if self.adapter_dtype is None:
+            return self.weight_bytes()
+        return DTYPE_BYTES[canonical_dtype(knob("adapter_dtype").read(self.adapter_dtype)[0])]
 
     def kv_bytes(self) -> Fraction:
-        return DTYPE_BYTES[canonical_dtype(self.kv_cache_dtype or self.dtype)]
+        return DTYPE_BYTES[self.kv_dtype_name()]
+
+    def readings(self) -> dict[str, str]:
+        """``--flag -> how its spelling was read``, for every knob given in another spelling."""
+        notes = {k.flag: k.read(getattr(self, k.name))[1] for k in KNOBS if k.aliases is not None}
+        return {flag: note for flag, note in notes.items() if note}
+
+    def resolved(self, torch_dtype: str | None, model: str) -> "Scenario":
+        """``--dtype auto`` replaced by the checkpoint's ``torch_dtype`` (transformers' ``"auto"``)."""
+        if self.dtype_name() != "auto":
+            return self
+        name = canonical_dtype(torch_dtype) if isinstance(torch_dtype, str) else None
+        if name is None:
+            raise InputError(f"--dtype auto: the config.json of {model} states no torch_dtype memsym knows "
+                             f"(got {torch_dtype!r}); give --dtype bfloat16, float16 or float32")
+        return replace(self, dtype=name)
 
     def training_bytes(self) -> tuple[Fraction, Fraction, Fraction, str]:
         """(weights, gradients, master weights, convention) per parameter for training.
@@ -370,8 +421,20 @@ class Scenario:
     def as_inputs(self) -> dict[str, object]:
         """The knobs as plain values, for echoing in output."""
         def plain(value):
-            if isinstance(value, Fraction):
-                return str(value)
+            if isinstance(value, Fraction):  # a fraction knob: a JSON number (exact: "allocator_fraction_exact")
+                return float(value)
             return list(value) if isinstance(value, tuple) else value
 
-        return {k: plain(v) for k, v in asdict(self).items()}
+        echoed = {k: plain(v) for k, v in asdict(self).items()}
+        echoed["allocator_fraction_exact"] = str(self.allocator_fraction)
+        echoed["dtype"] = self.dtype_name()
+        if self.kv_cache_dtype is not None:
+            echoed["kv_cache_dtype"] = knob("kv_cache_dtype").read(self.kv_cache_dtype)[0]
+        if self.adapter_dtype is not None:
+            echoed["adapter_dtype"] = canonical_dtype(knob("adapter_dtype").read(self.adapter_dtype)[0])
+        if self.lora_targets is not None:
+            echoed["lora_targets"] = plain(self.lora_modules())
+        readings = self.readings()
+        if readings:
+            echoed["read_as"] = readings
+        return echoed

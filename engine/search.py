@@ -73,8 +73,14 @@ class _Evaluator:
         return self.models[key].evaluate(**degrees).total_bytes
 
 
-def _smallest_dp(ev: _Evaluator, budget: int, tp: int, pp: int, zero: int, max_dp: int) -> Candidate:
-    """Bisection for the smallest data-parallel degree that fits (ZeRO 0: dp does not matter)."""
+def _smallest_dp(ev: _Evaluator, budget: int, tp: int, pp: int, zero: int, max_dp: int,
+                 dp: int | None = None) -> Candidate:
+    """Bisection for the smallest data-parallel degree that fits (ZeRO 0: dp does not matter);
+    ``dp`` given: that degree only."""
+    if dp is not None:
+        at = ev.peak(tp, pp, dp, zero)
+        fewer = ev.peak(tp, pp, dp - 1, zero) if dp > 1 and at <= budget else None
+        return Candidate(tp, pp, dp, zero, at, at <= budget, fewer)
     top = max_dp if zero else 1
     at_top = ev.peak(tp, pp, top, zero)
     if at_top > budget:
@@ -99,6 +105,7 @@ def plan(
     tp_choices: list[int] | None = None,
     pp_choices: list[int] | None = None,
     zero_stages: tuple[int, ...] | None = None,
+    dp: int | None = None,
 ) -> Plan:
     """The configuration with the fewest GPUs whose per-GPU peak fits ``budget_bytes``.
 
@@ -123,7 +130,7 @@ def plan(
                 except InputError:
                     continue
                 max_dp = max_gpus // (tp * pp) if training else 1
-                result.tried.append(_smallest_dp(ev, budget_bytes, tp, pp, zero, max_dp))
+                result.tried.append(_smallest_dp(ev, budget_bytes, tp, pp, zero, max_dp, dp))
     fitting = [c for c in result.tried if c.fits]
     if not fitting:
         smallest = min((c.per_gpu_bytes for c in result.tried), default=None)
@@ -136,7 +143,7 @@ def plan(
 def smallest_num_gpus(spec: ModelSpec, scenario: Scenario, budget_bytes: int, *, fixed: dict, max_gpus: int = 4096):
     """``memsym solve num-gpus`` for training: :func:`plan` with the user's degrees fixed.
 
-    ``fixed`` holds what the user pinned (``tp``, ``pp``, ``zero``); the rest is searched.
+    ``fixed`` holds what the user pinned (``tp``, ``pp``, ``zero``, ``dp``); the rest is searched.
     Returns ``(Solution, Plan)``; the solution's certificate is the chosen configuration at
     ``N_d`` and at ``N_d - 1``.
     """
@@ -146,7 +153,7 @@ def smallest_num_gpus(spec: ModelSpec, scenario: Scenario, budget_bytes: int, *,
         spec, scenario, budget_bytes, max_gpus=max_gpus,
         tp_choices=[fixed["tp"]] if "tp" in fixed else None,
         pp_choices=[fixed["pp"]] if "pp" in fixed else None,
-        zero_stages=(fixed["zero"],) if "zero" in fixed else None,
+        zero_stages=(fixed["zero"],) if "zero" in fixed else None, dp=fixed.get("dp"),
     )
     best = result.best
     chosen = replace(scenario, tp=best.tp, pp=best.pp, dp=best.dp, zero=best.zero)

@@ -73,9 +73,10 @@ def lora_adapters(spec: ModelSpec, scenario: Scenario) -> tuple[list[P.WeightTen
 
     Every module named in ``--lora-targets`` must exist in the model.
     """
-    targets = peft.lora_targets(architecture.parameter_tensors(spec), scenario.lora_targets)
+    modules = scenario.lora_modules()
+    targets = peft.lora_targets(architecture.parameter_tensors(spec), modules)
     found = {peft.module_name(t) for t in targets}
-    unknown = [name for name in (scenario.lora_targets or ()) if name not in found]
+    unknown = [name for name in (modules or ()) if name not in found]
     if unknown or not targets:
         known = sorted({peft.module_name(t) for t in peft.lora_targets(architecture.parameter_tensors(spec), None)})
         raise InputError(f"--lora-targets: {', '.join(unknown) or 'nothing'} is not a linear module of "
@@ -138,7 +139,8 @@ def _training_widths(scenario: Scenario) -> dict[sympy.Symbol, object]:
 
 def inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
     """The knobs as plain values, with the model and the precision convention used."""
-    echoed = {"model": spec.name, **scenario.as_inputs()}
+    echoed = {"model": spec.name, **scenario.as_inputs(), "kv_dtype": scenario.kv_dtype_name(),
+              "context_length": spec.context_length}
     if scenario.mode == "training":
         echoed["precision"] = scenario.training_bytes()[3]
     return echoed

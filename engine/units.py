@@ -20,7 +20,15 @@ UNITS: dict[str, int] = {
     "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "PIB": 2**50,
 }
 
+# A bare K/M/G/T/P (no B): uppercase is binary and lowercase decimal, as vLLM's
+# human_readable_int reads them (vllm/engine/arg_utils.py: '1K' -> 1,024, '1k' -> 1,000);
+# GPU memory is reported in binary units (nvidia-smi's MiB, PyTorch's and vLLM's GiB logs).
+SHORT_UNITS: dict[str, tuple[int, str]] = {
+    **{p: (2 ** (10 * i), p + "iB") for i, p in enumerate("KMGTP", 1)},
+    **{p.lower(): (10 ** (3 * i), p + "B") for i, p in enumerate("KMGTP", 1)},
+}
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+]?\d{1,3})?)\s*([A-Za-z]{0,3})\s*$", re.ASCII)  # ASCII digits only
+_BARE = re.compile(r"^\s*[\d.eE+]+[KMGTPkmgtp]\s*$", re.ASCII)  # a bare suffix right after the number
 MAX_BYTES = BOUNDS["bytes"].high  # a zettabyte: no budget a user means is larger (engine/limits.py)
 
 
@@ -32,12 +40,27 @@ def parse_bytes(text: str, flag: str = "--budget") -> int:
     """
     match = _BUDGET.match(text) if isinstance(text, str) and len(text) < 64 else None
     unit = match.group(2).upper() if match else None
-    if match is None or unit not in UNITS:
+    if match is not None and match.group(2) in SHORT_UNITS and _BARE.match(text):  # 24G, never "24 G"
+        scale = SHORT_UNITS[match.group(2)][0]
+    elif match is None or unit not in UNITS:
         raise InputError(f"{flag}: cannot read {shown(text)} as a size; use e.g. 24GB, 24GiB, 1.5TB or 80e9 (bytes)")
-    number = math.floor(Fraction(match.group(1)) * UNITS[unit])
+    else:
+        scale = UNITS[unit]
+    number = math.floor(Fraction(match.group(1)) * scale)
     if number < 1 or number > MAX_BYTES:
         raise InputError(f"{flag}: {text!r} is out of range (1 byte to 10^21 bytes)")
     return number
+
+
+def size_reading(text) -> str | None:
+    """How a bare-suffix size was read (``24G`` -> GiB), or None when the unit says it itself."""
+    match = _BUDGET.match(text) if isinstance(text, str) and len(text) < 64 else None
+    if match is None or match.group(2) not in SHORT_UNITS or not _BARE.match(text):
+        return None
+    unit = SHORT_UNITS[match.group(2)][1]
+    why = ("uppercase is binary, as vLLM's human_readable_int and nvidia-smi's MiB" if unit.endswith("iB")
+           else "lowercase is decimal, as vLLM's human_readable_int")
+    return f"{text.strip()} read as {match.group(1)} {unit} = {parse_bytes(text):,} B ({why}; write GB or GiB to choose)"
 
 
 def _scaled(n: int, size: int) -> str:

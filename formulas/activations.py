@@ -151,7 +151,9 @@ def megatron_layer(recompute: str = "none", sequence_parallel: bool = False, eag
         row = (MEGATRON_REPLICATED_SBH + split) / t
     else:
         row = MEGATRON_REPLICATED_SBH + split / t
-    return activation_bytes / 2 * seq_len * batch_size * hidden_size * row
+    # h distributed into the row (10 h + (8 h + 4 f) / t): equal, and free of the f / h that a
+    # float evaluation (compile_model) cannot hold exactly
+    return activation_bytes / 2 * seq_len * batch_size * sympy.expand(hidden_size * row)
 
 
 def megatron_glu_extra(recompute: str = "none") -> sympy.Expr:

@@ -117,7 +117,7 @@ def test_budget_is_validated_on_construction():
     (["--budget", "1GB"], "too small"),
 ])
 def test_cli_bad_budget_is_one_line_and_exit_2(run_cli, args, message):
-    result = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", *args, "--json")
+    result = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", *args, "--profile", "megatron", "--json")
     assert result.exit_code == 2
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("memsym: error: ")
@@ -125,9 +125,10 @@ def test_cli_bad_budget_is_one_line_and_exit_2(run_cli, args, message):
 
 
 def test_reserve_is_shown_and_paid_per_gpu(run_cli):
-    plain = json.loads(run_cli("solve", "concurrency", "--model", "qwen3-0.6b", "--budget", "24GB", "--json").stdout)
+    plain = json.loads(run_cli("solve", "concurrency", "--model", "qwen3-0.6b", "--budget", "24GB",
+                                 "--profile", "megatron", "--json").stdout)
     reserved = json.loads(run_cli("solve", "concurrency", "--model", "qwen3-0.6b", "--budget", "24GB",
-                                  "--reserve", "1GB", "--json").stdout)
+                                  "--reserve", "1GB", "--profile", "megatron", "--json").stdout)
     assert plain["inputs"]["reserve_bytes"] == 0 and reserved["inputs"]["reserve_bytes"] == 10**9
     assert reserved["terms_at_value"]["overhead"] == 10**9
     assert reserved["value"] < plain["value"]

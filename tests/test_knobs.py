@@ -117,8 +117,9 @@ def test_knob_values_convert_the_command_line_text():
 
 
 def test_questions_answer_from_python_as_the_cli_does():
-    answer = questions.solve("seq-len", "qwen3-0.6b", budget="24GB", batch_size=1)
-    printed = json.loads(run("solve", "seq-len", "--model", "qwen3-0.6b", "--budget", "24GB", "--json").stdout)
+    answer = questions.solve("seq-len", "qwen3-0.6b", budget="24GB", batch_size=1, profile="megatron")
+    printed = json.loads(run("solve", "seq-len", "--model", "qwen3-0.6b", "--budget", "24GB", "--profile", "megatron",
+                             "--json").stdout)
     assert answer.to_dict() == printed and answer.solution.value == 179_623
     with pytest.raises(InputError, match="^solve seq-len: --seq-len pins the variable being solved"):
         questions.solve("seq-len", "qwen3-0.6b", budget="24GB", seq_len=2048)

@@ -16,7 +16,7 @@ import pytest
 import sympy
 
 from engine.api import memory_model
-from engine.render import environment, latex_expr, render_latex, render_markdown, term_label, tex_escape
+from engine.render import zero_terms, environment, latex_expr, render_latex, render_markdown, term_label, tex_escape
 from formulas import symbols as S
 
 PDFLATEX = shutil.which("pdflatex")
@@ -35,10 +35,14 @@ def test_one_named_row_per_term_and_the_total():
     text = render_latex(mm)
     rows = _align(text).split(r"\\")
     labels = [row.split("&", 1)[0].strip() for row in rows if row.split("&", 1)[0].strip()]
-    assert labels == [term_label(n) for n in mm.terms] + ["M"]
-    # the model's values in a second row: the pinned total is sympy's own LaTeX of it
+    # issue 14: terms that are 0 here (no reserve, buffers or allocator share) are left out, named once
+    zero = zero_terms(mm)
+    assert zero == ["overhead", "overhead/reserve", "overhead/comm_buffers", "overhead/allocator"]
+    assert labels == [term_label(n) for n in mm.terms if n not in zero] + ["M"]
+    assert "Terms equal to 0 here, left out: overhead, overhead/reserve" in text
+    # the model's values beside the symbols: the pinned total is sympy's own LaTeX of it, digits grouped
     assert latex_expr(mm.pinned(mm.total)) in text
-    assert latex_expr(mm.pinned(mm.terms["kv_cache"])) == "114688 b s"
+    assert latex_expr(mm.pinned(mm.terms["kv_cache"])) == "114{,}688 b s"
 
 
 def test_training_rows_show_each_phase_and_their_max():

@@ -226,7 +226,7 @@ def test_codegen_and_latex_keep_parallel_degrees_symbolic(run_cli, tmp_path):
                                       "--json").stdout)["total_bytes"]
         assert abs(value - expected) <= 1e-12 * expected
     latex = run_cli("latex", *args, "--free", "tp").stdout
-    assert r"\frac{525336576}{t}" in latex  # the embedding on one GPU (ZeRO-3 over dp = 2), t left free
+    assert r"\frac{525{,}336{,}576}{t}" in latex  # (digits grouped, issue 14) the embedding on one GPU (ZeRO-3 over dp = 2), t left free
 
 
 def test_free_rejects_what_is_not_a_knob(run_cli):

@@ -87,7 +87,8 @@ def test_prefill_activations_lower_concurrency_by_a_fixed_amount():
 
 # --- the CLI answer, confirmed by estimate -----------------------------------------------------
 def test_cli_solve_seq_len_confirmed_by_estimate(run_cli):
-    result = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--budget", "24GB", "--batch-size", "1", "--json")
+    result = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--budget", "24GB", "--batch-size", "1",
+                     "--profile", "megatron", "--json")
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer["variable"] == "seq_len" and answer["budget_bytes"] == 24 * 10**9
@@ -102,7 +103,7 @@ def test_cli_solve_seq_len_confirmed_by_estimate(run_cli):
 
 def test_closed_form_string_evaluates_to_the_answer(run_cli):
     answer = json.loads(run_cli("solve", "seq-len", "--model", "llama-3.1-8b", "--budget", "80GB",
-                                "--attention", "eager", "--json").stdout)
+                                "--attention", "eager", "--profile", "megatron", "--json").stdout)
     assert answer["method"] == "closed_form"
     _, mm = memory_model("llama-3.1-8b", seq_len=None, attention="eager")
     form = closed_form(mm.pinned(mm.total), "seq_len")
@@ -124,7 +125,7 @@ def test_cli_solve_bad_input(run_cli, args, message):
 
 
 def test_infeasible_budget_says_what_the_smallest_case_needs(run_cli):
-    result = run_cli("solve", "seq-len", "--model", "llama-3.1-70b", "--budget", "24GB")
+    result = run_cli("solve", "seq-len", "--model", "llama-3.1-70b", "--budget", "24GB", "--profile", "megatron")
     assert result.exit_code == 2
     needs = estimate("llama-3.1-70b", batch_size=1, seq_len=1).evaluation.total_bytes
     assert f"seq_len=1 alone needs {needs:,} bytes" in result.stderr

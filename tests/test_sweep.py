@@ -123,7 +123,7 @@ def test_plot_png_with_budget_and_solved_maximum(run_cli, tmp_path):
                      "--budget", "24GB", "-o", str(path))
     assert result.exit_code == 0, result.output
     solved = json.loads(run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--batch-size", "8", "--budget", "24GB",
-                                "--json").stdout)["value"]
+                                "--profile", "megatron", "--json").stdout)["value"]
     assert f"largest seq_len that fits: {solved:,}" in result.stdout
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["kv.png"]

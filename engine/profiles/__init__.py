@@ -95,8 +95,12 @@ def build(spec: "ModelSpec", scenario: "Scenario") -> "MemoryModel":
     """The memory model of ``spec`` under ``scenario``, as ``scenario.profile`` allocates it."""
     profile = get(scenario.profile)
     refuse_unread_knobs(profile, scenario)
-    profile.check(spec, scenario)
-    model = profile.build(spec, scenario)
+    resolved = scenario.resolved(spec.torch_dtype, spec.name)  # --dtype auto: the checkpoint's dtype
+    profile.check(spec, resolved)
+    model = profile.build(spec, resolved)
     model.profile = profile.name
     model.inputs["profile"] = profile.name
+    if resolved is not scenario:
+        model.inputs["read_as"] = {**scenario.readings(), "--dtype": f"auto read as {resolved.dtype} (the "
+                                   "checkpoint's torch_dtype, as transformers' torch_dtype='auto')"}
     return model

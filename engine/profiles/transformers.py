@@ -65,7 +65,7 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
         raise InputError(f"--profile transformers: model_type {spec.model_type!r} ({spec.architecture}) is not "
                          f"modelled; it covers dense {', '.join(FAMILIES)} decoders without sliding window")
     kv = scenario.kv_cache_dtype
-    if kv is not None and canonical_dtype(kv) != canonical_dtype(scenario.dtype):
+    if kv is not None and scenario.kv_dtype_name() != scenario.dtype_name():
         raise InputError(f"--profile transformers: --kv-cache-dtype {kv} is not modelled; DynamicCache keeps "
                          f"keys and values in the model dtype ({scenario.dtype})")
     if scenario.mode == "training":

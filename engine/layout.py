@@ -1,0 +1,69 @@
+"""``--num-gpus N`` as a named layout (tp x pp x dp), computed as the same degrees would be.
+
+A GPU count alone does not say how a model is split; memsym reads it as the layout the
+frameworks use for that count and names the reading, so ``--num-gpus 8`` never differs
+silently from the same layout given as degrees:
+
+- inference: one model replica over N GPUs by tensor parallelism, as vLLM's
+  ``--tensor-parallel-size N`` (``vllm/config/parallel.py``, ``ParallelConfig``); with
+  ``--tp``/``--pp`` given, N must be ``tp x pp``. When no tensor-parallel degree N fits the
+  heads, the even split of the seed article (``(N x M - weights) / KV``, every term / N;
+  :func:`engine.solve.sharded`) is used and said so;
+- training: N = ``tp x pp x dp``; the remaining factor is data parallelism, so
+  ``--batch-size`` stays the micro-batch of one GPU (Megatron-LM's ``--micro-batch-size``),
+  never a global batch divided by N. ZeRO shards only what ``--zero`` says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from engine.errors import InputError
+from engine.scenario import Scenario
+from engine.terms import check_degrees
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How ``--num-gpus`` was read: the knobs it sets, whether the even split is used, and why."""
+
+    knobs: dict
+    even_split: bool
+    note: str | None
+
+    def to_dict(self, num_gpus: int) -> dict:
+        return {"num_gpus": num_gpus, "even_split": self.even_split, **self.knobs, "read_as": self.note}
+
+
+def read_num_gpus(spec, knobs: dict, num_gpus: int) -> Layout:
+    """The layout ``--num-gpus num_gpus`` means for ``spec`` under ``knobs`` (Scenario fields)."""
+    if num_gpus == 1:
+        return Layout({}, False, None)
+    tp, pp = knobs.get("tp", 1), knobs.get("pp", 1)
+    if knobs.get("mode") == "training":
+        return _training(knobs, num_gpus, tp, pp)
+    if "tp" in knobs or "pp" in knobs:
+        if tp * pp != num_gpus:
+            raise InputError(f"--num-gpus {num_gpus} is the layout's GPU count, but --tp {tp} x --pp {pp} = "
+                             f"{tp * pp}; give --num-gpus {tp * pp} or leave it out")
+        return Layout({}, False, f"--num-gpus {num_gpus} = --tp {tp} x --pp {pp}")
+    try:
+        check_degrees(spec, replace(Scenario(**knobs), tp=num_gpus))
+    except InputError as exc:
+        return Layout({}, True, f"--num-gpus {num_gpus} read as an even split (every term / {num_gpus}, the seed "
+                                f"article's (N x M - weights) / KV), since no --tp {num_gpus} fits: {exc}")
+    return Layout({"tp": num_gpus}, False, f"--num-gpus {num_gpus} read as --tp {num_gpus} (one replica over "
+                                           f"{num_gpus} GPUs, vLLM's --tensor-parallel-size)")
+
+
+def _training(knobs: dict, num_gpus: int, tp: int, pp: int) -> Layout:
+    if num_gpus % (tp * pp):
+        raise InputError(f"--num-gpus {num_gpus} is not a multiple of --tp {tp} x --pp {pp}")
+    dp = num_gpus // (tp * pp)
+    if "dp" in knobs and knobs["dp"] != dp:
+        raise InputError(f"--num-gpus {num_gpus} = --tp {tp} x --pp {pp} x --dp {dp}, but --dp {knobs['dp']} "
+                         "was given; give one of them")
+    zero = knobs.get("zero", 0)
+    shards = f"ZeRO stage {zero} shards over them" if zero else "ZeRO stage 0 shards nothing (see --zero)"
+    return Layout({"dp": dp}, False, f"--num-gpus {num_gpus} read as tp={tp} x pp={pp} x dp={dp}: --batch-size "
+                                     f"is per GPU (global batch = {dp} x batch_size); {shards}")
