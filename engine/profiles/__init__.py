@@ -85,10 +85,8 @@ def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
                          f"(modes: {', '.join(profile.modes)})")
     unread = unread_knobs(scenario, profile.knobs | {"mode"})
     if unread:
+        note = f" ({profile.refusal_note})" if profile.refusal_note else ""
         knob = unread[0]
-        readers = [name for name in REGISTRY if knob.name in get(name).knobs]
-        note = f" (read by --profile {', '.join(readers)})" if readers else (
-            f" ({profile.refusal_note})" if profile.refusal_note else "")
         raise InputError(f"--profile {profile.name}: {knob.shown(getattr(scenario, knob.name))} is not "
                          f"modelled{note}")
 
