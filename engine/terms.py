@@ -18,7 +18,7 @@ from formulas import parallelism as par
 from formulas import parameters as P
 from formulas import symbols as S
 from formulas.dtypes import DTYPE_BYTES
-from formulas.optimizer import OPTIMIZER_STATE_BYTES
+from formulas.optimizer import state_bytes_per_parameter
 from formulas.weights import QUANT_SCHEMES
 
 
@@ -130,7 +130,7 @@ def facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]
 
 
 def _training_widths(scenario: Scenario) -> dict[sympy.Symbol, object]:
-    weight_width, grad, master, _ = scenario.training_bytes()
+    weight_width, grad, master, precision = scenario.training_bytes()
     # Activations are kept in the weights' dtype, at least 16-bit: FP8 training (and a
     # 4-bit QLoRA base) compute and save activations in bf16.
     return {
@@ -138,7 +138,8 @@ def _training_widths(scenario: Scenario) -> dict[sympy.Symbol, object]:
         S.activation_bytes: max(weight_width, 2),
         S.gradient_bytes: scenario.adapter_bytes() if scenario.lora_rank else grad,
         S.master_weight_bytes: master or None,
-        S.optimizer_bytes: OPTIMIZER_STATE_BYTES.get(scenario.optimizer),
+        # pure: torch keeps the moments in the parameters' dtype (no fp32 master to hold them)
+        S.optimizer_bytes: state_bytes_per_parameter(scenario.optimizer, weight_width if precision == "pure" else None),
         S.loss_bytes: DTYPE_BYTES[LOSS_DTYPE],
     }
 

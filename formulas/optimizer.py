@@ -29,6 +29,12 @@ OPTIMIZER_STATE_BYTES: dict[str, Fraction] = {
     "sgd": Fraction(0),
 }
 
+# torch.optim optimizers whose state is zeros_like(param): its dtype is the parameters' dtype
+# (torch/optim/adamw.py AdamW._init_group, sgd.py, and Lion's reference code alike); the
+# bytes above are for fp32 parameters.
+PARAMETER_DTYPE_STATE = ("adamw", "adam", "lion", "sgd-momentum", "sgd")
+FLOAT32_STATE_BYTES = 4
+
 # Adafactor (Shazeer & Stern 2018, arXiv:1804.04235, Algorithm 4) keeps, for an r x c
 # matrix, a row and a column of second-moment statistics (r + c values), for a vector its
 # full second moment; no first moment (beta1 = 0, the paper's and transformers' default).
@@ -83,3 +89,14 @@ def master_weights(trained_parameters: sympy.Expr) -> sympy.Expr:
 def optimizer_state(trained_parameters: sympy.Expr) -> sympy.Expr:
     """Optimizer state bytes: ``P beta_o`` (8 for AdamW's two fp32 moments)."""
     return trained_parameters * optimizer_bytes
+
+
+def state_bytes_per_parameter(name: str, parameter_bytes: Fraction | None = None) -> Fraction | None:
+    """Optimizer state bytes per parameter when the optimizer keeps its state in the
+    parameters' dtype (``--precision pure``: torch's ``zeros_like(p)``): the fp32 figure of
+    :data:`OPTIMIZER_STATE_BYTES` scaled by ``parameter_bytes / 4``; 8-bit states stay 8-bit.
+    ``parameter_bytes`` None: the fp32 convention (a master copy holds the fp32 values)."""
+    base = OPTIMIZER_STATE_BYTES.get(name)
+    if base is None or parameter_bytes is None or name not in PARAMETER_DTYPE_STATE:
+        return base
+    return base * Fraction(parameter_bytes) / FLOAT32_STATE_BYTES
