@@ -58,6 +58,11 @@ class Scenario:
     # which framework's allocations the formulas describe (engine/profiles/; checked there)
     profile: str = "megatron"
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU
+    # training mechanisms (read by the profiles whose framework offers them; refused elsewhere)
+    torch_compile: bool = False  # --compile: torch.compile of each decoder layer (and of the chunked loss)
+    loss_chunks: int | None = None  # chunked cross-entropy (torchtune CEWithChunkedOutputLoss: 8)
+    optimizer_in_backward: bool = False  # optimizer step fused into backward, one parameter at a time
+    activation_offload: bool = False  # saved activations moved to CPU (torchtune OffloadActivations)
 
     def __post_init__(self):
         _choice("--mode", self.mode, MODES)
@@ -80,7 +85,8 @@ class Scenario:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{flag} must be a non-negative number of bytes, got {value!r}")
         for flag, value in (("--tp", self.tp), ("--pp", self.pp), ("--dp", self.dp), ("--ep", self.ep),
-                            ("--cp", self.cp), ("--vpp", self.vpp), ("--lora-rank", self.lora_rank)):
+                            ("--cp", self.cp), ("--vpp", self.vpp), ("--lora-rank", self.lora_rank),
+                            ("--loss-chunks", self.loss_chunks)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{flag} must be a positive integer, got {value!r}")
         if self.zero not in ZERO_STAGES:

@@ -82,7 +82,7 @@ def lora_adapters(spec: ModelSpec, scenario: Scenario) -> tuple[list[P.WeightTen
     """
     targets = peft.lora_targets(architecture.parameter_tensors(spec), scenario.lora_targets)
     found = {peft.module_name(t) for t in targets}
-    unknown = [name for name in (scenario.lora_targets or ()) if name not in found]
+    unknown = [name for name in (scenario.lora_targets or ()) if name not in found and name != peft.ALL_LINEAR]
     if unknown or not targets:
         known = sorted({peft.module_name(t) for t in peft.lora_targets(architecture.parameter_tensors(spec), None)})
         raise InputError(f"--lora-targets: {', '.join(unknown) or 'nothing'} is not a linear module of "

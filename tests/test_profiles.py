@@ -27,6 +27,12 @@ CASES = {
         ("qwen3-0.6b", dict(mode="training", recompute="full")),
         ("llama-3.1-8b", dict(mode="training", device="cpu")),
     ],
+    "torchtune": [
+        ("llama-3.1-8b", dict(mode="training", torch_compile=True, loss_chunks=8)),
+        ("llama-3.1-8b", dict(mode="training", recompute="full", activation_offload=True, optimizer_in_backward=True,
+                              optimizer="paged-adamw8bit")),
+        ("llama-2-13b", dict(mode="training", lora_rank=16, weight_quant="nf4", dp=4, zero=3)),
+    ],
 }
 # what a placeholder looks like: a repository path or an empty/one-word line
 PLACEHOLDER = re.compile(r"^\s*$|^(formulas|engine)/|\.py\)?$")
@@ -77,7 +83,7 @@ def test_unread_knobs_are_refused_by_name(name, knobs, needle):
 
 
 def test_unknown_profile_names_the_choices():
-    with pytest.raises(InputError, match="megatron, transformers, paper"):
+    with pytest.raises(InputError, match="megatron, transformers, torchtune, paper"):
         build(load_spec("qwen3-0.6b"), Scenario(profile="gpu"))
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # annotations only: these layers sit below the profiles
 REGISTRY: dict[str, str] = {
     "megatron": "engine.profiles.megatron",
     "transformers": "engine.profiles.transformers",
+    "torchtune": "engine.profiles.torchtune",
 }
 # spellings kept for compatibility -> profile name
 ALIASES: dict[str, str] = {"paper": "megatron"}
@@ -73,10 +74,12 @@ def get(name: str) -> Profile:
 
 
 # Scenario fields whose flag is not the field's name with dashes.
-_FLAGS = {"reserve_bytes": "--reserve", "comm_buffer_bytes": "--comm-buffer"}
+_FLAGS = {"reserve_bytes": "--reserve", "comm_buffer_bytes": "--comm-buffer", "torch_compile": "--compile"}
 
 
 def _shown(value: object) -> str:
+    if value is True:  # a switch: the flag alone says it
+        return ""
     if isinstance(value, (tuple, list)):
         return ",".join(str(v) for v in value)
     return str(value)
@@ -95,7 +98,8 @@ def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
         if value != getattr(defaults, f.name):
             flag = _FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
             note = f" ({profile.refusal_note})" if profile.refusal_note else ""
-            raise InputError(f"--profile {profile.name}: {flag} {_shown(value)} is not modelled{note}")
+            shown = f"{flag} {_shown(value)}".rstrip()
+            raise InputError(f"--profile {profile.name}: {shown} is not modelled{note}")
 
 
 def build(spec: "ModelSpec", scenario: "Scenario") -> "MemoryModel":

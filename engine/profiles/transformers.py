@@ -95,6 +95,7 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
     inputs = shared.inputs(spec, scenario)
     if mode == "training":
         inputs["precision"] = "pure"
+        inputs["convention"] = convention(scenario)
     terms["overhead"] = overhead.reserve()
     return MemoryModel(
         name=spec.name, mode=mode, terms=terms, facts=facts, phases=phases or {},
@@ -102,6 +103,16 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
         parameters=P.parameter_count(tensors), active_parameters=P.active_parameter_count(tensors),
         sources={name: SOURCES[name] for name in terms if "/" not in name},
     )
+
+
+def convention(scenario: Scenario) -> str:
+    """The bytes-per-parameter convention of a training model, in words, for the output."""
+    width = DTYPE_BYTES[canonical_dtype(scenario.dtype)]
+    name = canonical_dtype(scenario.dtype)
+    copies = STATE_COPIES.get(scenario.optimizer, 0)
+    total = int(width) * (2 + copies)
+    return (f"transformers {name} (model.to(dtype), pure): {name} weights + {name} grads + {copies} {name} "
+            f"{scenario.optimizer} moments = {total} B/param")
 
 
 def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
