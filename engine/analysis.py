@@ -22,6 +22,7 @@ import sympy
 
 from engine.errors import InputError
 from engine.model import MemoryModel
+from engine.scenario import SCENARIO_PINNED
 from engine.solve import first_true, largest_root, max_branches
 from formulas import symbols as S
 
@@ -204,13 +205,15 @@ def sensitivity(mm: MemoryModel, **values) -> tuple[sympy.Expr, list[Elasticity]
     missing = sorted(s.name for s in mm.total.free_symbols if s not in point)
     if missing:
         raise InputError(f"give a value for {', '.join(missing)} to evaluate sensitivities")
-    resolved = resolve_at(mm.total, point)
-    total = resolved.xreplace(point)
+    total = resolve_at(mm.total, point).xreplace(point)
     rows = []
     for sym in sorted(mm.total.free_symbols, key=lambda s: s.name):
         if point[sym] == 0 or (sym.name in SCENARIO_PINNED and point[sym] == 1):
             continue  # elasticity 0 at x = 0; a parallel degree of 1 is a knob not in use
-        slope = _smooth_derivative(resolved, sym).xreplace(point)
+        # as derivative() does: every other symbol pinned first, so a step such as
+        # ceiling(a_kv / t) at t = 1 is the smooth a_kv it equals there
+        others = {k: v for k, v in point.items() if k != sym}
+        slope = _smooth_derivative(resolve_at(mm.total.xreplace(others), point), sym).xreplace(point)
         rows.append(Elasticity(sym.name, point[sym], slope, slope * point[sym] / total))
     rows.sort(key=lambda r: (-abs(r.elasticity), r.symbol))
     return total, rows
@@ -298,12 +301,6 @@ def crossover(mm: MemoryModel, term_a: str, term_b: str, variable: str, **fixed)
 
 
 # --- the model-free form --------------------------------------------------------------------------
-# Scenario symbols that api.symbolic_model leaves free but a generic formula should not show:
-# parallel degrees and overhead fractions keep the values the knobs give them (1 and 0 by default).
-SCENARIO_PINNED = ("tensor_parallel", "pipeline_parallel", "data_parallel", "expert_parallel", "context_parallel",
-                   "virtual_pipeline", "allocator_fraction", "comm_buffer_bytes", "lora_rank")
-
-
 def symbolic(keep_reserve_free: bool = True, **knobs) -> MemoryModel:
     """:func:`engine.api.symbolic_model`, optionally with ``R`` left a symbol.
 

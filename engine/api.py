@@ -11,7 +11,7 @@ from engine.checkpoint import CheckpointError, compare, read_checkpoint, storage
 from engine.profiles import build
 from engine.model import Evaluation, MemoryModel
 from engine.registry import load_spec
-from engine.scenario import Scenario
+from engine.scenario import SCENARIO_SYMBOLS, Scenario
 from engine.spec import ModelSpec
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
@@ -67,15 +67,6 @@ def generic_spec() -> ModelSpec:
         name="symbolic", model_type="llama", hidden_size=1, num_hidden_layers=1, num_attention_heads=1,
         num_key_value_heads=1, head_dim=1, intermediate_size=1, vocab_size=1, tie_word_embeddings=False,
     )
-
-
-# What the scenario pins in a symbolic model: sizes, parallel degrees and overhead knobs
-# (1 and 0 by default, which drop out of the formula); shapes and byte widths stay free.
-SCENARIO_SYMBOLS = frozenset({
-    "batch_size", "seq_len", "block_size", "reserve_bytes", "allocator_fraction", "comm_buffer_bytes",
-    "tensor_parallel", "pipeline_parallel", "data_parallel", "expert_parallel", "context_parallel",
-    "virtual_pipeline", "lora_rank",
-})
 
 
 def symbolic_model(**knobs) -> MemoryModel:

@@ -2,7 +2,9 @@
 
 One function per family, each reading the field names that family's transformers config
 class uses, and deriving a value only where that class derives it (``head_dim``,
-``num_key_value_heads``, ``layer_types``). A ``model_type`` with no function here is an
+``num_key_value_heads``, ``layer_types``). Each builds the model's layer groups: which
+mixer kind (attention, sliding_attention, mla) and MLP kind (dense, moe) each layer has,
+with the kind's options (formulas/layers/), counted per distinct pair. A ``model_type`` with no function here is an
 error that names it: memsym does not guess at an architecture it has no formulas for.
 """
 
@@ -11,253 +13,181 @@ from __future__ import annotations
 from typing import Callable
 
 from engine.errors import ConfigError, UnsupportedModelError
-from engine.spec import ModelSpec, config_bool, config_int, config_int_list, shown
-
-
-def _where(name: str) -> str:
-    return f"config {name}"
-
-
-def _dtype(config: dict) -> str | None:
-    value = config.get("torch_dtype", config.get("dtype"))
-    return value if isinstance(value, str) else None
-
-
-def _common(config: dict, name: str, *, head_dim_default: int | None = None) -> dict:
-    """Fields every Llama-like config shares (transformers' LlamaConfig semantics)."""
-    w = _where(name)
-    hidden = config_int(config, "hidden_size", where=w)
-    heads = config_int(config, "num_attention_heads", where=w)
-    layers = config_int(config, "num_hidden_layers", where=w)
-    kv_heads = config_int(config, "num_key_value_heads", default=heads, where=w)
-    if heads % kv_heads:
-        raise ConfigError(f"{w}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
-    default_head_dim = head_dim_default if head_dim_default is not None else hidden // heads
-    return dict(
-        name=name,
-        model_type=config["model_type"],
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=config_int(config, "head_dim", default=default_head_dim, where=w),
-        intermediate_size=config_int(config, "intermediate_size", where=w),
-        vocab_size=config_int(config, "vocab_size", where=w),
-        torch_dtype=_dtype(config),
-        quantization=config.get("quantization_config") if isinstance(config.get("quantization_config"), dict) else {},
-    )
-
-
-def _sliding_layers(config: dict, name: str, default_types: list[str]) -> tuple[int | None, int]:
-    """(window, number of sliding layers) from ``layer_types`` or the family's default."""
-    w = _where(name)
-    types = config.get("layer_types")
-    if types is None:
-        types = default_types
-    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-        raise ConfigError(f"{w}: field 'layer_types' must be a list of strings, got {shown(types)}")
-    sliding = sum(1 for t in types if t == "sliding_attention")
-    if not sliding:
-        return None, 0
-    return config_int(config, "sliding_window", where=w), sliding
-
-
-def _all_sliding_if_window(config: dict) -> list[str]:
-    """transformers' DynamicCache default: every layer slides when ``sliding_window`` is set."""
-    kind = "sliding_attention" if config.get("sliding_window") is not None else "full_attention"
-    return [kind] * int(config["num_hidden_layers"])
-
-
-def _qwen_layer_types(config: dict) -> list[str]:
-    """Qwen2/Qwen3: layers from ``max_window_layers`` on slide, if ``use_sliding_window``."""
-    layers = int(config["num_hidden_layers"])
-    if not config.get("use_sliding_window") or config.get("sliding_window") is None:
-        return ["full_attention"] * layers
-    first = config_int(config, "max_window_layers", default=layers, minimum=0)
-    return ["sliding_attention" if i >= first else "full_attention" for i in range(layers)]
+from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
+                                  mixer_kinds, qwen_layer_types, where)
+from engine.spec import LayerGroup, ModelSpec, config_bool, config_int, config_int_list, shown
 
 
 def parse_llama(config: dict, name: str) -> ModelSpec:
     """Llama, Mistral: ``attention_bias`` on q, k, v, o; ``mlp_bias`` on the MLP."""
-    w = _where(name)
-    fields = _common(config, name)
+    w = where(name)
+    fields = common_fields(config, name)
     bias = config_bool(config, "attention_bias", False, w)
-    window, sliding = _sliding_layers(config, name, _all_sliding_if_window(config))
+    mixers, options = mixer_kinds(config, name, all_sliding_if_window(config), qkv_bias=bias, out_bias=bias)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        qkv_bias=bias,
-        out_bias=bias,
-        mlp_bias=config_bool(config, "mlp_bias", False, w),
-        sliding_window=window,
-        num_sliding_layers=sliding,
+        layers=dense_layers(mixers, options, bias=config_bool(config, "mlp_bias", False, w)),
     )
 
 
 def parse_qwen2(config: dict, name: str) -> ModelSpec:
     """Qwen2: bias on q, k and v (not o); optional sliding window from ``max_window_layers``."""
-    fields = _common(config, name)
-    window, sliding = _sliding_layers(config, name, _qwen_layer_types(config))
+    fields = common_fields(config, name)
+    mixers, options = mixer_kinds(config, name, qwen_layer_types(config), qkv_bias=True)
     return ModelSpec(
         **fields,
-        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, _where(name)),
-        qkv_bias=True,
-        sliding_window=window,
-        num_sliding_layers=sliding,
+        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, where(name)),
+        layers=dense_layers(mixers, options),
     )
 
 
-def _qwen3_fields(config: dict, name: str) -> dict:
+def _qwen3_fields(config: dict, name: str) -> tuple[dict, list[str], dict[str, dict]]:
     """Qwen3: RMSNorm on queries and keys; ``head_dim`` defaults to 128, not h / a."""
-    w = _where(name)
-    fields = _common(config, name, head_dim_default=128)
+    w = where(name)
+    fields = common_fields(config, name, head_dim_default=128)
     bias = config_bool(config, "attention_bias", False, w)
-    window, sliding = _sliding_layers(config, name, _qwen_layer_types(config))
-    fields.update(
-        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        qkv_bias=bias,
-        out_bias=bias,
-        qk_norm=True,
-        sliding_window=window,
-        num_sliding_layers=sliding,
-    )
-    return fields
+    mixers, options = mixer_kinds(config, name, qwen_layer_types(config), qkv_bias=bias, out_bias=bias, qk_norm=True)
+    fields["tie_word_embeddings"] = config_bool(config, "tie_word_embeddings", False, w)
+    return fields, mixers, options
 
 
 def parse_qwen3(config: dict, name: str) -> ModelSpec:
-    return ModelSpec(**_qwen3_fields(config, name))
+    fields, mixers, options = _qwen3_fields(config, name)
+    return ModelSpec(**fields, layers=dense_layers(mixers, options))
 
 
 def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
     """Qwen3-MoE: layer i is MoE unless in ``mlp_only_layers`` or off ``decoder_sparse_step``."""
-    w = _where(name)
-    fields = _qwen3_fields(config, name)
-    experts = config_int(config, "num_experts", where=w)
-    step = config_int(config, "decoder_sparse_step", default=1, where=w)
-    dense_only = set(config_int_list(config, "mlp_only_layers", w))
-    moe_layers = sum(1 for i in range(fields["num_hidden_layers"]) if i not in dense_only and (i + 1) % step == 0)
-    return ModelSpec(
-        **fields,
-        num_moe_layers=moe_layers,
-        num_experts=experts,
+    w = where(name)
+    fields, mixers, options = _qwen3_fields(config, name)
+    moe = dict(
+        num_experts=config_int(config, "num_experts", where=w),
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
         moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
     )
+    step = config_int(config, "decoder_sparse_step", default=1, where=w)
+    dense_only = set(config_int_list(config, "mlp_only_layers", w))
+    mlps = ("moe" if i not in dense_only and (i + 1) % step == 0 else "dense" for i in range(len(mixers)))
+    return ModelSpec(**fields, layers=layer_groups(mixers, mlps, options, {"dense": {"gated": True}, "moe": moe}))
 
 
 def parse_mixtral(config: dict, name: str) -> ModelSpec:
     """Mixtral: every layer's MLP is ``num_local_experts`` experts of ``intermediate_size``."""
-    w = _where(name)
-    fields = _common(config, name)
-    window, sliding = _sliding_layers(config, name, _all_sliding_if_window(config))
-    return ModelSpec(
-        **fields,
-        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        sliding_window=window,
-        num_sliding_layers=sliding,
-        num_moe_layers=fields["num_hidden_layers"],
+    w = where(name)
+    fields = common_fields(config, name)
+    mixers, options = mixer_kinds(config, name, all_sliding_if_window(config))
+    moe = dict(
         num_experts=config_int(config, "num_local_experts", where=w),
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
         moe_intermediate_size=fields["intermediate_size"],
     )
+    return ModelSpec(
+        **fields,
+        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
+        layers=layer_groups(mixers, ["moe"] * len(mixers), options, {"moe": moe}),
+    )
+
+
+def _deepseek_moe(config: dict, name: str, layers: int) -> tuple[dict | None, list[str]]:
+    """(MoE options or None, each layer's MLP kind): MoE from ``first_k_dense_replace``
+    every ``moe_layer_freq`` layers when ``n_routed_experts`` is set."""
+    w = where(name)
+    experts = config_int(config, "n_routed_experts", default=None, where=w)
+    if experts is None:
+        return None, ["dense"] * layers
+    first = config_int(config, "first_k_dense_replace", default=0, minimum=0, where=w)
+    freq = config_int(config, "moe_layer_freq", default=1, where=w)
+    moe = dict(
+        num_experts=experts,
+        num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
+        moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
+        num_shared_experts=config_int(config, "n_shared_experts", default=0, minimum=0, where=w),
+        router_correction_bias=config["model_type"] == "deepseek_v3",
+    )
+    return moe, ["moe" if i >= first and i % freq == 0 else "dense" for i in range(layers)]
 
 
 def parse_deepseek(config: dict, name: str) -> ModelSpec:
     """DeepSeek-V2/V3: MLA attention; MoE from ``first_k_dense_replace`` every ``moe_layer_freq``."""
-    w = _where(name)
-    fields = _common(config, name)
-    q_lora = config_int(config, "q_lora_rank", default=None, where=w)
+    w = where(name)
+    fields = common_fields(config, name)
     rope = config_int(config, "qk_rope_head_dim", where=w)
-    experts = config_int(config, "n_routed_experts", default=None, where=w)
-    moe_layers = 0
-    if experts is not None:
-        first = config_int(config, "first_k_dense_replace", default=0, minimum=0, where=w)
-        freq = config_int(config, "moe_layer_freq", default=1, where=w)
-        moe_layers = sum(1 for i in range(fields["num_hidden_layers"]) if i >= first and i % freq == 0)
-    fields["head_dim"] = rope  # transformers sets head_dim = qk_rope_head_dim for MLA
-    return ModelSpec(
-        **fields,
-        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        qkv_bias=config_bool(config, "attention_bias", False, w),
-        mla=True,
-        q_lora_rank=q_lora,
+    mla = dict(
+        q_lora_rank=config_int(config, "q_lora_rank", default=None, where=w),
         kv_lora_rank=config_int(config, "kv_lora_rank", where=w),
         qk_nope_head_dim=config_int(config, "qk_nope_head_dim", where=w),
         qk_rope_head_dim=rope,
         v_head_dim=config_int(config, "v_head_dim", where=w),
-        num_moe_layers=moe_layers,
-        num_experts=experts,
-        num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w) if experts else None,
-        moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w) if experts else None,
-        num_shared_experts=config_int(config, "n_shared_experts", default=0, minimum=0, where=w) if experts else 0,
-        router_correction_bias=config["model_type"] == "deepseek_v3" and experts is not None,
+        bias=config_bool(config, "attention_bias", False, w),
+    )
+    layers = fields["num_hidden_layers"]
+    moe, mlps = _deepseek_moe(config, name, layers)
+    fields["head_dim"] = rope  # transformers sets head_dim = qk_rope_head_dim for MLA
+    mlp_options = {"dense": {"gated": True}, "moe": moe}
+    return ModelSpec(
+        **fields,
+        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
+        layers=layer_groups(["mla"] * layers, mlps, {"mla": mla}, mlp_options),
     )
 
 
 def parse_gemma2(config: dict, name: str) -> ModelSpec:
     """Gemma-2: four RMSNorms per layer, tied head, sliding window on every other layer."""
-    w = _where(name)
-    fields = _common(config, name)
+    w = where(name)
+    fields = common_fields(config, name)
     layers = fields["num_hidden_layers"]
     default_types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
-    window, sliding = _sliding_layers(config, name, default_types)
     bias = config_bool(config, "attention_bias", False, w)
+    mixers, options = mixer_kinds(config, name, default_types, qkv_bias=bias, out_bias=bias)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", True, w),
-        qkv_bias=bias,
-        out_bias=bias,
         norms_per_layer=4,
-        sliding_window=window,
-        num_sliding_layers=sliding,
+        layers=dense_layers(mixers, options),
     )
 
 
 def parse_phi3(config: dict, name: str) -> ModelSpec:
     """Phi-3: fused ``qkv_proj`` and ``gate_up_proj``; sliding window on every layer if set."""
-    w = _where(name)
-    fields = _common(config, name)
-    window, sliding = _sliding_layers(config, name, _all_sliding_if_window(config))
+    w = where(name)
+    fields = common_fields(config, name)
+    mixers, options = mixer_kinds(config, name, all_sliding_if_window(config), fused_qkv=True)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
-        fused_qkv=True,
-        fused_gate_up=True,
-        sliding_window=window,
-        num_sliding_layers=sliding,
+        layers=dense_layers(mixers, options, fused_gate_up=True),
     )
 
 
 def parse_gpt2(config: dict, name: str) -> ModelSpec:
     """GPT-2: ``n_embd``/``n_layer``/``n_head``; learned positions, LayerNorm, biases, tied."""
-    w = _where(name)
+    w = where(name)
     hidden = config_int(config, "n_embd", "hidden_size", where=w)
     heads = config_int(config, "n_head", "num_attention_heads", where=w)
+    layers = config_int(config, "n_layer", "num_hidden_layers", where=w)
+    attention = {"qkv_bias": True, "out_bias": True, "fused_qkv": True}
     return ModelSpec(
         name=name,
         model_type="gpt2",
         hidden_size=hidden,
-        num_hidden_layers=config_int(config, "n_layer", "num_hidden_layers", where=w),
+        num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
         head_dim=hidden // heads,
         intermediate_size=config_int(config, "n_inner", default=4 * hidden, where=w),
         vocab_size=config_int(config, "vocab_size", where=w),
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", True, w),
-        qkv_bias=True,
-        out_bias=True,
-        mlp_bias=True,
-        gated_mlp=False,
-        fused_qkv=True,
+        layers=(LayerGroup("attention", "dense", layers, attention, {"gated": False, "bias": True}),),
         layer_norm_bias=True,
         max_position_embeddings=config_int(config, "n_positions", "max_position_embeddings", where=w),
-        torch_dtype=_dtype(config),
+        torch_dtype=checkpoint_dtype(config),
     )
 
 
 def parse_falcon(config: dict, name: str) -> ModelSpec:
     """Falcon: fused QKV, LayerNorms, MQA (``multi_query``) or ``num_kv_heads`` (new arch)."""
-    w = _where(name)
+    w = where(name)
     hidden = config_int(config, "hidden_size", "n_embd", where=w)
     heads = config_int(config, "num_attention_heads", "n_head", where=w)
     new_arch = config_bool(config, "new_decoder_architecture", False, w)
@@ -268,26 +198,23 @@ def parse_falcon(config: dict, name: str) -> ModelSpec:
         kv_heads = 1 if config_bool(config, "multi_query", True, w) else heads
         norms = 1 if config_bool(config, "parallel_attn", True, w) else 2
     bias = config_bool(config, "bias", False, w)
+    layers = config_int(config, "num_hidden_layers", "n_layer", where=w)
+    attention = {"qkv_bias": bias, "out_bias": bias, "fused_qkv": True, "expanded_kv_cache": new_arch}
     return ModelSpec(
         name=name,
         model_type="falcon",
         hidden_size=hidden,
-        num_hidden_layers=config_int(config, "num_hidden_layers", "n_layer", where=w),
+        num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=hidden // heads,
         intermediate_size=config_int(config, "ffn_hidden_size", default=4 * hidden, where=w),
         vocab_size=config_int(config, "vocab_size", where=w),
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", True, w),
-        qkv_bias=bias,
-        out_bias=bias,
-        mlp_bias=bias,
-        gated_mlp=False,
-        fused_qkv=True,
+        layers=(LayerGroup("attention", "dense", layers, attention, {"gated": False, "bias": bias}),),
         norms_per_layer=norms,
         layer_norm_bias=True,
-        kv_cache_expanded=new_arch,
-        torch_dtype=_dtype(config),
+        torch_dtype=checkpoint_dtype(config),
     )
 
 
@@ -310,12 +237,12 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
 def spec_from_config(config: object, name: str = "config.json") -> ModelSpec:
     """A ModelSpec from a plain config.json dict; errors name the field and its value."""
     if not isinstance(config, dict):
-        raise ConfigError(f"{_where(name)}: expected a JSON object, got {type(config).__name__}")
+        raise ConfigError(f"{where(name)}: expected a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
     if not isinstance(model_type, str):
-        raise ConfigError(f"{_where(name)}: missing or non-string field 'model_type' ({shown(model_type)})")
+        raise ConfigError(f"{where(name)}: missing or non-string field 'model_type' ({shown(model_type)})")
     parser = PARSERS.get(model_type)
     if parser is None:
         known = ", ".join(sorted(PARSERS))
-        raise UnsupportedModelError(f"{_where(name)}: model_type {shown(model_type)} is not supported (supported: {known})")
+        raise UnsupportedModelError(f"{where(name)}: model_type {shown(model_type)} is not supported (supported: {known})")
     return parser(config, name)

@@ -19,17 +19,10 @@ from dataclasses import dataclass, field
 import sympy
 
 from engine.errors import InputError
+from engine.scenario import FREEABLE, FREEABLE_ALIASES  # --free: the knob table's freeable rows
 from formulas import symbols as S
 
 
-# Scenario knobs whose values can be left as symbols (--free), by flag name and symbol name.
-FREEABLE_ALIASES = {
-    "tp": "tensor_parallel", "pp": "pipeline_parallel", "dp": "data_parallel", "ep": "expert_parallel",
-    "cp": "context_parallel", "vpp": "virtual_pipeline", "lora_rank": "lora_rank", "block_size": "block_size",
-    "reserve": "reserve_bytes", "comm_buffer": "comm_buffer_bytes", "allocator_fraction": "allocator_fraction",
-    "batch_size": "batch_size", "seq_len": "seq_len",
-}
-FREEABLE = frozenset(FREEABLE_ALIASES.values())
 
 
 @dataclass(frozen=True)

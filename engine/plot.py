@@ -131,3 +131,22 @@ def _solve(mm: MemoryModel, x: str, others: dict[str, tuple[int, ...]], budget) 
     except InfeasibleError as exc:
         return None, f"nothing fits: {exc}"
     return solution.value, f"largest {x} that fits: {solution.value:,} (solved exactly)"
+
+
+def plot_grid(output: str, model: str | None = None, config: str | None = None, *, fmt: str | None = None,
+              budget=None, gpu=None, num_gpus: int | None = None, utilization=None, **grid) -> PlotResult:
+    """``memsym plot``: the grid of :func:`engine.sweep.grid_model` drawn along its one ranged axis,
+    against the budget of ``budget``/``gpu`` when one is given."""
+    from engine.sweep import grid_model
+
+    output_format(output, fmt)  # a bad format or suffix fails before any work
+    axes, mm = grid_model(model, config, **grid)
+    ranged = [name for name, values in axes.items() if len(values) > 1]
+    if len(ranged) != 1:
+        raise InputError("give a list or range for exactly one of --seq-len and --batch-size")
+    limits = None
+    if budget is not None or gpu is not None:
+        from engine.gpus import make_budget
+
+        limits = make_budget(budget, gpu, 1 if num_gpus is None else num_gpus, utilization)
+    return plot(mm, ranged[0], axes, output, fmt, limits)

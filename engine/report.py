@@ -86,3 +86,138 @@ def format_solution(name: str, solution, limits, show_formula: bool, latex: bool
     if show_formula and s.closed_form is not None:
         lines.append(f"  closed form: {s.variable} = {show(s.closed_form, latex)}")
     return "\n".join(lines)
+
+
+def format_answer(answer, show_formula: bool = False, latex: bool = False) -> str:
+    """``memsym solve``: a checked solution, or the closed form of ``--symbolic``."""
+    from engine.questions import ClosedFormAnswer
+
+    if isinstance(answer, ClosedFormAnswer):
+        return format_closed_form(answer, latex)
+    return format_solution(answer.model, answer.solution, answer.limits, show_formula, latex)
+
+
+def format_closed_form(answer, latex: bool) -> str:
+    """The closed form of a largest size, with each branch's coefficients."""
+    from formulas.symbols import symbol
+
+    target, branches = answer.variable, answer.branches
+    x = show(symbol(answer.solved), latex)
+    lines = [f"largest {target} with total <= budget_bytes (M), generic dense GQA decoder.",
+             f"The total is the largest of {len(branches)} branches, each C0 + C1*{x} + C2*{x}**2:"]
+    for i, (a, b, c) in enumerate(branches, 1):
+        lines.append(f"  branch {i}:")
+        lines += [f"    {label} = {show(value, latex)}" for label, value in (("C0", c), ("C1", b), ("C2", a))]
+    lines.append(f"Each branch fits while {x} <= (M - C0)/C1 (C2 = 0), or the positive root of "
+                 f"C2*{x}**2 + C1*{x} + C0 = M;")
+    lines.append(f"{target} = {show(answer.closed_form, latex)}")
+    return "\n".join(lines)
+
+
+def format_models(rows: list[dict]) -> str:
+    lines = [f"{'id':<20} {'hf repo':<36} {'architecture':<24} {'parameters':>18}"]
+    lines += [f"{r['id']:<20} {r['hf_repo']:<36} {r['architecture']:<24} {r['parameters']:>18,}" for r in rows]
+    return "\n".join(lines)
+
+
+def format_gpus(rows: list[dict]) -> str:
+    lines = [f"{'name':<12} {'bytes':>17}  {'size':<27} datasheet"]
+    lines += [f"{g['name']:<12} {g['memory_bytes']:>17,}  {format_bytes(g['memory_bytes']):<27} "
+              f"{g['datasheet_memory']}" for g in rows]
+    return "\n".join(lines)
+
+
+def format_any_estimate(result) -> str:
+    """``memsym estimate``: the table of terms, and the checkpoint's bytes when one was read."""
+    from engine.api import CheckpointEstimate
+
+    if isinstance(result, CheckpointEstimate):
+        return format_estimate(result.estimate) + "\n" + format_checkpoint(result)
+    return format_estimate(result)
+
+
+def format_plan(answer) -> str:
+    best, budget = answer.plan.best, answer.budget_bytes
+    lines = [f"{answer.model}: fewest GPUs with at most {budget:,} B per GPU ({format_bytes(budget)})",
+             f"best: {best.num_gpus} GPUs (tp={best.tp}, pp={best.pp}, dp={best.dp}, zero={best.zero}), "
+             f"{best.per_gpu_bytes:,} B per GPU",
+             f"{'gpus':>6} {'tp':>4} {'pp':>4} {'dp':>6} {'zero':>4} {'per-GPU bytes':>20}  fits"]
+    for c in sorted(answer.plan.tried, key=lambda c: (not c.fits, c.num_gpus, c.tp, c.pp, c.zero)):
+        mark = "yes" if c.fits else "no (at the largest dp)"
+        lines.append(f"{c.num_gpus:>6} {c.tp:>4} {c.pp:>4} {c.dp:>6} {c.zero:>4} {c.per_gpu_bytes:>20,}  {mark}")
+    return "\n".join(lines)
+
+
+def _product(row, latex: bool) -> str:
+    coefficient, monomial = show(row.coefficient, latex), show(row.monomial, latex)
+    if row.monomial == 1:
+        return coefficient
+    if row.coefficient == 1:
+        return monomial
+    return f"({coefficient})*{monomial}" if row.coefficient.is_Add else f"{coefficient}*{monomial}"
+
+
+def format_formula(answer, latex: bool) -> str:
+    """The collected total, then each coefficient with what it costs and which terms pay it."""
+    form = answer.form
+    lines = [f"{answer.model}: total = " + " + ".join(_product(r, latex) for r in form.rows)]
+    for r in form.rows:
+        payers = f" ({', '.join(r.terms)})" if r.terms else ""
+        lines.append(f"\n[{show(r.monomial, latex)}] {r.meaning}{payers}:\n    {show(r.coefficient, latex)}")
+        for branch, sub in r.branches:
+            lines.append(f"  peak branch {branch}: " + " + ".join(_product(b, latex) for b in sub.rows))
+    return "\n".join(lines)
+
+
+def format_diff(answer, latex: bool) -> str:
+    from engine.analysis import as_decimal
+
+    d, name, variable = answer.derivative, answer.model, answer.variable
+    if d.value is None:
+        lines = [f"{name}: d total / d {variable} = one of (the branch of the peak that is active):"]
+        return "\n".join(lines + [f"  {show(b, latex)}" for b in d.branches])
+    at = ", ".join(f"{k}={v}" for k, v in answer.point.items())
+    lines = [f"{name}: d total / d {variable} = {show(d.expression, latex)}  (the branch active at {at})",
+             f"  at {at}: {as_decimal(d.value, 12)} bytes per unit of {variable} (exact: {d.value})"]
+    if d.finite_difference is not None:
+        lines.append(f"  total({variable}+1) - total({variable}) = {d.finite_difference:,} bytes")
+    return "\n".join(lines)
+
+
+def format_sensitivity(answer) -> str:
+    from engine.analysis import as_decimal
+
+    inputs = answer.inputs
+    lines = [f"{answer.model}: total {as_decimal(answer.total, 30)} bytes at batch_size={inputs['batch_size']}, "
+             f"seq_len={inputs['seq_len']}",
+             f"{'symbol':<24} {'value':>14} {'d total / d symbol':>22} {'elasticity':>12}"]
+    lines += [f"{r.symbol:<24} {as_decimal(r.value, 12):>14} {as_decimal(r.derivative, 12):>22} "
+              f"{as_decimal(r.elasticity):>12}" for r in answer.rows]
+    return "\n".join(lines)
+
+
+def format_crossover(answer, latex: bool) -> str:
+    c, name = answer.crossover, answer.model
+    a, b, variable = c.term_a, c.term_b, c.variable
+    if c.value is None:
+        return f"{name}: {a} >= {b} from {variable} = {show(c.closed_form, latex)}"
+    lines = [f"{name}: {a} >= {b} from {variable} = {c.value:,}",
+             f"  at {c.value:,}: {a} {c.a_at_value:,} B, {b} {c.b_at_value:,} B"]
+    if c.a_before is not None:
+        lines.append(f"  at {c.value - 1:,}: {a} {c.a_before:,} B, {b} {c.b_before:,} B")
+    if c.closed_form is not None:
+        lines.append(f"  closed form: {show(c.closed_form, latex)}")
+    return "\n".join(lines)
+
+
+def format_sweep(mm, result, as_csv: bool) -> str:
+    """The grid as a table (exact bytes and their size), or as comma-separated values."""
+    rows = result.rows()
+    if as_csv:
+        first = next(rows)
+        return "\n".join([",".join(first)] + [",".join(str(v) for v in row.values()) for row in (first, *rows)])
+    lines = [f"{mm.name} ({mm.mode}): {result.points:,} points",
+             f"{'batch_size':>10} {'seq_len':>10} {'total_bytes':>22}  size"]
+    lines += [f"{row['batch_size']:>10,} {row['seq_len']:>10,} {row['total_bytes']:>22,}  "
+              f"{format_bytes(row['total_bytes'])}" for row in rows]
+    return "\n".join(lines)

@@ -1,24 +1,282 @@
-"""Scenario knobs: what is run, at which size, in which precision.
+"""Scenario knobs: what is run, at which size, in which precision — and the one table of them.
 
-Any of ``batch_size``, ``seq_len``, ``block_size`` left as None stays a free symbol in the
-memory model. Values are checked here, so formulas never see a bad one.
+``KNOBS`` holds one row per ``Scenario`` field: its command-line flag, choices, default,
+help, help section, the symbol its value pins and whether ``--free`` may keep it a symbol.
+From it come the options every model-building command shares (engine/cli_options.py),
+the checks of ``Scenario.__post_init__``, the ``--free`` choices (:data:`FREEABLE_ALIASES`),
+the scenario symbols of a model-free formula, and the knobs a profile refuses
+(:func:`changed_knobs`, :func:`unread_knobs`). Any of ``batch_size``, ``seq_len``,
+``block_size`` left as None stays a free symbol in the memory model. Values are checked
+here, so formulas never see a bad one. This module imports no SymPy: ``--help`` reads it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from typing import Callable
 
 from engine.errors import InputError
-from formulas.activations import LOGITS_MODES, RECOMPUTE_MODES
+from engine.units import parse_bytes, parse_fraction
+from formulas import options
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
-from formulas.kv_cache import MLA_LAYOUTS
-from formulas.optimizer import FACTORED_OPTIMIZERS, OPTIMIZER_STATE_BYTES, PRECISION_CONVENTIONS
-from formulas.weights import QUANT_SCHEMES
 
-from formulas.options import ATTENTION, MODES, OFFLOAD, PRECISIONS, ZERO_STAGES
-from formulas.options import DEVICES
 LOSS_DTYPE = "float32"  # transformers' loss upcasts logits: ``logits.float()``
+GROUPS = ("model", "scenario", "serving", "training", "parallelism", "output")  # --help sections, in order
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A second flag that sets its knob to one value (``--gradient-checkpointing`` = ``--recompute full``)."""
+
+    flag: str
+    value: object
+    help: str
+
+    @property
+    def name(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One scenario knob: a ``Scenario`` field and everything the CLI and the checks need about it.
+
+    ``kind`` says how a value is checked: ``choice`` (one of ``allowed``), ``dtype`` (a
+    dtype name or alias), ``count`` (a positive integer), ``bytes`` (a non-negative
+    integer), ``fraction`` (in [0, 1)), ``stage`` (a ZeRO stage), ``switch`` (a boolean
+    flag), ``names`` (a tuple of module names). ``choices`` are what the command line
+    offers; ``parse`` turns the command line's text into the field's value.
+    """
+
+    name: str
+    flag: str
+    default: object
+    help: str | None
+    group: str
+    kind: str = "choice"
+    choices: tuple | None = None
+    symbol: str | None = None
+    freeable: bool = False
+    formula_free: bool = False  # a model-free formula keeps its symbol unless a value is given
+    parse: Callable[[str], object] | None = None
+    metavar: str | None = None
+    shortcut: Shortcut | None = None
+    allowed: tuple | None = None  # the values Scenario accepts, when wider than ``choices``
+
+    @property
+    def option_name(self) -> str:
+        """The flag as ``--free`` and error messages spell it without dashes (``comm_buffer``)."""
+        return self.flag[2:].replace("-", "_")
+
+    @property
+    def accepted(self) -> tuple:
+        return self.allowed if self.allowed is not None else self.choices
+
+    def shown(self, value) -> str:
+        """``--flag value`` as the command line would give it, for messages."""
+        if self.kind == "switch":
+            return self.flag if value else f"{self.flag} (off)"
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(v) for v in value)
+        return f"{self.flag} {value}"
+
+    def check(self, value) -> None:
+        """Raise InputError naming the flag when ``value`` is not one this knob takes."""
+        CHECKS[self.kind](self, value)
+
+
+def _size(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        return 0 if text in ("0", 0) else parse_bytes(text, flag)
+
+    return parse
+
+
+def _allocator_fraction(text: str) -> Fraction:
+    return parse_fraction(text, "--allocator-fraction", low=Fraction(0), high=Fraction(99, 100))
+
+
+def _module_names(text: str) -> tuple[str, ...] | None:
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
+
+
+DTYPE_NAMES = tuple(DTYPE_BYTES)
+KNOBS: tuple[Knob, ...] = (
+    Knob("mode", "--mode", "inference", None, "scenario", choices=options.MODES),
+    Knob("batch_size", "--batch-size", 1, "Sequences at once.", "scenario", "count", symbol="batch_size",
+         freeable=True, formula_free=True),
+    Knob("seq_len", "--seq-len", 2048, "Tokens per sequence.", "scenario", "count", symbol="seq_len",
+         freeable=True, formula_free=True),
+    Knob("dtype", "--dtype", "bfloat16", "Weights and activations (float8: fp8 weights, activations kept 16-bit).",
+         "scenario", "dtype", choices=options.DTYPES[:4], allowed=DTYPE_NAMES),
+    Knob("kv_cache_dtype", "--kv-cache-dtype", None, "KV-cache elements  [default: --dtype]", "scenario", "dtype",
+         choices=options.DTYPES, allowed=DTYPE_NAMES),
+    Knob("weight_quant", "--weight-quant", "none",
+         "Weight quantization of the linear layers (w8a8: the seed article's 1 byte for all).", "scenario",
+         choices=options.QUANT_SCHEMES),
+    Knob("quant_group_size", "--quant-group-size", None,
+         "Weights per int4 scale group / fp8 block side  [default: 128]", "scenario", "count",
+         symbol="quant_group_size"),
+    Knob("attention", "--attention", "sdpa", "eager materialises the b x a x s x s scores; sdpa/flash does not.",
+         "scenario", choices=options.ATTENTION),
+    Knob("logits", "--logits", "last", "Inference: logits of every position, or the last only (generation).",
+         "scenario", choices=options.LOGITS_MODES),
+    Knob("mla_cache", "--mla-cache", "latent",
+         "MLA cache: the latent (serving engines, transformers 5) or decompressed K/V (4.x).", "scenario",
+         choices=options.MLA_LAYOUTS),
+    # kind "profile": the names live in engine/profiles (a layer above), which checks them
+    Knob("profile", "--profile", "megatron", "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
+         "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); torchtune: its "
+         "full/LoRA/QLoRA recipes (docs/training.md).", "scenario",
+         "profile"),
+    Knob("device", "--device", "cuda", "--profile transformers: AdamW is foreach on cuda, single-tensor on cpu.",
+         "scenario", choices=options.DEVICES),
+    Knob("reserve_bytes", "--reserve", 0, "Memory outside the model (CUDA context), e.g. 500MB.", "scenario",
+         "bytes", symbol="reserve_bytes", freeable=True, formula_free=True, parse=_size("--reserve"),
+         metavar="SIZE"),
+    Knob("allocator_fraction", "--allocator-fraction", Fraction(0),
+         "Allocator reserve/fragmentation as a fraction of the peak, e.g. 0.05.", "scenario", "fraction",
+         symbol="allocator_fraction", freeable=True, parse=_allocator_fraction, metavar="F"),
+    Knob("block_size", "--block-size", None, "Paged KV cache with blocks of N tokens.", "serving", "count",
+         symbol="block_size", freeable=True, formula_free=True),
+    Knob("recompute", "--recompute", "none", "Training: activation recomputation.", "training",
+         choices=options.RECOMPUTE_MODES, shortcut=Shortcut(
+             "--gradient-checkpointing", "full",
+             "Training: recompute each layer in backward, as transformers does (= --recompute full).")),
+    Knob("optimizer", "--optimizer", "adamw", None, "training", choices=options.OPTIMIZERS),
+    Knob("precision", "--precision", "auto",
+         "Training bytes per parameter: zero16, megatron18, deepspeed20, pure, or auto.", "training",
+         choices=options.PRECISIONS),
+    Knob("zero", "--zero", 0, "ZeRO stage (FSDP full shard = 3, shard-grad-op = 2).", "training", "stage",
+         choices=options.ZERO_STAGES),
+    Knob("offload", "--offload", "none", "Move optimizer state and/or parameters to host memory.", "training",
+         choices=options.OFFLOAD),
+    Knob("lora_rank", "--lora-rank", None, "Train LoRA adapters of this rank on a frozen base.", "training",
+         "count", symbol="lora_rank", freeable=True),
+    Knob("lora_targets", "--lora-targets", None, "Comma-separated modules to adapt (q_proj,v_proj,...; "
+         "lm_head: the output projection; all-linear)  [default: all attention/MLP linears]", "training", "names", parse=_module_names, metavar="NAMES"),
+    Knob("adapter_dtype", "--adapter-dtype", None, "LoRA adapter dtype  [default: --dtype]", "training", "dtype",
+         choices=options.DTYPES[:3], allowed=DTYPE_NAMES),
+    Knob("torch_compile", "--compile", False, "torch.compile every decoder layer (and the chunked loss), as "
+         "torchtune's compile: True does.", "training", "switch"),
+    Knob("loss_chunks", "--loss-chunks", None, "Chunked cross-entropy in N chunks (torchtune's "
+         "CEWithChunkedOutputLoss: 8).", "training", "count"),
+    Knob("optimizer_in_backward", "--optimizer-in-backward", False, "Step each parameter in backward and free its "
+         "gradient (torchtune's optimizer_in_bwd): no full gradient buffer.", "training", "switch"),
+    Knob("activation_offload", "--activation-offload", False, "Move saved activations to CPU (torchtune's "
+         "enable_activation_offloading; needs --recompute full).", "training", "switch"),
+    Knob("tp", "--tp", 1, "Tensor-parallel degree.", "parallelism", "count", symbol="tensor_parallel",
+         freeable=True),
+    Knob("pp", "--pp", 1, "Pipeline-parallel degree.", "parallelism", "count", symbol="pipeline_parallel",
+         freeable=True),
+    Knob("dp", "--dp", 1, "Data-parallel degree (ZeRO shards over it).", "parallelism", "count",
+         symbol="data_parallel", freeable=True),
+    Knob("ep", "--ep", 1, "Expert-parallel degree.", "parallelism", "count", symbol="expert_parallel",
+         freeable=True),
+    Knob("cp", "--cp", 1, "Context-parallel degree.", "parallelism", "count", symbol="context_parallel",
+         freeable=True),
+    Knob("sequence_parallel", "--sequence-parallel", False, "Megatron sequence parallelism (with --tp).",
+         "parallelism", "switch"),
+    Knob("vpp", "--vpp", None, "Model chunks per pipeline stage (interleaved 1F1B).", "parallelism", "count",
+         symbol="virtual_pipeline", freeable=True),
+    Knob("comm_buffer_bytes", "--comm-buffer", 0, "Communication buffers per GPU, e.g. 25MiB (DDP's default "
+         "bucket).", "parallelism", "bytes", symbol="comm_buffer_bytes", freeable=True,
+         parse=_size("--comm-buffer"), metavar="SIZE"),
+)
+KNOB_BY_NAME = {k.name: k for k in KNOBS}
+# --free NAME: the flag without dashes (tp, comm_buffer, ...) -> the symbol left free
+FREEABLE_ALIASES = {k.option_name: k.symbol for k in KNOBS if k.freeable}
+FREEABLE = frozenset(FREEABLE_ALIASES.values())
+# Symbols a model-free formula (engine.api.symbolic_model) takes from the scenario; the
+# others (shapes, byte widths) stay free.
+SCENARIO_SYMBOLS = FREEABLE
+# Of those, the ones a generic formula pins to the knob's value (1 or 0 by default, which
+# drop out), where sizes and the reserve stay symbols unless given.
+SCENARIO_PINNED = tuple(k.symbol for k in KNOBS if k.freeable and not k.formula_free)
+
+
+def knob(name: str) -> Knob:
+    """The row of Scenario field ``name``."""
+    return KNOB_BY_NAME[name]
+
+
+def knob_values(given: dict) -> dict:
+    """Command-line values (by Scenario field; shortcut flags by their own name) -> Scenario fields.
+
+    Only what ``given`` holds is converted, so a caller passing the options a user gave
+    gets back exactly the knobs the user set.
+    """
+    out = {}
+    for k in KNOBS:
+        if k.name in given:
+            value = given[k.name]
+            out[k.name] = k.parse(value) if k.parse is not None and value is not None else value
+        if k.shortcut is not None and given.get(k.shortcut.name):
+            current = out.get(k.name, k.default)
+            if current not in (k.default, k.shortcut.value):
+                raise InputError(f"{k.shortcut.flag} is {k.shown(k.shortcut.value)}; it conflicts with "
+                                 f"{k.shown(current)}")
+            out[k.name] = k.shortcut.value
+    return out
+
+
+def changed_knobs(scenario: "Scenario") -> list[Knob]:
+    """The knobs whose value in ``scenario`` differs from their default, in table order."""
+    return [k for k in KNOBS if getattr(scenario, k.name) != k.default]
+
+
+def unread_knobs(scenario: "Scenario", reads: frozenset[str]) -> list[Knob]:
+    """The knobs set away from their default that a profile reading ``reads`` would ignore
+    (``--profile`` itself is read by the choice of profile): what engine.profiles refuses."""
+    return [k for k in changed_knobs(scenario) if k.name not in reads and k.name != "profile"]
+
+
+# --- checks, one per kind ---------------------------------------------------------------------
+def _is_count(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+def _check_choice(k: Knob, value) -> None:
+    if value not in k.accepted:
+        raise InputError(f"{k.flag}: unknown value {value!r} (choose from {', '.join(map(str, k.accepted))})")
+
+
+def _check_dtype(k: Knob, value) -> None:
+    if value is not None and canonical_dtype(value) is None:
+        raise InputError(f"{k.flag}: unknown dtype {value!r} (known: {', '.join(DTYPE_NAMES)})")
+
+
+def _check_count(k: Knob, value) -> None:
+    if value is not None and not _is_count(value):
+        raise InputError(f"{k.flag} must be a positive integer, got {value!r}")
+
+
+def _check_bytes(k: Knob, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{k.flag} must be a non-negative number of bytes, got {value!r}")
+
+
+def _check_fraction(k: Knob, value) -> None:
+    if not 0 <= Fraction(value) < 1:
+        raise InputError(f"{k.flag} must be in [0, 1), got {value!r}")
+
+
+def _check_stage(k: Knob, value) -> None:
+    if value not in options.ZERO_STAGES:
+        raise InputError(f"{k.flag} must be a ZeRO stage 0, 1, 2 or 3, got {value!r}")
+
+
+def _unchecked(k: Knob, value) -> None:
+    """Switches and name lists take any value of their type."""
+
+
+def _check_profile(k: Knob, value) -> None:
+    """Profile names are checked by engine.profiles.canonical when the model is built."""
+
+
+CHECKS = {"profile": _check_profile, "choice": _check_choice, "dtype": _check_dtype, "count": _check_count, "bytes": _check_bytes,
+          "fraction": _check_fraction, "stage": _check_stage, "switch": _unchecked, "names": _unchecked}
 
 
 @dataclass(frozen=True)
@@ -55,7 +313,7 @@ class Scenario:
     # overheads beyond reserve_bytes (formulas/overhead.py)
     allocator_fraction: Fraction = Fraction(0)
     comm_buffer_bytes: int = 0
-    # which framework's allocations the formulas describe (engine/profiles/; checked there)
+    # which framework's allocations the formulas describe (engine/profiles/, which checks the name)
     profile: str = "megatron"
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU
     # training mechanisms (read by the profiles whose framework offers them; refused elsewhere)
@@ -65,39 +323,11 @@ class Scenario:
     activation_offload: bool = False  # saved activations moved to CPU (torchtune OffloadActivations)
 
     def __post_init__(self):
-        _choice("--mode", self.mode, MODES)
-        for flag, value in (("--batch-size", self.batch_size), ("--seq-len", self.seq_len),
-                            ("--block-size", self.block_size), ("--quant-group-size", self.quant_group_size)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError(f"{flag} must be a positive integer, got {value!r}")
-        for flag, value in (("--dtype", self.dtype), ("--kv-cache-dtype", self.kv_cache_dtype)):
-            if value is not None and canonical_dtype(value) is None:
-                raise InputError(f"{flag}: unknown dtype {value!r} (known: {', '.join(DTYPE_BYTES)})")
-        _choice("--weight-quant", self.weight_quant, tuple(QUANT_SCHEMES))
-        _choice("--attention", self.attention, ATTENTION)
-        _choice("--logits", self.logits, LOGITS_MODES)
-        _choice("--mla-cache", self.mla_cache, MLA_LAYOUTS)
-        _choice("--recompute", self.recompute, RECOMPUTE_MODES)
-        _choice("--optimizer", self.optimizer, (*OPTIMIZER_STATE_BYTES, *FACTORED_OPTIMIZERS))
-        _choice("--precision", self.precision, PRECISIONS)
-        _choice("--device", self.device, DEVICES)
-        for flag, value in (("--reserve", self.reserve_bytes), ("--comm-buffer", self.comm_buffer_bytes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InputError(f"{flag} must be a non-negative number of bytes, got {value!r}")
-        for flag, value in (("--tp", self.tp), ("--pp", self.pp), ("--dp", self.dp), ("--ep", self.ep),
-                            ("--cp", self.cp), ("--vpp", self.vpp), ("--lora-rank", self.lora_rank),
-                            ("--loss-chunks", self.loss_chunks)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError(f"{flag} must be a positive integer, got {value!r}")
-        if self.zero not in ZERO_STAGES:
-            raise InputError(f"--zero must be a ZeRO stage 0, 1, 2 or 3, got {self.zero!r}")
-        _choice("--offload", self.offload, OFFLOAD)
+        for k in KNOBS:
+            k.check(getattr(self, k.name))
         if self.offload in ("parameters", "both") and self.zero != 3:
-            raise InputError(f"--offload {self.offload} needs --zero 3 (parameters are offloaded by ZeRO-3), got --zero {self.zero}")
-        if self.adapter_dtype is not None and canonical_dtype(self.adapter_dtype) is None:
-            raise InputError(f"--adapter-dtype: unknown dtype {self.adapter_dtype!r}")
-        if not 0 <= Fraction(self.allocator_fraction) < 1:
-            raise InputError(f"--allocator-fraction must be in [0, 1), got {self.allocator_fraction!r}")
+            raise InputError(f"--offload {self.offload} needs --zero 3 (parameters are offloaded by ZeRO-3), "
+                             f"got --zero {self.zero}")
 
     # --- derived byte widths ------------------------------------------------------------
     def weight_bytes(self) -> Fraction:
@@ -122,6 +352,8 @@ class Scenario:
         if precision == "pure":
             width = self.weight_bytes()
             return width, width, Fraction(0), precision
+        from formulas.optimizer import PRECISION_CONVENTIONS
+
         weights, grads, master, _, _ = PRECISION_CONVENTIONS[precision]
         return Fraction(weights), Fraction(grads), Fraction(master), precision
 
@@ -133,8 +365,3 @@ class Scenario:
             return list(value) if isinstance(value, tuple) else value
 
         return {k: plain(v) for k, v in asdict(self).items()}
-
-
-def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise InputError(f"{flag}: unknown value {value!r} (choose from {', '.join(allowed)})")

@@ -1,7 +1,8 @@
 """ModelSpec: the facts of one architecture, read from a plain config.json dict.
 
-A spec holds numbers and layout flags, nothing symbolic; ``engine.architecture`` turns it
-into parameter tensors and symbol values. Field names follow transformers' configs; a field
+A spec holds numbers and layer groups (mixer kind x MLP kind x count, each kind with its
+options; formulas/layers/ defines the kinds), nothing symbolic; ``engine.architecture``
+sums the kinds' tensors, caches and facts over the groups. Field names follow transformers' configs; a field
 is derived only when the config leaves it out, as transformers derives it.
 """
 
@@ -11,10 +12,59 @@ import math
 from dataclasses import dataclass, field
 
 from engine.errors import ConfigError
+from formulas.options import MIXER_KINDS, MLP_KINDS
+
+
+Options = tuple[tuple[str, object], ...]
+
+
+def _options(value: object) -> Options:
+    """A kind's options as sorted (name, value) pairs: frozen, hashable, order-free."""
+    items = value.items() if isinstance(value, dict) else value
+    return tuple(sorted(items))
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """``count`` layers of one (mixer kind, MLP kind) pair with the same options.
+
+    Kinds and their options are the entries of formulas/layers/ (``attention`` with its
+    biases and qk-norm, ``sliding_attention`` with ``sliding_window``, ``mla`` with its
+    ranks; ``dense``, ``moe`` with its experts, ``none``). Options may be given as dicts.
+    """
+
+    mixer: str
+    mlp: str
+    count: int
+    mixer_options: Options = ()
+    mlp_options: Options = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mixer_options", _options(self.mixer_options))
+        object.__setattr__(self, "mlp_options", _options(self.mlp_options))
+        if self.mixer not in MIXER_KINDS or self.mlp not in MLP_KINDS:
+            raise ValueError(f"unknown layer kind ({self.mixer!r}, {self.mlp!r}); mixers: "
+                             f"{', '.join(MIXER_KINDS)}; MLPs: {', '.join(MLP_KINDS)}")
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise ValueError(f"a layer group holds at least one layer, got count {self.count!r}")
+
+    @property
+    def mixer_args(self) -> dict[str, object]:
+        return dict(self.mixer_options)
+
+    @property
+    def mlp_args(self) -> dict[str, object]:
+        return dict(self.mlp_options)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """The shapes every layer shares, plus ``layers``: the (mixer, MLP, count) groups.
+
+    ``layers`` left empty means ``num_hidden_layers`` plain Llama-style layers: attention
+    without biases and a gated dense MLP. The groups' counts add up to the layer count.
+    """
+
     name: str
     model_type: str
     hidden_size: int
@@ -25,48 +75,34 @@ class ModelSpec:
     intermediate_size: int
     vocab_size: int
     tie_word_embeddings: bool
-    # layout of each layer
-    qkv_bias: bool = False
-    out_bias: bool = False
-    mlp_bias: bool = False
-    gated_mlp: bool = True
-    fused_qkv: bool = False
-    fused_gate_up: bool = False
-    qk_norm: bool = False
+    layers: tuple[LayerGroup, ...] = ()
+    # what every block holds beside its mixer and MLP
     norms_per_layer: int = 2
     layer_norm_bias: bool = False  # LayerNorm (weight and bias) rather than RMSNorm
     max_position_embeddings: int | None = None  # set only for learned position tables
-    # sliding-window attention
-    sliding_window: int | None = None
-    num_sliding_layers: int = 0
-    # transformers' Falcon (new_decoder_architecture) caches K/V repeated to every query head
-    kv_cache_expanded: bool = False
-    # mixture of experts
-    num_moe_layers: int = 0
-    num_experts: int | None = None
-    num_experts_per_tok: int | None = None
-    moe_intermediate_size: int | None = None
-    num_shared_experts: int = 0
-    router_correction_bias: bool = False
-    # multi-head latent attention
-    mla: bool = False
-    q_lora_rank: int | None = None
-    kv_lora_rank: int | None = None
-    qk_nope_head_dim: int | None = None
-    qk_rope_head_dim: int | None = None
-    v_head_dim: int | None = None
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self) -> None:
+        groups = tuple(self.layers) or (LayerGroup("attention", "dense", self.num_hidden_layers),)
+        object.__setattr__(self, "layers", groups)
+        total = sum(g.count for g in groups)
+        if total != self.num_hidden_layers:
+            raise ValueError(f"layer groups hold {total} layers, num_hidden_layers is {self.num_hidden_layers}")
+
+    def layer_count(self, *, mixer: str | None = None, mlp: str | None = None) -> int:
+        """Layers whose mixer (and/or MLP) is of the given kind."""
+        return sum(g.count for g in self.layers if mixer in (None, g.mixer) and mlp in (None, g.mlp))
+
     @property
     def is_moe(self) -> bool:
-        return self.num_moe_layers > 0
+        return self.layer_count(mlp="moe") > 0
 
     @property
     def architecture(self) -> str:
         """A one-word description: MHA, GQA, MQA or MLA, with MoE and sliding window."""
-        if self.mla:
+        if self.layer_count(mixer="mla"):
             attention = "MLA"
         elif self.num_key_value_heads == self.num_attention_heads:
             attention = "MHA"
@@ -77,7 +113,7 @@ class ModelSpec:
         parts = [attention]
         if self.is_moe:
             parts.append("MoE")
-        if self.num_sliding_layers:
+        if self.layer_count(mixer="sliding_attention"):
             parts.append("sliding-window")
         return "+".join(parts)
 

@@ -125,3 +125,13 @@ def sweep(mm: MemoryModel, axes: dict[str, tuple[int, ...]], max_points: int = M
     outputs = function(**arrays)
     outputs = {TOTAL: outputs.pop(TOTAL), **outputs}
     return Sweep(mm.name, mm.inputs, ordered, outputs)
+
+
+def grid_model(model: str | None = None, config: str | None = None, *, batch_size: str = "1",
+               seq_len: str = "2048", **knobs) -> tuple[dict[str, tuple[int, ...]], MemoryModel]:
+    """``(axes, MemoryModel)`` of ``memsym sweep`` and ``plot``: batch_size and seq_len free, their
+    values parsed from lists or ranges (``1,2,4``, ``1024:131072:x2``, ``512:8192:+512``)."""
+    from engine.api import memory_model
+
+    axes = {"batch_size": parse_values(batch_size, "--batch-size"), "seq_len": parse_values(seq_len, "--seq-len")}
+    return axes, memory_model(model, config, **knobs, batch_size=None, seq_len=None)[1]

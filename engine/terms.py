@@ -13,7 +13,7 @@ from engine import architecture
 from engine.errors import InputError
 from engine.scenario import LOSS_DTYPE, Scenario
 from engine.spec import ModelSpec
-from formulas import kv_cache, overhead, peft, weights
+from formulas import overhead, peft, weights
 from formulas import parallelism as par
 from formulas import parameters as P
 from formulas import symbols as S
@@ -29,12 +29,12 @@ def check_degrees(spec: ModelSpec, scenario: Scenario) -> None:
         ("--pp", scenario.pp, "num_hidden_layers", spec.num_hidden_layers),
     ]
     if scenario.ep > 1:
-        checks.append(("--ep", scenario.ep, "num_experts", spec.num_experts or 1))
+        checks.append(("--ep", scenario.ep, "num_experts", int(architecture.facts(spec).get(S.num_experts, 1))))
     for flag, degree, field, value in checks:
         if value % degree:
             raise InputError(f"{flag} {degree} does not divide {field} {value} of {spec.name}")
     kv = spec.num_key_value_heads
-    if not spec.mla and kv % scenario.tp and scenario.tp % kv:
+    if architecture.splits_kv_heads(spec) and kv % scenario.tp and scenario.tp % kv:
         raise InputError(f"--tp {scenario.tp} neither divides nor is a multiple of num_key_value_heads {kv}")
 
 
@@ -60,19 +60,9 @@ def weight_terms(spec: ModelSpec, scenario: Scenario, share: sympy.Expr = sympy.
 
 
 def kv_cache_term(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
-    """Keys and values (or the MLA latent) of every cached token, per GPU."""
-    expr = kv_cache.kv_cache(
-        mla_layout=scenario.mla_cache if spec.mla else None,
-        has_sliding=spec.num_sliding_layers > 0,
-        paged=scenario.block_size is not None,
-        expanded_heads=spec.kv_cache_expanded,
-    )
-    # Per GPU: KV heads over tensor ranks (the MLA latent is replicated on every rank),
-    # layers over pipeline stages, tokens over context-parallel ranks.
-    per_gpu = {S.num_key_value_heads: par.kv_heads_per_gpu()}
-    if spec.kv_cache_expanded or (spec.mla and scenario.mla_cache == "decompressed"):
-        per_gpu = {S.num_attention_heads: S.num_attention_heads / S.tensor_parallel}
-    return expr.xreplace(per_gpu) / S.pipeline_parallel * par.sequence_share()
+    """Keys and values (or the MLA latent) of every cached token, per GPU: each mixer kind's
+    cache summed over the layer groups (engine/architecture.py ``kv_cache_bytes``)."""
+    return architecture.kv_cache_bytes(spec, paged=scenario.block_size is not None, mla_layout=scenario.mla_cache)
 
 
 def lora_adapters(spec: ModelSpec, scenario: Scenario) -> tuple[list[P.WeightTensor], list[P.WeightTensor]]:

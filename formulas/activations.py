@@ -26,28 +26,29 @@ from formulas.symbols import (
 from formulas.options import LOGITS_MODES, RECOMPUTE_MODES
 
 
-def attention_peak(eager: bool) -> sympy.Expr:
+def attention_peak(eager: bool, heads: sympy.Expr = num_attention_heads) -> sympy.Expr:
     """Temporaries of one attention layer during a forward pass.
 
     ``beta_a b (a s^2 + 2 s h)`` with eager attention: the materialised ``b x a x s x s``
     score matrix, plus two ``b x s x h`` tensors (the layer input and the values), the
     seed article's ``2 b n_head s^2 + 4 b s h`` with its 2-byte dtype made a symbol.
     Fused kernels (FlashAttention, Dao et al. 2022, arXiv:2205.14135; PyTorch SDPA) never
-    materialise the scores: ``2 beta_a b s h``.
+    materialise the scores: ``2 beta_a b s h``. ``heads``: those one GPU holds (``a / t``).
     """
     tokens = batch_size * seq_len
-    scores = batch_size * num_attention_heads * seq_len**2 if eager else 0
+    scores = batch_size * heads * seq_len**2 if eager else 0
     return activation_bytes * (scores + 2 * tokens * hidden_size)
 
 
-def mlp_peak(gated: bool) -> sympy.Expr:
+def mlp_peak(gated: bool, width: sympy.Expr = intermediate_size) -> sympy.Expr:
     """Temporaries of one MLP: ``beta_a b s f``, or ``2 beta_a b s f`` when gated.
 
     A gated MLP (SwiGLU) holds the gate and up projections together before their product;
-    the seed's ``3 x hidden`` width is ``intermediate_size`` here, taken from the config.
+    the seed's ``3 x hidden`` width is ``intermediate_size`` here, taken from the config
+    (``width``: the experts a token uses, for an MoE layer).
     """
     copies = 2 if gated else 1
-    return activation_bytes * copies * batch_size * seq_len * intermediate_size
+    return activation_bytes * copies * batch_size * seq_len * width
 
 
 def logits(positions: str = "all") -> sympy.Expr:

@@ -26,6 +26,7 @@ from formulas.symbols import (
     num_hidden_layers,
     num_key_value_heads,
     num_sliding_layers,
+    pipeline_parallel,
     qk_nope_head_dim,
     qk_rope_head_dim,
     seq_len,
@@ -34,6 +35,7 @@ from formulas.symbols import (
 )
 
 from formulas.options import MLA_LAYOUTS
+from formulas.parallelism import sequence_share
 
 
 def cached_tokens(paged: bool = False, window: bool = False) -> sympy.Expr:
@@ -64,12 +66,23 @@ def kv_values_per_layer_token(mla_layout: str | None = None, expanded_heads: boo
     the ``a_kv`` heads a GQA-aware engine keeps.
     """
     if mla_layout is None:
-        heads = num_attention_heads if expanded_heads else num_key_value_heads
-        return 2 * heads * head_dim
+        return attention_values(num_attention_heads if expanded_heads else num_key_value_heads)
+    return mla_values(mla_layout)
+
+
+def attention_values(heads: sympy.Expr = num_key_value_heads) -> sympy.Expr:
+    """A key and a value vector per cached head: ``2 a_kv d`` (``heads`` of them; one
+    tensor-parallel rank holds ``ceil(a_kv / t)``, formulas/parallelism.py)."""
+    return 2 * heads * head_dim
+
+
+def mla_values(mla_layout: str, heads: sympy.Expr = num_attention_heads) -> sympy.Expr:
+    """MLA: the latent ``r_kv + d_r`` (the same on every rank), or transformers 4.x's
+    decompressed per-head K and V, ``a (d_n + d_r + d_v)`` (``heads`` of them)."""
     if mla_layout == "latent":
         return kv_lora_rank + qk_rope_head_dim
     if mla_layout == "decompressed":
-        return num_attention_heads * (qk_nope_head_dim + qk_rope_head_dim + v_head_dim)
+        return heads * (qk_nope_head_dim + qk_rope_head_dim + v_head_dim)
     raise ValueError(f"unknown MLA cache layout {mla_layout!r}; known: {', '.join(MLA_LAYOUTS)}")
 
 
@@ -83,3 +96,19 @@ def kv_cache(
     """
     per_layer_token = kv_values_per_layer_token(mla_layout, expanded_heads)
     return batch_size * kv_cache_bytes * per_layer_token * token_layers(has_sliding, paged)
+
+
+def kv_cache_per_gpu(rows: list[tuple[sympy.Expr, sympy.Expr, sympy.Expr]]) -> sympy.Expr:
+    """KV-cache bytes on one GPU, summed over a model's layer kinds.
+
+    ``rows`` holds (values per layer and token on one tensor-parallel rank, layers of the
+    kind, tokens a layer keeps) per mixer kind (formulas/layers/). Kinds that cache the
+    same values per token share one factor, so a Gemma-2 model reads
+    ``b beta_kv [2 a_kv d] [(L - L_w) s + L_w Min(s, w)]`` as :func:`kv_cache` writes it.
+    Pipeline stages hold ``L / p`` layers each, context-parallel ranks ``s / N_c`` tokens.
+    """
+    by_values: dict[sympy.Expr, sympy.Expr] = {}
+    for values, layers, tokens in rows:
+        by_values[values] = by_values.get(values, sympy.Integer(0)) + layers * tokens
+    per_sequence = sympy.Add(*(values * token_layers for values, token_layers in by_values.items()))
+    return batch_size * kv_cache_bytes * per_sequence / pipeline_parallel * sequence_share()

@@ -8,6 +8,9 @@ MODES = ("inference", "training")
 ATTENTION = ("sdpa", "eager")  # fused kernels (no score matrix) vs materialised scores
 LOGITS_MODES = ("all", "last")
 RECOMPUTE_MODES = ("none", "selective", "full")
+# layer kinds: the entries of formulas/layers/ (MIXERS, MLPS)
+MIXER_KINDS = ("attention", "sliding_attention", "mla")
+MLP_KINDS = ("dense", "moe", "none")
 MLA_LAYOUTS = ("latent", "decompressed")
 QUANT_SCHEMES = ("none", "int8", "int4", "fp8", "nf4", "w8a8")
 OPTIMIZERS = ("adamw", "adam", "adam8bit", "adamw8bit", "paged-adamw8bit", "paged-adamw", "lion", "adafactor",

@@ -5,7 +5,8 @@ the most in-flight activations), as Megatron-LM's ``theoretical_memory_usage.py`
 
 Tensor parallelism (Shoeybi et al. 2019, arXiv:1909.08053) splits the attention heads,
 the MLP width, the (vocab-parallel) embedding and the output head over ``t`` GPUs; norms,
-routers and position tables are replicated. Expert parallelism splits the routed experts
+routers and position tables are replicated (each tensor's ``parallel``, set where it is
+defined: formulas/parameters.py and the layer kinds in formulas/layers/). Expert parallelism splits the routed experts
 over ``N_e``; shared experts are replicated. Pipeline parallelism gives each stage
 ``L / p`` layers. Context parallelism splits the sequence over ``N_c``.
 """
@@ -25,9 +26,7 @@ from formulas.symbols import (
     virtual_pipeline,
 )
 
-TENSOR_PARALLEL_COMPONENTS = {"attention", "mlp", "moe_experts", "moe_shared_experts", "embedding", "lm_head", "lora"}
 NOT_PER_LAYER = {"embedding", "lm_head"}
-REPLICATED_NAMES = {"embedding/positions"}
 ZERO_STAGES = (0, 1, 2, 3)
 # FSDP's default backward_prefetch=BACKWARD_PRE all-gathers the next unit while the
 # current one computes: two layers' full parameters are alive at once (torch.distributed.fsdp).
@@ -39,11 +38,15 @@ def is_per_layer(tensor: WeightTensor) -> bool:
 
 
 def gpu_share(tensor: WeightTensor, first_stage: bool = True) -> sympy.Expr:
-    """Fraction of ``tensor`` one GPU of the first pipeline stage holds."""
+    """Fraction of ``tensor`` one GPU of the first pipeline stage holds.
+
+    ``tensor.parallel`` (set by the layer kind that owns it, formulas/layers/) says which
+    degrees split it: ``tensor`` over ``t``, ``expert`` over ``N_e`` and ``t``.
+    """
     share = sympy.Integer(1)
-    if tensor.component in TENSOR_PARALLEL_COMPONENTS and tensor.name not in REPLICATED_NAMES:
+    if tensor.parallel in ("tensor", "expert"):
         share /= tensor_parallel
-    if tensor.component == "moe_experts":
+    if tensor.parallel == "expert":
         share /= expert_parallel
     if is_per_layer(tensor):
         share /= pipeline_parallel

@@ -47,6 +47,7 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     ("max_position_embeddings", "P", "rows of a learned position-embedding table", "positions", True),
     ("num_sliding_layers", "L_{w}", "layers with sliding-window attention", "layers", True),
     ("sliding_window", "w", "sliding-window span", "tokens", True),
+    ("num_mlp_free_layers", r"L_{\varnothing}", "layers without an MLP (the mixer is the whole block)", "layers", True),
     # --- mixture of experts -----------------------------------------------------------
     ("num_moe_layers", "L_{e}", "layers whose MLP is a mixture of experts", "layers", True),
     ("num_experts", "E", "routed experts per MoE layer", "experts", True),
@@ -122,6 +123,7 @@ vocab_size = SYMBOLS["vocab_size"].symbol
 max_position_embeddings = SYMBOLS["max_position_embeddings"].symbol
 num_sliding_layers = SYMBOLS["num_sliding_layers"].symbol
 sliding_window = SYMBOLS["sliding_window"].symbol
+num_mlp_free_layers = SYMBOLS["num_mlp_free_layers"].symbol
 num_moe_layers = SYMBOLS["num_moe_layers"].symbol
 num_experts = SYMBOLS["num_experts"].symbol
 num_experts_per_tok = SYMBOLS["num_experts_per_tok"].symbol

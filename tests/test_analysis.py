@@ -157,3 +157,21 @@ def test_docs_show_the_closed_form_for_a_gqa_model():
 def test_docs_show_the_engines_own_output(run_cli, command, shown):
     """docs/solve.md pastes CLI output; the test fails when the engine and the docs drift."""
     assert run_cli(*command.split()).stdout.strip() == shown.strip()
+
+
+@pytest.mark.parametrize("model, mode, knobs", [
+    ("llama-3.1-8b", "inference", dict(batch_size=8, seq_len=32768)),
+    ("deepseek-v2-lite", "inference", dict(batch_size=2, seq_len=4096)),
+    ("gemma-2-9b", "inference", dict(batch_size=1, seq_len=8192)),
+    ("qwen3-0.6b", "training", dict(batch_size=2, seq_len=1024)),
+])
+def test_sensitivity_agrees_with_diff_for_every_symbol(model, mode, knobs):
+    """Issue 14: sensitivity's d total / d x equals diff's at the same point, for every symbol."""
+    from engine.analysis import derivative, sensitivity
+    from engine.api import memory_model
+
+    _, mm = memory_model(model, mode=mode, batch_size=None, seq_len=None)
+    _, rows = sensitivity(mm, **knobs)
+    assert rows
+    for row in rows:
+        assert row.derivative == derivative(mm, row.symbol, **knobs).value, row.symbol

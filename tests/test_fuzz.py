@@ -356,16 +356,17 @@ SEQ, BATCH, GPUS = 10**7, 10**5, 10**4
 
 def python_kv_bytes(spec: ModelSpec, batch: int, seq: int, width: int = 2) -> int:
     """KV-cache bytes from the spec with Python ints (docs/formulas.md's formula, written again)."""
-    if spec.mla:
-        per_layer_token = spec.kv_lora_rank + spec.qk_rope_head_dim
-        token_layers = spec.num_hidden_layers * seq
-    else:
-        heads = spec.num_attention_heads if spec.kv_cache_expanded else spec.num_key_value_heads
-        per_layer_token = 2 * heads * spec.head_dim
-        sliding = spec.num_sliding_layers
-        window = min(seq, spec.sliding_window) if sliding else 0
-        token_layers = (spec.num_hidden_layers - sliding) * seq + sliding * window
-    return batch * width * per_layer_token * token_layers
+    per_sequence = 0
+    for group in spec.layers:  # each layer group's mixer kind and options (formulas/layers/)
+        options = group.mixer_args
+        if group.mixer == "mla":
+            per_layer_token = options["kv_lora_rank"] + options["qk_rope_head_dim"]
+        else:
+            heads = spec.num_attention_heads if options.get("expanded_kv_cache") else spec.num_key_value_heads
+            per_layer_token = 2 * heads * spec.head_dim
+        tokens = min(seq, options["sliding_window"]) if group.mixer == "sliding_attention" else seq
+        per_sequence += group.count * per_layer_token * tokens
+    return batch * width * per_sequence
 
 
 @pytest.mark.parametrize("model", REGISTRY_IDS)

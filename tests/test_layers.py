@@ -36,17 +36,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("templates.*",),  # no math and no project imports (test_templates_import_nothing_of_the_project)
     ("formulas.*",),
     ("engine.errors", "engine.units"),
-    ("engine.spec", "engine.families", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache"),
+    ("engine.spec", "engine.family_fields", "engine.families", "engine.families_attention",
+     "engine.families_recurrent", "engine.families_multimodal", "engine.quantization", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache"),
     ("engine.architecture",),
     ("engine.scenario", "engine.model"),
-    # engine.compose, engine.profile, engine.training: today's profile builders, which
-    # issue 10 moves into engine.terms and engine.profiles.*; they sit in that layer until then
-    ("engine.terms", "engine.profiles.*", "engine.compose", "engine.profile", "engine.training"),
+    ("engine.terms", "engine.profiles.*"),
     ("engine.api",),
-    # engine (the package): a lazy facade over api, compose, solve and analysis (PEP 562)
+    # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
     ("engine.solve", "engine.analysis", "engine.search", "engine.questions", "engine"),
     ("engine.render", "engine.numeric", "engine.sweep", "engine.plot"),
-    ("engine.report",),
+    # engine.cli_options: click options generated from the knob table, sectioned --help
+    ("engine.report", "engine.cli_options"),
     ("cli",),
 )
 # (module, function, imported module): the one import allowed to point right

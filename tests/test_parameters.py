@@ -69,7 +69,8 @@ def test_active_parameters_of_moe_models(model_id, ground_truth):
     spec = _spec(model_id)
     truth = ground_truth["models"][model_id]
     experts = truth["by_component"]["moe_experts"]
-    skipped = experts * (spec.num_experts - spec.num_experts_per_tok) // spec.num_experts
+    moe = next(group.mlp_args for group in spec.layers if group.mlp == "moe")
+    skipped = experts * (moe["num_experts"] - moe["num_experts_per_tok"]) // moe["num_experts"]
     assert count_parameters(spec)["active_parameters"] == truth["parameters"] - skipped
 
 

@@ -30,7 +30,7 @@ from engine.solve import (
     solve_budget,
     solve_tensor_parallel,
 )
-from engine.spec import ModelSpec
+from engine.spec import LayerGroup, ModelSpec
 from formulas import symbols as S
 
 PROPERTY = settings(max_examples=10, derandomize=True, deadline=None,
@@ -173,9 +173,14 @@ def specs(draw, sliding: bool):
         num_hidden_layers=layers, num_attention_heads=kv_heads * groups, num_key_value_heads=kv_heads,
         head_dim=draw(st.sampled_from([8, 16, 32])), intermediate_size=draw(st.integers(16, 512)),
         vocab_size=draw(st.integers(16, 4000)), tie_word_embeddings=draw(st.booleans()),
-        sliding_window=draw(st.integers(1, 64)) if sliding else None,
-        num_sliding_layers=draw(st.integers(1, layers)) if sliding else 0,
+        layers=sliding_groups(layers, draw(st.integers(1, layers)), draw(st.integers(1, 64))) if sliding else (),
     )
+
+
+def sliding_groups(layers: int, sliding: int, window: int) -> tuple[LayerGroup, ...]:
+    """``sliding`` layers of window ``window`` and the rest full attention, all dense."""
+    groups = (LayerGroup("sliding_attention", "dense", sliding, {"sliding_window": window}),)
+    return groups + ((LayerGroup("attention", "dense", layers - sliding),) if layers > sliding else ())
 
 
 @st.composite

@@ -84,10 +84,10 @@ def predict(point: dict, config: dict, device: str) -> dict:
     return dict(bytes=total, phase=MEASURED_PHASE[phase], moment=moment, terms=ev.terms)
 
 
-def predict_paper(point: dict, config: dict) -> int:
-    """The default ``paper`` profile at the same point, for contrast (training in the
+def predict_megatron(point: dict, config: dict) -> int:
+    """The default ``megatron`` profile at the same point, for contrast (training in the
     model's dtype: ``--precision pure``)."""
-    scenario = dict(knobs(point, "cuda"), profile="paper")
+    scenario = dict(knobs(point, "cuda"), profile="megatron")
     if point["mode"] == "training":
         scenario["precision"] = "pure"
     model = structure_model(point["model"], config, scenario)
@@ -138,7 +138,7 @@ def _rows(device: str, data: dict) -> list[dict]:
         pred = predict(point, config, device)
         measured = point["measured"]["peak_bytes"]
         error = Fraction(pred["bytes"] - measured, measured)
-        paper = Fraction(predict_paper(point, config) - measured, measured)
+        paper = Fraction(predict_megatron(point, config) - measured, measured)
         out.append(dict(point=point, predicted=pred, measured=measured, error=error, paper_error=paper,
                         within=abs(error) <= AIMS[point["mode"]]))
     return out
@@ -178,7 +178,7 @@ def section(device: str, data: dict, table: list[dict]) -> list[str]:
              f"{env['torch_threads']} threads, by `{data['generator']}`; "
              + ("MemTracker peak, cross-checked with the profiler's allocation events."
                 if device == "cpu" else "`torch.cuda.max_memory_allocated()` per phase."), "",
-             "| mode | points | median abs error | worst abs error | aim | within aim | `paper` profile median |",
+             "| mode | points | median abs error | worst abs error | aim | within aim | `megatron` profile median |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for mode in ("training", "inference"):
         s = summary(table, mode)
@@ -189,7 +189,7 @@ def section(device: str, data: dict, table: list[dict]) -> list[str]:
     for mode in ("training", "inference"):
         lines += ["", f"### {device.upper()} {mode}", "",
                   "| model | attention | dtype | b | s | options | predicted B | measured B | error B | error "
-                  "| phase (pred / meas) | predicted peak moment | `paper` error |",
+                  "| phase (pred / meas) | predicted peak moment | `megatron` error |",
                   "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---|---:|"]
         for r in table:
             p = r["point"]
@@ -220,7 +220,7 @@ by `tools/measure/peaks.py`, and the prediction of
 `AdamW.step()`), measured on the second iteration; inference is a prefill with
 `use_cache=True`. Error = (predicted - measured) / measured. The formulas are derived from
 the code (docs/transformers-profile.md), not fitted to these numbers. The last column is
-the default `paper` profile's error at the same point (training with `--precision pure`),
+the default `megatron` profile's error at the same point (training with `--precision pure`),
 for contrast: it models Megatron-style kernels, not transformers.
 """
 

@@ -10,7 +10,7 @@ read, naming it, before the profile's own ``check`` and ``build`` run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Callable
 
@@ -73,33 +73,19 @@ def get(name: str) -> Profile:
     return import_module(REGISTRY[canonical(name)]).PROFILE
 
 
-# Scenario fields whose flag is not the field's name with dashes.
-_FLAGS = {"reserve_bytes": "--reserve", "comm_buffer_bytes": "--comm-buffer", "torch_compile": "--compile"}
-
-
-def _shown(value: object) -> str:
-    if value is True:  # a switch: the flag alone says it
-        return ""
-    if isinstance(value, (tuple, list)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
 def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
     """An InputError naming the first knob set away from its default that ``profile`` does not read."""
+    from engine.scenario import unread_knobs
+
     if scenario.mode not in profile.modes:
         raise InputError(f"--profile {profile.name}: --mode {scenario.mode} is not modelled "
                          f"(modes: {', '.join(profile.modes)})")
-    defaults = type(scenario)()
-    for f in fields(scenario):
-        if f.name in ("profile", "mode") or f.name in profile.knobs:
-            continue
-        value = getattr(scenario, f.name)
-        if value != getattr(defaults, f.name):
-            flag = _FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
-            note = f" ({profile.refusal_note})" if profile.refusal_note else ""
-            shown = f"{flag} {_shown(value)}".rstrip()
-            raise InputError(f"--profile {profile.name}: {shown} is not modelled{note}")
+    unread = unread_knobs(scenario, profile.knobs | {"mode"})
+    if unread:
+        note = f" ({profile.refusal_note})" if profile.refusal_note else ""
+        knob = unread[0]
+        raise InputError(f"--profile {profile.name}: {knob.shown(getattr(scenario, knob.name))} is not "
+                         f"modelled{note}")
 
 
 def build(spec: "ModelSpec", scenario: "Scenario") -> "MemoryModel":

@@ -51,31 +51,17 @@ def inference_terms(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr
     if scenario.lora_rank is not None:  # unmerged adapters served beside the base (PEFT)
         built["adapters"] = terms.adapter_count(spec, scenario) * S.adapter_bytes
     built["kv_cache"] = terms.kv_cache_term(spec, scenario)
-    eager = scenario.attention == "eager"
-    t = S.tensor_parallel
-    split_heads = {S.num_attention_heads: S.num_attention_heads / t}
+    layer = architecture.inference_peaks(spec, eager=scenario.attention == "eager")
     peaks = {
-        "activations/attention": activations.attention_peak(eager).xreplace(split_heads),
-        "activations/mlp": _mlp_peak(spec) / t,
-        "activations/logits": activations.logits(scenario.logits) / t,
+        "activations/attention": layer["attention"],
+        "activations/mlp": layer["mlp"],
+        "activations/logits": activations.logits(scenario.logits) / S.tensor_parallel,
     }
     built["activations"] = sympy.Max(*peaks.values())
     built.update(peaks)
     held = [n for n in ("weights", "adapters", "kv_cache", "activations") if n in built]
     built.update(terms.overhead_terms(sympy.Add(*(built[n] for n in held))))
     return built
-
-
-def _mlp_peak(spec: ModelSpec) -> sympy.Expr:
-    """Dense layers: the MLP's width; MoE layers: the routed and shared experts a token uses."""
-    peak = activations.mlp_peak(spec.gated_mlp)
-    if not spec.is_moe:
-        return peak
-    width = S.num_experts_per_tok * S.moe_intermediate_size
-    if spec.num_shared_experts:
-        width += S.num_shared_experts * S.moe_intermediate_size
-    moe = activations.mlp_peak(True).xreplace({S.intermediate_size: width})
-    return moe if spec.num_moe_layers == spec.num_hidden_layers else sympy.Max(peak, moe)
 
 
 def training_terms(spec: ModelSpec, scenario: Scenario):
@@ -156,11 +142,11 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
     the last stage, so they count only without pipeline parallelism.
     """
     sp, eager, cp = scenario.sequence_parallel, scenario.attention == "eager", par.sequence_share()
-    layers = S.num_hidden_layers * activations.korthikanti_layer(scenario.recompute, sp, eager) * cp
+    layers = architecture.training_layers(spec, recompute=scenario.recompute, sequence_parallel=sp, eager=eager) * cp
     if scenario.vpp is not None and scenario.pp > 1:
         layers *= par.pipeline_in_flight() / S.pipeline_parallel
     if scenario.recompute == "full":  # backward rebuilds one layer at a time
-        layers += activations.korthikanti_layer("none", sp, eager) * cp
+        layers += architecture.recomputed_layer(spec, sequence_parallel=sp, eager=eager) * cp
     parts = {"activations/layers": layers}
     if scenario.pp == 1:
         parts["activations/logits"] = activations.training_logits() * par.sequence_share() / S.tensor_parallel

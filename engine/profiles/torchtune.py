@@ -29,7 +29,7 @@ from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile
 from engine.scenario import Scenario
-from engine.spec import ModelSpec
+from engine.spec import LayerGroup, ModelSpec
 from formulas import optimizer as O
 from formulas import overhead, peft
 from formulas import parallelism as par
@@ -46,10 +46,15 @@ TORCH_FOREACH = ("adamw", "adam")  # torch.optim: one P-sized intermediate (see 
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
 
 
+def _modelled(group: LayerGroup) -> bool:
+    """The layer the formulas describe: full attention without q/k norms, gated dense MLP."""
+    return (group.mixer == "attention" and not group.mixer_args.get("qk_norm", False)
+            and group.mlp == "dense" and group.mlp_args.get("gated", True))
+
+
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     """Refuse what the recipes do not do, or what the formulas do not describe, by name."""
-    if spec.model_type not in FAMILIES or spec.mla or spec.is_moe or spec.num_sliding_layers or not spec.gated_mlp \
-            or spec.qk_norm:
+    if spec.model_type not in FAMILIES or not all(_modelled(group) for group in spec.layers):
         raise InputError(f"--profile torchtune: model_type {spec.model_type!r} is not modelled; it covers dense "
                          f"{', '.join(FAMILIES)} decoders (gated MLP, no sliding window, MoE or q/k norm)")
     if canonical_dtype(scenario.dtype) not in ("bfloat16", "float32"):

@@ -29,7 +29,7 @@ from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile
 from engine.scenario import Scenario
-from engine.spec import ModelSpec
+from engine.spec import LayerGroup, ModelSpec
 from formulas.frameworks import transformers as F
 from formulas import overhead
 from formulas import parameters as P
@@ -49,9 +49,19 @@ KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "attentio
                    "quant_group_size", "recompute", "optimizer", "precision", "reserve_bytes", "device"})
 
 
+def _modelled(group: LayerGroup) -> bool:
+    """The one layer kind the profile's formulas describe: full attention, gated dense MLP."""
+    return group.mixer == "attention" and group.mlp == "dense" and group.mlp_args.get("gated", True)
+
+
+def _qk_norm(spec: ModelSpec) -> bool:
+    """Qwen3's RMSNorms on queries and keys (the attention option every group shares)."""
+    return bool(spec.layers[0].mixer_args.get("qk_norm", False))
+
+
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     """Refuse what the profile's formulas do not describe, naming the value."""
-    if spec.model_type not in FAMILIES or spec.mla or spec.is_moe or spec.num_sliding_layers or not spec.gated_mlp:
+    if spec.model_type not in FAMILIES or not all(_modelled(group) for group in spec.layers):
         raise InputError(f"--profile transformers: model_type {spec.model_type!r} ({spec.architecture}) is not "
                          f"modelled; it covers dense {', '.join(FAMILIES)} decoders without sliding window")
     kv = scenario.kv_cache_dtype
@@ -123,7 +133,7 @@ def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     eager = scenario.attention == "eager"
     base = F.prefill_base(eager)
     moments = F.prefill_moments(eager, _upcast(scenario), grouped=spec.num_attention_heads > spec.num_key_value_heads,
-                                qk_norm=spec.qk_norm)
+                                qk_norm=_qk_norm(spec))
     peaks = {f"activations/{name}": base + expr for name, expr in moments.items()}
     peaks["activations/logits"] = F.prefill_logits(scenario.logits)
     terms["activations"] = sympy.Max(*peaks.values())
@@ -145,7 +155,7 @@ def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     if checkpointing:
         layers = S.num_hidden_layers * F.checkpointed_layer_saved() + F.checkpoint_shared_inputs(eager)
     else:
-        layers = S.num_hidden_layers * F.layer_saved(eager, upcast, spec.qk_norm)
+        layers = S.num_hidden_layers * F.layer_saved(eager, upcast, _qk_norm(spec))
     terms["input_ids"] = F.input_ids()
     saved = {
         "activations/layers": layers,
@@ -158,7 +168,7 @@ def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     terms["loss_gradients"] = F.loss_gradients()
     terms["head_gradients"] = F.head_gradients()
     if checkpointing:
-        terms["recompute"] = F.recompute(eager, upcast, spec.qk_norm)
+        terms["recompute"] = F.recompute(eager, upcast, _qk_norm(spec))
     if spec.tie_word_embeddings:
         terms["tied_gradient_sum"] = F.tied_embedding_gradient_sum()
     terms["optimizer_temporaries"] = _optimizer_temporaries(tensors, scenario)

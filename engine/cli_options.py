@@ -1,0 +1,148 @@
+"""The command line's options, generated from the knob table, and --help in sections.
+
+click has no option groups: :class:`GroupedOption` carries its section (one of
+``engine.scenario.GROUPS``) and :class:`SectionedCommand` writes one ``--help`` section per
+group. :func:`scenario_options` makes one option per row of ``engine.scenario.KNOBS`` (and
+one per shortcut flag), so a knob's flag, choices, default and help are written once.
+Imports no SymPy: ``memsym --help`` reads only this and the table.
+"""
+
+from __future__ import annotations
+
+import click
+from click.core import ParameterSource
+
+from engine.scenario import FREEABLE_ALIASES, GROUPS, KNOB_BY_NAME, KNOBS, knob_values
+
+JSON_HELP = "Machine-readable output."
+GENERIC = "No model: a generic dense GQA decoder, every shape a symbol."
+# click's parameter names -> the library's argument names
+LIBRARY_NAMES = {"model_id": "model", "config_path": "config", "checkpoint_dir": "checkpoint", "gpu_name": "gpu",
+                 "batch_size_values": "batch_size", "seq_len_values": "seq_len"}
+SHORTCUTS = {k.shortcut.name for k in KNOBS if k.shortcut is not None}
+
+
+class GroupedOption(click.Option):
+    """A click option that knows its --help section (one of engine.scenario.GROUPS)."""
+
+    def __init__(self, *decls, group: str = "output", **attrs):
+        super().__init__(*decls, **attrs)
+        self.group = group
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options in sections: Model, Scenario, ..., Output."""
+
+    def format_options(self, ctx, formatter):
+        sections: dict[str, list] = {group: [] for group in GROUPS}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections[getattr(param, "group", "output")].append(record)
+        for group, records in sections.items():
+            if records:
+                with formatter.section(group.capitalize()):
+                    formatter.write_dl(records)
+
+
+def option(*decls, group: str = "output", **attrs):
+    """click.option, in the --help section ``group``."""
+    return click.option(*decls, cls=GroupedOption, group=group, **attrs)
+
+
+def apply_options(func, options: list):
+    for opt in reversed(options):
+        func = opt(func)
+    return func
+
+
+def model_options(func):
+    """--model / --config: which architecture."""
+    return apply_options(func, [
+        option("--model", "model_id", metavar="ID", group="model",
+               help="A registry id (see 'memsym models') or its Hugging Face repo id."),
+        option("--config", "config_path", type=click.Path(dir_okay=True), group="model",
+               help="A local config.json (or a folder holding one)."),
+    ])
+
+
+def knob_options(knob) -> list:
+    """The click option of one row of the knob table (and of its shortcut flag, if any)."""
+    attrs = {"help": knob.help, "group": knob.group}
+    if knob.kind == "switch":
+        return [option(knob.flag, knob.name, is_flag=True, **attrs)]
+    if knob.kind == "stage":
+        kind = click.IntRange(min(knob.choices), max(knob.choices))
+    elif knob.kind == "profile":
+        from engine import profiles
+
+        kind = click.Choice(profiles.names())
+    else:
+        kind = int if knob.kind == "count" else click.Choice(knob.choices) if knob.choices else str
+    default = str(knob.default) if knob.parse is not None and knob.default is not None else knob.default
+    out = [option(knob.flag, knob.name, type=kind, default=default, show_default=knob.default is not None,
+                  metavar=knob.metavar, **attrs)]
+    if knob.shortcut is not None:
+        out.append(option(knob.shortcut.flag, knob.shortcut.name, is_flag=True, help=knob.shortcut.help,
+                          group=knob.group))
+    return out
+
+
+def scenario_options(func):
+    """The scenario knobs shared by every command that builds a memory model (engine.scenario.KNOBS)."""
+    return apply_options(func, [opt for knob in KNOBS for opt in knob_options(knob)])
+
+
+def budget_options(func):
+    """--budget / --gpu, --num-gpus, --gpu-memory-utilization: the memory a solve must fit."""
+    return apply_options(func, [
+        option("--budget", metavar="SIZE", group="scenario",
+               help="Memory of one GPU: 24GB (10^9 B), 24GiB (2^30 B), 1.5TB, 80e9 (bytes)."),
+        option("--gpu", "gpu_name", metavar="NAME", group="scenario",
+               help="A GPU of the catalog ('memsym gpus'), e.g. rtx-4090."),
+        option("--num-gpus", type=int, default=1, show_default=True, group="parallelism",
+               help="GPUs of that memory; the model is split evenly over them."),
+        option("--gpu-memory-utilization", "utilization", default="1", show_default=True, metavar="F",
+               group="serving", help="Fraction of each GPU's memory that may be used, 0 < F <= 1 (vLLM's flag)."),
+    ])
+
+
+def grid_options(func):
+    """scenario_options with --batch-size and --seq-len taking lists and ranges (sweep, plot)."""
+    func = scenario_options(func)
+    func.__click_params__ = [p for p in func.__click_params__ if p.name not in ("batch_size", "seq_len")]
+    func = option("--seq-len", "seq_len_values", default="2048", show_default=True, metavar="VALUES",
+                  group="scenario",
+                  help="Tokens per sequence: 1024,2048 or 1024:131072:x2 (geometric) or 512:8192:+512.")(func)
+    return option("--batch-size", "batch_size_values", default="1", show_default=True, metavar="VALUES",
+                  group="scenario", help="Sequences at once, as a list or range like --seq-len.")(func)
+
+
+def free_option(func):
+    """--free KNOB (repeatable): keep a scenario knob's value a symbol (the knob table's freeable rows)."""
+    names = ", ".join(n.replace("_", "-") for n in FREEABLE_ALIASES if n not in ("batch_size", "seq_len"))
+    return option("--free", multiple=True, metavar="KNOB",
+                  help=f"Keep this knob a symbol: {names} (repeatable).")(func)
+
+
+json_option = option("--json", "as_json", is_flag=True, help=JSON_HELP)
+latex_option = option("--latex", is_flag=True, help="Formulas as LaTeX.")
+
+
+def symbolic_option(text: str):
+    return option("--symbolic", is_flag=True, group="model", help=text)
+
+
+GENERIC = "No model: a generic dense GQA decoder, every shape a symbol."
+# click's parameter names -> the library's argument names
+LIBRARY_NAMES = {"model_id": "model", "config_path": "config", "checkpoint_dir": "checkpoint", "gpu_name": "gpu",
+                 "batch_size_values": "batch_size", "seq_len_values": "seq_len"}
+SHORTCUTS = {k.shortcut.name for k in KNOBS if k.shortcut is not None}
+
+
+def given(kw: dict) -> dict:
+    """The options the user gave (not their defaults), as the library's keyword arguments."""
+    ctx = click.get_current_context()
+    chosen = {k: v for k, v in kw.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
+    rest = {LIBRARY_NAMES.get(k, k): v for k, v in chosen.items() if k not in KNOB_BY_NAME and k not in SHORTCUTS}
+    return {**rest, **knob_values(chosen)}
