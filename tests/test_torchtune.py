@@ -224,3 +224,35 @@ def test_output_names_the_bytes_per_parameter_convention():
     inputs = _tt().inputs
     assert inputs["convention"].startswith("torchtune bf16 (pure, no fp32 master)")
     assert inputs["profile"] == "torchtune"
+
+
+TORCHTUNE_FLAGS = ("--model", "llama-3.1-8b", "--mode", "training", "--profile", "torchtune", "--batch-size", "2",
+                   "--compile", "--loss-chunks", "8", "--recompute", "full", "--activation-offload",
+                   "--optimizer-in-backward", "--optimizer", "paged-adamw8bit")
+
+
+def test_cli_mechanism_flags_reach_the_profile(run_cli):
+    result = run_cli("estimate", *TORCHTUNE_FLAGS, "--seq-len", "1024", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    scenario = Scenario(mode="training", profile="torchtune", batch_size=2, seq_len=1024, torch_compile=True,
+                        loss_chunks=8, recompute="full", activation_offload=True, optimizer_in_backward=True,
+                        optimizer="paged-adamw8bit")
+    assert data["total_bytes"] == build(load_spec("llama-3.1-8b"), scenario).evaluate().total_bytes
+    assert "optimizer_paged" in data["host_terms"]
+
+
+def test_cli_sweep_agrees_with_estimate_on_sub_term_phases(run_cli):
+    """torchtune's recompute phase names a sub-term (activations/layers); the compiled sweep
+    must sum it as evaluate does."""
+    sweep = run_cli("sweep", *TORCHTUNE_FLAGS, "--seq-len", "2048")
+    estimate = run_cli("estimate", *TORCHTUNE_FLAGS, "--seq-len", "2048", "--json")
+    assert sweep.exit_code == 0 and estimate.exit_code == 0, sweep.output
+    assert f"{json.loads(estimate.output)['total_bytes']:,}" in sweep.output
+
+
+def test_cli_refuses_a_mechanism_elsewhere_in_one_line(run_cli):
+    result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", "--optimizer-in-backward")
+    assert result.exit_code == 2
+    assert "--profile megatron: --optimizer-in-backward is not modelled" in result.output
+    assert "Traceback" not in result.output
