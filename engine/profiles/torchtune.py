@@ -7,6 +7,7 @@ gradients and optimizer state in that dtype, no fp32 master. The distributed rec
 with FSDP2 (``fully_shard``): ``--dp N --zero 3``. The peak is ``max_memory_allocated``
 (torchtune/training/memory.py get_memory_stats, "peak_memory_active"), the largest of:
 
+- ``loss_forward``: the end of the loss's forward (the logits and their log-softmax);
 - ``loss_backward``: the start of backward: every saved activation plus the loss's gradients;
 - ``recompute`` (checkpointing): a layer recomputed for its backward;
 - ``backward_end``: every gradient (tied embeddings: plus their out-of-place sum);
@@ -181,6 +182,7 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
     if lora_targets and not checkpointing:
         parts["activations/lora"] = peft.lora_activations(lora_targets)
     built = {"activations": sympy.Add(*parts.values()), **parts}
+    built["loss_forward"] = F.loss_forward(chunks, compiled)
     built["loss_gradients"] = F.loss_gradients(chunks, compiled)
     if checkpointing:
         built["recompute"] = F.layer_saved(compiled) + F.recompute_backward()
@@ -209,7 +211,8 @@ def _fsdp_unsharded_layers(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
 def _phases(built: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
     held = tuple(n for n in ("weights", "adapters", "optimizer", "input_ids", "zero3_gathered") if n in built)
     tied = ("tied_gradient_sum",) if "tied_gradient_sum" in built else ()
-    phases = {"loss_backward": (*held, "activations", "loss_gradients", "overhead")}
+    phases = {"loss_forward": (*held, "activations/layers", "activations/head", "loss_forward", "overhead"),
+              "loss_backward": (*held, "activations", "loss_gradients", "overhead")}
     if "recompute" in built:
         head = ("head_gradient",) if "head_gradient" in built else ()
         phases["recompute"] = (*held, "activations/layers", "recompute", *head, "overhead")
@@ -256,6 +259,7 @@ DESCRIPTIONS: dict[str, str] = {
     "activations/layers": "what every layer saves (its input only with checkpointing; offloaded: the GPU stash)",
     "activations/head": "final RMSNorm and the output projection's input",
     "activations/loss": "the loss's saved logits (fp32 log-softmax, or bf16 chunks when compiled)",
+    "loss_forward": "end of the loss's forward: its logits and log-softmax (all bf16 chunks when chunked)",
     "loss_gradients": "start of backward: the loss's gradients (one chunk's when chunked)",
     "recompute": "checkpointing: one layer recomputed, its gradients in and out",
     "head_gradient": "the output projection's weight gradient during the layers' backward",
@@ -281,6 +285,8 @@ SOURCES: dict[str, str] = {
     "activations": "torchtune modules/transformer.py TransformerSelfAttentionLayer.forward, modules/rms_norm.py, "
                    "modules/attention.py MultiHeadAttention.forward, modules/loss/ce_chunked_output_loss.py; "
                    "compiled: torch/_functorch/partitioners.py min_cut_rematerialization_partition",
+    "loss_forward": "torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss.forward, "
+                    "modules/transformer.py TransformerDecoder.forward (output(h).float()) and chunked_output",
     "loss_gradients": "torch nll_loss / log_softmax backward (fp32); torch/_decomp/decompositions.py "
                       "nll_loss_backward when compiled",
     "recompute": "torch/utils/checkpoint.py (non-reentrant), torchtune training/_activation_checkpointing.py "

@@ -130,6 +130,21 @@ def loss_saved(chunks: int | None, compiled: bool) -> sympy.Expr:
     return FLOAT32_BYTES * b * s * V
 
 
+def loss_forward(chunks: int | None, compiled: bool) -> sympy.Expr:
+    """The loss's bytes at the end of its forward (the layers' and head's saved tensors apart).
+
+    Unchunked: the fp32 logits and their log_softmax, ``8 b s V`` (``.float()`` before it
+    holds ``(beta + 4) b s V``, less). Chunked, eager: every bf16 chunk (the list lives until
+    the loss returns), the fp32 log_softmax of the chunks before the last, and the last
+    chunk's fp32 copy and log_softmax: ``beta b s V + 4 b s V + 4 b s V / n``. Chunked and
+    compiled: the bf16 chunks and their row statistics (:func:`loss_saved`)."""
+    if chunks is None:
+        return 2 * FLOAT32_BYTES * b * s * V
+    if compiled:
+        return loss_saved(chunks, compiled)
+    return beta * b * s * V + FLOAT32_BYTES * b * s * V + FLOAT32_BYTES * b * s * V / chunks
+
+
 def loss_gradients(chunks: int | None, compiled: bool) -> sympy.Expr:
     """Start of backward, beside :func:`loss_saved`: ``nll_loss``'s gradient and
     ``log_softmax``'s gradient (fp32, ``b s V`` each, or one chunk's ``b s V / n``);
