@@ -278,3 +278,11 @@ def test_cpu_measured_chunked_loss_and_optimizer_in_backward():
         gaps.append((build(spec, scenario).evaluate().total_bytes - measured) / measured)
     assert all(abs(gap) < 0.04 for gap in gaps), gaps
     assert sum(abs(gap) < 1e-4 for gap in gaps) >= 7, gaps
+
+
+def test_bitsandbytes_state_matches_the_library():
+    """tools/measure/bnb_state.py: the real AdamW8bit's state bytes per tensor (bitsandbytes
+    0.50.2 on CPU), including the fp32 fallback under 4096 elements and partial blocks."""
+    doc = json.loads((ROOT / "tests" / "fixtures" / "bnb_state_cpu.json").read_text())
+    for row in doc["rows"]:
+        assert O.bnb_8bit_state(sympy.Integer(row["numel"])) == row["state_bytes"], row
