@@ -18,6 +18,7 @@ from formulas import parallelism as par
 from formulas import parameters as P
 from formulas import symbols as S
 from formulas.dtypes import DTYPE_BYTES
+from formulas import optimizer as O
 from formulas.optimizer import state_bytes_per_parameter
 from formulas.weights import QUANT_SCHEMES
 
@@ -83,6 +84,33 @@ def lora_adapters(spec: ModelSpec, scenario: Scenario) -> tuple[list[P.WeightTen
 def adapter_count(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
     """LoRA parameters one GPU holds."""
     return per_gpu_count(lora_adapters(spec, scenario)[1])
+
+
+def optimizer_state(trained: list[P.WeightTensor], optimizer: str,
+                    share: sympy.Expr = sympy.Integer(1)) -> tuple[sympy.Expr, sympy.Expr]:
+    """(device bytes, paged bytes) of the optimizer state of ``trained``, tensor by tensor,
+    each tensor holding ``share`` of its elements (an FSDP/ZeRO shard).
+
+    bitsandbytes 8-bit: :func:`formulas.optimizer.bnb_8bit_state` per tensor; otherwise
+    ``numel beta_o``. Paged optimizers page a tensor's state only from ``1e5`` elements on
+    (bitsandbytes Optimizer8bit.get_state_buffer); smaller states, and the 8-bit absmax,
+    are device tensors. The paged bytes live in CUDA unified memory, outside PyTorch's
+    allocator (bitsandbytes/functional.py get_paged). 8-bit optimizers add their two
+    quantization maps once (one optimizer object).
+    """
+    eight_bit = optimizer in ("adamw8bit", "paged-adamw8bit")
+    device, paged = sympy.Integer(O.BNB_QMAP_BYTES if eight_bit else 0), sympy.Integer(0)
+    for t in trained:
+        numel = t.rows * t.cols * share
+        state = O.bnb_8bit_state(numel) if eight_bit else numel * S.optimizer_bytes
+        if optimizer in O.PAGED_OPTIMIZERS:
+            kept = O.bnb_absmax(numel) if eight_bit else 0
+            small = sympy.StrictLessThan(numel, O.BNB_PAGED_MIN_NUMEL)
+            device += sympy.Piecewise((state, small), (kept, True)) * t.count
+            paged += sympy.Piecewise((0, small), (state - kept, True)) * t.count
+        else:
+            device += state * t.count
+    return device, paged
 
 
 def facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]:

@@ -45,6 +45,9 @@ BNB_MIN_8BIT_SIZE = 4096
 # bitsandbytes Optimizer8bit/Optimizer2State.get_state_buffer: a paged optimizer pages only
 # tensors of at least 1e5 elements; smaller ones get ordinary device tensors.
 BNB_PAGED_MIN_NUMEL = 100_000
+# Optimizer8bit.fill_qmap: the "dynamic" and "udynamic" quantization maps, 256 fp32 values
+# each, on the device once per optimizer object (every state of that optimizer shares them).
+BNB_QMAP_BYTES = 2 * 256 * 4
 # optimizer name -> bitsandbytes class (8-bit and paged states are bitsandbytes')
 BNB_OPTIMIZERS = {"adamw8bit": "bitsandbytes.optim.AdamW8bit", "paged-adamw8bit": "bitsandbytes.optim.PagedAdamW8bit",
                   "paged-adamw": "bitsandbytes.optim.PagedAdamW"}

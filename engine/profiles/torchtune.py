@@ -126,7 +126,11 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
     width = S.adapter_bytes if scenario.lora_rank is not None else S.weight_bytes
     count = shared.per_gpu_count(trained) * _shard(scenario)
     largest = sympy.Max(*(t.rows * t.cols for t in trained)) * _shard(scenario)
-    device, paged = _optimizer_state(trained, scenario)
+    device, paged = shared.optimizer_state(trained, scenario.optimizer, _shard(scenario))
+    if scenario.optimizer_in_backward and scenario.optimizer in ("adamw8bit", "paged-adamw8bit"):
+        # one optimizer per parameter (_setup_optimizer's optim_dict), each with its own qmaps
+        tensors = sympy.Add(*(t.count for t in trained))
+        device += (tensors - 1) * O.BNB_QMAP_BYTES
     in_backward = scenario.optimizer_in_backward
     stepped = largest if in_backward else count
     terms = {
@@ -140,30 +144,6 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
     if scenario.lora_rank is None and spec.tie_word_embeddings:
         terms["tied_gradient_sum"] = tied_embedding_gradient_sum() * _shard(scenario)
     return terms, ({"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {})
-
-
-def _optimizer_state(trained: list[P.WeightTensor], scenario: Scenario) -> tuple[sympy.Expr, sympy.Expr]:
-    """(device bytes, paged bytes) of the optimizer state, tensor by tensor.
-
-    bitsandbytes 8-bit: :func:`formulas.optimizer.bnb_8bit_state` per tensor; torch.optim
-    and PagedAdamW: ``numel beta_o``. Paged optimizers page a tensor's state only from
-    ``1e5`` elements on (Optimizer8bit.get_state_buffer); smaller states, and the 8-bit
-    absmax, are device tensors. bitsandbytes' 32-bit PagedAdamW keeps fp32 states.
-    """
-    device, paged = sympy.Integer(0), sympy.Integer(0)
-    eight_bit = scenario.optimizer in ("adamw8bit", "paged-adamw8bit")
-    for t in trained:
-        numel = t.rows * t.cols * _shard(scenario)
-        state = O.bnb_8bit_state(numel) if eight_bit else numel * S.optimizer_bytes
-        if scenario.optimizer in O.PAGED_OPTIMIZERS:
-            # paged from 1e5 elements on; the 8-bit absmax stays a device tensor
-            kept = O.bnb_absmax(numel) if eight_bit else 0
-            small = sympy.StrictLessThan(numel, O.BNB_PAGED_MIN_NUMEL)
-            device += sympy.Piecewise((state, small), (kept, True)) * t.count
-            paged += sympy.Piecewise((0, small), (state - kept, True)) * t.count
-        else:
-            device += state * t.count
-    return device, paged
 
 
 def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict[str, sympy.Expr]:
