@@ -116,9 +116,9 @@ def test_chunked_cross_entropy_bytes():
     assert F.loss_saved(8, False).subs(TINY) == 6400
     assert F.loss_gradients(8, False).subs(TINY) == 1600
     # compiled chunks: bf16 logits 2*1600 = 3200 + two fp32 row statistics 8*16 = 128;
-    # one chunk's fp32 scatter buffer 4*200 and its bf16 gradient 2*200
+    # one chunk's bf16 gradient 2*200 (inductor lowers the scatter onto zeros pointwise)
     assert F.loss_saved(8, True).subs(TINY) == 3328
-    assert F.loss_gradients(8, True).subs(TINY) == 1200
+    assert F.loss_gradients(8, True).subs(TINY) == 400
 
 
 def _tt(model="llama-3.1-8b", **knobs):

@@ -267,8 +267,9 @@ SOURCES: dict[str, str] = {
                    "compiled: torch/_functorch/partitioners.py min_cut_rematerialization_partition",
     "loss_forward": "torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss.forward, "
                     "modules/transformer.py TransformerDecoder.forward (output(h).float()) and chunked_output",
-    "loss_gradients": "torch nll_loss / log_softmax backward (fp32); torch/_decomp/decompositions.py "
-                      "nll_loss_backward when compiled",
+    "loss_gradients": "torch nll_loss / log_softmax backward (fp32); compiled: torch/_decomp/decompositions.py "
+                      "_nll_loss_backward lowered pointwise (torch/_inductor/config.py "
+                      "optimize_scatter_upon_const_tensor)",
     "recompute": "torch/utils/checkpoint.py (non-reentrant), torchtune training/_activation_checkpointing.py "
                  "set_activation_checkpointing",
     "head_gradient": "torch autograd: the output Linear's weight gradient (tied: waiting in the input buffer of "

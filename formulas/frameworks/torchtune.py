@@ -147,13 +147,18 @@ def loss_forward(chunks: int | None, compiled: bool) -> sympy.Expr:
 
 def loss_gradients(chunks: int | None, compiled: bool) -> sympy.Expr:
     """Start of backward, beside :func:`loss_saved`: ``nll_loss``'s gradient and
-    ``log_softmax``'s gradient (fp32, ``b s V`` each, or one chunk's ``b s V / n``);
-    compiled, one chunk's fp32 scatter buffer (torch/_decomp/decompositions.py
-    nll_loss_backward: ``zeros`` + ``scatter``) and its bf16 gradient."""
+    ``log_softmax``'s gradient (fp32, ``b s V`` each, or one chunk's ``b s V / n``).
+
+    Compiled, one chunk's bf16 gradient only: the decomposed ``nll_loss_backward``
+    (torch/_decomp/decompositions.py ``_nll_loss_backward``: ``zeros_like`` + ``scatter``)
+    is a scatter onto a constant tensor, which inductor lowers to a pointwise kernel
+    (torch/_inductor/config.py ``optimize_scatter_upon_const_tensor``, on by default;
+    fx_passes/joint_graph.py), fused with the softmax gradient and the cast to bf16.
+    """
     if chunks is None:
         return 2 * FLOAT32_BYTES * b * s * V
     chunk = b * s * V / chunks
-    return (FLOAT32_BYTES + beta) * chunk if compiled else 2 * FLOAT32_BYTES * chunk
+    return beta * chunk if compiled else 2 * FLOAT32_BYTES * chunk
 
 
 # --- optimizer --------------------------------------------------------------------------
