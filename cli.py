@@ -12,51 +12,15 @@ imported inside each command, so ``memsym --help`` starts fast.
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from engine import report
-from engine.cli_options import (GENERIC, SectionedCommand, budget_options, free_option, given, grid_options,
-                                json_option, latex_option, model_options, option, scenario_options, symbolic_option)
+from engine.cli_options import (GENERIC, MemsymGroup, budget_options, free_option, given, grid_options, json_option,
+                                latex_option, model_options, option, scenario_options, symbolic_option)
 from engine.questions import SOLVED_KNOB
 
-EXIT_BAD_INPUT = 2
 SOLVE_VARIABLES = tuple(name.replace("_", "-") for name in SOLVED_KNOB)  # seq-len, ..., num-gpus, tp
-
-
-
-class MemsymGroup(click.Group):
-    """A click group whose every failure is one line on stderr and exit status 2."""
-
-    command_class = SectionedCommand
-
-    def main(self, args=None, prog_name=None, **extra):
-        argv = list(sys.argv[1:] if args is None else args)
-        extra.pop("standalone_mode", None)
-        try:
-            code = super().main(args=argv, prog_name=prog_name or "memsym", standalone_mode=False, **extra)
-        except click.exceptions.Exit as exc:  # --help, --version
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            _fail("aborted", argv)
-        except click.ClickException as exc:
-            _fail(exc.format_message(), argv)
-        except Exception as exc:  # noqa: BLE001 - the engine's errors and nothing unexpected
-            from engine.errors import MemsymError
-
-            if isinstance(exc, MemsymError):
-                _fail(str(exc), argv)
-            raise
-        sys.exit(code if isinstance(code, int) else 0)
-
-
-def _fail(message: str, argv: list[str]) -> None:
-    message = " ".join(str(message).split())  # one line, whatever the message held
-    if "--json" in argv:
-        click.echo(json.dumps({"error": message}))
-    click.echo(f"memsym: error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
 
 
 def emit(result, as_json: bool, text: str | None = None) -> None:
@@ -326,12 +290,14 @@ def codegen(output, **kw):
       memsym codegen --model llama-3.1-70b --mode training --tp 8 --free tp -o llama_tp.py
       python -c "import qwen3_memory as m; print(m.total_bytes(batch_size=8, seq_len=4096))"
     """
+    from engine.files import check_output, shown_path
     from engine.numeric import variables_of, write_module
     from engine.questions import codegen_model
 
+    check_output(output, "-o")  # a device, FIFO, symlink or folder fails before any work
     mm = codegen_model(**given(kw))
     write_module(mm, output)
-    click.echo(f"wrote {output}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
+    click.echo(f"wrote {shown_path(output)}: {len(mm.terms) + 1} functions of ({', '.join(variables_of(mm))})")
 
 
 @cli.command()
@@ -374,8 +340,68 @@ def plot(output, **kw):
     """
     from engine.plot import plot_grid
 
+    from engine.files import check_output, shown_path
+
+    check_output(output, "--output")
     result = plot_grid(output, **given(kw))
-    click.echo(f"wrote {result.path}" + (f": {result.note}" if result.note else ""))
+    click.echo(f"wrote {shown_path(result.path)}" + (f": {result.note}" if result.note else ""))
+
+
+# --- memsym serve: vLLM's own flags (engine/serving.py) --------------------------------------
+
+@cli.command()
+@click.option("--model", "served_model", required=True, metavar="ID|ORG/NAME|PATH",
+              help="Registry id, Hugging Face repo id, or a directory holding config.json.")
+@click.option("--tensor-parallel-size", "-tp", "tp", type=click.IntRange(1, 1 << 10), default=1, show_default=True)
+@click.option("--pipeline-parallel-size", "-pp", "pp", type=click.IntRange(1, 1 << 10), default=1, show_default=True)
+@click.option("--max-model-len", default=None, metavar="N|auto",
+              help="Tokens per request  [default: auto, the largest that starts]")
+@click.option("--max-num-seqs", type=click.IntRange(1, 1 << 20), default=None, help="[default: vLLM's for the GPU]")
+@click.option("--max-num-batched-tokens", type=click.IntRange(1, 1 << 24), default=None,
+              help="[default: vLLM's for the GPU]")
+@click.option("--gpu-memory-utilization", default="0.9", show_default=True, metavar="FRACTION")
+@click.option("--kv-cache-dtype", type=click.Choice(("auto", "fp8", "fp8_e4m3", "fp8_e5m2")), default="auto",
+              show_default=True)
+@click.option("--dtype", type=click.Choice(("auto", "bfloat16", "half", "float16", "float32")), default="auto",
+              show_default=True)
+@click.option("--quantization", "-q", default=None, metavar="METHOD", help="awq, gptq, fp8, bitsandbytes, ...")
+@click.option("--block-size", type=click.IntRange(1, 1 << 16), default=16, show_default=True)
+@click.option("--enforce-eager", is_flag=True, help="No CUDA graphs (0.19 does not subtract them either way).")
+@click.option("--vllm-version", type=click.Choice(("0.19", "0.6")), default="0.19", show_default=True,
+              help="0.19: the V1 engine (0.8 and later); 0.6: the V0 engine.")
+@click.option("--gpu", "gpu_name", default=None, metavar="NAME", help="A GPU from 'memsym gpus'.")
+@click.option("--gpu-memory", default=None, metavar="SIZE", help="cudaMemGetInfo total of one GPU, e.g. 79.19GiB.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def serve(served_model, tp, pp, max_model_len, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization,
+          kv_cache_dtype, dtype, quantization, block_size, enforce_eager, vllm_version, gpu_name, gpu_memory,
+          as_json):
+    """Predict what vLLM prints at start-up: available KV cache memory, GPU KV cache size
+    and maximum concurrency, from the flags of a `vllm serve` line.
+
+    \b
+    Example:
+      memsym serve --model meta-llama/Llama-3.1-8B-Instruct --gpu h100-80gb --max-model-len 8192
+    """
+    import sys
+
+    from engine.cli_options import EXIT_BAD_INPUT
+    from engine.gpus import parse_utilization
+    from engine.serving import serve as predict
+
+    prediction = predict(
+        served_model, tp=tp, pp=pp, gpu_name=gpu_name, gpu_memory=gpu_memory, max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+        gpu_memory_utilization=parse_utilization(gpu_memory_utilization), kv_cache_dtype=kv_cache_dtype,
+        dtype=dtype, quantization=quantization, block_size=block_size, enforce_eager=enforce_eager,
+        version=vllm_version,
+    )
+    if as_json:
+        click.echo(json.dumps(prediction.to_dict(), indent=2))
+    if prediction.refusal:  # one line, as vLLM's own start-up error
+        click.echo(f"memsym: error: vLLM refuses to start: {prediction.refusal}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if not as_json:
+        click.echo(report.format_serve(prediction))
 
 
 def main():

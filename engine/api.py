@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine import architecture
 from engine.checkpoint import CheckpointError, compare, read_checkpoint, storage_hint
+from engine.files import is_dir, shown_path
 from engine.profiles import build
 from engine.model import Evaluation, MemoryModel
 from engine.registry import load_spec
@@ -99,8 +100,8 @@ class CheckpointEstimate:
 def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
     """``memsym estimate --checkpoint DIR``: DIR/config.json's estimate and DIR's stored bytes."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"--checkpoint {directory}: not a folder")
+    if not is_dir(directory):
+        raise CheckpointError(f"--checkpoint {shown_path(directory)}: not a folder")
     result = estimate(None, str(directory / "config.json"), **knobs)
     stored = read_checkpoint(directory)
     inputs = result.model.inputs

@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import stat
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from engine.files import exists, is_dir, open_regular, read_regular, shown_path
 from engine.errors import ConfigError
+from engine.limits import number_shown, printable, shown
 
 # Bits per element of every dtype the safetensors format defines (safetensors 0.8,
 # ``Dtype::bitsize``). Sub-byte types (F4, F6) must fill whole bytes.
@@ -46,6 +47,7 @@ STORED_TO_SCENARIO_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat1
 MAX_HEADER_BYTES = 100_000_000  # safetensors' MAX_HEADER_SIZE (tensor.rs): larger headers are refused
 MAX_INDEX_BYTES = MAX_HEADER_BYTES  # an index lists the same tensors as the headers it points to
 MAX_RANK = 64  # NumPy 2's NPY_MAXDIMS; no checkpoint tensor comes near it
+MAX_DIMENSION = 2**64  # a dimension is a Rust usize in safetensors (tensor.rs, ``TensorInfo::shape``)
 LENGTH_PREFIX_BYTES = 8  # the u64 header length
 INDEX_FILE = "model.safetensors.index.json"  # transformers' SAFE_WEIGHTS_INDEX_NAME
 
@@ -86,9 +88,8 @@ class Checkpoint:
 
 
 def _show(value: object, limit: int = 60) -> str:
-    """A short repr for an error message: untrusted values can be megabytes long."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """A short repr for an error message: untrusted values can be megabytes long, or hold ESC."""
+    return shown(value, limit)
 
 
 def _exact_int(value: object) -> bool:
@@ -123,20 +124,11 @@ def parse_json(raw: bytes, where: str) -> object:
 
 # --- one safetensors file ---------------------------------------------------------------
 
-def _regular_file_size(path: Path) -> int:
-    """The size of ``path``; a FIFO or device (which could block or never end) is refused."""
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise CheckpointError(f"{path}: not a regular file")
-    return info.st_size
-
-
 def read_header(path: str | Path) -> tuple[dict, int]:
     """The parsed JSON header of one safetensors file and the size of its data area."""
     path = Path(path)
     try:
-        size = _regular_file_size(path)
-        with path.open("rb") as handle:
+        with open_regular(path, CheckpointError) as (handle, size):  # a FIFO or device never blocks
             prefix = handle.read(LENGTH_PREFIX_BYTES)
             if len(prefix) < LENGTH_PREFIX_BYTES:
                 raise CheckpointError(f"{path}: header length: file has {size} bytes, fewer than the 8-byte prefix")
@@ -174,9 +166,9 @@ def _tensor(path: Path, name: str, info: object) -> tuple[StoredTensor, int, int
         raise CheckpointError(f"{field}: field 'dtype': unknown dtype {_show(dtype)} "
                               f"(known: {', '.join(SAFETENSORS_DTYPE_BITS)})")
     if (not isinstance(shape, list) or len(shape) > MAX_RANK
-            or not all(_exact_int(d) and d >= 0 for d in shape)):
-        raise CheckpointError(f"{field}: field 'shape' must be a list of at most {MAX_RANK} non-negative "
-                              f"integers, got {_show(shape)}")
+            or not all(_exact_int(d) and 0 <= d < MAX_DIMENSION for d in shape)):
+        raise CheckpointError(f"{field}: field 'shape' must be a list of at most {MAX_RANK} integers in "
+                              f"[0, 2^64), got {_show(shape)}")
     if (not isinstance(offsets, list) or len(offsets) != 2
             or not all(_exact_int(o) and o >= 0 for o in offsets) or offsets[0] > offsets[1]):
         raise CheckpointError(f"{field}: field 'data_offsets' must be [begin, end] with 0 <= begin <= end, "
@@ -186,7 +178,7 @@ def _tensor(path: Path, name: str, info: object) -> tuple[StoredTensor, int, int
     if stray_bits or nbytes != end - begin:
         bits = 8 * nbytes + stray_bits
         raise CheckpointError(f"{field}: fields 'shape' and 'data_offsets' disagree: {_show(shape)} of {dtype} "
-                              f"is {bits} bits, the offsets span {end - begin} bytes")
+                              f"is {number_shown(bits)} bits, the offsets span {number_shown(end - begin)} bytes")
     return StoredTensor(name, dtype, tuple(shape), end - begin, path.name), begin, end
 
 
@@ -222,13 +214,7 @@ _SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors$")
 def _read_index(directory: Path) -> dict[str, str]:
     """tensor -> shard file name, from ``model.safetensors.index.json``."""
     path = directory / INDEX_FILE
-    try:
-        size = _regular_file_size(path)
-        if size > MAX_INDEX_BYTES:
-            raise CheckpointError(f"{path}: {size} bytes is too large for an index")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    raw = read_regular(path, MAX_INDEX_BYTES, "an index", CheckpointError)
     index = parse_json(raw, str(path))
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
@@ -244,20 +230,21 @@ def _read_index(directory: Path) -> dict[str, str]:
 def read_checkpoint(directory: str | Path) -> Checkpoint:
     """Every tensor stored in ``directory`` (sharded through its index, or all ``*.safetensors``)."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"--checkpoint {directory}: not a folder")
-    weight_map = _read_index(directory) if (directory / INDEX_FILE).exists() else None
+    if not is_dir(directory):
+        raise CheckpointError(f"--checkpoint {shown_path(directory)}: not a folder")
+    weight_map = _read_index(directory) if exists(directory / INDEX_FILE) else None
     files = sorted(set(weight_map.values())) if weight_map else sorted(p.name for p in directory.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"--checkpoint {directory}: no *.safetensors files and no {INDEX_FILE}")
     tensors: list[StoredTensor] = []
     for name in files:
-        if weight_map is not None and not (directory / name).is_file():
+        if weight_map is not None and not exists(directory / name):
             raise CheckpointError(f"{directory / INDEX_FILE}: field 'weight_map': {name} is not a file in "
                                   f"{directory}")
         stored = read_safetensors(directory / name)
         if weight_map is not None:
             _check_against_index(directory, name, stored, weight_map)
+        _check_stored_once(directory, name, stored, tensors)
         tensors += stored
     if weight_map is not None and len(tensors) != len(weight_map):
         found = {t.name for t in tensors}
@@ -265,6 +252,15 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
         raise CheckpointError(f"{directory / INDEX_FILE}: field 'weight_map': tensor {_show(missing)} is not "
                               f"in {weight_map[missing]}")
     return Checkpoint(str(directory), tuple(files), tuple(tensors))
+
+
+def _check_stored_once(directory: Path, name: str, stored: list[StoredTensor], before: list[StoredTensor]) -> None:
+    """A tensor stored in two files would be counted twice: refused, naming both files."""
+    seen = {t.name: t.file for t in before}
+    for tensor in stored:
+        if tensor.name in seen:
+            raise CheckpointError(f"--checkpoint {shown_path(directory)}: tensor {_show(tensor.name)} is "
+                                  f"stored in both {_show(seen[tensor.name])} and {_show(name)}")
 
 
 def _check_against_index(directory: Path, name: str, stored: list[StoredTensor], weight_map: dict) -> None:
@@ -293,7 +289,7 @@ FLOAT32_BYTES = 4
 
 def _extra_kind(tensor: StoredTensor, num_hidden_layers: int, upcast: bool) -> str | None:
     match = _LAYER_INDEX.search(tensor.name)
-    if match and int(match.group(1)) >= num_hidden_layers:
+    if match and (len(match.group(1)) > 9 or int(match.group(1)) >= num_hidden_layers):  # never int() of 5,000 digits
         return "extra_layers"
     if tensor.name.endswith(".g_idx"):
         return "gptq_g_idx"
@@ -322,11 +318,11 @@ def compare(checkpoint: Checkpoint, num_hidden_layers: int, formula_bytes: int,
         stored = sum(t.nbytes for t in ts)
         explained = stored * (1 - formula_width / FLOAT32_BYTES) if kind == "kept_in_float32" else stored
         not_in_formula.append({"kind": kind, "what": EXTRA_KINDS[kind], "tensors": len(ts),
-                               "bytes": math.ceil(explained), "examples": [t.name for t in ts[:3]]})
+                               "bytes": math.ceil(explained), "examples": [printable(t.name) for t in ts[:3]]})
     difference = checkpoint.total_bytes - formula_bytes
     return {
-        "directory": checkpoint.directory,
-        "files": list(checkpoint.files),
+        "directory": printable(checkpoint.directory),  # names safe to print on a terminal
+        "files": [printable(f) for f in checkpoint.files],
         "tensors": len(checkpoint.tensors),
         "checkpoint_bytes": checkpoint.total_bytes,
         "bytes_by_dtype": checkpoint.bytes_by_dtype(),

@@ -9,6 +9,9 @@ Imports no SymPy: ``memsym --help`` reads only this and the table.
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 from click.core import ParameterSource
 
@@ -146,3 +149,67 @@ def given(kw: dict) -> dict:
     chosen = {k: v for k, v in kw.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
     rest = {LIBRARY_NAMES.get(k, k): v for k, v in chosen.items() if k not in KNOB_BY_NAME and k not in SHORTCUTS}
     return {**rest, **knob_values(chosen)}
+
+
+# --- the group: every failure one line on stderr, exit status 2 -------------------------------
+EXIT_BAD_INPUT = 2
+
+
+class MemsymGroup(click.Group):
+    """A click group whose every failure is one line on stderr and exit status 2."""
+
+    command_class = SectionedCommand
+
+    def main(self, args=None, prog_name=None, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args=argv, prog_name=prog_name or "memsym", standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:  # --help, --version
+            sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `memsym sweep ... | head -1`: the reader has all it wanted
+            _quiet_stdout()
+            sys.exit(0)
+        except SystemExit as exc:  # click's own EPIPE handling exits 1; memsym exits only 0 or 2
+            if exc.code == 1:
+                _quiet_stdout()
+                sys.exit(0)
+            raise
+        except OSError as exc:  # stdout itself failed (a full disk, /dev/full): one line, not a traceback
+            _fail(f"cannot write the output ({exc.strerror or exc})", argv)
+        except click.exceptions.Abort:
+            _fail("aborted", argv)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), argv)
+        except Exception as exc:  # noqa: BLE001 - the engine's errors and nothing unexpected
+            from engine.errors import MemsymError
+
+            if isinstance(exc, MemsymError):
+                _fail(str(exc), argv)
+            raise
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush meets no closed pipe
+    (the recipe of Python's ``signal`` documentation, "Note on SIGPIPE")."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file descriptor (a test runner)
+        pass
+
+
+def _fail(message: str, argv: list[str]) -> None:
+    from engine.limits import MAX_MESSAGE, message_line
+
+    message = message_line(message, MAX_MESSAGE - len("memsym: error: "))  # one printable line, cut
+    if "--json" in argv:
+        try:
+            click.echo(json.dumps({"error": message}))
+        except OSError:  # stdout is what failed
+            pass
+    click.echo(f"memsym: error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)

@@ -16,6 +16,7 @@ from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
                                   mixer_kinds, qwen_layer_types, where)
 from engine.spec import LayerGroup, ModelSpec, config_bool, config_int, config_int_list, shown
+from engine.validate import check_heads_divide, check_layer_indices, check_spec
 
 
 def parse_llama(config: dict, name: str) -> ModelSpec:
@@ -34,7 +35,7 @@ def parse_llama(config: dict, name: str) -> ModelSpec:
 def parse_qwen2(config: dict, name: str) -> ModelSpec:
     """Qwen2: bias on q, k and v (not o); optional sliding window from ``max_window_layers``."""
     fields = common_fields(config, name)
-    mixers, options = mixer_kinds(config, name, qwen_layer_types(config), qkv_bias=True)
+    mixers, options = mixer_kinds(config, name, qwen_layer_types(config, where(name)), qkv_bias=True)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, where(name)),
@@ -47,7 +48,7 @@ def _qwen3_fields(config: dict, name: str) -> tuple[dict, list[str], dict[str, d
     w = where(name)
     fields = common_fields(config, name, head_dim_default=128)
     bias = config_bool(config, "attention_bias", False, w)
-    mixers, options = mixer_kinds(config, name, qwen_layer_types(config), qkv_bias=bias, out_bias=bias, qk_norm=True)
+    mixers, options = mixer_kinds(config, name, qwen_layer_types(config, where(name)), qkv_bias=bias, out_bias=bias, qk_norm=True)
     fields["tie_word_embeddings"] = config_bool(config, "tie_word_embeddings", False, w)
     return fields, mixers, options
 
@@ -67,7 +68,8 @@ def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
         moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
     )
     step = config_int(config, "decoder_sparse_step", default=1, where=w)
-    dense_only = set(config_int_list(config, "mlp_only_layers", w))
+    dense_only = set(check_layer_indices(w, "mlp_only_layers", config_int_list(config, "mlp_only_layers", w),
+                                         fields["num_hidden_layers"]))
     mlps = ("moe" if i not in dense_only and (i + 1) % step == 0 else "dense" for i in range(len(mixers)))
     return ModelSpec(**fields, layers=layer_groups(mixers, mlps, options, {"dense": {"gated": True}, "moe": moe}))
 
@@ -166,6 +168,7 @@ def parse_gpt2(config: dict, name: str) -> ModelSpec:
     hidden = config_int(config, "n_embd", "hidden_size", where=w)
     heads = config_int(config, "n_head", "num_attention_heads", where=w)
     layers = config_int(config, "n_layer", "num_hidden_layers", where=w)
+    check_heads_divide(w, hidden, heads, "n_embd", "n_head")
     attention = {"qkv_bias": True, "out_bias": True, "fused_qkv": True}
     return ModelSpec(
         name=name,
@@ -190,6 +193,7 @@ def parse_falcon(config: dict, name: str) -> ModelSpec:
     w = where(name)
     hidden = config_int(config, "hidden_size", "n_embd", where=w)
     heads = config_int(config, "num_attention_heads", "n_head", where=w)
+    check_heads_divide(w, hidden, heads, "hidden_size", "num_attention_heads")
     new_arch = config_bool(config, "new_decoder_architecture", False, w)
     if new_arch:
         kv_heads = config_int(config, "num_kv_heads", "n_head_kv", default=heads, where=w)
@@ -245,4 +249,4 @@ def spec_from_config(config: object, name: str = "config.json") -> ModelSpec:
     if parser is None:
         known = ", ".join(sorted(PARSERS))
         raise UnsupportedModelError(f"{where(name)}: model_type {shown(model_type)} is not supported (supported: {known})")
-    return parser(config, name)
+    return check_spec(parser(config, name), where(name))

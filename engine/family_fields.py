@@ -30,6 +30,7 @@ def common_fields(config: dict, name: str, *, head_dim_default: int | None = Non
     if heads % kv_heads:
         raise ConfigError(f"{w}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
     default_head_dim = head_dim_default if head_dim_default is not None else hidden // heads
+    head = config_int(config, "head_dim", default=default_head_dim, where=w)
     return dict(
         name=name,
         model_type=config["model_type"],
@@ -37,12 +38,42 @@ def common_fields(config: dict, name: str, *, head_dim_default: int | None = Non
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        head_dim=config_int(config, "head_dim", default=default_head_dim, where=w),
+        head_dim=head,
         intermediate_size=config_int(config, "intermediate_size", where=w),
         vocab_size=config_int(config, "vocab_size", where=w),
         torch_dtype=checkpoint_dtype(config),
         quantization=config.get("quantization_config") if isinstance(config.get("quantization_config"), dict) else {},
+        **rotary_fields(config, w, head),
     )
+
+
+# rope_scaling types whose cos/sin cache vLLM extends to max_position x factor
+# (vllm/model_executor/layers/rotary_embedding: LinearScalingRotaryEmbedding,
+# DynamicNTKScalingRotaryEmbedding, DeepseekScalingRotaryEmbedding, YaRNScalingRotaryEmbedding).
+SCALED_ROPE_CACHE = ("linear", "dynamic", "yarn", "deepseek_yarn")
+
+
+def rotary_fields(config: dict, where_: str, head: int) -> dict:
+    """Context length and the rotary cos/sin cache's shape, for serving-engine profiles.
+
+    Only serving profiles read these; a malformed value leaves them unknown (None) rather
+    than refusing a config every other profile can use.
+    """
+    try:
+        positions = config_int(config, "max_position_embeddings", default=None, where=where_)
+        scaling = config.get("rope_scaling") if isinstance(config.get("rope_scaling"), dict) else {}
+        cache, factor = positions, scaling.get("factor")
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind in SCALED_ROPE_CACHE and isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor >= 1:
+            base = config_int(scaling, "original_max_position_embeddings", default=positions, where=where_)
+            cache = int(base * factor) if base is not None else None
+        partial = config.get("partial_rotary_factor", 1)
+        if isinstance(partial, bool) or not isinstance(partial, (int, float)) or not 0 < partial <= 1:
+            partial = 1
+        rope = config_int(config, "qk_rope_head_dim", default=int(head * partial), where=where_)
+    except ConfigError:
+        return dict(context_length=None, rope_cache_positions=None, rotary_dim=None)
+    return dict(context_length=positions, rope_cache_positions=cache, rotary_dim=rope)
 
 
 def layer_types(config: dict, name: str, default_types: list[str]) -> list[str]:
@@ -89,10 +120,10 @@ def all_sliding_if_window(config: dict) -> list[str]:
     return [kind] * int(config["num_hidden_layers"])
 
 
-def qwen_layer_types(config: dict) -> list[str]:
+def qwen_layer_types(config: dict, where: str = "config") -> list[str]:
     """Qwen2/Qwen3: layers from ``max_window_layers`` on slide, if ``use_sliding_window``."""
     layers = int(config["num_hidden_layers"])
     if not config.get("use_sliding_window") or config.get("sliding_window") is None:
         return ["full_attention"] * layers
-    first = config_int(config, "max_window_layers", default=layers, minimum=0)
+    first = config_int(config, "max_window_layers", default=layers, minimum=0, where=where)
     return ["sliding_attention" if i >= first else "full_attention" for i in range(layers)]

@@ -2,7 +2,9 @@
 
 The catalog (``engine/data/gpus.json``) records, per GPU, the total memory the driver
 reports to programs (``nvidia-smi``'s ``memory.total``; ``cudaMemGetInfo``'s total), with
-the vendor's datasheet figure and a public log of the reported figure beside it. That total
+the vendor's datasheet figure and a public log of the reported figure beside it, and where a
+public log shows it, the smaller total ``cudaMemGetInfo`` reports (``cuda_total_bytes``:
+H100 80GB HBM3 79.19 GiB against nvidia-smi's 79.65 GiB). The cudaMemGetInfo total
 is what vLLM multiplies by ``--gpu-memory-utilization`` (``vllm/worker/worker.py``,
 ``determine_num_available_blocks``: ``total_gpu_memory * gpu_memory_utilization``).
 
@@ -39,6 +41,9 @@ class GPU:
     datasheet_memory: str
     datasheet_url: str
     reported_source: str | None
+    # what cudaMemGetInfo reports (vLLM's total_memory); None where no public log shows it
+    cuda_total_bytes: int | None = None
+    cuda_total_source: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -51,6 +56,7 @@ def catalog() -> dict[str, GPU]:
             name=row["name"], aliases=tuple(row["aliases"]), product=row["product"],
             memory_bytes=row["memory_bytes"], datasheet_memory=row["datasheet_memory"],
             datasheet_url=row["datasheet_url"], reported_source=row["reported_source"],
+            cuda_total_bytes=row.get("cuda_total_bytes"), cuda_total_source=row.get("cuda_total_source"),
         )
     return out
 

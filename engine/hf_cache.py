@@ -20,11 +20,14 @@ import re
 from pathlib import Path
 from typing import Mapping
 
+from engine.errors import MemsymError
+from engine.files import exists, is_dir, read_regular
+
 # huggingface_hub.utils._validators.validate_repo_id: word characters, '-', '.', one '/',
 # at most 96 characters, no '--' or '..'; ASCII only here.
-_REPO_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_REPO_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*")  # fullmatch: no trailing newline
 MAX_REPO_ID_LENGTH = 96
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")  # a git commit hash, as refs/main holds it
+_COMMIT = re.compile(r"[0-9a-f]{40}")  # fullmatch  # a git commit hash, as refs/main holds it
 MAX_REF_BYTES = 256
 
 
@@ -42,7 +45,7 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
 
 def is_repo_id(text: object) -> bool:
     """True for a well-formed ``ORG/NAME`` Hub repo id."""
-    return (isinstance(text, str) and len(text) <= MAX_REPO_ID_LENGTH and bool(_REPO_ID.match(text))
+    return (isinstance(text, str) and len(text) <= MAX_REPO_ID_LENGTH and bool(_REPO_ID.fullmatch(text))
             and "--" not in text and ".." not in text and not text.endswith((".", "-")))
 
 
@@ -50,11 +53,11 @@ def _repo_folder(cache: Path, repo_id: str) -> Path | None:
     """``models--ORG--NAME``, matched exactly or else case-insensitively (Hub ids are)."""
     name = "models--" + repo_id.replace("/", "--")
     exact = cache / name
-    if exact.is_dir():
+    if is_dir(exact):
         return exact
     try:
         for entry in sorted(cache.iterdir()):
-            if entry.name.lower() == name.lower() and entry.is_dir():
+            if entry.name.lower() == name.lower() and is_dir(entry):
                 return entry
     except OSError:
         return None
@@ -62,25 +65,22 @@ def _repo_folder(cache: Path, repo_id: str) -> Path | None:
 
 
 def _ref_snapshot(repo: Path) -> Path | None:
-    ref = repo / "refs" / "main"
-    try:
-        if not ref.is_file() or ref.stat().st_size > MAX_REF_BYTES:
-            return None
-        commit = ref.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+    try:  # a regular file only, never a FIFO or device; anything unusable is no ref
+        commit = read_regular(repo / "refs" / "main", MAX_REF_BYTES, "a ref").decode("ascii").strip()
+    except (MemsymError, UnicodeDecodeError):
+        return None
+    if not _COMMIT.fullmatch(commit):
         return None
     config = repo / "snapshots" / commit / "config.json"
-    return config if _COMMIT.match(commit) and config.is_file() else None
+    return config if exists(config) else None
 
 
 def _newest_snapshot(repo: Path) -> Path | None:
     try:
-        configs = [d / "config.json" for d in (repo / "snapshots").iterdir() if (d / "config.json").is_file()]
+        configs = [d / "config.json" for d in (repo / "snapshots").iterdir() if exists(d / "config.json")]
+        return max(configs, key=lambda p: (p.stat().st_mtime_ns, p.parent.name)) if configs else None
     except OSError:
         return None
-    if not configs:
-        return None
-    return max(configs, key=lambda p: (p.stat().st_mtime_ns, p.parent.name))
 
 
 def cached_config(repo_id: str, env: Mapping[str, str] | None = None) -> Path | None:

@@ -43,7 +43,14 @@ class _Printer(NumPyPrinter):
     """
 
     def _print_Integer(self, expr):
-        return repr(float(expr))
+        try:
+            value = float(expr)
+        except OverflowError:
+            value = float("inf")
+        if not numpy.isfinite(value):  # never emit `inf`: refused (inputs are bounded, engine/limits.py)
+            raise InputError(f"a constant of about 2^{int(abs(expr.p)).bit_length()} is too large for float64 "
+                             f"code; the model's sizes are out of range")
+        return repr(value)
 
     _print_Rational = _print_Integer
 
@@ -283,7 +290,7 @@ def module_source(mm: MemoryModel) -> str:
 
 def write_module(mm: MemoryModel, path: str) -> str:
     """Write :func:`module_source` to ``path`` through a temporary file and a rename."""
-    from engine.render import write_text
+    from engine.files import write_text
 
     source = module_source(mm)
     write_text(path, source, flag="-o")

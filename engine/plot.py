@@ -74,7 +74,7 @@ def plot(mm: MemoryModel, x: str, axes: dict[str, tuple[int, ...]], path: str, f
     (an :class:`engine.gpus.Budget`) adds the budget line and the solved largest ``x``;
     with several GPUs the terms are per GPU, split evenly as the solve splits them.
     """
-    from engine.render import write_atomically
+    from engine.files import write_atomically
 
     fmt = output_format(path, fmt)
     plt = _pyplot()

@@ -16,14 +16,12 @@ with a known shape a second row gives the term with the model's values substitut
 from __future__ import annotations
 
 import functools
-import os
-import secrets
-from pathlib import Path
+import html
 from typing import Callable
 
 import sympy
 
-from engine.errors import InputError
+from engine.limits import printable
 from engine.model import MemoryModel
 from engine.units import format_bytes
 from formulas import symbols as S
@@ -50,29 +48,6 @@ def render_template(name: str, **context) -> str:
     return environment().get_template(name).render(**context)
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], flag: str = "--output") -> Path:
-    """Create ``path`` through ``write(temporary path)`` and a rename: never a half-written file."""
-    target = Path(path)
-    if target.is_dir():
-        raise InputError(f"{flag}: {str(path)!r} is a directory")
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    except OSError as exc:
-        raise InputError(f"{flag}: cannot write {str(path)!r} ({exc.strerror or exc})") from None
-    finally:
-        try:
-            temporary.unlink(missing_ok=True)
-        except OSError:  # its folder is missing or not a folder: nothing was created
-            pass
-    return target
-
-
-def write_text(path: str | os.PathLike, text: str, flag: str = "--output") -> Path:
-    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), flag)
-
-
 # --- text -------------------------------------------------------------------------------
 _TEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -86,9 +61,15 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_SPECIAL.get(c, c) if c.isascii() and c.isprintable() else "?" for c in str(text))
 
 
+_MARKDOWN_SPECIAL = frozenset("\\`*_[]|#!~")  # CommonMark's inline markup and GFM's cell separator
+
+
 def markdown_escape(text: str) -> str:
-    """Plain text for a Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", r"\|")
+    """Plain text for a Markdown table cell: one line, control characters escaped, HTML
+    (``<``, ``>``, ``&``) as entities and Markdown's markup characters backslash-escaped, so a
+    model name cannot open a tag, a link or a new row."""
+    plain = html.escape(printable(" ".join(str(text).split())), quote=False)
+    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in plain)
 
 
 def latex_expr(expr: sympy.Expr, names: dict[sympy.Symbol, str] | None = None) -> str:

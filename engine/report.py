@@ -221,3 +221,77 @@ def format_sweep(mm, result, as_csv: bool) -> str:
     lines += [f"{row['batch_size']:>10,} {row['seq_len']:>10,} {row['total_bytes']:>22,}  "
               f"{format_bytes(row['total_bytes'])}" for row in rows]
     return "\n".join(lines)
+
+
+# --- memsym serve (engine/serving.py) -------------------------------------------------------
+
+def _vllm_gib(n: int) -> str:
+    """vLLM's ``format_gib``: ``round(bytes / 2**30, 2)`` printed as a Python float."""
+    return str(round(n / 2**30, 2))
+
+
+def vllm_startup_lines(prediction) -> list[str]:
+    """The lines vLLM logs while sizing its KV cache, in its wording and units (GiB)."""
+    v, s = prediction.values, prediction.settings
+    util = f"{float(s.gpu_memory_utilization):.2f}"
+    total_bytes = prediction.values["cuda_total_bytes"]
+    non_kv = v["weights_bytes"] + v["activation_peak_bytes"] + v["non_torch_bytes"] + v["cuda_graph_bytes"]
+    if s.v0:
+        peak = v["weights_bytes"] + v["activation_peak_bytes"]
+        return [
+            f"Loading model weights took {v['weights_bytes'] / 2**30:.4f} GB",
+            f"Memory profiling results: total_gpu_memory={total_bytes / 2**30:.2f}GiB "
+            f"peak_torch_memory={peak / 2**30:.2f}GiB non_torch_memory={v['non_torch_bytes'] / 2**30:.2f}GiB "
+            f"kv_cache_size={v['available_kv_cache_bytes'] / 2**30:.2f}GiB gpu_memory_utilization={util}",
+            f"# GPU blocks: {v['num_gpu_blocks']}",
+            f"Maximum concurrency for {v['max_model_len']} tokens per request: {float(v['max_concurrency']):.2f}x",
+        ]
+    return [
+        f"total_memory={_vllm_gib(total_bytes)}GiB",
+        f"worker requested memory: {_vllm_gib(v['requested_bytes'])}GiB",
+        f"Requested memory: {util} (util), {v['requested_bytes'] / 2**30:.2f} GiB",
+        f"Model loading took {_vllm_gib(v['weights_bytes'])} GiB",
+        f"Total non KV cache memory: {_vllm_gib(non_kv)}GiB; torch peak memory increase: "
+        f"{_vllm_gib(v['activation_peak_bytes'])}GiB; non-torch forward increase memory: "
+        f"{_vllm_gib(v['non_torch_bytes'])}GiB; weights memory: {_vllm_gib(v['weights_bytes'])}GiB.",
+        f"Available KV cache memory: {v['available_kv_cache_bytes'] / 2**30:.2f} GiB",
+        f"GPU KV cache size: {v['kv_cache_tokens']:,} tokens",
+        f"Maximum concurrency for {v['max_model_len']:,} tokens per request: {float(v['max_concurrency']):.2f}x",
+    ]
+
+
+def format_serve(prediction) -> str:
+    """``memsym serve``: vLLM's start-up lines, then every term with its bytes and source."""
+    p, s = prediction, prediction.settings
+    engine = "V0 engine" if s.v0 else "V1 engine"
+    stage = f", pipeline stage {p.worker.stage} of {p.scenario.pp} (the smallest worker)" if p.scenario.pp > 1 else ""
+    lines = [f"{p.spec.name} on vLLM {s.version} ({engine}), tensor_parallel_size={p.scenario.tp}, "
+             f"pipeline_parallel_size={p.scenario.pp}{stage}", f"budget: {p.budget_note}"]
+    if p.max_model_len_note:
+        lines.append(p.max_model_len_note)
+    lines += ["", "predicted start-up log (one worker):"] + ["  " + line for line in vllm_startup_lines(p)]
+    lines += ["", f"{'term':<32} {'bytes':>18}  {'GiB':>8}  source"]
+    ev = p.worker.model.evaluate()
+    sources = p.worker.model.sources
+    for name, value in ev.terms.items():
+        label = ("  " * name.count("/")) + name.split("/")[-1]
+        source = sources.get(name, "")
+        if "/" in name and source == sources.get(name.split("/")[0]):
+            source = ""  # said once, on the parent
+        lines.append(f"{label:<32} {value:>18,}  {value / 2**30:>8.3f}  {source}".rstrip())
+    v = p.values
+    lines.append(f"{'requested':<32} {v['requested_bytes']:>18,}  {v['requested_bytes'] / 2**30:>8.3f}  "
+                 "gpu_memory_utilization x cudaMemGetInfo total")
+    inputs = p.worker.model.inputs
+    lines += ["", f"profile: vllm; max_num_batched_tokens={inputs['max_num_batched_tokens']}, "
+              f"max_num_seqs={inputs['max_num_seqs']}, block_size={inputs['block_size']}, "
+              f"kv cache: {inputs['kv_layout']} at {inputs['kv_cache_bytes']} B/element, "
+              f"weights: {inputs['quantization']} at {inputs['weight_bytes']} B/element",
+              "assumptions: non-torch memory is a named constant (engine/profiles/vllm_settings.py); "
+              "CUDA graphs are not subtracted (vLLM 0.19 default)"]
+    slope = p.to_dict()["d_max_concurrency_d_gpu_memory_utilization"]
+    lines.append(f"d max_concurrency / d gpu_memory_utilization = {slope:,.1f} (block floors relaxed): "
+                 f"+0.01 utilization buys {slope / 100:.2f} requests of {v['max_model_len']:,} tokens")
+    if p.refusal:
+        lines += ["", f"vLLM refuses to start: {p.refusal}"]
+    return "\n".join(lines)

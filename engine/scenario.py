@@ -19,6 +19,7 @@ from typing import Callable
 from engine.errors import InputError
 from engine.units import parse_bytes, parse_fraction
 from formulas import options
+from engine.limits import check_scenario_values
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 LOSS_DTYPE = "float32"  # transformers' loss upcasts logits: ``logits.float()``
@@ -328,6 +329,7 @@ class Scenario:
         if self.offload in ("parameters", "both") and self.zero != 3:
             raise InputError(f"--offload {self.offload} needs --zero 3 (parameters are offloaded by ZeRO-3), "
                              f"got --zero {self.zero}")
+        check_scenario_values(self)  # engine/limits.py: sizes and degrees within their bounds
 
     # --- derived byte widths ------------------------------------------------------------
     def weight_bytes(self) -> Fraction:

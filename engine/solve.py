@@ -382,6 +382,7 @@ def tensor_parallel_degrees(spec, scenario) -> list[int]:
     """Tensor-parallel degrees the model allows: divisors of the heads that pass the builder's checks."""
     from engine.terms import check_degrees
 
+    check_degrees(spec, replace(scenario, tp=1))  # --pp and the rest must fit before any --tp can
     degrees = []
     for t in range(1, spec.num_attention_heads + 1):
         if spec.num_attention_heads % t == 0:

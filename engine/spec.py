@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from engine import limits
 from engine.errors import ConfigError
 from formulas.options import MIXER_KINDS, MLP_KINDS
 
@@ -55,6 +56,7 @@ class LayerGroup:
     @property
     def mlp_args(self) -> dict[str, object]:
         return dict(self.mlp_options)
+from engine.limits import check_config_value, check_list_length
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,10 @@ class ModelSpec:
     norms_per_layer: int = 2
     layer_norm_bias: bool = False  # LayerNorm (weight and bias) rather than RMSNorm
     max_position_embeddings: int | None = None  # set only for learned position tables
+    # rotary position embedding (vLLM's cos/sin cache, formulas/frameworks/vllm.py)
+    context_length: int | None = None  # config max_position_embeddings of a rotary model
+    rope_cache_positions: int | None = None  # rows of the cos/sin cache (scaled by rope_scaling)
+    rotary_dim: int | None = None  # rotary dimensions of one head
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
@@ -125,11 +131,7 @@ MAX_SHOWN = 60  # characters of a bad value an error message repeats
 
 def shown(value: object) -> str:
     """``repr(value)``, cut to a readable length: a 1 MB string makes no 1 MB error line."""
-    try:
-        text = repr(value)
-    except RecursionError:
-        text = f"<{type(value).__name__} nested too deep>"
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+    return limits.shown(value, MAX_SHOWN)
 
 _MISSING = object()
 
@@ -156,7 +158,7 @@ def config_int(config: dict, name: str, *aliases: str, default=_MISSING, minimum
         value = int(value)
     if value < minimum:
         raise ConfigError(f"{where}: field {key!r} must be >= {minimum}, got {shown(value)}")
-    return value
+    return check_config_value(where, key, value)  # engine/limits.py: the bound of this kind of field
 
 
 def config_bool(config: dict, name: str, default: bool, where: str = "config") -> bool:
@@ -176,4 +178,5 @@ def config_int_list(config: dict, name: str, where: str = "config", minimum: int
         return []
     if not isinstance(value, list):
         raise ConfigError(f"{where}: field {name!r} must be a list, got {shown(value)}")
+    check_list_length(where, name, value)
     return [config_int({name: v}, name, minimum=minimum, where=where) for v in value]

@@ -28,6 +28,7 @@ def check_degrees(spec: ModelSpec, scenario: Scenario) -> None:
     checks = [
         ("--tp", scenario.tp, "num_attention_heads", spec.num_attention_heads),
         ("--pp", scenario.pp, "num_hidden_layers", spec.num_hidden_layers),
+        ("--pp x --vpp", scenario.pp * (scenario.vpp or 1), "num_hidden_layers", spec.num_hidden_layers),
     ]
     if scenario.ep > 1:
         checks.append(("--ep", scenario.ep, "num_experts", int(architecture.facts(spec).get(S.num_experts, 1))))

@@ -7,11 +7,12 @@ string ever reaches ``eval`` or ``sympify``.
 
 from __future__ import annotations
 
+import math
 import re
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from engine.errors import InputError
+from engine.limits import BOUNDS, MAX_DIGITS, check_digits, number_shown, shown
 
 UNITS: dict[str, int] = {
     "": 1, "B": 1,
@@ -20,35 +21,51 @@ UNITS: dict[str, int] = {
 }
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+]?\d{1,3})?)\s*([A-Za-z]{0,3})\s*$", re.ASCII)  # ASCII digits only
-MAX_BYTES = 10**21  # a zettabyte: no budget a user means is larger
+MAX_BYTES = BOUNDS["bytes"].high  # a zettabyte: no budget a user means is larger (engine/limits.py)
 
 
 def parse_bytes(text: str, flag: str = "--budget") -> int:
-    """``24GB`` -> 24 * 10^9, ``24GiB`` -> 24 * 2^30, ``80e9`` -> 80 * 10^9 (whole bytes, floored)."""
+    """``24GB`` -> 24 * 10^9, ``24GiB`` -> 24 * 2^30, ``80e9`` -> 80 * 10^9 (whole bytes, floored).
+
+    The number is read exactly (a Fraction of at most 64 characters of text), then floored:
+    ``0.9999...B`` is 0 bytes and so out of range, never rounded up to 1.
+    """
     match = _BUDGET.match(text) if isinstance(text, str) and len(text) < 64 else None
     unit = match.group(2).upper() if match else None
     if match is None or unit not in UNITS:
-        raise InputError(f"{flag}: cannot read {text!r} as a size; use e.g. 24GB, 24GiB, 1.5TB or 80e9 (bytes)")
-    try:
-        number = Decimal(match.group(1)) * UNITS[unit]
-    except InvalidOperation:
-        raise InputError(f"{flag}: cannot read {text!r} as a size") from None
+        raise InputError(f"{flag}: cannot read {shown(text)} as a size; use e.g. 24GB, 24GiB, 1.5TB or 80e9 (bytes)")
+    number = math.floor(Fraction(match.group(1)) * UNITS[unit])
     if number < 1 or number > MAX_BYTES:
         raise InputError(f"{flag}: {text!r} is out of range (1 byte to 10^21 bytes)")
-    return int(number)
+    return number
+
+
+def _scaled(n: int, size: int) -> str:
+    """``n / size`` to 3 decimals: through float while it is exact enough, else exact integers."""
+    if n < 2**53 * size:
+        return f"{n / size:.3f}"
+    thousandths = (2 * n * 1000 + size) // (2 * size)  # round half up, exactly
+    whole, part = divmod(thousandths, 1000)
+    if whole < 10**MAX_DIGITS:
+        return f"{whole}.{part:03d}"
+    exponent = max(whole.bit_length() * 3 // 10 - 1, 0)  # log10 from below: never str() of a huge int
+    while 10 ** (exponent + 1) <= whole:
+        exponent += 1
+    mantissa = whole * 1000 // 10**exponent
+    return f"{mantissa // 1000}.{mantissa % 1000:03d}e{exponent}"
 
 
 def format_bytes(n: int) -> str:
-    """``1192099840`` -> ``'1.192 GB (1.110 GiB)'``; small values in plain bytes."""
+    """``1192099840`` -> ``'1.192 GB (1.110 GiB)'``; small values in plain bytes. Never overflows."""
     if n < 1000:
-        return f"{n} B"
+        return f"{number_shown(n)} B"
     for unit, size in (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
         if n >= size:
-            decimal = f"{n / size:.3f} {unit}"
+            decimal = f"{_scaled(n, size)} {unit}"
             break
     for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
-            return f"{decimal} ({n / size:.3f} {unit})"
+            return f"{decimal} ({_scaled(n, size)} {unit})"
     return decimal
 
 
@@ -63,10 +80,10 @@ def parse_fraction(text, flag: str, *, low: Fraction, high: Fraction, low_open: 
     if isinstance(text, (Fraction, int)) and not isinstance(text, bool):
         value = Fraction(text)
     elif isinstance(text, str) and _DECIMAL_FRACTION.fullmatch(text):
-        value = Fraction(text.strip())
+        value = Fraction(check_digits(text, flag).strip())
     else:
-        raise InputError(f"{flag}: cannot read {text!r} as a number such as 0.9")
+        raise InputError(f"{flag}: cannot read {shown(text)} as a number such as 0.9")
     if value > high or value < low or (low_open and value == low):
         bounds = f"{'(' if low_open else '['}{low}, {high}]"
-        raise InputError(f"{flag} must be in {bounds}, got {text!r}")
+        raise InputError(f"{flag} must be in {bounds}, got {shown(text)}")
     return value

@@ -88,11 +88,21 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     # --- budgets (engine/solve.py) ---------------------------------------------------------
     ("budget_bytes", "M", "usable memory of one GPU (the budget a solve fits within)", "bytes", True),
     ("num_gpus", "N", "GPUs the model is split over evenly (solve num-gpus)", "GPUs", True),
+    # --- serving engine start-up (formulas/frameworks/vllm.py) -----------------------------
+    ("gpu_memory_utilization", "u", "fraction of one GPU's total memory vLLM may use (--gpu-memory-utilization)", "ratio", False),
+    ("cuda_total_bytes", "M_{cuda}", "total memory of one GPU as cudaMemGetInfo reports it", "bytes", True),
+    ("max_num_batched_tokens", "T_{b}", "scheduler token budget per step (vLLM's profile forward)", "tokens", True),
+    ("max_num_seqs", "N_{seq}", "most requests scheduled at once (vLLM's dummy sampler batch)", "sequences", True),
+    ("max_model_len", "L_{max}", "tokens of one request, prompt plus output (--max-model-len)", "tokens", True),
+    ("non_torch_bytes", "C_{nt}", "device memory grown outside torch's allocator during start-up", "bytes", True),
+    ("rotary_positions", "P_{rope}", "rows of the rotary cos/sin cache (positions)", "positions", True),
+    ("rotary_dim", "d_{rope}", "rotary dimensions of one head", "elements", True),
+    ("stage_layers", r"L_{st}", "layers held by one pipeline stage", "layers", True),
 )
 
 
 # Quantities that may be zero (an overhead left off, SGD's empty state); all others are positive.
-_MAY_BE_ZERO = {"reserve_bytes", "allocator_fraction", "comm_buffer_bytes", "optimizer_bytes", "master_weight_bytes"}
+_MAY_BE_ZERO = {"non_torch_bytes", "reserve_bytes", "allocator_fraction", "comm_buffer_bytes", "optimizer_bytes", "master_weight_bytes"}
 
 
 def _declare() -> dict[str, SymbolInfo]:
@@ -157,6 +167,15 @@ allocator_fraction = SYMBOLS["allocator_fraction"].symbol
 comm_buffer_bytes = SYMBOLS["comm_buffer_bytes"].symbol
 budget_bytes = SYMBOLS["budget_bytes"].symbol
 num_gpus = SYMBOLS["num_gpus"].symbol
+gpu_memory_utilization = SYMBOLS["gpu_memory_utilization"].symbol
+cuda_total_bytes = SYMBOLS["cuda_total_bytes"].symbol
+max_num_batched_tokens = SYMBOLS["max_num_batched_tokens"].symbol
+max_num_seqs = SYMBOLS["max_num_seqs"].symbol
+max_model_len = SYMBOLS["max_model_len"].symbol
+non_torch_bytes = SYMBOLS["non_torch_bytes"].symbol
+rotary_positions = SYMBOLS["rotary_positions"].symbol
+rotary_dim = SYMBOLS["rotary_dim"].symbol
+stage_layers = SYMBOLS["stage_layers"].symbol
 
 
 def symbol(name: str) -> sympy.Symbol:

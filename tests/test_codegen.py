@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from engine.errors import InputError
-from engine.render import write_atomically
+from engine.files import write_atomically
 
 POINTS = [(1, 1), (1, 2048), (3, 4097), (64, 131072), (1000, 1_000_000)]
 CASES = [

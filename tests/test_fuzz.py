@@ -324,6 +324,7 @@ def check_cli_run(name: str, argv: list[str], as_json: bool) -> None:
     assert result.exit_code in (0, 2), (where, result.exit_code, result.output)
     if result.exit_code == 2:
         assert result.stderr.startswith("memsym: error: ") and result.stderr.count("\n") == 1, (where, result.stderr)
+        assert len(result.stderr) <= 301 and "\x1b" not in result.stderr, (where, result.stderr)  # 300 + newline
         if "--json" in argv:
             assert "error" in json.loads(result.stdout), (where, result.stdout)
     elif as_json and not {"-h", "--help", "--version"} & set(argv) and result.stdout.strip():

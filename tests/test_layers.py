@@ -35,15 +35,15 @@ FUNCTION_LINES = 70  # functions about 40 lines, never over 70
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("templates.*",),  # no math and no project imports (test_templates_import_nothing_of_the_project)
     ("formulas.*",),
-    ("engine.errors", "engine.units"),
-    ("engine.spec", "engine.family_fields", "engine.families", "engine.families_attention",
+    ("engine.errors", "engine.limits", "engine.units", "engine.files"),
+    ("engine.spec", "engine.validate", "engine.family_fields", "engine.families", "engine.families_attention",
      "engine.families_recurrent", "engine.families_multimodal", "engine.quantization", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache"),
     ("engine.architecture",),
     ("engine.scenario", "engine.model"),
     ("engine.terms", "engine.profiles.*"),
     ("engine.api",),
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
-    ("engine.solve", "engine.analysis", "engine.search", "engine.questions", "engine"),
+    ("engine.solve", "engine.analysis", "engine.search", "engine.questions", "engine.serving", "engine"),
     ("engine.render", "engine.numeric", "engine.sweep", "engine.plot"),
     # engine.cli_options: click options generated from the knob table, sectioned --help
     ("engine.report", "engine.cli_options"),

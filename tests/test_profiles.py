@@ -33,6 +33,11 @@ CASES = {
                               optimizer="paged-adamw8bit")),
         ("llama-2-13b", dict(mode="training", lora_rank=16, weight_quant="nf4", dp=4, zero=3)),
     ],
+    "vllm": [
+        ("llama-3.1-8b", dict(mode="inference", seq_len=8192)),
+        ("gemma-2-9b", dict(mode="inference", tp=2)),
+        ("deepseek-v2-lite", dict(mode="inference", pp=2, kv_cache_dtype="float8")),
+    ],
 }
 # what a placeholder looks like: a repository path or an empty/one-word line
 PLACEHOLDER = re.compile(r"^\s*$|^(formulas|engine)/|\.py\)?$")
@@ -83,7 +88,7 @@ def test_unread_knobs_are_refused_by_name(name, knobs, needle):
 
 
 def test_unknown_profile_names_the_choices():
-    with pytest.raises(InputError, match="megatron, transformers, torchtune, paper"):
+    with pytest.raises(InputError, match="megatron, transformers, torchtune, vllm, paper"):
         build(load_spec("qwen3-0.6b"), Scenario(profile="gpu"))
 
 

@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "megatron": "engine.profiles.megatron",
     "transformers": "engine.profiles.transformers",
     "torchtune": "engine.profiles.torchtune",
+    "vllm": "engine.profiles.vllm",
 }
 # spellings kept for compatibility -> profile name
 ALIASES: dict[str, str] = {"paper": "megatron"}

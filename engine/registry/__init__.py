@@ -2,7 +2,8 @@
 
 Each file in ``models/`` holds one model's published config.json values and where they
 come from (format: ``id``, ``name``, ``hf_repo``, ``source``, ``retrieved_from``,
-``config``). Files are read only when asked for; nothing is loaded at import time and
+``config``; optional ``aliases``: other repo ids with the same shapes, e.g. the instruct
+checkpoint of a base model). Files are read only when asked for; nothing is loaded at import time and
 nothing is fetched from the network.
 """
 
@@ -15,9 +16,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from engine import files
 from engine.errors import ConfigError, UnknownModelError
 from engine.families import spec_from_config
-from engine.spec import ModelSpec, shown
+from engine.limits import cut, printable, shown
+from engine.spec import ModelSpec
 
 MODELS_DIR = Path(__file__).parent / "models"
 MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few KB; refuse anything absurd
@@ -30,6 +33,7 @@ class RegistryEntry:
     hf_repo: str
     source: str
     config: dict
+    aliases: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=1)
@@ -38,7 +42,8 @@ def entries() -> tuple[RegistryEntry, ...]:
     out = []
     for path in sorted(MODELS_DIR.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        out.append(RegistryEntry(data["id"], data["name"], data["hf_repo"], data["source"], data["config"]))
+        out.append(RegistryEntry(data["id"], data["name"], data["hf_repo"], data["source"], data["config"],
+                                 tuple(data.get("aliases", ()))))
     return tuple(out)
 
 
@@ -46,7 +51,7 @@ def find(model_id: str) -> RegistryEntry:
     """The entry whose id or HF repo id is ``model_id`` (case-insensitive)."""
     key = model_id.strip().lower()
     for entry in entries():
-        if key in (entry.id, entry.hf_repo.lower(), entry.name.lower()):
+        if key in (entry.id, entry.hf_repo.lower(), entry.name.lower(), *(a.lower() for a in entry.aliases)):
             return entry
     names = [e.id for e in entries()] + [e.hf_repo for e in entries()]
     close = difflib.get_close_matches(model_id, names, n=3, cutoff=0.5)
@@ -57,23 +62,19 @@ def find(model_id: str) -> RegistryEntry:
 def read_config(path: str | os.PathLike) -> dict:
     """A local config.json as a dict; errors name the file."""
     path = Path(path)
+    if files.is_dir(path):
+        path = path / "config.json"
+    raw = files.read_regular(path, MAX_CONFIG_BYTES, "a config.json", ConfigError)  # no FIFO, no device
     try:
-        if path.is_dir():
-            path = path / "config.json"
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {size} bytes is too large for a config.json")
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"{files.shown_path(path)}: not UTF-8 text") from None
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        raise ConfigError(f"{files.shown_path(path)}: not valid JSON ({cut(printable(exc), 120)})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise ConfigError(f"{files.shown_path(path)}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -86,7 +87,7 @@ def load_spec(model: str | None = None, config_path: str | os.PathLike | None = 
     if (model is None) == (config_path is None):
         raise UnknownModelError("give exactly one of --model ID or --config PATH")
     if config_path is not None:
-        return spec_from_config(read_config(config_path), str(config_path))
+        return spec_from_config(read_config(config_path), files.shown_path(config_path))  # a name safe to print, cut
     try:
         entry = find(model)
     except UnknownModelError as exc:
@@ -108,4 +109,4 @@ def _load_cached(repo_id: str, not_in_registry: UnknownModelError) -> ModelSpec:
     try:
         return spec_from_config(read_config(path), repo_id)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{files.shown_path(path)}: {exc}") from None

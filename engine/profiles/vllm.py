@@ -1,0 +1,287 @@
+"""The ``vllm`` profile: one vLLM V1 worker's start-up memory, as vLLM 0.19 computes it.
+
+``build_worker(spec, scenario, settings, stage)`` gives one pipeline stage's worker as a
+:class:`MemoryModel` whose top-level terms sum to the requested memory: ``weights``,
+``activations`` (the profile run's torch peak increase), ``non_torch``, ``cuda_graphs``
+and ``kv_cache`` (what is left: "Available KV cache memory"). Beside it, the quantities
+vLLM prints from the KV-cache configuration (blocks, "GPU KV cache size" tokens,
+"Maximum concurrency") as expressions in the same symbols. Every formula is in
+formulas/frameworks/vllm.py with the vLLM file and function it follows; every term carries
+its source in ``MemoryModel.sources``.
+
+What each worker holds under tensor (``t``) and pipeline (``p``) parallelism follows
+vLLM's model code: heads, MLP and the vocab-parallel embedding/head split over ``t``;
+layers split by ``vllm/distributed/utils.py`` ``get_pp_indices`` (the remainder goes to
+the stages before the last); the first stage holds the embedding, the last the final norm,
+the LM head (its own copy when tied) and the sampler. The engine sizes every worker's
+cache from the smallest worker (``vllm/v1/core/kv_cache_utils.py`` ``get_kv_cache_configs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import sympy
+
+from engine import architecture
+from engine.errors import InputError
+from engine.model import MemoryModel
+from engine.profiles import Profile
+from engine.profiles.vllm_settings import VllmSettings, check, defaults_for, kv_layout, quant_scheme, serving_dtypes
+from engine.scenario import Scenario
+from engine.spec import ModelSpec
+from formulas import parameters as P
+from formulas import symbols as S
+from formulas import weights as W
+from formulas.frameworks import vllm as F
+from formulas.parallelism import is_per_layer
+
+SOURCES = {
+    "weights": "vllm/v1/worker/gpu_model_runner.py GPUModelRunner.load_model ('Model loading took'): "
+               "parameters as the vLLM model classes allocate them",
+    "weights/embedding": "vllm/model_executor/layers/vocab_parallel_embedding.py VocabParallelEmbedding "
+                         "(rows padded to 64, split over tensor-parallel ranks)",
+    "weights/lm_head": "vocab_parallel_embedding.py ParallelLMHead (rows padded to 64; the last stage's own copy "
+                       "when tied under pipeline parallelism)",
+    "weights/rotary_cache": "vllm/model_executor/layers/rotary_embedding/base.py RotaryEmbedding.__init__ (cos_sin_cache)",
+    "weights/mla_absorbed": "MLACommonImpl.process_weights_after_loading (W_UK_T / W_UV from kv_b_proj)",
+    "activations": "vllm/utils/mem_utils.py memory_profiling (torch_peak_increase) around GPUModelRunner.profile_run",
+    "activations/forward": "GPUModelRunner._dummy_run(max_num_batched_tokens): the largest layer's tensors",
+    "activations/sampler": "GPUModelRunner._dummy_sampler_run over min(max_num_seqs, max_num_batched_tokens) requests",
+    "activations/cublas_workspace": "PyTorch CublasHandlePool.cpp getChosenWorkspaceSize (caching allocator, kept)",
+    "non_torch": "vllm/utils/mem_utils.py memory_profiling (non_torch_increase since the worker's init snapshot)",
+    "cuda_graphs": "vllm/v1/worker/gpu_worker.py determine_available_memory: 0.19 subtracts the CUDA-graph "
+                   "estimate only with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1",
+    "kv_cache": "vllm/v1/worker/gpu_worker.py determine_available_memory: requested - non_kv_cache_memory",
+}
+
+DESCRIPTIONS = {
+    "weights": "weights as vLLM loads them (padded vocab, rotary cache)",
+    "activations": "torch peak increase of the profile run",
+    "activations/forward": "dummy forward of max_num_batched_tokens tokens",
+    "activations/sampler": "dummy sampler: logits and float32 temporaries",
+    "activations/cublas_workspace": "cuBLAS workspace from the caching allocator",
+    "non_torch": "memory outside torch grown during start-up (CUDA modules, NCCL)",
+    "cuda_graphs": "CUDA-graph memory subtracted before the KV cache",
+    "kv_cache": "available KV cache memory",
+}
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker's memory model and the KV-cache quantities vLLM prints for it."""
+
+    stage: int
+    model: MemoryModel
+    quantities: dict[str, sympy.Expr]
+
+    def value(self, name: str):
+        """An exact quantity (int or Rational) with the model's facts substituted."""
+        return self.model.pinned(self.quantities[name])
+
+
+def is_mla(spec: ModelSpec) -> bool:
+    return spec.layer_count(mixer="mla") > 0
+
+
+def stage_layer_counts(num_layers: int, pp: int) -> list[int]:
+    """Layers per pipeline stage: vllm/distributed/utils.py ``get_pp_indices``."""
+    per_stage = [num_layers // pp] * pp
+    for i in range(2, num_layers % pp + 2):
+        per_stage[-i] += 1
+    return per_stage
+
+
+def _stage_tensors(spec: ModelSpec, first: bool, last: bool) -> list[P.WeightTensor]:
+    tensors = architecture.parameter_tensors(spec) + architecture.buffer_tensors(spec)
+    keep = [t for t in tensors if (t.component != "embedding" or first)
+            and (t.component != "lm_head" and t.name != "norm/final" or last)]
+    if last and spec.tie_word_embeddings and not first:  # the last stage's own head
+        keep.append(P.WeightTensor("lm_head", S.vocab_size, S.hidden_size, sympy.Integer(1), parallel="tensor"))
+    return keep
+
+
+def _share(tensor: P.WeightTensor) -> sympy.Expr:
+    share = sympy.Integer(1)
+    if tensor.parallel in ("tensor", "expert"):  # vLLM's TP shards experts too (no expert parallelism)
+        share /= S.tensor_parallel
+    if is_per_layer(tensor):
+        share *= S.stage_layers / S.num_hidden_layers
+    return share
+
+
+def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool) -> dict[str, sympy.Expr]:
+    """weights and weights/<component> of one stage's worker, vocab padded to 64."""
+    padded = {S.vocab_size: F.padded_vocab()}
+    parts: dict[str, sympy.Expr] = {}
+    for t in _stage_tensors(spec, first, last):
+        if t.component in ("embedding", "lm_head"):
+            t = replace(t, rows=t.rows.xreplace(padded))
+        parts[t.component] = parts.get(t.component, 0) + W.tensor_bytes(t, scheme) * _share(t)
+    if spec.rope_cache_positions and spec.rotary_dim:
+        parts["rotary_cache"] = F.rotary_cache_bytes()
+    if is_mla(spec):
+        parts["mla_absorbed"] = S.stage_layers * F.mla_absorbed_bytes()
+    terms = {"weights": sympy.Add(*parts.values())}
+    terms.update({f"weights/{name}": expr for name, expr in parts.items()})
+    return terms
+
+
+def activation_terms(spec: ModelSpec, last: bool, float32: bool = False) -> dict[str, sympy.Expr]:
+    """The profile run's torch peak: the larger of the forward and (last stage) the sampler."""
+    dense = spec.layer_count(mlp="moe") < spec.num_hidden_layers
+    forwards = ([F.dense_forward_peak()] if dense else []) + ([F.moe_forward_peak()] if spec.is_moe else [])
+    forward = sympy.Max(*forwards)
+    kept = F.moe_workspace() if spec.is_moe else sympy.Integer(0)  # the workspace manager keeps it
+    terms = {"activations/forward": forward}
+    peaks = [forward]
+    if last:
+        terms["activations/sampler"] = F.kept_hidden_states() + kept + F.sampler_peak(float32)
+        peaks.append(terms["activations/sampler"])
+    terms["activations/cublas_workspace"] = sympy.Integer(F.CUBLAS_WORKSPACE_BYTES)
+    return {"activations": sympy.Max(*peaks) + F.CUBLAS_WORKSPACE_BYTES, **terms}
+
+
+def kv_quantities(spec: ModelSpec, available: sympy.Expr, sliding_layers: sympy.Expr,
+                  kinds: tuple[bool, bool]) -> dict[str, sympy.Expr]:
+    """Blocks, tokens and concurrency of one worker's KV cache (kv_cache_utils.py).
+
+    One KV-cache group per spec when all layers share one; a hybrid model (full and
+    sliding layers, same page size) gets groups of ``min(full, sliding)`` layers
+    (``_get_kv_cache_groups_uniform_page_size``) and a block spans one layer per group slot.
+    """
+    page = F.mla_page_bytes() if is_mla(spec) else F.attention_page_bytes()
+    full_layers = S.stage_layers - sliding_layers
+    has_full, has_sliding = kinds  # which specs the stage's layers use (structure, from the counts)
+    if not (has_full and has_sliding):
+        group_size, full_groups, sliding_groups = S.stage_layers, sympy.Integer(has_full), sympy.Integer(has_sliding)
+    else:
+        group_size = sympy.Min(full_layers, sliding_layers)
+        full_groups = sympy.ceiling(full_layers / group_size)
+        sliding_groups = sympy.ceiling(sliding_layers / group_size)
+    blocks = F.num_gpu_blocks(available, page, group_size)
+    request = full_groups * F.full_attention_request_blocks()
+    if has_sliding:
+        request += sliding_groups * F.sliding_window_request_blocks()
+    needed = page * full_layers * F.full_attention_request_blocks() if has_full else sympy.Integer(0)
+    if has_sliding:
+        needed += page * sliding_layers * F.sliding_window_request_blocks()
+    return {
+        "page_bytes": page, "layers_per_block": group_size, "num_groups": full_groups + sliding_groups,
+        "num_gpu_blocks": blocks, "kv_cache_tokens": F.kv_cache_tokens(blocks, full_groups + sliding_groups),
+        "request_blocks": request, "max_concurrency": F.max_concurrency(blocks, request),
+        "request_kv_bytes": needed,
+    }
+
+
+def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, stage: int = 0) -> Worker:
+    """The memory model of pipeline stage ``stage``'s worker (every TP rank of it is alike)."""
+    check(spec, scenario, settings)
+    counts = stage_layer_counts(spec.num_hidden_layers, scenario.pp)
+    if not 0 <= stage < scenario.pp:
+        raise InputError(f"stage {stage} is not one of the {scenario.pp} pipeline stages")
+    first, last = stage == 0, stage == scenario.pp - 1
+    terms = weight_terms(spec, quant_scheme(spec, settings), first, last)
+    terms.update(activation_terms(spec, last, settings.dtype == "float32"))
+    terms["non_torch"] = S.non_torch_bytes
+    terms["cuda_graphs"] = sympy.Integer(0)
+    rest = terms["weights"] + terms["activations"] + terms["non_torch"] + terms["cuda_graphs"]
+    terms["kv_cache"] = sympy.floor(F.requested_memory() - rest)
+    num_sliding = spec.layer_count(mixer="sliding_attention")
+    stage_sliding = num_sliding * counts[stage] // spec.num_hidden_layers
+    if num_sliding == spec.num_hidden_layers:
+        stage_sliding = counts[stage]
+    sliding = S.num_sliding_layers if scenario.pp == 1 and num_sliding else sympy.Integer(stage_sliding)
+    kinds = (stage_sliding < counts[stage], stage_sliding > 0)
+    quantities = {"requested_bytes": F.requested_memory(), **kv_quantities(spec, terms["kv_cache"], sliding, kinds)}
+    model = MemoryModel(
+        name=spec.name, mode="inference", terms=terms, facts=_facts(spec, scenario, settings, counts[stage]),
+        descriptions=DESCRIPTIONS, inputs=_inputs(spec, scenario, settings),
+        parameters=P.parameter_count(architecture.parameter_tensors(spec)),
+        active_parameters=P.active_parameter_count(architecture.parameter_tensors(spec)),
+        sources={name: SOURCES.get(name, SOURCES.get(name.split("/")[0], "")) for name in terms},
+    )
+    return Worker(stage, model, quantities)
+
+
+def build_workers(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> list[Worker]:
+    """Every pipeline stage's worker, first to last."""
+    return [build_worker(spec, scenario, settings, stage) for stage in range(scenario.pp)]
+
+
+def _facts(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, layers: int) -> dict:
+    values: dict[sympy.Symbol, sympy.Expr] = dict(architecture.facts(spec))
+    weight_width, kv_width = serving_dtypes(spec, scenario, settings)
+    quant_bytes, scale_bytes, group = W.QUANT_SCHEMES[quant_scheme(spec, settings)]
+    configured = spec.quantization.get("group_size", spec.quantization.get("q_group_size"))
+    if group and isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
+        group = configured  # the checkpoint's own group size (GPTQ/AWQ quantization_config)
+    resolved = defaults_for(spec, scenario, settings)
+    widths = {
+        S.weight_bytes: weight_width, S.activation_bytes: weight_width, S.kv_cache_bytes: kv_width,
+        S.quantized_weight_bytes: quant_bytes or None, S.quant_scale_bytes: scale_bytes or None,
+        S.quant_group_size: group, S.tensor_parallel: scenario.tp, S.pipeline_parallel: scenario.pp,
+        S.block_size: resolved.block_size, S.stage_layers: layers,
+        S.max_num_batched_tokens: resolved.max_num_batched_tokens, S.max_num_seqs: resolved.max_num_seqs,
+        S.max_model_len: resolved.max_model_len, S.gpu_memory_utilization: resolved.gpu_memory_utilization,
+        S.cuda_total_bytes: resolved.cuda_total_bytes, S.non_torch_bytes: resolved.non_torch_bytes(scenario),
+        S.rotary_positions: spec.rope_cache_positions, S.rotary_dim: spec.rotary_dim,
+    }
+    values.update({sym: sympy.Rational(v) for sym, v in widths.items() if v is not None})
+    return values
+
+
+def _inputs(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> dict[str, object]:
+    resolved = defaults_for(spec, scenario, settings)
+    weight_width, kv_width = serving_dtypes(spec, scenario, settings)
+    return {"model": spec.name, "profile": "vllm", "tp": scenario.tp, "pp": scenario.pp,
+            **resolved.as_inputs(), "weight_bytes": str(weight_width), "kv_cache_bytes": str(kv_width),
+            "quantization": quant_scheme(spec, settings), "kv_layout": kv_layout(spec)}
+
+
+def smallest_worker(workers: list[Worker]) -> Worker:
+    """The worker with the fewest blocks (the engine sizes every cache from it); the last
+    stage when blocks are still symbolic."""
+    try:
+        return min(workers, key=lambda w: int(w.value("num_gpu_blocks")))
+    except TypeError:
+        return workers[-1]
+
+
+# memsym weight schemes -> the vLLM --quantization that stores them so
+SCHEME_METHODS = {"none": None, "int4": "gptq", "fp8": "fp8", "nf4": "bitsandbytes"}
+KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "block_size", "tp", "pp"})
+
+
+def settings_from(scenario: Scenario) -> VllmSettings:
+    """vLLM's settings for memsym's knobs: ``--seq-len`` is ``max_model_len``; the GPU's
+    total (``cuda_total_bytes``) stays a symbol, the other flags take vLLM's defaults."""
+    if scenario.weight_quant not in SCHEME_METHODS:
+        raise InputError(f"--profile vllm: --weight-quant {scenario.weight_quant} is not modelled "
+                         f"(choose from {', '.join(SCHEME_METHODS)})")
+    return VllmSettings(
+        max_model_len=scenario.seq_len, block_size=scenario.block_size or VllmSettings.block_size,
+        dtype="float32" if scenario.weight_bytes() == 4 else "auto",
+        kv_cache_dtype="fp8" if scenario.kv_bytes() == 1 else "auto",
+        quantization=SCHEME_METHODS[scenario.weight_quant],
+    )
+
+
+def check_scenario(spec: ModelSpec, scenario: Scenario) -> None:
+    check(spec, scenario, settings_from(scenario))
+
+
+def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
+    """The profile plug-in's entry: the smallest worker under vLLM's defaults."""
+    return smallest_worker(build_workers(spec, scenario, settings_from(scenario))).model
+
+
+PROFILE = Profile(
+    name="vllm",
+    summary="what vLLM 0.19 (V1) computes at start-up: weights, profile-run peak, available KV cache",
+    modes=("inference",),
+    knobs=KNOBS,
+    build=build,
+    check=check_scenario,
+    refusal_note="vLLM's own flags are on 'memsym serve'",
+)

@@ -1,0 +1,208 @@
+"""vLLM's own settings for the ``vllm`` profile: flags, their defaults, and what they resolve to.
+
+Defaults are vLLM's where a flag is not given (vLLM 0.19 for the V1 engine, 0.6 for V0):
+``vllm/engine/arg_utils.py`` ``EngineArgs`` (block size 16, ``gpu_memory_utilization``
+0.9) and ``get_batch_defaults`` for ``vllm serve`` (usage context OPENAI_API_SERVER):
+``max_num_batched_tokens`` 8192 and ``max_num_seqs`` 1024 on a GPU of at least 70 GiB
+that is not an A100, else 2048 and 256. ``max_model_len`` defaults to the model's
+``max_position_embeddings`` (``vllm/config/model.py`` ``_get_and_verify_max_len``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+from engine.errors import InputError
+from engine.scenario import Scenario
+from engine.spec import ModelSpec, shown
+from formulas.dtypes import DTYPE_BYTES
+
+GIB = 2**30
+VERSIONS = ("0.19", "0.6")  # V1 (0.8 and later; 0.19 is the reference) and V0 (0.6.x)
+DTYPES = ("auto", "bfloat16", "half", "float16", "float32")
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+# vLLM --quantization method -> memsym weight scheme (formulas/weights.py)
+QUANTIZATION = {
+    "awq": "int4", "awq_marlin": "int4", "gptq": "int4", "gptq_marlin": "int4", "compressed-tensors": "int4",
+    "fp8": "fp8", "fbgemm_fp8": "fp8", "modelopt": "fp8", "bitsandbytes": "nf4",
+}
+DEFAULT_BLOCK_SIZE = 16  # vllm/config/cache.py CacheConfig.block_size on CUDA
+DEFAULT_UTILIZATION = Fraction(9, 10)  # vllm/config/cache.py CacheConfig.gpu_memory_utilization
+# vllm/engine/arg_utils.py get_batch_defaults (OPENAI_API_SERVER): (tokens, seqs) on large / other GPUs
+LARGE_GPU_BYTES = 70 * GIB
+LARGE_GPU_DEFAULTS = (8192, 1024)
+OTHER_GPU_DEFAULTS = (2048, 256)
+V0_MAX_NUM_SEQS = 256  # vllm 0.6 EngineArgs.max_num_seqs
+V0_MIN_BATCHED_TOKENS = 2048  # vllm 0.6 SchedulerConfig: max(max_model_len, 2048) without chunked prefill
+
+# Memory outside torch's allocator grown from the worker's init snapshot to the end of the
+# profile run (memory_profiling's non_torch_increase): CUDA modules loaded by the first
+# kernels, cuBLAS/cuDNN handles, and with more than one GPU NCCL communicators and the
+# custom all-reduce IPC buffers. Nothing in vLLM's code fixes these sizes; they are what
+# vLLM 0.19 printed on H100 80GB HBM3 ("non-torch forward increase memory": 0.25-0.26 GiB
+# at TP 1, 2.07 GiB at TP 2; llm-d-planner accuracy sweep, PR llm-d-incubation/llm-d-planner#205)
+# and V0's non_torch_memory (it counts the CUDA context too) on an RTX 3090 (0.35 GiB,
+# vllm-project/vllm#10517). Uncertainty: +-0.05 GiB on one GPU; at TP/PP >= 2 the NCCL
+# share depends on the interconnect and the degree (the TP 2 figure is used for all).
+NON_TORCH_ONE_GPU = GIB // 4
+NON_TORCH_MULTI_GPU = 207 * GIB // 100
+NON_TORCH_V0 = 35 * GIB // 100
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """The flags of one ``vllm serve`` line that size memory (None: vLLM's default)."""
+
+    gpu_memory_utilization: Fraction = DEFAULT_UTILIZATION
+    cuda_total_bytes: int | None = None  # None: stays a symbol
+    gpu_name: str | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+    dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
+    quantization: str | None = None
+    enforce_eager: bool = False
+    version: str = VERSIONS[0]
+
+    def __post_init__(self):
+        if not 0 < Fraction(self.gpu_memory_utilization) <= 1:
+            raise InputError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        for flag, value in (("--max-model-len", self.max_model_len), ("--max-num-seqs", self.max_num_seqs),
+                            ("--max-num-batched-tokens", self.max_num_batched_tokens),
+                            ("--block-size", self.block_size), ("--gpu-memory", self.cuda_total_bytes)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{flag} must be a positive integer, got {value!r}")
+        for flag, value, allowed in (("--dtype", self.dtype, DTYPES), ("--kv-cache-dtype", self.kv_cache_dtype,
+                                     KV_CACHE_DTYPES), ("--vllm-version", self.version, VERSIONS)):
+            if value not in allowed:
+                raise InputError(f"{flag}: unknown value {value!r} (choose from {', '.join(allowed)})")
+        if self.quantization is not None and self.quantization not in QUANTIZATION:
+            raise InputError(f"--quantization: {self.quantization!r} is not modelled "
+                             f"(choose from {', '.join(QUANTIZATION)})")
+
+    @property
+    def v0(self) -> bool:
+        return self.version == "0.6"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Settings with vLLM's defaults filled in (None where a value stays a symbol)."""
+
+    gpu_memory_utilization: Fraction
+    cuda_total_bytes: int | None
+    max_model_len: int | None
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    block_size: int
+    enforce_eager: bool
+    version: str
+
+    def non_torch_bytes(self, scenario: Scenario) -> int:
+        if self.version == "0.6":
+            return NON_TORCH_V0
+        return NON_TORCH_MULTI_GPU if scenario.tp * scenario.pp > 1 else NON_TORCH_ONE_GPU
+
+    def as_inputs(self) -> dict[str, object]:
+        out = asdict(self)
+        out["gpu_memory_utilization"] = float(self.gpu_memory_utilization)
+        return out
+
+
+def defaults_for(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> Resolved:
+    """vLLM's value of every setting the formulas read."""
+    max_len = settings.max_model_len or spec.context_length
+    if settings.v0:
+        seqs = settings.max_num_seqs or V0_MAX_NUM_SEQS
+        tokens = settings.max_num_batched_tokens or max(max_len or 0, V0_MIN_BATCHED_TOKENS)
+    else:
+        large = (settings.cuda_total_bytes or 0) >= LARGE_GPU_BYTES and "a100" not in (settings.gpu_name or "")
+        default_tokens, default_seqs = LARGE_GPU_DEFAULTS if large else OTHER_GPU_DEFAULTS
+        tokens = settings.max_num_batched_tokens or default_tokens
+        seqs = settings.max_num_seqs or default_seqs
+    return Resolved(Fraction(settings.gpu_memory_utilization), settings.cuda_total_bytes, max_len, seqs, tokens,
+                    settings.block_size, settings.enforce_eager, settings.version)
+
+
+def serving_dtypes(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> tuple[Fraction, Fraction]:
+    """(bytes per weight/activation element, bytes per KV element) as vLLM resolves them.
+
+    ``--dtype auto`` keeps a 16-bit checkpoint's dtype and runs a float32 one in bfloat16
+    (vllm/config/model.py ``_resolve_auto_dtype``); ``--kv-cache-dtype auto`` is the model
+    dtype, ``fp8*`` one byte (vllm/utils/torch_utils.py ``STR_DTYPE_TO_TORCH_DTYPE``).
+    """
+    width = DTYPE_BYTES["float32"] if settings.dtype == "float32" else DTYPE_BYTES["bfloat16"]
+    kv = width if settings.kv_cache_dtype == "auto" else DTYPE_BYTES["float8"]
+    return width, kv
+
+
+def quant_scheme(spec: ModelSpec, settings: VllmSettings) -> str:
+    """The weight scheme: ``--quantization``, else the checkpoint's ``quant_method``."""
+    method = settings.quantization or spec.quantization.get("quant_method")
+    if method is None:
+        return "none"
+    if method not in QUANTIZATION:
+        raise InputError(f"--quantization: checkpoint quant_method {method!r} is not modelled "
+                         f"(modelled: {', '.join(QUANTIZATION)})")
+    if method == "compressed-tensors":
+        return _compressed_tensors_scheme(spec.quantization)
+    bits = spec.quantization.get("bits", spec.quantization.get("w_bit"))
+    if QUANTIZATION[method] == "int4" and bits == 8:
+        return "int8"
+    return QUANTIZATION[method]
+
+
+def _compressed_tensors_scheme(config: dict) -> str:
+    """compressed-tensors checkpoints name their weights' format per config group:
+    ``{"weights": {"num_bits": 8, "type": "float"}}`` is FP8, ``int`` 4 / 8 bits are the
+    packed int4 (group scales) and int8 (per-channel) layouts."""
+    groups = config.get("config_groups")
+    weights = {}
+    if isinstance(groups, dict) and groups:
+        first = next(iter(groups.values()))
+        weights = first.get("weights") if isinstance(first, dict) and isinstance(first.get("weights"), dict) else {}
+    bits, kind = weights.get("num_bits"), weights.get("type")
+    if kind == "float" and bits == 8:
+        return "fp8"
+    if kind == "int" and bits in (4, 8):
+        return "int4" if bits == 4 else "int8"
+    raise InputError(f"--quantization compressed-tensors: weights {shown(weights)} are not modelled "
+                     "(modelled: 8-bit float, 4- and 8-bit int)")
+
+
+def kv_layout(spec: ModelSpec) -> str:
+    """The KV-cache spec vLLM gives the model's layers (vllm/v1/kv_cache_interface.py)."""
+    sliding = spec.layer_count(mixer="sliding_attention")
+    if spec.layer_count(mixer="mla"):
+        return "MLAAttentionSpec"
+    if sliding == spec.num_hidden_layers:
+        return "SlidingWindowSpec"
+    return "FullAttentionSpec + SlidingWindowSpec" if sliding else "FullAttentionSpec"
+
+
+UNMODELLED_TYPES = ("falcon", "gpt2")  # learned positions / ALiBi-era layouts vLLM sizes differently
+MODELLED_MIXERS = ("attention", "sliding_attention", "mla")
+
+
+def _other_mixers(spec: ModelSpec) -> bool:
+    return any(group.mixer not in MODELLED_MIXERS for group in spec.layers)
+
+
+def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
+    """Refuse what the profile does not describe, naming the flag and value."""
+    if scenario.mode != "inference":
+        raise InputError(f"--profile vllm: --mode {scenario.mode} is not modelled; vLLM serves (inference)")
+    if spec.num_attention_heads % scenario.tp:  # vllm/config/parallel.py: heads split evenly over TP ranks
+        raise InputError(f"--tensor-parallel-size {scenario.tp} does not divide num_attention_heads "
+                         f"{spec.num_attention_heads} of {spec.name}")
+    if scenario.pp > spec.num_hidden_layers:  # get_pp_indices gives every stage a layer at least
+        raise InputError(f"--pipeline-parallel-size {scenario.pp} exceeds num_hidden_layers "
+                         f"{spec.num_hidden_layers} of {spec.name}")
+    if spec.model_type in UNMODELLED_TYPES or spec.max_position_embeddings is not None or _other_mixers(spec):
+        raise InputError(f"--profile vllm: {spec.name} ({spec.model_type}) is not modelled: memsym's vLLM "
+                         "profile covers rotary decoders (Llama, Mistral, Qwen, Gemma-2, Phi-3, MoE, MLA)")
+    if settings.max_model_len is None and spec.context_length is None:
+        raise InputError(f"--max-model-len: {spec.name}'s config has no max_position_embeddings; give one")
