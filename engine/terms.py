@@ -7,6 +7,8 @@ pipeline stage, formulas/parallelism.py); with every degree 1 it is the single-G
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import sympy
 
 from engine import architecture
@@ -168,7 +170,33 @@ def inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
     echoed = {"model": spec.name, **scenario.as_inputs()}
     if scenario.mode == "training":
         echoed["precision"] = scenario.training_bytes()[3]
+        echoed["convention"] = convention(scenario)
     return echoed
+
+
+def _width(nbytes) -> str:
+    return {Fraction(4): "fp32", Fraction(2): "16-bit", Fraction(1): "8-bit"}.get(Fraction(nbytes), f"{nbytes}-byte")
+
+
+def convention(scenario: Scenario) -> str:
+    """The bytes-per-parameter convention of a training scenario, in words: each piece and
+    the sum, e.g. ``zero16: 16-bit weights 2 + 16-bit grads 2 + fp32 master 4 + adamw state 8
+    = 16 B/param``. LoRA: the adapters' state; the frozen base is weights only."""
+    weight, grad, master, name = scenario.training_bytes()
+    if scenario.lora_rank is not None:
+        grad = scenario.adapter_bytes()
+    state = state_bytes_per_parameter(scenario.optimizer, weight if name == "pure" else None)
+    parts = [f"{_width(weight)} weights {weight}", f"{_width(grad)} grads {grad}"]
+    if master:
+        parts.append(f"fp32 master {master}")
+    if state is not None:
+        parts.append(f"{scenario.optimizer} state {float(state):g}")
+        total = f" = {float(weight + grad + master + state):g} B/param"
+    else:
+        parts.append(f"{scenario.optimizer} state (factored)")
+        total = ""
+    trained = " (LoRA: grads and state of the adapters only)" if scenario.lora_rank is not None else ""
+    return f"{name}: " + " + ".join(parts) + total + trained
 
 
 def overhead_terms(peak_without_overhead: sympy.Expr) -> dict[str, sympy.Expr]:

@@ -286,3 +286,17 @@ def test_bitsandbytes_state_matches_the_library():
     doc = json.loads((ROOT / "tests" / "fixtures" / "bnb_state_cpu.json").read_text())
     for row in doc["rows"]:
         assert O.bnb_8bit_state(sympy.Integer(row["numel"])) == row["state_bytes"], row
+
+
+@pytest.mark.parametrize("knobs, expected", [
+    (dict(), "zero16: 16-bit weights 2 + 16-bit grads 2 + fp32 master 4 + adamw state 8 = 16 B/param"),
+    (dict(precision="pure"), "pure: 16-bit weights 2 + 16-bit grads 2 + adamw state 4 = 8 B/param"),
+    (dict(precision="megatron18"), "megatron18: 16-bit weights 2 + fp32 grads 4 + fp32 master 4 + adamw state 8 "
+                                   "= 18 B/param"),
+])
+def test_every_training_output_names_its_bytes_per_parameter(run_cli, knobs, expected):
+    model = build(load_spec("llama-3.1-8b"), Scenario(mode="training", **knobs))
+    assert model.inputs["convention"] == expected
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
+    result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", *args)
+    assert f"profile megatron: {expected}" in result.output
