@@ -224,7 +224,11 @@ def convention(scenario: Scenario) -> str:
     grads = "one parameter's gradient at a time (optimizer in backward)" if scenario.optimizer_in_backward \
         else f"{name} grads"
     trained = "LoRA adapters" if scenario.lora_rank is not None else "every parameter"
-    return f"torchtune {name} (pure, no fp32 master): {name} weights + {grads} + {state}, for {trained}"
+    total = ""
+    if scenario.optimizer not in O.PAGED_OPTIMIZERS and not scenario.optimizer_in_backward:
+        per_parameter = 2 * width + O.state_bytes_per_parameter(scenario.optimizer, width)
+        total = f" = {float(per_parameter):g} B/param"
+    return f"torchtune {name} (pure, no fp32 master): {name} weights + {grads} + {state}{total}, for {trained}"
 
 
 def _inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
