@@ -216,7 +216,7 @@ def test_fsdp2_shards_state_and_gathers_two_layers():
     eight = _tt(dp=8, zero=3).evaluate()
     assert eight.terms["optimizer"] * 8 == one.terms["optimizer"]
     assert eight.terms["gradients"] * 8 == one.terms["gradients"]
-    assert 0 < eight.terms["zero3_gathered"] < one.terms["weights"] / 8
+    assert 0 < eight.terms["zero3_gathered/layers"] < one.terms["weights"] / 8
     assert eight.total_bytes < one.total_bytes
 
 
@@ -300,3 +300,17 @@ def test_every_training_output_names_its_bytes_per_parameter(run_cli, knobs, exp
     args = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
     result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", *args)
     assert f"profile megatron: {expected}" in result.output
+
+
+def test_fsdp2_keeps_the_root_unsharded_and_cpu_offload_moves_the_state():
+    spec = load_spec("llama-3.1-8b")
+    eight = _tt(dp=8, zero=3).evaluate().terms
+    # embedding + lm_head + final norm, bf16, the other ranks' 7/8
+    assert eight["zero3_gathered/root"] == 2 * (2 * 128_256 * 4096 + 4096) * 7 // 8
+    offload = build(spec, Scenario(mode="training", profile="torchtune", batch_size=1, seq_len=512, dp=8, zero=3,
+                                   offload="both")).evaluate()
+    assert offload.terms["weights"] == offload.terms["optimizer"] == offload.terms["gradients"] == 0
+    assert offload.host["optimizer"] == eight["optimizer"]
+    assert offload.terms["zero3_gathered/root"] == 2 * (2 * 128_256 * 4096 + 4096)  # local shard on the host too
+    with pytest.raises(InputError, match="--offload optimizer is not modelled"):
+        _tt(dp=8, zero=3, offload="optimizer")

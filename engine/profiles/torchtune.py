@@ -83,6 +83,10 @@ def _check_mechanisms(spec: ModelSpec, scenario: Scenario) -> None:
     if scenario.weight_quant not in ("none", "nf4") or (scenario.weight_quant == "nf4" and scenario.lora_rank is None):
         raise InputError(f"--profile torchtune: --weight-quant {scenario.weight_quant} is not modelled (QLoRA: "
                          "--weight-quant nf4 with --lora-rank)")
+    if scenario.offload not in ("none", "both") or (scenario.offload == "both" and scenario.dp == 1):
+        raise InputError(f"--profile torchtune: --offload {scenario.offload} is not modelled; the distributed "
+                         "recipes' fsdp_cpu_offload moves parameters, gradients and optimizer state together "
+                         "(--dp N --zero 3 --offload both)")
     if (scenario.dp > 1) != (scenario.zero == 3):
         raise InputError(f"--profile torchtune: --dp {scenario.dp} --zero {scenario.zero} is not a recipe; the "
                          "distributed recipes shard with FSDP2 (--dp N --zero 3), single device is --dp 1")
@@ -105,7 +109,9 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     built.update(_activation_terms(spec, scenario, targets))
     host.update(_host_activations(scenario))
     if scenario.dp > 1:
-        built["zero3_gathered"] = _fsdp_unsharded_layers(spec, scenario)
+        built.update(_fsdp_unsharded(spec, scenario, trained))
+    if scenario.offload == "both":
+        host.update(_cpu_offload(built))
     built["overhead"] = overhead.reserve()
     parameters, active = shared.counts(spec)
     return MemoryModel(
@@ -177,26 +183,53 @@ def _host_activations(scenario: Scenario) -> dict[str, sympy.Expr]:
             + F.head_saved(False) - F.head_saved(True)}
 
 
-def _fsdp_unsharded_layers(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
-    """FSDP2 all-gathers a layer's parameters before its forward and backward and reshards
-    after (``reshard_after_forward=True``); with the next layer prefetched, ``min(2, L)``
-    layers are unsharded at once: the other ranks' ``1 - 1/N_d`` of them
-    (torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py FSDPParamGroup.unshard)."""
-    per_layer = [t for t in architecture.parameter_tensors(spec) if par.is_per_layer(t)]
+def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor]) -> dict[str, sympy.Expr]:
+    """What FSDP2 holds unsharded on a rank (torchtune training/_distributed.py shard_model:
+    ``fully_shard`` per layer, then the root).
+
+    ``layers``: a layer is all-gathered before its forward and backward and resharded after
+    (``reshard_after_forward=True``); with the next one prefetched, ``min(2, L)`` layers at
+    once (FSDPParamGroup.unshard). ``root``: the root module's own parameters (embedding,
+    final norm, output) are not resharded after forward ("The root FSDP state has its value
+    specially set to False", fully_shard's docstring). Both are the other ranks' ``1 - 1/N_d``,
+    or the whole when CPU offload keeps even the local shard on the host. ``gradients``: one
+    layer's unsharded gradients before their reduce-scatter (FSDPParamGroup.post_backward).
+    """
+    other = 1 if scenario.offload == "both" else 1 - 1 / S.data_parallel
+    tensors = architecture.parameter_tensors(spec)
+    per_layer = [t for t in tensors if par.is_per_layer(t)]
     layer_bytes = sympy.Add(*(tensor_bytes(t, scenario.weight_quant) for t in per_layer)) / S.num_hidden_layers
-    live = sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers)
-    return live * layer_bytes * (1 - 1 / S.data_parallel)
+    root = sympy.Add(*(tensor_bytes(t, scenario.weight_quant) for t in tensors if not par.is_per_layer(t)))
+    layer_grads = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers * S.gradient_bytes
+    parts = {"zero3_gathered/layers": sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) * layer_bytes * other,
+             "zero3_gathered/root": root * other,
+             "zero3_gathered/gradients": layer_grads}
+    return {"zero3_gathered": sympy.Add(*parts.values()), **parts}
+
+
+def _cpu_offload(built: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
+    """``fsdp_cpu_offload`` (CPUOffloadPolicy): sharded parameters, gradients and optimizer
+    state live on the host and the optimizer steps there; they leave the device total."""
+    moved = ("weights", "adapters", "gradients", "optimizer", "optimizer_temporaries", "head_gradient",
+             "tied_gradient_sum")
+    host = {name: built[name] for name in moved if name in built}
+    for name in [n for n in built if n.split("/", 1)[0] in host]:
+        built[name] = sympy.Integer(0)
+    return host
 
 
 def _phases(built: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
-    held = tuple(n for n in ("weights", "adapters", "optimizer", "input_ids", "zero3_gathered") if n in built)
+    held = tuple(n for n in ("weights", "adapters", "optimizer", "input_ids", "zero3_gathered/layers",
+                             "zero3_gathered/root") if n in built)
     tied = ("tied_gradient_sum",) if "tied_gradient_sum" in built else ()
+    # FSDP2: a layer's unsharded gradients exist in backward, before their reduce-scatter
+    reduced = ("zero3_gathered/gradients",) if "zero3_gathered/gradients" in built else ()
     phases = {"loss_forward": (*held, "activations/layers", "activations/head", "loss_forward", "overhead"),
               "loss_backward": (*held, "activations", "loss_gradients", "overhead")}
     if "recompute" in built:
         head = ("head_gradient",) if "head_gradient" in built else ()
-        phases["recompute"] = (*held, "activations/layers", "recompute", *head, "overhead")
-    phases["backward_end"] = (*held, "gradients", *tied, "overhead")
+        phases["recompute"] = (*held, "activations/layers", "recompute", *head, *reduced, "overhead")
+    phases["backward_end"] = (*held, "gradients", *tied, *reduced, "overhead")
     phases["optimizer_step"] = (*held, "gradients", "optimizer_temporaries", "overhead")
     return phases
 
@@ -280,17 +313,19 @@ SOURCES: dict[str, str] = {
                      "the embedding's AccumulateGrad, torch/csrc/autograd/input_buffer.cpp)",
     "tied_gradient_sum": "torch autograd input_buffer.cpp: the tied weight's two gradients summed out of place "
                          "(measured on CPU, docs/accuracy.md)",
-    "zero3_gathered": "FSDP2 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py FSDPParamGroup.unshard "
+    "zero3_gathered": "FSDP2 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py FSDPParamGroup.unshard and "
+                      "post_backward, fully_shard.py fully_shard (root not resharded after forward) "
                       "(torchtune training/_distributed.py shard_model)",
     "overhead": shared.SOURCES["overhead"],
 }
 HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314, sec. 3; bitsandbytes/functional.py "
                "get_paged (cudaMallocManaged, outside torch's caching allocator); "
-               "torchtune training/_activation_offloading.py OffloadActivations.pack_tensor (pinned CPU copies)")
+               "torchtune training/_activation_offloading.py OffloadActivations.pack_tensor (pinned CPU copies); "
+               "fsdp_cpu_offload: torch/distributed/fsdp/_fully_shard/_fsdp_api.py CPUOffloadPolicy")
 
 KNOBS = frozenset({
     "batch_size", "seq_len", "dtype", "weight_quant", "recompute", "optimizer", "precision", "reserve_bytes",
-    "dp", "zero", "lora_rank", "lora_targets", "adapter_dtype", "torch_compile", "loss_chunks",
+    "dp", "zero", "offload", "lora_rank", "lora_targets", "adapter_dtype", "torch_compile", "loss_chunks",
     "optimizer_in_backward", "activation_offload",
 })
 
