@@ -314,7 +314,7 @@ SOURCES: dict[str, str] = {
     "tied_gradient_sum": "torch autograd input_buffer.cpp: the tied weight's two gradients summed out of place "
                          "(measured on CPU, docs/accuracy.md)",
     "zero3_gathered": "FSDP2 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py FSDPParamGroup.unshard and "
-                      "post_backward, fully_shard.py fully_shard (root not resharded after forward) "
+                      "post_backward, _fully_shard.py fully_shard (lazy_init sets the root's reshard_after_forward False) "
                       "(torchtune training/_distributed.py shard_model)",
     "overhead": shared.SOURCES["overhead"],
 }
