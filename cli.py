@@ -16,7 +16,7 @@ import json
 import click
 
 from engine import report
-from engine.cli_options import (GENERIC, MemsymGroup, budget_options, free_option, given, grid_options, json_option,
+from engine.cli_options import (GENERIC, MemsymGroup, budget_options, serve_options, free_option, given, grid_options, json_option,
                                 latex_option, model_options, option, scenario_options, symbolic_option)
 from engine.questions import SOLVED_KNOB
 
@@ -350,31 +350,8 @@ def plot(output, **kw):
 # --- memsym serve: vLLM's own flags (engine/serving.py) --------------------------------------
 
 @cli.command()
-@click.option("--model", "served_model", required=True, metavar="ID|ORG/NAME|PATH",
-              help="Registry id, Hugging Face repo id, or a directory holding config.json.")
-@click.option("--tensor-parallel-size", "-tp", "tp", type=click.IntRange(1, 1 << 10), default=1, show_default=True)
-@click.option("--pipeline-parallel-size", "-pp", "pp", type=click.IntRange(1, 1 << 10), default=1, show_default=True)
-@click.option("--max-model-len", default=None, metavar="N|auto",
-              help="Tokens per request  [default: auto, the largest that starts]")
-@click.option("--max-num-seqs", type=click.IntRange(1, 1 << 20), default=None, help="[default: vLLM's for the GPU]")
-@click.option("--max-num-batched-tokens", type=click.IntRange(1, 1 << 24), default=None,
-              help="[default: vLLM's for the GPU]")
-@click.option("--gpu-memory-utilization", default="0.9", show_default=True, metavar="FRACTION")
-@click.option("--kv-cache-dtype", type=click.Choice(("auto", "fp8", "fp8_e4m3", "fp8_e5m2")), default="auto",
-              show_default=True)
-@click.option("--dtype", type=click.Choice(("auto", "bfloat16", "half", "float16", "float32")), default="auto",
-              show_default=True)
-@click.option("--quantization", "-q", default=None, metavar="METHOD", help="awq, gptq, fp8, bitsandbytes, ...")
-@click.option("--block-size", type=click.IntRange(1, 1 << 16), default=16, show_default=True)
-@click.option("--enforce-eager", is_flag=True, help="No CUDA graphs (0.19 does not subtract them either way).")
-@click.option("--vllm-version", type=click.Choice(("0.19", "0.6")), default="0.19", show_default=True,
-              help="0.19: the V1 engine (0.8 and later); 0.6: the V0 engine.")
-@click.option("--gpu", "gpu_name", default=None, metavar="NAME", help="A GPU from 'memsym gpus'.")
-@click.option("--gpu-memory", default=None, metavar="SIZE", help="cudaMemGetInfo total of one GPU, e.g. 79.19GiB.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def serve(served_model, tp, pp, max_model_len, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization,
-          kv_cache_dtype, dtype, quantization, block_size, enforce_eager, vllm_version, gpu_name, gpu_memory,
-          as_json):
+@serve_options
+def serve(served_model, gpu_memory_utilization, vllm_version, as_json, **flags):
     """Predict what vLLM prints at start-up: available KV cache memory, GPU KV cache size
     and maximum concurrency, from the flags of a `vllm serve` line.
 
@@ -388,13 +365,8 @@ def serve(served_model, tp, pp, max_model_len, max_num_seqs, max_num_batched_tok
     from engine.gpus import parse_utilization
     from engine.serving import serve as predict
 
-    prediction = predict(
-        served_model, tp=tp, pp=pp, gpu_name=gpu_name, gpu_memory=gpu_memory, max_model_len=max_model_len,
-        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-        gpu_memory_utilization=parse_utilization(gpu_memory_utilization), kv_cache_dtype=kv_cache_dtype,
-        dtype=dtype, quantization=quantization, block_size=block_size, enforce_eager=enforce_eager,
-        version=vllm_version,
-    )
+    prediction = predict(served_model, gpu_memory_utilization=parse_utilization(gpu_memory_utilization),
+                         version=vllm_version, **flags)
     if as_json:
         click.echo(json.dumps(prediction.to_dict(), indent=2))
     if prediction.refusal:  # one line, as vLLM's own start-up error

@@ -56,7 +56,7 @@ def parameter_tensors(spec: ModelSpec) -> list[P.WeightTensor]:
         for entry, args, count in kinds(spec, axis):
             tensors += entry.tensors(count, **args)
     tensors += P.norm_tensors(spec.norms_per_layer, bias=spec.layer_norm_bias)
-    tensors += P.lm_head_tensors(tied=spec.tie_word_embeddings)
+    tensors += P.lm_head_tensors(tied=spec.tie_word_embeddings, bias=spec.lm_head_bias)
     return P.merged(tensors)
 
 

@@ -213,3 +213,38 @@ def _fail(message: str, argv: list[str]) -> None:
             pass
     click.echo(f"memsym: error: {message}", err=True)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def serve_options(func):
+    """``memsym serve``: the flags of a ``vllm serve`` line, in vLLM's own spellings (engine/serving.py)."""
+    count = click.IntRange
+    return apply_options(func, [
+        option("--model", "served_model", required=True, metavar="ID|ORG/NAME|PATH", group="model",
+               help="Registry id, Hugging Face repo id, or a directory holding config.json."),
+        option("--tensor-parallel-size", "-tp", "tp", type=count(1, 1 << 10), default=1, show_default=True,
+               group="parallelism"),
+        option("--pipeline-parallel-size", "-pp", "pp", type=count(1, 1 << 10), default=1, show_default=True,
+               group="parallelism"),
+        option("--max-model-len", default=None, metavar="N|auto", group="serving",
+               help="Tokens per request  [default: auto, the largest that starts]"),
+        option("--max-num-seqs", type=count(1, 1 << 20), default=None, group="serving",
+               help="[default: vLLM's for the GPU]"),
+        option("--max-num-batched-tokens", type=count(1, 1 << 24), default=None, group="serving",
+               help="[default: vLLM's for the GPU]"),
+        option("--gpu-memory-utilization", default="0.9", show_default=True, metavar="FRACTION", group="serving"),
+        option("--kv-cache-dtype", type=click.Choice(("auto", "fp8", "fp8_e4m3", "fp8_e5m2")), default="auto",
+               show_default=True, group="serving"),
+        option("--dtype", type=click.Choice(("auto", "bfloat16", "half", "float16", "float32")), default="auto",
+               show_default=True, group="serving"),
+        option("--quantization", "-q", default=None, metavar="METHOD", group="serving",
+               help="awq, gptq, fp8, bitsandbytes, ..."),
+        option("--block-size", type=count(1, 1 << 16), default=16, show_default=True, group="serving"),
+        option("--enforce-eager", is_flag=True, group="serving",
+               help="No CUDA graphs (0.19 does not subtract them either way)."),
+        option("--vllm-version", type=click.Choice(("0.19", "0.6")), default="0.19", show_default=True,
+               group="serving", help="0.19: the V1 engine (0.8 and later); 0.6: the V0 engine."),
+        option("--gpu", "gpu_name", default=None, metavar="NAME", group="scenario", help="A GPU from 'memsym gpus'."),
+        option("--gpu-memory", default=None, metavar="SIZE", group="scenario",
+               help="cudaMemGetInfo total of one GPU, e.g. 79.19GiB."),
+        option("--json", "as_json", is_flag=True, help="Machine-readable output.", group="output"),
+    ])

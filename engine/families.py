@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from engine import families_attention as attention_families
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
                                   mixer_kinds, qwen_layer_types, where)
@@ -105,7 +106,7 @@ def _deepseek_moe(config: dict, name: str, layers: int) -> tuple[dict | None, li
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
         moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
         num_shared_experts=config_int(config, "n_shared_experts", default=0, minimum=0, where=w),
-        router_correction_bias=config["model_type"] == "deepseek_v3",
+        router_correction_bias=config["model_type"] in ("deepseek_v3", "kimi_k2"),  # kimi_k2: DeepSeek-V3
     )
     return moe, ["moe" if i >= first and i % freq == 0 else "dense" for i in range(layers)]
 
@@ -235,6 +236,19 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
     "phi3": parse_phi3,
     "gpt2": parse_gpt2,
     "falcon": parse_falcon,
+    "gpt_oss": attention_families.parse_gpt_oss,
+    "gemma3_text": attention_families.parse_gemma3_text,
+    "gemma3": attention_families.parse_gemma3,
+    "gemma": attention_families.parse_gemma,
+    "phi": attention_families.parse_phi,
+    "olmo2": attention_families.parse_olmo2,
+    "smollm3": attention_families.parse_smollm3,
+    "granite": attention_families.parse_granite,
+    "granitemoe": attention_families.parse_granitemoe,
+    "glm4_moe": attention_families.parse_glm4_moe,
+    "qwen2_moe": attention_families.parse_qwen2_moe,
+    "phimoe": attention_families.parse_phimoe,
+    "kimi_k2": parse_deepseek,  # Kimi-K2 is DeepSeek-V3's architecture (DeepseekV3ForCausalLM)
 }
 
 

@@ -101,6 +101,21 @@ def mixer_kinds(config: dict, name: str, default_types: list[str], **attention) 
     return kinds, options
 
 
+ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def attention_kinds(config: dict, name: str, default_types: list[str], **attention) -> tuple[list[str], dict[str, dict]]:
+    """``mixer_kinds`` for a family whose layers are all attention: a ``layer_types`` value
+    other than ``full_attention`` / ``sliding_attention`` (``chunked_attention``,
+    ``linear_attention``, ...) changes shapes or the cache, so it is an error naming it."""
+    types = layer_types(config, name, default_types)
+    unknown = [t for t in types if t not in ATTENTION_LAYER_TYPES]
+    if unknown:
+        raise ConfigError(f"{where(name)}: field 'layer_types' holds {shown(unknown[0])}; model_type "
+                          f"{shown(config.get('model_type'))} has only {' and '.join(ATTENTION_LAYER_TYPES)} layers")
+    return mixer_kinds(config, name, default_types, **attention)
+
+
 def layer_groups(mixers: list[str], mlps, mixer_options: dict[str, dict], mlp_options: dict[str, dict]):
     """One LayerGroup per distinct (mixer, MLP) pair of the per-layer kinds, first seen first."""
     counts: dict[tuple[str, str], int] = {}

@@ -128,8 +128,9 @@ KNOBS: tuple[Knob, ...] = (
          choices=options.MLA_LAYOUTS),
     # kind "profile": the names live in engine/profiles (a layer above), which checks them
     Knob("profile", "--profile", "megatron", "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
-         "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); torchtune: its "
-         "full/LoRA/QLoRA recipes (docs/training.md).", "scenario",
+         "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); deepspeed: "
+         "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP; torchtune: its full/LoRA/QLoRA recipes "
+         "(docs/training.md).", "scenario",
          "profile"),
     Knob("device", "--device", "cuda", "--profile transformers: AdamW is foreach on cuda, single-tensor on cpu.",
          "scenario", choices=options.DEVICES),
@@ -150,9 +151,17 @@ KNOBS: tuple[Knob, ...] = (
          "Training bytes per parameter: zero16, megatron18, deepspeed20, pure, or auto.", "training",
          choices=options.PRECISIONS),
     Knob("zero", "--zero", 0, "ZeRO stage (FSDP full shard = 3, shard-grad-op = 2).", "training", "stage",
-         choices=options.ZERO_STAGES),
+         choices=options.ZERO_STAGES, shortcut=Shortcut(
+             "--distributed-optimizer", 1,
+             "Training: Megatron-LM's --use-distributed-optimizer, fp32 master and moments sharded over --dp "
+             "(= --zero 1).")),
     Knob("offload", "--offload", "none", "Move optimizer state and/or parameters to host memory.", "training",
          choices=options.OFFLOAD),
+    Knob("float8", "--float8", False, "Training: float8 linears (torchao Float8Linear; --profile torchtitan).",
+         "training", "switch"),
+    Knob("float8_all_gather", "--float8-all-gather", False,
+         "With --float8: FSDP all-gathers the float8 linears' weights in fp8 (--profile torchtitan).", "training",
+         "switch"),
     Knob("lora_rank", "--lora-rank", None, "Train LoRA adapters of this rank on a frozen base.", "training",
          "count", symbol="lora_rank", freeable=True),
     Knob("lora_targets", "--lora-targets", None, "Comma-separated modules to adapt (q_proj,v_proj,...; "
@@ -314,6 +323,9 @@ class Scenario:
     # overheads beyond reserve_bytes (formulas/overhead.py)
     allocator_fraction: Fraction = Fraction(0)
     comm_buffer_bytes: int = 0
+    # float8 linears (torchao Float8Linear) and their FSDP all-gather in fp8 (torchtitan profile)
+    float8: bool = False
+    float8_all_gather: bool = False
     # which framework's allocations the formulas describe (engine/profiles/, which checks the name)
     profile: str = "megatron"
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU

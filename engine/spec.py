@@ -82,6 +82,7 @@ class ModelSpec:
     norms_per_layer: int = 2
     layer_norm_bias: bool = False  # LayerNorm (weight and bias) rather than RMSNorm
     max_position_embeddings: int | None = None  # set only for learned position tables
+    lm_head_bias: bool = False  # Phi, PhiMoE: the output projection has a bias
     # rotary position embedding (vLLM's cos/sin cache, formulas/frameworks/vllm.py)
     context_length: int | None = None  # config max_position_embeddings of a rotary model
     rope_cache_positions: int | None = None  # rows of the cos/sin cache (scaled by rope_scaling)

@@ -25,13 +25,15 @@ from formulas.optimizer import state_bytes_per_parameter
 from formulas.weights import QUANT_SCHEMES
 
 
-def check_degrees(spec: ModelSpec, scenario: Scenario) -> None:
-    """Parallel degrees must divide what they split (Megatron-LM's own checks)."""
-    checks = [
-        ("--tp", scenario.tp, "num_attention_heads", spec.num_attention_heads),
-        ("--pp", scenario.pp, "num_hidden_layers", spec.num_hidden_layers),
-        ("--pp x --vpp", scenario.pp * (scenario.vpp or 1), "num_hidden_layers", spec.num_hidden_layers),
-    ]
+def check_degrees(spec: ModelSpec, scenario: Scenario, uneven_pp: bool = False) -> None:
+    """Parallel degrees must divide what they split (Megatron-LM's own checks); ``uneven_pp``:
+    the profile splits layers unevenly (its own rule), so ``--pp`` need not divide them."""
+    checks = [("--tp", scenario.tp, "num_attention_heads", spec.num_attention_heads)]
+    if not uneven_pp:
+        checks += [
+            ("--pp", scenario.pp, "num_hidden_layers", spec.num_hidden_layers),
+            ("--pp x --vpp", scenario.pp * (scenario.vpp or 1), "num_hidden_layers", spec.num_hidden_layers),
+        ]
     if scenario.ep > 1:
         checks.append(("--ep", scenario.ep, "num_experts", int(architecture.facts(spec).get(S.num_experts, 1))))
     for flag, degree, field, value in checks:

@@ -7,7 +7,7 @@ tuple and the table it names agree.
 MODES = ("inference", "training")
 ATTENTION = ("sdpa", "eager")  # fused kernels (no score matrix) vs materialised scores
 LOGITS_MODES = ("all", "last")
-RECOMPUTE_MODES = ("none", "selective", "full")
+RECOMPUTE_MODES = ("none", "selective", "full", "op")  # op: torchtitan's per-op SelectiveAC
 # layer kinds: the entries of formulas/layers/ (MIXERS, MLPS)
 MIXER_KINDS = ("attention", "sliding_attention", "mla")
 MLP_KINDS = ("dense", "moe", "none")

@@ -88,3 +88,16 @@ def zero_partition(stage: int, what: str) -> sympy.Expr:
     master copy), stage 2 also gradients, stage 3 also parameters, each over ``N_d``."""
     first_stage = {"optimizer": 1, "master_weights": 1, "gradients": 2, "weights": 3}[what]
     return 1 / data_parallel if stage >= first_stage else sympy.Integer(1)
+
+
+def megatron_first_stage_layers(num_layers: int, stages: int) -> int | None:
+    """Transformer layers on Megatron-LM's first stage when ``stages`` does not divide
+    ``num_layers``: the split with ``--account-for-embedding-in-pipeline-split`` and
+    ``--account-for-loss-in-pipeline-split`` (the embedding and the loss count as one layer
+    each; ``megatron/core/transformer/transformer_block.py`` ``get_num_layers_to_build``), else
+    with the embedding's alone; None when neither divides (Megatron then needs
+    ``--decoder-first-pipeline-num-layers``)."""
+    for extra in (2, 1):  # embedding and loss, then the embedding only
+        if (num_layers + extra) % stages == 0:
+            return (num_layers + extra) // stages - 1
+    return None

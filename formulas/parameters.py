@@ -81,9 +81,13 @@ def embedding_tensors(learned_positions: bool = False) -> list[WeightTensor]:
     return tensors
 
 
-def lm_head_tensors(tied: bool) -> list[WeightTensor]:
-    """Output projection ``V x h``; none when tied to the token embedding."""
-    return [] if tied else [WeightTensor("lm_head", vocab_size, hidden_size, ONE, parallel="tensor")]
+def lm_head_tensors(tied: bool, bias: bool = False) -> list[WeightTensor]:
+    """Output projection ``V x h``; none when tied to the token embedding. Phi and PhiMoE
+    add a bias of ``V`` (transformers' ``PhiForCausalLM.lm_head``, ``lm_head_bias``)."""
+    tensors = [] if tied else [WeightTensor("lm_head", vocab_size, hidden_size, ONE, parallel="tensor")]
+    if bias:
+        tensors.append(WeightTensor("lm_head/bias", vocab_size, ONE, ONE, parallel="tensor"))
+    return tensors
 
 
 def norm_tensors(per_layer: int, *, bias: bool = False, final: bool = True) -> list[WeightTensor]:

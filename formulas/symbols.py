@@ -54,6 +54,7 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     ("num_experts_per_tok", "k_{e}", "routed experts active per token", "experts", True),
     ("num_shared_experts", "E_{sh}", "shared (always active) experts per MoE layer", "experts", True),
     ("moe_intermediate_size", "f_{e}", "intermediate size of one expert", "elements", True),
+    ("shared_expert_intermediate_size", "f_{sh}", "intermediate size of the one shared expert (Qwen2-MoE)", "elements", True),
     # --- multi-head latent attention (DeepSeek-V2/V3) -----------------------------------
     ("q_lora_rank", "r_{q}", "rank of the compressed query (MLA)", "elements", True),
     ("kv_lora_rank", "r_{kv}", "rank of the compressed key/value latent (MLA)", "elements", True),
@@ -139,6 +140,7 @@ num_experts = SYMBOLS["num_experts"].symbol
 num_experts_per_tok = SYMBOLS["num_experts_per_tok"].symbol
 num_shared_experts = SYMBOLS["num_shared_experts"].symbol
 moe_intermediate_size = SYMBOLS["moe_intermediate_size"].symbol
+shared_expert_intermediate_size = SYMBOLS["shared_expert_intermediate_size"].symbol
 q_lora_rank = SYMBOLS["q_lora_rank"].symbol
 kv_lora_rank = SYMBOLS["kv_lora_rank"].symbol
 qk_nope_head_dim = SYMBOLS["qk_nope_head_dim"].symbol

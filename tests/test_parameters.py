@@ -30,7 +30,9 @@ def _spec(model_id):
 
 
 def test_registry_holds_the_fourteen_models():
-    assert sorted(e.id for e in entries()) == sorted(REGISTRY_IDS)
+    """The fourteen measured in transformers_ground_truth.json; the families of issue 13 add
+    more (tests/test_families_attention.py checks those against their own fixture)."""
+    assert set(REGISTRY_IDS) <= {e.id for e in entries()}
 
 
 @pytest.mark.parametrize("model_id", REGISTRY_IDS)

@@ -33,6 +33,14 @@ CASES = {
                               optimizer="paged-adamw8bit")),
         ("llama-2-13b", dict(mode="training", lora_rank=16, weight_quant="nf4", dp=4, zero=3)),
     ],
+    "deepspeed": [
+        ("llama-3.1-8b", dict(mode="training", zero=2, dp=8)),
+        ("llama-3.1-8b", dict(mode="training", zero=3, dp=8, offload="both", recompute="full")),
+    ],
+    "torchtitan": [
+        ("llama-3.1-8b", dict(mode="training", dp=8, tp=2, recompute="op", float8=True, float8_all_gather=True)),
+        ("llama-3.1-8b", dict(mode="training", dp=8, pp=4, zero=3, offload="both", recompute="full")),
+    ],
     "vllm": [
         ("llama-3.1-8b", dict(mode="inference", seq_len=8192)),
         ("gemma-2-9b", dict(mode="inference", tp=2)),
@@ -88,8 +96,10 @@ def test_unread_knobs_are_refused_by_name(name, knobs, needle):
 
 
 def test_unknown_profile_names_the_choices():
-    with pytest.raises(InputError, match="megatron, transformers, torchtune, vllm, paper"):
+    # every profile, then the aliases (the list grows with the registry)
+    with pytest.raises(InputError, match=re.escape(", ".join(profiles.names()))):
         build(load_spec("qwen3-0.6b"), Scenario(profile="gpu"))
+    assert profiles.names()[:2] == ("megatron", "transformers") and profiles.names()[-1] == "paper"
 
 
 def test_cli_refuses_device_under_megatron(run_cli):

@@ -93,10 +93,17 @@ def test_every_mla_layout_has_its_own_cache_row_and_others_are_refused():
 def test_every_recompute_mode_has_its_own_row_and_others_are_refused():
     """formulas/activations.py gives each name in options.RECOMPUTE_MODES a distinct Table 2
     row (Korthikanti et al. 2022, arXiv:2205.05198), and refuses names outside the tuple."""
-    rows = {mode: activations.korthikanti_layer(mode) for mode in options.RECOMPUTE_MODES}
+    rows = {mode: activations.korthikanti_layer(mode) for mode in activations.KORTHIKANTI_MODES}
     assert len(set(rows.values())) == len(rows) == 3
     with pytest.raises(ValueError, match="unknown recompute mode 'partial'"):
         activations.korthikanti_layer("partial")
+    # "op" is torchtitan's per-op policy: its own row, not a Table 2 one
+    from formulas.frameworks import torchtitan
+
+    assert set(options.RECOMPUTE_MODES) == {*activations.KORTHIKANTI_MODES, "op"}
+    with pytest.raises(ValueError, match="unknown recompute mode 'op'"):
+        activations.korthikanti_layer("op")
+    assert len({torchtitan.block_saved(mode) for mode in torchtitan.AC_MODES}) == 3
 
 
 def test_symbols_have_latex_meaning_and_unit():

@@ -289,7 +289,8 @@ def test_bitsandbytes_state_matches_the_library():
 
 
 @pytest.mark.parametrize("knobs, expected", [
-    (dict(), "zero16: 16-bit weights 2 + 16-bit grads 2 + fp32 master 4 + adamw state 8 = 16 B/param"),
+    (dict(precision="zero16"), "zero16: 16-bit weights 2 + 16-bit grads 2 + fp32 master 4 + adamw state 8 "
+                               "= 16 B/param"),
     (dict(precision="pure"), "pure: 16-bit weights 2 + 16-bit grads 2 + adamw state 4 = 8 B/param"),
     (dict(precision="megatron18"), "megatron18: 16-bit weights 2 + fp32 grads 4 + fp32 master 4 + adamw state 8 "
                                    "= 18 B/param"),

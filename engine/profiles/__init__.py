@@ -27,6 +27,8 @@ REGISTRY: dict[str, str] = {
     "transformers": "engine.profiles.transformers",
     "torchtune": "engine.profiles.torchtune",
     "vllm": "engine.profiles.vllm",
+    "deepspeed": "engine.profiles.deepspeed",
+    "torchtitan": "engine.profiles.torchtitan",
 }
 # spellings kept for compatibility -> profile name
 ALIASES: dict[str, str] = {"paper": "megatron"}

@@ -79,8 +79,8 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
         if scenario.precision not in ("auto", "pure"):
             raise InputError(f"--profile transformers: --precision {scenario.precision} is not modelled; the "
                              "profile trains in the model's dtype (pure)")
-        if scenario.recompute == "selective":
-            raise InputError("--profile transformers: --recompute selective does not exist in transformers; "
+        if scenario.recompute in ("selective", "op"):
+            raise InputError(f"--profile transformers: --recompute {scenario.recompute} does not exist in transformers; "
                              "use none or full (--gradient-checkpointing)")
 
 

@@ -4,7 +4,10 @@ cached token (Vaswani et al. 2017; GQA, Ainslie et al. 2023; MQA when ``a_kv = 1
 Options: ``qkv_bias``, ``out_bias`` (Llama's ``attention_bias``, Qwen2's q/k/v bias),
 ``qk_norm`` (Qwen3's RMSNorms on queries and keys), ``fused_qkv`` (Phi-3, GPT-2, Falcon)
 and ``expanded_kv_cache`` (transformers' Falcon with ``new_decoder_architecture`` caches
-K and V repeated to every query head).
+K and V repeated to every query head); ``qk_norm_full`` (OLMo-2: the norms span the whole
+query and key projections, ``a d`` and ``a_kv d``, not one head), ``qk_norm_bias`` (Phi's
+LayerNorms on queries and keys) and ``sinks`` (gpt-oss: one learned sink logit per head,
+``GptOssAttention.sinks`` in transformers' modeling_gpt_oss.py). None changes the cache.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sympy
 
 from formulas import activations, kv_cache
 from formulas import parallelism as par
-from formulas.parameters import WeightTensor, linear, norm
+from formulas.parameters import ONE, WeightTensor, linear, norm
 from formulas.symbols import head_dim, hidden_size, num_attention_heads, num_key_value_heads, tensor_parallel
 
 KIND = "attention"
@@ -30,6 +33,9 @@ def tensors(
     qk_norm: bool = False,
     fused_qkv: bool = False,
     expanded_kv_cache: bool = False,
+    qk_norm_full: bool = False,
+    qk_norm_bias: bool = False,
+    sinks: bool = False,
 ) -> list[WeightTensor]:
     """Attention of ``layers`` layers.
 
@@ -49,8 +55,11 @@ def tensors(
         out += linear("attention/v_proj", kv_rows, hidden_size, layers, qkv_bias)
     out += linear("attention/o_proj", hidden_size, q_rows, layers, out_bias)
     if qk_norm:
-        out += norm("norm/q_norm", head_dim, layers)
-        out += norm("norm/k_norm", head_dim, layers)
+        q_width, k_width = (q_rows, kv_rows) if qk_norm_full else (head_dim, head_dim)
+        out += norm("norm/q_norm", q_width, layers, qk_norm_bias)
+        out += norm("norm/k_norm", k_width, layers, qk_norm_bias)
+    if sinks:  # one logit per query head, split with the heads
+        out.append(WeightTensor("attention/sinks", num_attention_heads, ONE, layers, parallel="tensor"))
     return out
 
 

@@ -1,0 +1,244 @@
+"""The ``torchtitan`` profile: FSDP2 with mixed precision, TP/SP, PP with torchtitan's split,
+CP, per-op selective and full activation checkpointing, float8 linears.
+
+Per GPU of the first pipeline stage (:mod:`formulas.frameworks.torchtitan`):
+
+- ``weights``, ``gradients``, ``optimizer``: fp32 parameters, their fp32 gradients and the
+  AdamW moments, sharded over the FSDP degree ``N_d`` (``fully_shard`` per block, the
+  embedding, norm + output);
+- ``fsdp_gathered``: bf16 unsharded parameters alive at the start of backward: without PP the
+  last block and the prefetched one, and ``[norm, lm_head]`` (never resharded after forward);
+  with PP every block of the stage and the embedding (``reshard_after_forward`` is off with
+  PP: ``get_fsdp_reshard_after_forward_policy``); ``--float8-all-gather`` gathers linear
+  weights in fp8;
+- ``fsdp_unsharded_gradients`` (PP): gradients accumulated unsharded in fp32 over the
+  micro-batches until the last one reduce-scatters (``set_requires_gradient_sync(False)``);
+- ``activations``: what each block saves (``--recompute none|op|full``), the first stage's
+  in-flight micro-batches (1F1B: ``p``; interleaved: Megatron's penalty), the loss's fp32
+  log-softmax without PP;
+- ``fsdp_reduce_scatter``: one block's unsharded gradients and their fp32 reduce-scatter copy.
+
+Phases: ``backward`` (its start: activations and the loss's gradients at their peak),
+``head_backward`` (no PP: the loss's temporaries freed, the head's gradients made) and
+``backward_end`` (every gradient shard, one reduce-scatter in flight). The fused AdamW step (``implementation =
+"fused"``) makes no temporaries. ``--offload both`` is FSDP2's ``CPUOffloadPolicy``
+(``training.enable_cpu_offload``): parameters, gradients and the step on the CPU.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from engine import architecture, terms
+from engine.errors import InputError
+from engine.model import MemoryModel
+from engine.profiles import Profile
+from engine.scenario import Scenario
+from engine.spec import ModelSpec
+from formulas import parallelism as par
+from formulas import symbols as S
+from formulas.frameworks import torchtitan as F
+from formulas.optimizer import FACTORED_OPTIMIZERS
+from formulas.parameters import WeightTensor
+
+
+def check(spec: ModelSpec, scenario: Scenario) -> None:
+    terms.check_degrees(spec, scenario, uneven_pp=True)
+    llama_like = all(g.mixer == "attention" and g.mlp == "dense" and g.mlp_args.get("gated", True)
+                     for g in spec.layers)
+    if not llama_like:
+        raise InputError(f"--profile torchtitan: {spec.name} ({spec.architecture}) is not modelled; the profile "
+                         "covers dense Llama-3-style decoders (SwiGLU, no sliding window)")
+    refusals = [
+        (scenario.recompute not in F.AC_MODES, f"--recompute {scenario.recompute}", "torchtitan has none, op, full"),
+        (scenario.attention == "eager", "--attention eager", "torchtitan runs SDPA or flex attention"),
+        (scenario.zero not in (0, 3), f"--zero {scenario.zero}", "FSDP2 fully_shard is ZeRO-3 (--zero 3 or none)"),
+        (scenario.offload not in ("none", "both"), f"--offload {scenario.offload}",
+         "FSDP2's CPUOffloadPolicy moves parameters, gradients and the step together: --offload both"),
+        (scenario.precision != "auto", f"--precision {scenario.precision}",
+         "FSDP2 keeps fp32 parameters and casts to --dtype (mixed_precision_param)"),
+        (scenario.optimizer in FACTORED_OPTIMIZERS, f"--optimizer {scenario.optimizer}", "not a torch.optim choice"),
+        (scenario.float8_all_gather and not scenario.float8, "--float8-all-gather", "it needs --float8"),
+        (scenario.pp > 1 and not _splits(spec, scenario),
+         f"--pp {scenario.pp}" + (f" --vpp {scenario.vpp}" if scenario.vpp else ""),
+         f"torchtitan's split (_generate_llm_fqn_per_model_part) leaves a stage no layer of "
+         f"{spec.num_hidden_layers}"),
+    ]
+    for refused, what, why in refusals:
+        if refused:
+            raise InputError(f"--profile torchtitan: {what} is not modelled ({why})")
+
+
+def _splits(spec: ModelSpec, scenario: Scenario) -> bool:
+    """torchtitan's own checks: at least one effective layer per stage, and the embedding's
+    and output's weights within the smallest stage; rank 0 keeps a transformer layer."""
+    stages = scenario.pp * (scenario.vpp or 1)
+    per_stage = (spec.num_hidden_layers + F.FIRST_STAGE_LESS_LAYERS + F.LAST_STAGE_LESS_LAYERS) // stages
+    limit = max(F.FIRST_STAGE_LESS_LAYERS, F.LAST_STAGE_LESS_LAYERS)
+    return per_stage >= limit and per_stage >= 1 and _rank_layers(spec, scenario) >= 1
+
+
+def _rank_layers(spec: ModelSpec, scenario: Scenario) -> int:
+    virtual = scenario.vpp if scenario.pp > 1 and scenario.vpp is not None else 1
+    return F.first_stage_layers(spec.num_hidden_layers, scenario.pp, virtual)
+
+
+def _tp_share(t: WeightTensor) -> sympy.Expr:
+    """Fraction of one tensor (all its layers) a tensor rank holds: the share without PP."""
+    return par.gpu_share(t) * (S.pipeline_parallel if par.is_per_layer(t) else 1)
+
+
+def _stage_tensors(spec: ModelSpec, scenario: Scenario) -> tuple[list[WeightTensor], sympy.Expr]:
+    """(tensors on the first stage, the fraction of the per-layer tensors it holds)."""
+    tensors = terms.first_stage(architecture.parameter_tensors(spec), scenario)
+    layers = _rank_layers(spec, scenario)
+    return tensors, sympy.Rational(layers, spec.num_hidden_layers)
+
+
+def _count(tensors, fraction, per_layer: bool | None = None, linear_only: bool = False) -> sympy.Expr:
+    total = sympy.Integer(0)
+    for t in tensors:
+        if per_layer is not None and par.is_per_layer(t) != per_layer:
+            continue
+        if linear_only and not t.quantizable:
+            continue
+        total += t.numel * _tp_share(t) * (fraction if par.is_per_layer(t) else 1)
+    return total
+
+
+def _gathered(spec: ModelSpec, scenario: Scenario, tensors, fraction) -> sympy.Expr:
+    """bf16 (fp8 for float8-gathered linears) unsharded parameters at the start of backward."""
+    width, fp8 = S.weight_bytes, scenario.float8_all_gather
+    linear_width = F.FP8_BYTES if fp8 else width
+    block = _count(tensors, 1 / S.num_hidden_layers, per_layer=True)
+    block_linear = _count(tensors, 1 / S.num_hidden_layers, per_layer=True, linear_only=True)
+    blocks = _rank_layers(spec, scenario) if scenario.pp > 1 else par.ZERO3_LIVE_LAYERS
+    blocks = sympy.Min(blocks, S.num_hidden_layers)
+    per_block = width * (block - block_linear) + linear_width * block_linear
+    # pp == 1: [norm, lm_head] is never resharded after forward (tied: with the embedding);
+    # pp > 1: the first stage's embedding unit is not resharded either
+    kept = [t for t in tensors if not par.is_per_layer(t)]
+    if scenario.pp == 1 and not spec.tie_word_embeddings:
+        kept = [t for t in kept if t.component != "embedding"]
+    outer = sympy.Integer(0)
+    for t in kept:
+        outer += (linear_width if t.component == "lm_head" else width) * t.numel * _tp_share(t)
+    return blocks * per_block + outer
+
+
+def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
+    tokens = F.tokens() / (S.tensor_parallel * S.context_parallel)
+    layers = _rank_layers(spec, scenario)
+    in_flight = sympy.Integer(1)
+    if scenario.pp > 1:
+        in_flight = par.pipeline_in_flight() if scenario.vpp is not None else S.pipeline_parallel
+    parts = {"activations/layers": F.block_saved(scenario.recompute) * tokens * layers * in_flight,
+             "activations/input_ids": 8 * F.tokens() / S.context_parallel * in_flight}
+    if scenario.recompute == "full":  # backward rebuilds one block
+        parts["activations/recomputed"] = F.block_saved("none") * tokens
+    if scenario.pp == 1:  # loss parallel keeps the vocabulary sharded over tensor ranks
+        parts["activations/logits"] = F.loss_saved() * tokens
+    built = {"activations": sympy.Add(*parts.values()), **parts}
+    if scenario.pp == 1:
+        built["loss_backward"] = F.loss_backward() * tokens
+    return built
+
+
+def _head_backward(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
+    """The head's backward (no PP): the logits' gradient and the head's full gradient."""
+    tensors = terms.first_stage(architecture.parameter_tensors(spec), scenario)
+    name = "embedding" if spec.tie_word_embeddings else "lm_head"
+    head = sympy.Add(*(t.numel * _tp_share(t) for t in tensors if t.component == name))
+    return F.head_backward(F.tokens() / (S.tensor_parallel * S.context_parallel), head)
+
+
+def _state(spec: ModelSpec, scenario: Scenario) -> tuple[dict[str, sympy.Expr], dict[str, sympy.Expr]]:
+    tensors, fraction = _stage_tensors(spec, scenario)
+    trained, shard = _count(tensors, fraction), S.data_parallel
+    block = _count(tensors, 1 / S.num_hidden_layers, per_layer=True)
+    built = {
+        "weights": F.fsdp_parameter_shard(trained, shard),
+        "gradients": F.fsdp_gradient_shard(trained, shard),
+        "optimizer": S.optimizer_bytes * trained / shard,
+        "fsdp_gathered": _gathered(spec, scenario, tensors, fraction),
+        "fsdp_reduce_scatter": F.reduce_scatter_block(block),
+    }
+    if scenario.pp > 1:
+        built["fsdp_unsharded_gradients"] = F.FP32_BYTES * _count(tensors, fraction)
+    host = {}
+    if scenario.offload == "both":
+        host = {name: built[name] for name in ("weights", "gradients", "optimizer")}
+        built.update({name: sympy.Integer(0) for name in host})
+    return built, host
+
+
+def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
+    built, host = _state(spec, scenario)
+    built.update(_activations(spec, scenario))
+    held = ["weights", "optimizer"]
+    last = ["loss_backward"] if scenario.pp == 1 else ["fsdp_unsharded_gradients"]
+    phases = {"backward": [*held, "fsdp_gathered", "activations", *last],
+              "backward_end": [*held, "gradients", "fsdp_reduce_scatter"]}
+    if scenario.pp == 1:  # the loss's temporaries are freed; the head's gradients are made
+        built["fsdp_head_backward"] = _head_backward(spec, scenario)
+        phases["head_backward"] = [*held, "fsdp_gathered", "activations", "fsdp_head_backward"]
+    sums = [sympy.Add(*(built[n] for n in names)) for names in phases.values()]
+    built.update(terms.overhead_terms(sympy.Max(*sums)))
+    parameters, active = terms.counts(spec)
+    sources = {name: SOURCES.get(name, terms.SOURCES.get(name, "")) for name in built if "/" not in name}
+    return MemoryModel(
+        name=spec.name, mode=scenario.mode, terms=built, facts=terms.facts(spec, scenario),
+        phases={name: (*names, "overhead") for name, names in phases.items()},
+        descriptions={**terms.DESCRIPTIONS, **DESCRIPTIONS}, inputs=terms.inputs(spec, scenario),
+        parameters=parameters, active_parameters=active, host_terms=host,
+        sources={**sources, "host_terms": SOURCES["host_terms"]},
+    )
+
+
+_FSDP = "torchtitan/distributed/fsdp.py apply_fsdp_to_decoder (FSDP2 fully_shard, MixedPrecisionPolicy)"
+SOURCES = {
+    "weights": f"fp32 parameters sharded over the FSDP degree: {_FSDP}; Zhao et al. 2023, arXiv:2304.11277",
+    "gradients": f"fp32 gradient shards, reduce_dtype float32 (config/configs.py mixed_precision_reduce): {_FSDP}",
+    "optimizer": "AdamW (fused) moments of the fp32 shards: torchtitan/components/optimizer.py; Loshchilov and "
+                 "Hutter 2019, arXiv:1711.05101",
+    "fsdp_gathered": f"bf16 unsharded parameters (param_dtype), reshard_after_forward as "
+                     f"get_fsdp_reshard_after_forward_policy sets it: {_FSDP}; fp8 all-gather: torchao "
+                     "torchao/float8/fsdp_utils.py WeightWithDynamicFloat8CastTensor",
+    "fsdp_unsharded_gradients": "unsharded gradients accumulated in reduce_dtype across micro-batches without "
+                                "gradient sync (torch.distributed.pipelining stage.py, FSDP2 "
+                                "_fsdp_param.py to_accumulated_grad_if_needed), torchtitan 2026",
+    "fsdp_reduce_scatter": "one block's unsharded gradients and the fp32 reduce-scatter input (FSDP2 "
+                           "_fsdp_collectives.py foreach_reduce), torchtitan 2026",
+    "loss_backward": "nll_loss's and log_softmax's fp32 gradients of the logits (torchtitan components/loss.py "
+                     "cross_entropy_loss; derivatives.yaml), 2026",
+    "fsdp_head_backward": "the logits' gradient (loss parallel) and the [norm, lm_head] unit's unsharded "
+                          "gradient with its fp32 reduce-scatter copy (FSDP2 _fsdp_collectives.py foreach_reduce), "
+                          "torchtitan 2026",
+    "activations": "what torchtitan's Llama-3 block saves per op (models/llama3/model.py; SelectiveAC "
+                   "and FullAC in distributed/activation_checkpoint.py; loss: components/loss.py "
+                   "cross_entropy_loss); first stage of _generate_llm_fqn_per_model_part, 2026",
+    "host_terms": "FSDP2 CPUOffloadPolicy (training.enable_cpu_offload); ZeRO-Offload, Ren et al. 2021, "
+                  "arXiv:2101.06840",
+}
+DESCRIPTIONS = {
+    "fsdp_gathered": "FSDP2: unsharded bf16 parameters alive at the start of backward",
+    "fsdp_unsharded_gradients": "FSDP2 with PP: unsharded fp32 gradients accumulated over micro-batches",
+    "fsdp_reduce_scatter": "FSDP2: one block's unsharded gradients and their fp32 reduce-scatter copy",
+    "fsdp_head_backward": "the head's backward: the logits' gradient, the head's unsharded gradient and its fp32 copy",
+    "activations/input_ids": "token ids (int64) of the in-flight micro-batches",
+    "loss_backward": "the loss's two fp32 gradients at the start of backward",
+    "activations/recomputed": "one block rebuilt for its backward (full recompute)",
+}
+
+KNOBS = frozenset({"batch_size", "seq_len", "dtype", "attention", "recompute", "optimizer", "precision",
+                   "reserve_bytes", "tp", "pp", "dp", "cp", "vpp", "sequence_parallel", "zero", "offload",
+                   "float8", "float8_all_gather", "allocator_fraction", "comm_buffer_bytes"})
+
+PROFILE = Profile(
+    name="torchtitan",
+    summary="torchtitan: FSDP2 mixed precision, TP/SP, PP (its uneven split), CP, op/full AC, float8",
+    modes=("training",),
+    knobs=KNOBS,
+    build=build,
+    check=check,
+)

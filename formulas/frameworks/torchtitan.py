@@ -1,0 +1,133 @@
+"""What torchtitan allocates per GPU: the ``torchtitan`` profile.
+
+Read off pytorch/torchtitan at b5bcd76c (2026-08-21): the Llama-3 block
+(``torchtitan/models/llama3/model.py``, ``models/common/attention.py`` ``QKVLinear``,
+``models/common/feed_forward.py``, ``models/common/rope.py``), FSDP2 as
+``torchtitan/distributed/fsdp.py`` ``apply_fsdp_to_decoder`` applies it (parameters kept in
+fp32 and sharded, ``MixedPrecisionPolicy(param_dtype=bfloat16, reduce_dtype=float32)`` from
+``config/configs.py`` ``mixed_precision_param`` / ``mixed_precision_reduce``), the loss
+(``components/loss.py`` ``cross_entropy_loss``: ``pred.float()``), activation checkpointing
+(``distributed/activation_checkpoint.py``) and the pipeline split
+(``distributed/pipeline_parallel.py``). What each op saves for backward is PyTorch's
+(``tools/autograd/derivatives.yaml``); torchao's ``Float8Linear``
+(``torchao/float8/float8_linear.py``, pytorch/ao at 36027d82) saves its high-precision input
+and weight (``ctx.save_for_backward(input_hp, weight_hp_t)``), so float8 linears save what
+bf16 ones do.
+
+Every row below is bytes per token of one layer on one GPU before tensor parallelism (with
+TP torchtitan shards every row with sequence parallelism: ``/ t``).
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from formulas.symbols import (
+    activation_bytes,
+    batch_size,
+    head_dim,
+    hidden_size,
+    intermediate_size,
+    num_attention_heads,
+    num_key_value_heads,
+    seq_len,
+    vocab_size,
+)
+
+FP32_BYTES = 4  # fp32: FSDP2 sharded parameters, reduce dtype, RMSNorm rstd, SDPA logsumexp, the loss
+FP8_BYTES = 1  # float8 e4m3 all-gather (torchao WeightWithDynamicFloat8CastTensor)
+# config/configs.py ParallelismConfig: the first and last stages count the embedding and the
+# norm + output as one layer each when splitting (pipeline_parallel_first/last_stage_less_layers).
+FIRST_STAGE_LESS_LAYERS = 1
+LAST_STAGE_LESS_LAYERS = 1
+AC_MODES = ("none", "op", "full")
+
+
+def block_saved(recompute: str) -> sympy.Expr:
+    """Bytes per token one Llama-3 block keeps for backward.
+
+    ``none``: both RMSNorms' inputs (``beta_a h``) and fp32 ``rstd`` (4), their outputs (the
+    linears' shared input), SDPA's q, k, v and output and fp32 logsumexp (``4 a``; RoPE saves
+    only its frequency table), and SwiGLU's ``w1``/``w3`` outputs, ``silu``'s output and the
+    product ``w2`` reads (``4 beta_a f``): ``beta_a (4 h + 2 a d + 2 a_kv d + 4 f) + 8 + 4 a``.
+
+    ``op`` (``SelectiveAC``): the block's input plus what the policy must save: every other
+    matmul's output (``wq``, ``wv``, ``w1``, ``w2`` of the seven in order), SDPA's outputs:
+    ``beta_a (2 h + 2 a d + a_kv d + f) + 4 a``.
+
+    ``full`` (``FullAC``): the block's input ``beta_a h``.
+    """
+    h, f, q, kv = hidden_size, intermediate_size, num_attention_heads * head_dim, num_key_value_heads * head_dim
+    lse = FP32_BYTES * num_attention_heads
+    if recompute == "full":
+        return activation_bytes * h
+    if recompute == "op":
+        return activation_bytes * (2 * h + 2 * q + kv + f) + lse
+    if recompute == "none":
+        return activation_bytes * (2 * h + 2 * h + 2 * q + 2 * kv + 4 * f) + 2 * FP32_BYTES + lse
+    raise ValueError(f"unknown recompute mode {recompute!r}; torchtitan has {', '.join(AC_MODES)}")
+
+
+def loss_saved() -> sympy.Expr:
+    """Bytes per token the output and loss keep: the final norm's output (``lm_head``'s input,
+    ``beta_a h``) and ``cross_entropy``'s fp32 log-softmax of ``pred.float()`` (``4 V``)."""
+    return activation_bytes * hidden_size + FP32_BYTES * vocab_size
+
+
+def loss_backward() -> sympy.Expr:
+    """Bytes per token made at the start of backward, while the saved log-softmax lives:
+    ``nll_loss``'s fp32 gradient and ``_log_softmax_backward_data``'s fp32 result (``8 V``);
+    the cast back to ``beta_a`` comes after the first is freed (``4 V + beta_a V`` is less).
+    torchtitan deletes ``pred`` before ``loss.backward()`` (``train.py``)."""
+    return 2 * FP32_BYTES * vocab_size
+
+
+def head_backward(tokens_per_gpu: sympy.Expr, head_parameters: sympy.Expr) -> sympy.Expr:
+    """Bytes beside the saved activations while ``[norm, lm_head]`` runs its backward: the
+    logits' gradient in ``beta_a`` (``beta_a V`` per token of this GPU) is alive
+    with the head's unsharded weight gradient in ``beta_a`` and the fp32 reduce-scatter copy
+    FSDP2 makes of it (``(beta_a + 4) V h`` elements' bytes: ``head_parameters``)."""
+    return activation_bytes * vocab_size * tokens_per_gpu + (activation_bytes + FP32_BYTES) * head_parameters
+
+
+def tokens() -> sympy.Expr:
+    return batch_size * seq_len
+
+
+def stage_layers(num_layers: int, stages: int) -> list[int]:
+    """Transformer layers of each stage as ``_generate_llm_fqn_per_model_part`` splits them:
+    ``L + 2`` effective layers (the embedding and the norm + output count one each) over the
+    stages, the remainder to the first ones, the embedding's and the output's share taken
+    off the first and the last."""
+    if stages == 1:
+        return [num_layers]
+    effective = num_layers + FIRST_STAGE_LESS_LAYERS + LAST_STAGE_LESS_LAYERS
+    per_stage, extra = divmod(effective, stages)
+    counts = [per_stage + (1 if i < extra else 0) for i in range(stages)]
+    counts[0] -= FIRST_STAGE_LESS_LAYERS
+    counts[-1] -= LAST_STAGE_LESS_LAYERS
+    return counts
+
+
+def first_stage_layers(num_layers: int, ranks: int, virtual: int = 1) -> int:
+    """Layers pipeline rank 0 holds: its stages 0, p, 2p, ... of ``p v`` (torchtitan places
+    virtual stage ``i`` on rank ``i % p``: ``pipeline_parallel.py`` ``_get_pp_rank_to_stage_indices_mapping``
+    for the loop-style interleaved schedules)."""
+    counts = stage_layers(num_layers, ranks * virtual)
+    return sum(counts[::ranks])
+
+
+def fsdp_parameter_shard(trained: sympy.Expr, shard: sympy.Expr) -> sympy.Expr:
+    """fp32 parameters, sharded over the FSDP degree: ``4 P / N_d``."""
+    return FP32_BYTES * trained / shard
+
+
+def fsdp_gradient_shard(trained: sympy.Expr, shard: sympy.Expr) -> sympy.Expr:
+    """Sharded gradients in the parameters' dtype (fp32, reduce-scattered in fp32): ``4 P / N_d``."""
+    return FP32_BYTES * trained / shard
+
+
+def reduce_scatter_block(block_parameters: sympy.Expr) -> sympy.Expr:
+    """One block's unsharded gradients in backward: ``beta_a`` from autograd, and the fp32
+    reduce-scatter input ``foreach_reduce`` casts them to (``reduce_dtype=float32``)."""
+    return (activation_bytes + FP32_BYTES) * block_parameters

@@ -1,0 +1,169 @@
+"""The torchtitan profile: saved tensors per block, FSDP2 sharding, torchtitan's pipeline split,
+float8 all-gather, CPU offload and refusals, each worked by hand from torchtitan's code."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.api import estimate
+from engine.errors import InputError
+from engine.families import spec_from_config
+from engine.profiles import build
+from engine.registry import find
+from engine.scenario import Scenario
+from formulas.frameworks import torchtitan as F
+
+LLAMA_8B = 8_030_261_248
+H, F_, KV, A, L, V = 4096, 14336, 1024, 32, 32, 128_256
+
+
+def _ev(model_id="llama-3.1-8b", **knobs):
+    knobs = {"seq_len": 4096, "batch_size": 1, **knobs}
+    return estimate(model_id, mode="training", profile="torchtitan", **knobs).evaluation
+
+
+@pytest.mark.parametrize("recompute, per_token", [
+    # norm inputs and outputs (4h), q + SDPA out (2h), k + v (2 a_kv d), SwiGLU (4f) at 2 B;
+    # two fp32 rstd (8 B) and the fp32 logsumexp (4 a)
+    ("none", 2 * (4 * H + 2 * H + 2 * KV + 4 * F_) + 8 + 4 * A),
+    # block input, wq and wv outputs, SDPA out, w1 and w2 outputs; logsumexp
+    ("op", 2 * (H + H + KV + H + F_ + H) + 4 * A),
+    ("full", 2 * H),
+])
+def test_block_rows_by_hand(recompute, per_token):
+    terms = _ev(recompute=recompute).terms
+    assert terms["activations/layers"] == per_token * 4096 * L
+
+
+def reference_first_stage_layers(num_stages, num_layers, input_weight=1, output_weight=1):
+    """torchtitan/distributed/pipeline_parallel.py _generate_llm_fqn_per_model_part, stage 0."""
+    if num_stages == 1:
+        return num_layers
+    effective = num_layers + input_weight + output_weight
+    per_stage, extra = effective // num_stages, effective % num_stages
+    return per_stage + (1 if 0 < extra else 0) - input_weight
+
+
+@pytest.mark.parametrize("layers, stages", [(126, 8), (32, 4), (32, 1), (80, 8), (61, 4), (30, 7)])
+def test_first_stage_split_is_torchtitans(layers, stages):
+    assert F.first_stage_layers(layers, stages) == reference_first_stage_layers(stages, layers)
+
+
+def test_126_layers_over_pp_8():
+    """A 126-layer model (Llama-3.1-405B's depth) over 8 stages: 128 effective layers, 16 a
+    stage, 15 blocks and the embedding on the first one."""
+    config = dict(find("llama-3.1-8b").config, num_hidden_layers=126)
+    spec = spec_from_config(config, "llama-126")
+    mm = build(spec, Scenario(mode="training", profile="torchtitan", pp=8, dp=8, seq_len=4096, batch_size=1))
+    terms = mm.evaluate().terms
+    per_token = 2 * (4 * H + 2 * H + 2 * KV + 4 * F_) + 8 + 4 * A
+    assert terms["activations/layers"] == per_token * 4096 * 15 * 8  # 15 layers, 8 micro-batches in flight
+    block = 2 * H * H + 2 * KV * H + 3 * H * F_ + 2 * H  # q, o; k, v; gate, up, down; two norms
+    stage = 15 * block + V * H  # the embedding, no head
+    assert terms["weights"] == 4 * stage // 8
+    assert terms["fsdp_unsharded_gradients"] == 4 * stage
+    assert terms["fsdp_gathered"] == 2 * stage  # reshard_after_forward is off with PP
+
+
+def test_fsdp_shards_fp32_state():
+    t = _ev(dp=8).terms
+    assert t["weights"] == t["gradients"] == 4 * LLAMA_8B // 8
+    assert t["optimizer"] == 8 * LLAMA_8B // 8
+
+
+def test_gathered_without_pp_is_two_blocks_and_the_head():
+    block = 2 * H * H + 2 * KV * H + 3 * H * F_ + 2 * H
+    t = _ev(dp=8).terms
+    assert t["fsdp_gathered"] == 2 * (2 * block + V * H + H)
+
+
+def test_float8_all_gather_halves_the_gathered_linears():
+    linear = 2 * H * H + 2 * KV * H + 3 * H * F_
+    bf16 = _ev(dp=8, float8=True).terms
+    fp8 = _ev(dp=8, float8=True, float8_all_gather=True).terms
+    assert bf16["fsdp_gathered"] - fp8["fsdp_gathered"] == 2 * linear + V * H
+    # torchao's Float8Linear saves its high-precision input: the activations do not change
+    assert bf16["activations"] == fp8["activations"] == _ev(dp=8).terms["activations"]
+
+
+def test_cpu_offload_moves_parameters_gradients_and_the_step():
+    ev = _ev(dp=8, zero=3, offload="both")
+    assert ev.terms["weights"] == ev.terms["gradients"] == ev.terms["optimizer"] == 0
+    assert sum(ev.host.values()) == 16 * LLAMA_8B // 8
+    assert ev.terms["fsdp_gathered"] > 0
+
+
+def test_loss_keeps_fp32_log_softmax_sharded_over_tensor_ranks():
+    one, two = _ev().terms, _ev(tp=2).terms
+    assert one["activations/logits"] == 4096 * (2 * H + 4 * V)
+    assert two["activations/logits"] * 2 == one["activations/logits"]
+
+
+@pytest.mark.parametrize("knob, values", [("dp", [1, 2, 8, 64]), ("tp", [1, 2, 4, 8]), ("cp", [1, 2, 4])])
+def test_per_gpu_memory_never_grows_with_a_degree(knob, values):
+    totals = [_ev(seq_len=8192, recompute="op", **{knob: v}).total_bytes for v in values]
+    assert totals == sorted(totals, reverse=True)
+
+
+@pytest.mark.parametrize("knobs, needle", [
+    (dict(recompute="selective"), "--recompute selective"),
+    (dict(zero=2, dp=8), "--zero 2"),
+    (dict(zero=3, dp=8, offload="optimizer"), "--offload optimizer"),
+    (dict(float8_all_gather=True), "--float8-all-gather"),
+    (dict(attention="eager"), "--attention eager"),
+])
+def test_refusals_name_the_knob(knobs, needle):
+    with pytest.raises(InputError, match=f"--profile torchtitan: {needle}"):
+        _ev(**knobs)
+
+
+def test_moe_models_are_refused():
+    with pytest.raises(InputError, match="--profile torchtitan: mixtral"):
+        _ev("mixtral-8x7b-v0.1")
+
+
+def test_other_profiles_refuse_the_new_knobs():
+    with pytest.raises(InputError, match="--profile megatron: --float8"):
+        estimate("llama-3.1-8b", mode="training", float8=True)
+    with pytest.raises(InputError, match="--recompute op"):
+        estimate("llama-3.1-8b", mode="training", recompute="op")
+
+
+def test_short_sequences_peak_in_the_heads_backward():
+    """At b s = 256 the head's unsharded gradient (bf16 + its fp32 reduce-scatter copy,
+    6 V h B) outweighs the loss's fp32 gradients (8 b s V B)."""
+    ev = _ev(dp=8, seq_len=256)
+    t = ev.terms
+    assert ev.peak_phase == "head_backward"
+    assert t["fsdp_head_backward"] == 2 * 256 * V + 6 * V * H
+    assert t["loss_backward"] == 8 * 256 * V
+    held = t["weights"] + t["optimizer"] + t["fsdp_gathered"] + t["activations"]
+    assert ev.total_bytes == held + t["fsdp_head_backward"]
+
+
+def reference_stage_indices(pp_rank, pp_degree, num_stages):
+    """_get_pp_rank_to_stage_indices_mapping, loop style (Interleaved 1F1B)."""
+    return tuple(pp_rank + s * pp_degree for s in range(num_stages // pp_degree))
+
+
+def reference_stage_layers(num_stages, num_layers, input_weight=1, output_weight=1):
+    """_generate_llm_fqn_per_model_part: transformer layers of every stage."""
+    effective = num_layers + input_weight + output_weight
+    per_stage, extra = effective // num_stages, effective % num_stages
+    out = []
+    for stage_idx in range(num_stages):
+        n = per_stage + (1 if stage_idx < extra else 0)
+        if stage_idx == 0:
+            n -= input_weight
+        elif stage_idx == num_stages - 1:
+            n -= output_weight
+        out.append(n)
+    return out
+
+
+@pytest.mark.parametrize("layers, ranks, virtual", [(32, 4, 2), (126, 8, 2), (80, 4, 5)])
+def test_interleaved_rank_0_holds_its_virtual_stages(layers, ranks, virtual):
+    counts = reference_stage_layers(ranks * virtual, layers)
+    assert F.stage_layers(layers, ranks * virtual) == counts
+    expected = sum(counts[i] for i in reference_stage_indices(0, ranks, ranks * virtual))
+    assert F.first_stage_layers(layers, ranks, virtual) == expected
