@@ -125,7 +125,9 @@ def whole_bytes(expr: sympy.Expr) -> sympy.Expr:
 
 def numeric_total(mm: MemoryModel) -> sympy.Expr:
     """The total as evaluate computes it: rounded top-level terms, summed (or Max of phases)."""
-    tops = {name: whole_bytes(mm.pinned(mm.terms[name])) for name in mm.top_level}
+    # a phase may name a sub-term (transformers, torchtune: ``activations/layers``)
+    named = {*mm.top_level, *(n for names in mm.phases.values() for n in names)}
+    tops = {name: whole_bytes(mm.pinned(mm.terms[name])) for name in mm.terms if name in named}
     if mm.phases:
         return sympy.Max(*(sympy.Add(*(tops[n] for n in names)) for names in mm.phases.values()))
     return sympy.Add(*tops.values())

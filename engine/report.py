@@ -95,6 +95,8 @@ def format_estimate(result) -> str:
     lines = [head, *scenario_lines(inputs), *context_warnings(inputs),
              f"parameters: {result.counts['parameters']:,}"
              + (f" ({result.counts['active_parameters']:,} active per token)" if result.spec.is_moe else ""), ""]
+    if "convention" in inputs:  # the profile's bytes per parameter, in words
+        lines.insert(2, f"profile {mm.profile}: {inputs['convention']}")
     lines.append(f"{'term':<28} {'bytes':>20}  size")
     for name in mm.terms:
         depth = name.count("/")

@@ -140,8 +140,9 @@ KNOBS: tuple[Knob, ...] = (
     # kind "profile": the names live in engine/profiles (a layer above), which checks them
     Knob("profile", "--profile", "megatron", "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
          "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); deepspeed: "
-         "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP (docs/training.md); vllm: vLLM's start-up sizing "
-         "(docs/serving.md); llamacpp: llama.cpp's KV cache (-c = --seq-len, -np = --batch-size).", "scenario",
+         "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP; torchtune: its full/LoRA/QLoRA recipes "
+         "(docs/training.md); vllm: vLLM's start-up sizing (docs/serving.md); llamacpp: llama.cpp's KV cache "
+         "(-c = --seq-len, -np = --batch-size).", "scenario",
          "profile"),
     Knob("device", "--device", "cuda", "--profile transformers: AdamW is foreach on cuda, single-tensor on cpu.",
          "scenario", choices=options.DEVICES),
@@ -182,10 +183,18 @@ KNOBS: tuple[Knob, ...] = (
     Knob("lora_rank", "--lora-rank", None, "Train LoRA adapters of this rank on a frozen base.", "training",
          "count", symbol="lora_rank", freeable=True),
     Knob("lora_targets", "--lora-targets", None, "Comma-separated modules to adapt (q_proj,v_proj,...)  "
-         "or PEFT's all-linear  [default: all attention/MLP linears]", "training", "names", parse=_module_names,
+         "lm_head: the output projection; or PEFT's all-linear  [default: all attention/MLP linears]", "training", "names", parse=_module_names,
          metavar="NAMES", aliases=LORA_SPELLINGS),
     Knob("adapter_dtype", "--adapter-dtype", None, "LoRA adapter dtype  [default: --dtype]", "training", "dtype",
          choices=options.DTYPES[:3], allowed=DTYPE_NAMES, aliases=DTYPE_SPELLINGS),
+    Knob("torch_compile", "--compile", False, "torch.compile every decoder layer (and the chunked loss), as "
+         "torchtune's compile: True does.", "training", "switch"),
+    Knob("loss_chunks", "--loss-chunks", None, "Chunked cross-entropy in N chunks (torchtune's "
+         "CEWithChunkedOutputLoss: 8).", "training", "count"),
+    Knob("optimizer_in_backward", "--optimizer-in-backward", False, "Step each parameter in backward and free its "
+         "gradient (torchtune's optimizer_in_bwd): no full gradient buffer.", "training", "switch"),
+    Knob("activation_offload", "--activation-offload", False, "Move saved activations to CPU (torchtune's "
+         "enable_activation_offloading; needs --recompute full).", "training", "switch"),
     Knob("tp", "--tp", 1, "Tensor-parallel degree.", "parallelism", "count", symbol="tensor_parallel",
          freeable=True),
     Knob("pp", "--pp", 1, "Pipeline-parallel degree.", "parallelism", "count", symbol="pipeline_parallel",
@@ -345,6 +354,11 @@ class Scenario:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     kv_unified: bool = False
+    # training mechanisms (read by the profiles whose framework offers them; refused elsewhere)
+    torch_compile: bool = False  # --compile: torch.compile of each decoder layer (and of the chunked loss)
+    loss_chunks: int | None = None  # chunked cross-entropy (torchtune CEWithChunkedOutputLoss: 8)
+    optimizer_in_backward: bool = False  # optimizer step fused into backward, one parameter at a time
+    activation_offload: bool = False  # saved activations moved to CPU (torchtune OffloadActivations)
 
     def __post_init__(self):
         for k in KNOBS:

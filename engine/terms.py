@@ -7,6 +7,8 @@ pipeline stage, formulas/parallelism.py); with every degree 1 it is the single-G
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import sympy
 
 from engine import architecture, quantization
@@ -18,8 +20,9 @@ from formulas import parallelism as par
 from formulas import parameters as P
 from formulas import symbols as S
 from formulas.dtypes import DTYPE_BYTES
-from formulas.optimizer import OPTIMIZER_STATE_BYTES
 from formulas.recurrent_state import RECURRENT_STATE_DTYPE
+from formulas import optimizer as O
+from formulas.optimizer import state_bytes_per_parameter
 
 
 def check_degrees(spec: ModelSpec, scenario: Scenario, uneven_pp: bool = False) -> None:
@@ -102,7 +105,7 @@ def lora_adapters(spec: ModelSpec, scenario: Scenario) -> tuple[list[P.WeightTen
     modules = scenario.lora_modules()
     targets = peft.lora_targets(architecture.parameter_tensors(spec), modules)
     found = {peft.module_name(t) for t in targets}
-    unknown = [name for name in (modules or ()) if name not in found]
+    unknown = [name for name in (modules or ()) if name not in found and name != peft.ALL_LINEAR]
     if unknown or not targets:
         known = sorted({peft.module_name(t) for t in peft.lora_targets(architecture.parameter_tensors(spec), None)})
         raise InputError(f"--lora-targets: {', '.join(unknown) or 'nothing'} is not a linear module of "
@@ -113,6 +116,33 @@ def lora_adapters(spec: ModelSpec, scenario: Scenario) -> tuple[list[P.WeightTen
 def adapter_count(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
     """LoRA parameters one GPU holds."""
     return per_gpu_count(lora_adapters(spec, scenario)[1])
+
+
+def optimizer_state(trained: list[P.WeightTensor], optimizer: str,
+                    share: sympy.Expr = sympy.Integer(1)) -> tuple[sympy.Expr, sympy.Expr]:
+    """(device bytes, paged bytes) of the optimizer state of ``trained``, tensor by tensor,
+    each tensor holding ``share`` of its elements (an FSDP/ZeRO shard).
+
+    bitsandbytes 8-bit: :func:`formulas.optimizer.bnb_8bit_state` per tensor; otherwise
+    ``numel beta_o``. Paged optimizers page a tensor's state only from ``1e5`` elements on
+    (bitsandbytes Optimizer8bit.get_state_buffer); smaller states, and the 8-bit absmax,
+    are device tensors. The paged bytes live in CUDA unified memory, outside PyTorch's
+    allocator (bitsandbytes/functional.py get_paged). 8-bit optimizers add their two
+    quantization maps once (one optimizer object).
+    """
+    eight_bit = optimizer in ("adamw8bit", "paged-adamw8bit")
+    device, paged = sympy.Integer(O.BNB_QMAP_BYTES if eight_bit else 0), sympy.Integer(0)
+    for t in trained:
+        numel = t.rows * t.cols * share
+        state = O.bnb_8bit_state(numel) if eight_bit else numel * S.optimizer_bytes
+        if optimizer in O.PAGED_OPTIMIZERS:
+            kept = O.bnb_absmax(numel) if eight_bit else 0
+            small = sympy.StrictLessThan(numel, O.BNB_PAGED_MIN_NUMEL)
+            device += sympy.Piecewise((state, small), (kept, True)) * t.count
+            paged += sympy.Piecewise((0, small), (state - kept, True)) * t.count
+        else:
+            device += state * t.count
+    return device, paged
 
 
 def facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]:
@@ -149,7 +179,7 @@ def facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]
 
 
 def _training_widths(scenario: Scenario) -> dict[sympy.Symbol, object]:
-    weight_width, grad, master, _ = scenario.training_bytes()
+    weight_width, grad, master, precision = scenario.training_bytes()
     # Activations are kept in the weights' dtype, at least 16-bit: FP8 training (and a
     # 4-bit QLoRA base) compute and save activations in bf16.
     return {
@@ -157,7 +187,8 @@ def _training_widths(scenario: Scenario) -> dict[sympy.Symbol, object]:
         S.activation_bytes: max(weight_width, 2),
         S.gradient_bytes: scenario.adapter_bytes() if scenario.lora_rank else grad,
         S.master_weight_bytes: master or None,
-        S.optimizer_bytes: OPTIMIZER_STATE_BYTES.get(scenario.optimizer),
+        # pure: torch keeps the moments in the parameters' dtype (no fp32 master to hold them)
+        S.optimizer_bytes: state_bytes_per_parameter(scenario.optimizer, weight_width if precision == "pure" else None),
         S.loss_bytes: DTYPE_BYTES[LOSS_DTYPE],
     }
 
@@ -171,7 +202,33 @@ def inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
     echoed["weight_quant_source"] = quant.source if quant.name != "none" else "none"
     if scenario.mode == "training":
         echoed["precision"] = scenario.training_bytes()[3]
+        echoed["convention"] = convention(scenario)
     return echoed
+
+
+def _width(nbytes) -> str:
+    return {Fraction(4): "fp32", Fraction(2): "16-bit", Fraction(1): "8-bit"}.get(Fraction(nbytes), f"{nbytes}-byte")
+
+
+def convention(scenario: Scenario) -> str:
+    """The bytes-per-parameter convention of a training scenario, in words: each piece and
+    the sum, e.g. ``zero16: 16-bit weights 2 + 16-bit grads 2 + fp32 master 4 + adamw state 8
+    = 16 B/param``. LoRA: the adapters' state; the frozen base is weights only."""
+    weight, grad, master, name = scenario.training_bytes()
+    if scenario.lora_rank is not None:
+        grad = scenario.adapter_bytes()
+    state = state_bytes_per_parameter(scenario.optimizer, weight if name == "pure" else None)
+    parts = [f"{_width(weight)} weights {weight}", f"{_width(grad)} grads {grad}"]
+    if master:
+        parts.append(f"fp32 master {master}")
+    if state is not None:
+        parts.append(f"{scenario.optimizer} state {float(state):g}")
+        total = f" = {float(weight + grad + master + state):g} B/param"
+    else:
+        parts.append(f"{scenario.optimizer} state (factored)")
+        total = ""
+    trained = " (LoRA: grads and state of the adapters only)" if scenario.lora_rank is not None else ""
+    return f"{name}: " + " + ".join(parts) + total + trained
 
 
 def overhead_terms(peak_without_overhead: sympy.Expr) -> dict[str, sympy.Expr]:

@@ -22,12 +22,43 @@ OPTIMIZER_STATE_BYTES: dict[str, Fraction] = {
     # bitsandbytes 8-bit Adam (Dettmers et al. 2021, arXiv:2110.02861): two uint8 states,
     # block-wise quantized with one fp32 absmax per block of 2048 values.
     "adam8bit": 2 * (Fraction(1) + Fraction(4, 2048)),
+    # bitsandbytes AdamW8bit as its code allocates (bitsandbytes/optim/optimizer.py
+    # Optimizer8bit.init_state, block_wise): two uint8 states and one fp32 absmax per block of
+    # BNB_STATE_BLOCK values each; tensors under BNB_MIN_8BIT_SIZE elements keep fp32 states
+    # (see bnb_8bit_state). Paged variants (PagedAdamW, PagedAdamW8bit) allocate the same
+    # state in CUDA unified memory (bitsandbytes/functional.py get_paged), outside PyTorch's
+    # caching allocator: see PAGED_OPTIMIZERS.
+    "adamw8bit": 2 * (Fraction(1) + Fraction(4, 256)),
+    "paged-adamw8bit": 2 * (Fraction(1) + Fraction(4, 256)),
+    "paged-adamw": Fraction(8),
     # Lion (Chen et al. 2023, arXiv:2302.06675, Algorithm 2): one fp32 momentum.
     "lion": Fraction(4),
     # SGD with momentum: one fp32 momentum buffer; plain SGD keeps nothing.
     "sgd-momentum": Fraction(4),
     "sgd": Fraction(0),
 }
+
+# bitsandbytes Optimizer8bit.init_state: ``blocksize = 256`` for block-wise 8-bit states, and
+# ``p.numel() < min_8bit_size`` (4096 by default) keeps 32-bit states.
+BNB_STATE_BLOCK = 256
+BNB_MIN_8BIT_SIZE = 4096
+# bitsandbytes Optimizer8bit/Optimizer2State.get_state_buffer: a paged optimizer pages only
+# tensors of at least 1e5 elements; smaller ones get ordinary device tensors.
+BNB_PAGED_MIN_NUMEL = 100_000
+# Optimizer8bit.fill_qmap: the "dynamic" and "udynamic" quantization maps, 256 fp32 values
+# each, on the device once per optimizer object (every state of that optimizer shares them).
+BNB_QMAP_BYTES = 2 * 256 * 4
+# optimizer name -> bitsandbytes class (8-bit and paged states are bitsandbytes')
+BNB_OPTIMIZERS = {"adamw8bit": "bitsandbytes.optim.AdamW8bit", "paged-adamw8bit": "bitsandbytes.optim.PagedAdamW8bit",
+                  "paged-adamw": "bitsandbytes.optim.PagedAdamW"}
+PAGED_OPTIMIZERS = ("paged-adamw8bit", "paged-adamw")
+# torch.optim optimizers whose state is zeros_like(param): its dtype is the parameters' dtype
+# (torch/optim/adamw.py AdamW._init_group, sgd.py, and Lion's reference code alike); the
+# bytes above are for fp32 parameters.
+# (bitsandbytes' 32-bit optimizers, PagedAdamW included, keep fp32 states whatever the
+# parameters' dtype: Optimizer2State.init_state, ``optim_bits == 32``.)
+PARAMETER_DTYPE_STATE = ("adamw", "adam", "lion", "sgd-momentum", "sgd")
+FLOAT32_STATE_BYTES = 4
 
 # Adafactor (Shazeer & Stern 2018, arXiv:1804.04235, Algorithm 4) keeps, for an r x c
 # matrix, a row and a column of second-moment statistics (r + c values), for a vector its
@@ -83,3 +114,28 @@ def master_weights(trained_parameters: sympy.Expr) -> sympy.Expr:
 def optimizer_state(trained_parameters: sympy.Expr) -> sympy.Expr:
     """Optimizer state bytes: ``P beta_o`` (8 for AdamW's two fp32 moments)."""
     return trained_parameters * optimizer_bytes
+
+
+def state_bytes_per_parameter(name: str, parameter_bytes: Fraction | None = None) -> Fraction | None:
+    """Optimizer state bytes per parameter when the optimizer keeps its state in the
+    parameters' dtype (``--precision pure``: torch's ``zeros_like(p)``): the fp32 figure of
+    :data:`OPTIMIZER_STATE_BYTES` scaled by ``parameter_bytes / 4``; 8-bit states stay 8-bit.
+    ``parameter_bytes`` None: the fp32 convention (a master copy holds the fp32 values)."""
+    base = OPTIMIZER_STATE_BYTES.get(name)
+    if base is None or parameter_bytes is None or name not in PARAMETER_DTYPE_STATE:
+        return base
+    return base * Fraction(parameter_bytes) / FLOAT32_STATE_BYTES
+
+
+def bnb_8bit_state(numel: sympy.Expr) -> sympy.Expr:
+    """Bytes of bitsandbytes' two block-wise 8-bit Adam states for one tensor of ``numel``
+    elements: ``2 (n + 4 ceil(n / 256))``, or ``8 n`` (two fp32 states) below 4096 elements
+    (bitsandbytes/optim/optimizer.py Optimizer8bit.init_state)."""
+    eight_bit = 2 * numel + bnb_absmax(numel)
+    return sympy.Piecewise((2 * FLOAT32_STATE_BYTES * numel, numel < BNB_MIN_8BIT_SIZE), (eight_bit, True))
+
+
+def bnb_absmax(numel: sympy.Expr) -> sympy.Expr:
+    """The fp32 ``absmax1`` and ``absmax2`` of one 8-bit tensor's states, ``8 ceil(n / 256)``:
+    always ordinary device tensors (``torch.zeros(..., device=p.device)``), paged or not."""
+    return 2 * FLOAT32_STATE_BYTES * sympy.ceiling(numel / BNB_STATE_BLOCK)

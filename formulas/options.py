@@ -15,7 +15,8 @@ MLP_KINDS = ("dense", "moe", "none")
 MIXER_KINDS += ("chunked_attention", "cross_attention")  # Llama 4, Llama 3.2 Vision (formulas/layers/)
 MLA_LAYOUTS = ("latent", "decompressed")
 QUANT_SCHEMES = ("none", "int8", "int4", "fp8", "nf4", "w8a8", "mxfp4", "gptq")
-OPTIMIZERS = ("adamw", "adam", "adam8bit", "lion", "adafactor", "sgd-momentum", "sgd")
+OPTIMIZERS = ("adamw", "adam", "adam8bit", "adamw8bit", "paged-adamw8bit", "paged-adamw", "lion", "adafactor",
+              "sgd-momentum", "sgd")
 PRECISIONS = ("auto", "pure", "zero16", "megatron18", "deepspeed20", "fp8")
 DTYPES = ("float32", "float16", "bfloat16", "float8", "int8", "int4")
 OFFLOAD = ("none", "optimizer", "parameters", "both")  # ZeRO-Offload / ZeRO-Infinity targets

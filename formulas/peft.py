@@ -20,6 +20,12 @@ from formulas.symbols import activation_bytes, batch_size, lora_rank, seq_len
 # fused experts of transformers 5 MoE layers are 3-D parameters, not nn.Linear, and the
 # router is left alone here (adapting it is unusual). Each layer kind names its own
 # (formulas/layers/, ``LORA_COMPONENTS``).
+# PEFT's spelling of that default (peft/tuners/tuners_utils.py, INCLUDE_LINEARS_SHORTHAND);
+# torchtune's lora_attn_modules + apply_lora_to_mlp name the same modules one by one.
+ALL_LINEAR = "all-linear"
+# The output projection: PEFT's "lm_head", torchtune's apply_lora_to_output
+# (torchtune/models/llama3/_component_builders.py lora_llama3: LoRALinear for ``output``).
+OUTPUT_HEAD = "lm_head"
 
 
 def default_target_components() -> frozenset[str]:
@@ -36,14 +42,18 @@ def module_name(tensor: WeightTensor) -> str:
 def lora_targets(tensors: list[WeightTensor], modules: tuple[str, ...] | None = None) -> list[WeightTensor]:
     """The weight matrices an adapter is attached to.
 
-    ``modules`` names them as PEFT's ``target_modules`` does (``q_proj``, ``v_proj``, ...);
-    None means every linear layer of the attention and dense MLPs (``all-linear``).
+    ``modules`` names them as PEFT's ``target_modules`` does (``q_proj``, ``v_proj``, ...,
+    ``lm_head`` for the output projection); None or ``all-linear`` means every linear layer
+    of the attention and dense MLPs (PEFT's ``all-linear`` leaves the output head out).
     """
     linear = [t for t in tensors if t.quantizable and not t.name.endswith(".bias")]
-    if modules is None:
+    head = [t for t in tensors if t.name == OUTPUT_HEAD]
+    if modules is None or ALL_LINEAR in modules:
         defaults = default_target_components()
-        return [t for t in linear if t.component in defaults]
-    return [t for t in linear if module_name(t) in modules]
+        chosen = [t for t in linear if t.component in defaults]
+        named = [t for t in linear if module_name(t) in (modules or ()) and t not in chosen]
+        return chosen + named + (head if OUTPUT_HEAD in (modules or ()) else [])
+    return [t for t in linear if module_name(t) in modules] + (head if OUTPUT_HEAD in modules else [])
 
 
 def lora_adapter_tensors(targets: list[WeightTensor]) -> list[WeightTensor]:

@@ -27,6 +27,12 @@ CASES = {
         ("qwen3-0.6b", dict(mode="training", recompute="full")),
         ("llama-3.1-8b", dict(mode="training", device="cpu")),
     ],
+    "torchtune": [
+        ("llama-3.1-8b", dict(mode="training", torch_compile=True, loss_chunks=8)),
+        ("llama-3.1-8b", dict(mode="training", recompute="full", activation_offload=True, optimizer_in_backward=True,
+                              optimizer="paged-adamw8bit")),
+        ("llama-2-13b", dict(mode="training", lora_rank=16, weight_quant="nf4", dp=4, zero=3)),
+    ],
     "deepspeed": [
         ("llama-3.1-8b", dict(mode="training", zero=2, dp=8)),
         ("llama-3.1-8b", dict(mode="training", zero=3, dp=8, offload="both", recompute="full")),

@@ -91,6 +91,13 @@ HAND_WORKED_STATE_BYTES = {
     # (2 B per parameter) plus one fp32 absmax per block of 2048 values of each state
     # (2 * 4 / 2048 = 1/256 B per parameter): 124_439_808 / 256 = 486_093 exactly
     "adam8bit": 2 * GPT2_PARAMETERS + 486_093,
+    # bitsandbytes AdamW8bit as its code allocates (Optimizer8bit.init_state): uint8 states
+    # with one fp32 absmax per 256 values: 2 * 4 / 256 = 1/32 B: 124_439_808 / 32 = 3_888_744.
+    # The paged variants hold the same bytes in unified memory; this (megatron) profile
+    # counts them, the torchtune profile moves them to a host term (tests/test_torchtune.py).
+    "adamw8bit": 2 * GPT2_PARAMETERS + 3_888_744,
+    "paged-adamw8bit": 2 * GPT2_PARAMETERS + 3_888_744,
+    "paged-adamw": 8 * GPT2_PARAMETERS,
     # Lion (Chen et al. 2023, arXiv:2302.06675, Algorithm 2): one fp32 momentum, 4 B
     "lion": 4 * GPT2_PARAMETERS,
     # SGD with momentum: one fp32 momentum buffer, 4 B; plain SGD keeps no state

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # annotations only: these layers sit below the profiles
 REGISTRY: dict[str, str] = {
     "megatron": "engine.profiles.megatron",
     "transformers": "engine.profiles.transformers",
+    "torchtune": "engine.profiles.torchtune",
     "vllm": "engine.profiles.vllm",
     "deepspeed": "engine.profiles.deepspeed",
     "torchtitan": "engine.profiles.torchtitan",

@@ -31,6 +31,7 @@ from engine.profiles import Profile
 from engine.scenario import Scenario
 from engine.spec import LayerGroup, ModelSpec
 from formulas.frameworks import transformers as F
+from formulas import optimizer as O
 from formulas import overhead
 from formulas import parameters as P
 from formulas import symbols as S
@@ -40,6 +41,9 @@ from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 FAMILIES = ("llama", "qwen2", "qwen3")
 # optimizer -> moments kept per parameter, in the parameters' dtype (torch.optim)
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
+# bitsandbytes optimizers (Trainer's optim="adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
+# state per tensor (engine.terms.optimizer_state), updated in place, no step temporaries
+BNB = tuple(O.BNB_OPTIMIZERS)
 FLOAT32 = DTYPE_BYTES["float32"]
 
 
@@ -69,9 +73,9 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
         raise InputError(f"--profile transformers: --kv-cache-dtype {kv} is not modelled; DynamicCache keeps "
                          f"keys and values in the model dtype ({scenario.dtype})")
     if scenario.mode == "training":
-        if scenario.optimizer not in STATE_COPIES:
-            raise InputError(f"--profile transformers: --optimizer {scenario.optimizer} is not a torch.optim "
-                             f"optimizer (choose from {', '.join(STATE_COPIES)})")
+        if scenario.optimizer not in (*STATE_COPIES, *BNB):
+            raise InputError(f"--profile transformers: --optimizer {scenario.optimizer} is not modelled "
+                             f"(choose from {', '.join((*STATE_COPIES, *BNB))})")
         if scenario.precision not in ("auto", "pure"):
             raise InputError(f"--profile transformers: --precision {scenario.precision} is not modelled; the "
                              "profile trains in the model's dtype (pure)")
@@ -105,6 +109,7 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
     inputs = shared.inputs(spec, scenario)
     if mode == "training":
         inputs["precision"] = "pure"
+        inputs["convention"] = convention(scenario)
     terms["overhead"] = overhead.reserve()
     return MemoryModel(
         name=spec.name, mode=mode, terms=terms, facts=facts, phases=phases or {},
@@ -112,6 +117,21 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
         parameters=P.parameter_count(tensors), active_parameters=P.active_parameter_count(tensors),
         sources={name: SOURCES[name] for name in terms if "/" not in name},
     )
+
+
+def convention(scenario: Scenario) -> str:
+    """The bytes-per-parameter convention of a training model, in words, for the output."""
+    width = DTYPE_BYTES[canonical_dtype(scenario.dtype)]
+    name = canonical_dtype(scenario.dtype)
+    if scenario.optimizer in BNB:
+        state = {"adamw8bit": "2 bitsandbytes 8-bit moments (2 B + fp32 absmax per 256)",
+                 "paged-adamw8bit": "2 bitsandbytes 8-bit moments, paged (unified memory, not counted)",
+                 "paged-adamw": "2 fp32 moments, paged (unified memory, not counted)"}[scenario.optimizer]
+        return f"transformers {name} (model.to(dtype), pure): {name} weights + {name} grads + {state}"
+    copies = STATE_COPIES.get(scenario.optimizer, 0)
+    total = int(width) * (2 + copies)
+    return (f"transformers {name} (model.to(dtype), pure): {name} weights + {name} grads + {copies} {name} "
+            f"{scenario.optimizer} moments = {total} B/param")
 
 
 def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -140,6 +160,10 @@ def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     on_cpu = scenario.device == "cpu"
     counters = F.step_counters(sum((t.count for t in tensors), sympy.Integer(0)), on_device=on_cpu)
     terms["optimizer"] = trained * S.optimizer_bytes + (counters if scenario.optimizer in ("adamw", "adam") else 0)
+    host = {}
+    if scenario.optimizer in BNB:
+        terms["optimizer"], paged = shared.optimizer_state(tensors, scenario.optimizer)
+        host = {"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {}
     checkpointing = scenario.recompute == "full"
     if checkpointing:
         layers = S.num_hidden_layers * F.checkpointed_layer_saved() + F.checkpoint_shared_inputs(eager)
@@ -161,7 +185,10 @@ def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     if spec.tie_word_embeddings:
         terms["tied_gradient_sum"] = F.tied_embedding_gradient_sum()
     terms["optimizer_temporaries"] = _optimizer_temporaries(tensors, scenario)
-    return _model(spec, scenario, "training", terms, _training_facts(spec, scenario), _phases(terms))
+    model = _model(spec, scenario, "training", terms, _training_facts(spec, scenario), _phases(terms))
+    if host:
+        model.host_terms, model.sources["host_terms"] = host, HOST_SOURCE
+    return model
 
 
 def _optimizer_temporaries(tensors: list[P.WeightTensor], scenario: Scenario) -> sympy.Expr:
@@ -192,11 +219,15 @@ def _training_facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, s
     width = sympy.Rational(DTYPE_BYTES[canonical_dtype(scenario.dtype)])
     facts.pop(S.master_weight_bytes, None)
     facts.update({S.weight_bytes: width, S.activation_bytes: width, S.gradient_bytes: width,
-                  S.optimizer_bytes: STATE_COPIES[scenario.optimizer] * width})
+                  S.optimizer_bytes: sympy.Rational(O.state_bytes_per_parameter(scenario.optimizer, width))})
     return facts
 
 
+HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314, sec. 3; bitsandbytes/functional.py "
+               "get_paged (cudaMallocManaged, outside torch's caching allocator)")
+
 PROFILE_DESCRIPTIONS: dict[str, str] = {
+    "optimizer_paged": "bitsandbytes paged state (CUDA unified memory, outside max_memory_allocated)",
     "input_ids": "the batch of int64 token ids on the device",
     "weights/rotary_buffers": "rotary inv_freq and original_inv_freq (non-persistent buffers)",
     "activations/layers": "what every decoder layer saves for backward (its input only with checkpointing)",
@@ -231,7 +262,8 @@ SOURCES: dict[str, str] = {
     "gradients": "torch 2.13 autograd AccumulateGrad (torch/csrc/autograd/functions/accumulate_grad.h): one "
                  ".grad per trained parameter, in the parameter's dtype",
     "optimizer": "torch 2.13 torch/optim/adamw.py AdamW._init_group: exp_avg and exp_avg_sq in the "
-                 "parameter's dtype, one step counter per parameter (fp32)",
+                 "parameter's dtype, one step counter per parameter (fp32); bitsandbytes 0.50 "
+                 "optim/optimizer.py Optimizer8bit.init_state (measured: tests/fixtures/bnb_state_cpu.json)",
     "loss_gradients": "torch 2.13 backward of nll_loss and log_softmax (fp32, b s x V each), "
                       "transformers loss/loss_utils.py ForCausalLMLoss",
     "head_gradients": "torch 2.13 backward of lm_head (torch/nn/modules/linear.py Linear.forward, addmm's "

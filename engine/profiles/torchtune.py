@@ -1,0 +1,340 @@
+"""The ``torchtune`` profile: torchtune's fine-tuning recipes, as their code allocates.
+
+Recipes full_finetune_single_device / full_finetune_distributed (full) and
+lora_finetune_single_device / lora_finetune_distributed (``--lora-rank``; QLoRA with
+``--weight-quant nf4``: torchao NF4 base). Training in ``dtype: bf16`` (or fp32): weights,
+gradients and optimizer state in that dtype, no fp32 master. The distributed recipes shard
+with FSDP2 (``fully_shard``): ``--dp N --zero 3``. The peak is ``max_memory_allocated``
+(torchtune/training/memory.py get_memory_stats, "peak_memory_active"), the largest of:
+
+- ``loss_forward``: the end of the loss's forward (the logits and their log-softmax);
+- ``loss_backward``: the start of backward: every saved activation plus the loss's gradients;
+- ``recompute`` (checkpointing): a layer recomputed for its backward;
+- ``backward_end``: every gradient (tied embeddings: plus their out-of-place sum);
+- ``optimizer_step``: gradients plus the optimizer's temporaries; with
+  ``--optimizer-in-backward`` (``optimizer_in_bwd``) no full gradient buffer exists: each
+  parameter steps in its post-accumulate-grad hook and its gradient is freed
+  (training/memory.py register_optim_in_bwd_hooks), so ``backward_step`` holds one.
+
+Paged bitsandbytes state lives in CUDA unified memory, outside PyTorch's allocator: it is a
+host term (``optimizer_paged``), not in ``total_bytes``; offloaded activations are one too.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from engine import architecture
+from engine import terms as shared
+from engine.errors import InputError
+from engine.model import MemoryModel
+from engine.profiles import Profile
+from engine.scenario import Scenario
+from engine.spec import LayerGroup, ModelSpec
+from formulas import optimizer as O
+from formulas import overhead, peft
+from formulas import parallelism as par
+from formulas import parameters as P
+from formulas import symbols as S
+from formulas.dtypes import DTYPE_BYTES, canonical_dtype
+from formulas.frameworks import torchtune as F
+from formulas.frameworks.transformers import tied_embedding_gradient_sum
+from formulas.weights import tensor_bytes
+
+FAMILIES = ("llama", "qwen2", "mistral")  # torchtune builders with this layer (no q/k norm)
+OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum", "adamw8bit", "paged-adamw8bit", "paged-adamw")
+TORCH_FOREACH = ("adamw", "adam")  # torch.optim: one P-sized intermediate (see F.foreach_temporaries)
+STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
+
+
+def _modelled(group: LayerGroup) -> bool:
+    """The layer the formulas describe: full attention without q/k norms, gated dense MLP."""
+    return (group.mixer == "attention" and not group.mixer_args.get("qk_norm", False)
+            and group.mlp == "dense" and group.mlp_args.get("gated", True))
+
+
+def check(spec: ModelSpec, scenario: Scenario) -> None:
+    """Refuse what the recipes do not do, or what the formulas do not describe, by name."""
+    if spec.model_type not in FAMILIES or not all(_modelled(group) for group in spec.layers):
+        raise InputError(f"--profile torchtune: model_type {spec.model_type!r} is not modelled; it covers dense "
+                         f"{', '.join(FAMILIES)} decoders (gated MLP, no sliding window, MoE or q/k norm)")
+    if canonical_dtype(scenario.dtype) not in ("bfloat16", "float32"):
+        raise InputError(f"--profile torchtune: --dtype {scenario.dtype} is not a torchtune training dtype "
+                         "(training/precision.py: bf16 or fp32)")
+    if scenario.precision not in ("auto", "pure"):
+        raise InputError(f"--profile torchtune: --precision {scenario.precision} is not modelled; torchtune trains "
+                         "everything in --dtype, no fp32 master (pure)")
+    if scenario.optimizer not in OPTIMIZERS:
+        raise InputError(f"--profile torchtune: --optimizer {scenario.optimizer} is not modelled "
+                         f"(choose from {', '.join(OPTIMIZERS)})")
+    _check_mechanisms(spec, scenario)
+
+
+def _check_mechanisms(spec: ModelSpec, scenario: Scenario) -> None:
+    if scenario.recompute == "selective":
+        raise InputError("--profile torchtune: --recompute selective is not modelled (enable_activation_checkpointing "
+                         "wraps whole layers: --recompute full)")
+    if scenario.activation_offload and scenario.recompute != "full":
+        raise InputError("--profile torchtune: --activation-offload needs --recompute full (the recipes raise "
+                         "'enable_activation_offloading should only be True when enable_activation_checkpointing')")
+    if scenario.optimizer_in_backward and scenario.lora_rank is not None:
+        raise InputError("--profile torchtune: --optimizer-in-backward is not in the LoRA recipes "
+                         "(only full_finetune_single_device / full_finetune_distributed read optimizer_in_bwd)")
+    if scenario.weight_quant not in ("none", "nf4") or (scenario.weight_quant == "nf4" and scenario.lora_rank is None):
+        raise InputError(f"--profile torchtune: --weight-quant {scenario.weight_quant} is not modelled (QLoRA: "
+                         "--weight-quant nf4 with --lora-rank)")
+    if scenario.offload not in ("none", "both") or (scenario.offload == "both" and scenario.dp == 1):
+        raise InputError(f"--profile torchtune: --offload {scenario.offload} is not modelled; the distributed "
+                         "recipes' fsdp_cpu_offload moves parameters, gradients and optimizer state together "
+                         "(--dp N --zero 3 --offload both)")
+    if (scenario.dp > 1) != (scenario.zero == 3):
+        raise InputError(f"--profile torchtune: --dp {scenario.dp} --zero {scenario.zero} is not a recipe; the "
+                         "distributed recipes shard with FSDP2 (--dp N --zero 3), single device is --dp 1")
+    if scenario.lora_targets and peft.OUTPUT_HEAD in scenario.lora_targets and spec.tie_word_embeddings:
+        raise InputError(f"--lora-targets lm_head: {spec.name} ties its output projection to the embedding "
+                         "(torchtune's builders raise for apply_lora_to_output with tied embeddings)")
+
+
+def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
+    """The training memory model of one GPU (see the module docstring)."""
+    tensors = architecture.parameter_tensors(spec)
+    lora = scenario.lora_rank is not None
+    targets, trained = shared.lora_adapters(spec, scenario) if lora else ([], tensors)
+    built = shared.weight_terms(spec, scenario, par.zero_partition(scenario.zero, "weights"))
+    if lora:
+        built["adapters"] = shared.per_gpu_count(trained) * S.adapter_bytes * _shard(scenario)
+    built["input_ids"] = F.input_ids()
+    state, host = _optimizer_terms(spec, trained, scenario)
+    built.update(state)
+    built.update(_activation_terms(spec, scenario, targets))
+    host.update(_host_activations(scenario))
+    if scenario.dp > 1:
+        built.update(_fsdp_unsharded(spec, scenario, trained))
+    if scenario.offload == "both":
+        host.update(_cpu_offload(built))
+    built["overhead"] = overhead.reserve()
+    parameters, active = shared.counts(spec)
+    return MemoryModel(
+        name=spec.name, mode="training", terms=built, facts=_facts(spec, scenario), phases=_phases(built),
+        descriptions={**shared.DESCRIPTIONS, **DESCRIPTIONS}, inputs=_inputs(spec, scenario),
+        parameters=parameters, active_parameters=active, host_terms=host,
+        sources={name: SOURCES[name] for name in built if "/" not in name} | {"host_terms": HOST_SOURCE},
+    )
+
+
+def _shard(scenario: Scenario) -> sympy.Expr:
+    """FSDP2 keeps ``1 / N_d`` of every parameter, gradient and state on a rank."""
+    return par.zero_partition(scenario.zero, "optimizer")
+
+
+def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: Scenario):
+    """(gradients, optimizer, optimizer_temporaries[, tied sum]) on the device, and the paged host part."""
+    width = S.adapter_bytes if scenario.lora_rank is not None else S.weight_bytes
+    count = shared.per_gpu_count(trained) * _shard(scenario)
+    largest = sympy.Max(*(t.rows * t.cols for t in trained)) * _shard(scenario)
+    device, paged = shared.optimizer_state(trained, scenario.optimizer, _shard(scenario))
+    if scenario.optimizer_in_backward and scenario.optimizer in ("adamw8bit", "paged-adamw8bit"):
+        # one optimizer per parameter (_setup_optimizer's optim_dict), each with its own qmaps
+        tensors = sympy.Add(*(t.count for t in trained))
+        device += (tensors - 1) * O.BNB_QMAP_BYTES
+    in_backward = scenario.optimizer_in_backward
+    stepped = largest if in_backward else count
+    terms = {
+        "gradients": stepped * S.gradient_bytes,
+        "optimizer": device,
+        "optimizer_temporaries": (F.foreach_temporaries(stepped, width) if scenario.optimizer in TORCH_FOREACH
+                                  else sympy.Integer(0)),
+    }
+    if scenario.lora_rank is None:  # the output weight's gradient, alive through the layers' backward
+        terms["head_gradient"] = S.vocab_size * S.hidden_size * S.gradient_bytes * _shard(scenario)
+    if scenario.lora_rank is None and spec.tie_word_embeddings:
+        terms["tied_gradient_sum"] = tied_embedding_gradient_sum() * _shard(scenario)
+    return terms, ({"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {})
+
+
+def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict[str, sympy.Expr]:
+    """Saved activations (see formulas/frameworks/torchtune.py), the loss's gradients and,
+    with checkpointing, the recomputed layer."""
+    checkpointing, compiled, chunks = scenario.recompute == "full", scenario.torch_compile, scenario.loss_chunks
+    offloaded = checkpointing and scenario.activation_offload
+    if offloaded:
+        layers = F.offload_stash()
+    elif checkpointing:
+        layers = S.num_hidden_layers * F.checkpointed_layer_saved()
+    else:
+        layers = S.num_hidden_layers * F.layer_saved(compiled)
+    parts = {"activations/layers": layers, "activations/head": F.head_saved(offloaded),
+             "activations/loss": F.loss_saved(chunks, compiled)}
+    if lora_targets and not checkpointing:
+        parts["activations/lora"] = peft.lora_activations(lora_targets)
+    built = {"activations": sympy.Add(*parts.values()), **parts}
+    built["loss_forward"] = F.loss_forward(chunks, compiled)
+    built["loss_gradients"] = F.loss_gradients(chunks, compiled)
+    if checkpointing:
+        built["recompute"] = F.layer_saved(compiled) + F.recompute_backward()
+    return built
+
+
+def _host_activations(scenario: Scenario) -> dict[str, sympy.Expr]:
+    """Offloaded layer inputs and the final norm's tensors, in pinned CPU memory."""
+    if not (scenario.activation_offload and scenario.recompute == "full"):
+        return {}
+    return {"activations_offloaded": S.num_hidden_layers * F.checkpointed_layer_saved()
+            + F.head_saved(False) - F.head_saved(True)}
+
+
+def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor]) -> dict[str, sympy.Expr]:
+    """What FSDP2 holds unsharded on a rank (torchtune training/_distributed.py shard_model:
+    ``fully_shard`` per layer, then the root).
+
+    ``layers``: a layer is all-gathered before its forward and backward and resharded after
+    (``reshard_after_forward=True``); with the next one prefetched, ``min(2, L)`` layers at
+    once (FSDPParamGroup.unshard). ``root``: the root module's own parameters (embedding,
+    final norm, output) are not resharded after forward ("The root FSDP state has its value
+    specially set to False", fully_shard's docstring). Both are the other ranks' ``1 - 1/N_d``,
+    or the whole when CPU offload keeps even the local shard on the host. ``gradients``: one
+    layer's unsharded gradients before their reduce-scatter (FSDPParamGroup.post_backward).
+    """
+    other = 1 if scenario.offload == "both" else 1 - 1 / S.data_parallel
+    tensors = architecture.parameter_tensors(spec)
+    per_layer = [t for t in tensors if par.is_per_layer(t)]
+    layer_bytes = sympy.Add(*(tensor_bytes(t, scenario.weight_quant) for t in per_layer)) / S.num_hidden_layers
+    root = sympy.Add(*(tensor_bytes(t, scenario.weight_quant) for t in tensors if not par.is_per_layer(t)))
+    layer_grads = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers * S.gradient_bytes
+    parts = {"zero3_gathered/layers": sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) * layer_bytes * other,
+             "zero3_gathered/root": root * other,
+             "zero3_gathered/gradients": layer_grads}
+    return {"zero3_gathered": sympy.Add(*parts.values()), **parts}
+
+
+def _cpu_offload(built: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
+    """``fsdp_cpu_offload`` (CPUOffloadPolicy): sharded parameters, gradients and optimizer
+    state live on the host and the optimizer steps there; they leave the device total."""
+    moved = ("weights", "adapters", "gradients", "optimizer", "optimizer_temporaries", "head_gradient",
+             "tied_gradient_sum")
+    host = {name: built[name] for name in moved if name in built}
+    for name in [n for n in built if n.split("/", 1)[0] in host]:
+        built[name] = sympy.Integer(0)
+    return host
+
+
+def _phases(built: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
+    held = tuple(n for n in ("weights", "adapters", "optimizer", "input_ids", "zero3_gathered/layers",
+                             "zero3_gathered/root") if n in built)
+    tied = ("tied_gradient_sum",) if "tied_gradient_sum" in built else ()
+    # FSDP2: a layer's unsharded gradients exist in backward, before their reduce-scatter
+    reduced = ("zero3_gathered/gradients",) if "zero3_gathered/gradients" in built else ()
+    phases = {"loss_forward": (*held, "activations/layers", "activations/head", "loss_forward", "overhead"),
+              "loss_backward": (*held, "activations", "loss_gradients", "overhead")}
+    if "recompute" in built:
+        head = ("head_gradient",) if "head_gradient" in built else ()
+        phases["recompute"] = (*held, "activations/layers", "recompute", *head, *reduced, "overhead")
+    phases["backward_end"] = (*held, "gradients", *tied, *reduced, "overhead")
+    phases["optimizer_step"] = (*held, "gradients", "optimizer_temporaries", "overhead")
+    return phases
+
+
+def _facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]:
+    """Everything in ``--dtype``: weights, activations, gradients, optimizer moments (pure)."""
+    facts = shared.facts(spec, scenario)
+    width = sympy.Rational(DTYPE_BYTES[canonical_dtype(scenario.dtype)])
+    trained_width = sympy.Rational(scenario.adapter_bytes()) if scenario.lora_rank is not None else width
+    facts.pop(S.master_weight_bytes, None)
+    state = O.state_bytes_per_parameter(scenario.optimizer, trained_width)
+    facts.update({S.weight_bytes: width, S.activation_bytes: width, S.gradient_bytes: trained_width,
+                  S.optimizer_bytes: sympy.Rational(state)})
+    return facts
+
+
+def convention(scenario: Scenario) -> str:
+    """The bytes-per-parameter convention, in words, for the output."""
+    width = DTYPE_BYTES[canonical_dtype(scenario.dtype)]
+    name = {2: "bf16", 4: "fp32"}[int(width)]
+    state = {"adamw8bit": "2 bitsandbytes 8-bit moments (2 B + absmax per 256)",
+             "paged-adamw8bit": "2 bitsandbytes 8-bit moments, paged (unified memory, not counted)",
+             "paged-adamw": "2 fp32 moments, paged (unified memory, not counted)"}.get(
+        scenario.optimizer, f"{STATE_COPIES.get(scenario.optimizer, 2)} {name} {scenario.optimizer} moments")
+    grads = "one parameter's gradient at a time (optimizer in backward)" if scenario.optimizer_in_backward \
+        else f"{name} grads"
+    trained = "LoRA adapters" if scenario.lora_rank is not None else "every parameter"
+    total = ""
+    if scenario.optimizer not in O.PAGED_OPTIMIZERS and not scenario.optimizer_in_backward:
+        per_parameter = 2 * width + O.state_bytes_per_parameter(scenario.optimizer, width)
+        total = f" = {float(per_parameter):g} B/param"
+    return f"torchtune {name} (pure, no fp32 master): {name} weights + {grads} + {state}{total}, for {trained}"
+
+
+def _inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
+    echoed = shared.inputs(spec, scenario)
+    echoed["precision"] = "pure"
+    echoed["convention"] = convention(scenario)
+    return echoed
+
+
+DESCRIPTIONS: dict[str, str] = {
+    "input_ids": "int64 tokens, labels and shifted labels",
+    "activations/layers": "what every layer saves (its input only with checkpointing; offloaded: the GPU stash)",
+    "activations/head": "final RMSNorm and the output projection's input",
+    "activations/loss": "the loss's saved logits (fp32 log-softmax, or bf16 chunks when compiled)",
+    "loss_forward": "end of the loss's forward: its logits and log-softmax (all bf16 chunks when chunked)",
+    "loss_gradients": "start of backward: the loss's gradients (one chunk's when chunked)",
+    "recompute": "checkpointing: one layer recomputed, its gradients in and out",
+    "head_gradient": "the output projection's weight gradient during the layers' backward",
+    "tied_gradient_sum": "tied embeddings: dense embedding gradient and its sum with the output's",
+    "optimizer_temporaries": "torch.optim foreach step: one intermediate the size of what it steps",
+    "optimizer_paged": "bitsandbytes paged state (CUDA unified memory, outside max_memory_allocated)",
+    "activations_offloaded": "offloaded layer inputs and final-norm tensors (pinned CPU memory)",
+}
+
+_RECIPE = "torchtune recipes/full_finetune_single_device.py FullFinetuneRecipeSingleDevice"
+SOURCES: dict[str, str] = {
+    "weights": shared.SOURCES["weights"] + "; torchtune loads them in cfg.dtype (training/precision.py get_dtype)",
+    "adapters": "torchtune modules/peft/lora.py LoRALinear.__init__ (lora_a r x in, lora_b out x r); "
+                + shared.SOURCES["adapters"],
+    "input_ids": _RECIPE + "._loss_step (tokens, labels, torch.hstack of the shifted labels)",
+    "gradients": "torch 2.x autograd AccumulateGrad, one .grad per trained parameter in its dtype; "
+                 "optimizer_in_bwd: torchtune training/memory.py register_optim_in_bwd_hooks (step and zero_grad "
+                 "per parameter in its post-accumulate-grad hook)",
+    "optimizer": "torch/optim/adamw.py AdamW._init_group (zeros_like(param): the parameter's dtype); "
+                 "bitsandbytes/optim/optimizer.py Optimizer8bit.init_state (uint8 states, fp32 absmax per 256)",
+    "optimizer_temporaries": "torch/optim/adamw.py _multi_tensor_adamw (_foreach_sqrt intermediate), "
+                             "pytorch/pytorch#97712 (2023)",
+    "activations": "torchtune modules/transformer.py TransformerSelfAttentionLayer.forward, modules/rms_norm.py, "
+                   "modules/attention.py MultiHeadAttention.forward, modules/loss/ce_chunked_output_loss.py; "
+                   "compiled: torch/_functorch/partitioners.py min_cut_rematerialization_partition",
+    "loss_forward": "torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss.forward, "
+                    "modules/transformer.py TransformerDecoder.forward (output(h).float()) and chunked_output",
+    "loss_gradients": "torch nll_loss / log_softmax backward (fp32); compiled: torch/_decomp/decompositions.py "
+                      "_nll_loss_backward lowered pointwise (torch/_inductor/config.py "
+                      "optimize_scatter_upon_const_tensor)",
+    "recompute": "torch/utils/checkpoint.py (non-reentrant), torchtune training/_activation_checkpointing.py "
+                 "set_activation_checkpointing",
+    "head_gradient": "torch autograd: the output Linear's weight gradient (tied: waiting in the input buffer of "
+                     "the embedding's AccumulateGrad, torch/csrc/autograd/input_buffer.cpp)",
+    "tied_gradient_sum": "torch autograd input_buffer.cpp: the tied weight's two gradients summed out of place "
+                         "(measured on CPU, docs/accuracy.md)",
+    "zero3_gathered": "FSDP2 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py FSDPParamGroup.unshard and "
+                      "post_backward, _fully_shard.py fully_shard (lazy_init sets the root's reshard_after_forward False) "
+                      "(torchtune training/_distributed.py shard_model)",
+    "overhead": shared.SOURCES["overhead"],
+}
+HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314, sec. 3; bitsandbytes/functional.py "
+               "get_paged (cudaMallocManaged, outside torch's caching allocator); "
+               "torchtune training/_activation_offloading.py OffloadActivations.pack_tensor (pinned CPU copies); "
+               "fsdp_cpu_offload: torch/distributed/fsdp/_fully_shard/_fsdp_api.py CPUOffloadPolicy")
+
+KNOBS = frozenset({
+    "batch_size", "seq_len", "dtype", "weight_quant", "recompute", "optimizer", "precision", "reserve_bytes",
+    "dp", "zero", "offload", "lora_rank", "lora_targets", "adapter_dtype", "torch_compile", "loss_chunks",
+    "optimizer_in_backward", "activation_offload",
+})
+
+PROFILE = Profile(
+    name="torchtune",
+    summary="torchtune's full/LoRA/QLoRA recipes, single device and FSDP2 (torchtune 1814feb17)",
+    modes=("training",),
+    knobs=KNOBS,
+    build=build,
+    check=check,
+    refusal_note="torchtune's recipes: FSDP2 data parallelism only (--dp N --zero 3), SDPA attention",
+)

@@ -1,0 +1,170 @@
+"""What torchtune's fine-tuning recipes keep alive on the GPU: the ``torchtune`` profile.
+
+Read off torchtune's code (pytorch/torchtune at 1814feb17, Nov 2024; the modules have not
+changed in these respects since): the decoder layer
+(torchtune/modules/transformer.py TransformerSelfAttentionLayer.forward), its pieces
+(modules/rms_norm.py RMSNorm.forward, modules/attention.py MultiHeadAttention.forward,
+modules/feed_forward.py FeedForward.forward, models/llama3_1/_position_embeddings.py
+Llama3ScaledRoPE.forward), the output and loss (TransformerDecoder.forward and
+chunked_output, modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss), and the
+recipes' loop (recipes/full_finetune_single_device.py FullFinetuneRecipeSingleDevice
+._loss_step and train: ``del logits`` before backward, ``zero_grad(set_to_none=True)``).
+What each op saves for backward is PyTorch's (tools/autograd/derivatives.yaml).
+
+Symbols: ``beta_a`` the model dtype (torchtune's ``dtype: bf16`` trains weights, gradients
+and optimizer state in it, no fp32 master), ``b s`` tokens, ``V`` vocabulary. fp32 pieces
+are :data:`FLOAT32_BYTES` whatever the dtype.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from formulas.frameworks.transformers import FLOAT32_BYTES, INT64_BYTES, rms_norm_saved
+from formulas.symbols import (
+    activation_bytes,
+    batch_size,
+    head_dim,
+    hidden_size,
+    intermediate_size,
+    num_attention_heads,
+    num_hidden_layers,
+    seq_len,
+    vocab_size,
+)
+
+b, s, h, a, d, f, V, L = (batch_size, seq_len, hidden_size, num_attention_heads, head_dim, intermediate_size,
+                          vocab_size, num_hidden_layers)
+beta = activation_bytes
+
+# CEWithChunkedOutputLoss.__init__(num_output_chunks=8): the recipes' default chunk count.
+DEFAULT_LOSS_CHUNKS = 8
+# torchtune/training/_activation_offloading.py OffloadActivations.__init__: with streams the
+# forward keeps the last ``max_fwd_stash_size`` offloaded tensors on the GPU until their
+# copy is waited on (they are dropped when backward starts); tensors under
+# ``min_offload_size`` bytes stay on the GPU.
+OFFLOAD_FORWARD_STASH = 5
+OFFLOAD_MIN_BYTES = 1024
+
+
+# --- what one decoder layer saves for backward --------------------------------------------
+
+def layer_saved(compiled: bool) -> sympy.Expr:
+    """Bytes one decoder layer saves for backward (parameters excluded).
+
+    Eager: two RMSNorms (each ``4 r h + 4 r + beta r h``: the fp32 ``x.float()`` saved by
+    ``pow``, the fp32 ``rsqrt``, ``x_normed`` saved by ``* scale``) and their outputs
+    (saved by the q/k/v and w1/w3 projections, ``beta b s h`` each); attention: q, the keys
+    and values after GQA expansion (``k.unsqueeze(2).expand(...).flatten(1, 2)`` copies
+    them to every query head), SDPA's (or flex attention's) output, also ``output_proj``'s
+    input, and its fp32 logsumexp ``b a s``; RoPE saves only slices of its cache buffer;
+    SwiGLU: w1's output, SiLU's output, w3's output and their product, ``4 beta b s f``.
+
+    Compiled (``compile: True``: training.compile_model compiles every layer with
+    inductor): the min-cut partitioner (torch/_functorch/partitioners.py
+    min_cut_rematerialization_partition) recomputes the norms' fp32 copies, ``x_normed``
+    and the SwiGLU product in backward and saves four ``b s h`` tensors (the layer input,
+    both norm outputs, the attention output before ``output_proj``), the two fp32 ``rsqrt``
+    rows, q/k/v/out and the logsumexp, and three ``b s f`` tensors. Measured, not assumed:
+    tools/measure/compile_saved.py (tests/fixtures/compile_saved_cpu.json, torch 2.13,
+    ``aot_eager_decomp_partition``: inductor's decompositions and partitioner); inductor's
+    code generation on CUDA and other torch versions may save differently.
+    """
+    bs = b * s
+    attention = 4 * beta * bs * a * d + FLOAT32_BYTES * b * a * s
+    if compiled:
+        return 4 * beta * bs * h + 2 * FLOAT32_BYTES * bs + attention + 3 * beta * bs * f
+    norms = 2 * (rms_norm_saved(bs, h) + beta * bs * h)
+    return norms + attention + 4 * beta * bs * f
+
+
+def checkpointed_layer_saved() -> sympy.Expr:
+    """``enable_activation_checkpointing``: training.set_activation_checkpointing wraps every
+    layer in ``checkpoint_wrapper`` (non-reentrant ``torch.utils.checkpoint``), which keeps
+    only the layer's input: ``beta b s h``."""
+    return beta * b * s * h
+
+
+def offload_stash() -> sympy.Expr:
+    """``enable_activation_offloading`` (it requires checkpointing): every layer input goes
+    to CPU; with streams the last ``min(5, L)`` stay on the GPU at the start of backward
+    (OffloadActivations.pack_tensor's ``fwd_stash``)."""
+    return sympy.Min(OFFLOAD_FORWARD_STASH, L) * checkpointed_layer_saved()
+
+
+def recompute_backward() -> sympy.Expr:
+    """Checkpointing, backward of one layer: the gradient flowing in and out, ``2 beta b s h``
+    (the recomputed layer's saved tensors are :func:`layer_saved`)."""
+    return 2 * beta * b * s * h
+
+
+# --- the output projection and the loss ---------------------------------------------------
+
+def head_saved(offloaded: bool) -> sympy.Expr:
+    """The final RMSNorm and the output projection's saved input. Offloading moves the norm's
+    tensors to CPU too; the output projection is kept on the GPU (get_act_offloading_ctx_manager
+    wraps ``model.output`` in NoOpManager)."""
+    norm = 0 if offloaded else rms_norm_saved(b * s, h)
+    return norm + beta * b * s * h
+
+
+def input_ids() -> sympy.Expr:
+    """int64 tokens and labels, and the shifted labels (``torch.hstack`` in _loss_step):
+    ``3 x 8 b s``."""
+    return 3 * INT64_BYTES * b * s
+
+
+def loss_saved(chunks: int | None, compiled: bool) -> sympy.Expr:
+    """What the loss keeps for backward.
+
+    Unchunked: TransformerDecoder.forward returns ``self.output(h).float()`` and
+    ``cross_entropy`` saves its fp32 ``log_softmax``, ``4 b s V`` (the fp32 logits are
+    freed by ``del logits``; the recipe does not keep compile_loss's return value, so this
+    loss is never compiled). Chunked, eager: every chunk's fp32 log_softmax, ``4 b s V``
+    in all. Chunked and compiled (compile_loss compiles ``compute_cross_entropy``): each
+    chunk's graph saves its bf16 input and two fp32 row statistics (max, logsumexp):
+    ``beta b s V + 8 b s`` (tools/measure/compile_saved.py measures the same partition).
+    """
+    if chunks is not None and compiled:
+        return beta * b * s * V + 2 * FLOAT32_BYTES * b * s
+    return FLOAT32_BYTES * b * s * V
+
+
+def loss_forward(chunks: int | None, compiled: bool) -> sympy.Expr:
+    """The loss's bytes at the end of its forward (the layers' and head's saved tensors apart).
+
+    Unchunked: the fp32 logits and their log_softmax, ``8 b s V`` (``.float()`` before it
+    holds ``(beta + 4) b s V``, less). Chunked, eager: every bf16 chunk (the list lives until
+    the loss returns), the fp32 log_softmax of the chunks before the last, and the last
+    chunk's fp32 copy and log_softmax: ``beta b s V + 4 b s V + 4 b s V / n``. Chunked and
+    compiled: the bf16 chunks and their row statistics (:func:`loss_saved`)."""
+    if chunks is None:
+        return 2 * FLOAT32_BYTES * b * s * V
+    if compiled:
+        return loss_saved(chunks, compiled)
+    return beta * b * s * V + FLOAT32_BYTES * b * s * V + FLOAT32_BYTES * b * s * V / chunks
+
+
+def loss_gradients(chunks: int | None, compiled: bool) -> sympy.Expr:
+    """Start of backward, beside :func:`loss_saved`: ``nll_loss``'s gradient and
+    ``log_softmax``'s gradient (fp32, ``b s V`` each, or one chunk's ``b s V / n``).
+
+    Compiled, one chunk's bf16 gradient only: the decomposed ``nll_loss_backward``
+    (torch/_decomp/decompositions.py ``_nll_loss_backward``: ``zeros_like`` + ``scatter``)
+    is a scatter onto a constant tensor, which inductor lowers to a pointwise kernel
+    (torch/_inductor/config.py ``optimize_scatter_upon_const_tensor``, on by default;
+    fx_passes/joint_graph.py), fused with the softmax gradient and the cast to bf16.
+    """
+    if chunks is None:
+        return 2 * FLOAT32_BYTES * b * s * V
+    chunk = b * s * V / chunks
+    return beta * chunk if compiled else 2 * FLOAT32_BYTES * chunk
+
+
+# --- optimizer --------------------------------------------------------------------------
+
+def foreach_temporaries(numel: sympy.Expr, weight_width: sympy.Expr) -> sympy.Expr:
+    """torch.optim.AdamW's default on CUDA (foreach, torch/optim/adamw.py _multi_tensor_adamw):
+    ``_foreach_sqrt(exp_avg_sqs)`` is one intermediate the size of the parameters it steps,
+    in their dtype (pytorch/pytorch#97712: 'a minimum budget of 1 intermediate')."""
+    return numel * weight_width

@@ -1,0 +1,317 @@
+"""The torchtune profile: published peaks (shared/oracles/training-dev.json) and hand-worked
+bytes of each mechanism (chunked CE, optimizer in backward, 8-bit and paged state, compile)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import sympy
+
+from engine.errors import InputError
+from engine.families import spec_from_config
+from engine.profiles import build
+from engine.registry import load_spec
+from engine.scenario import Scenario
+from formulas import optimizer as O
+from formulas import symbols as S
+from formulas.frameworks import torchtune as F
+
+ROOT = Path(__file__).resolve().parents[1]
+ORACLE = ROOT.parent / "shared" / "oracles" / "training-dev.json"
+if not ORACLE.exists():
+    ORACLE = Path("/work/shared/oracles/training-dev.json")
+FIXTURE = ROOT / "tests" / "fixtures" / "compile_saved_cpu.json"
+
+LORA = dict(lora_rank=64, lora_targets=("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+# The flags a torchtune user sets for each row: one per technique, cumulative as in the README.
+COMPILED_CE = dict(torch_compile=True, loss_chunks=F.DEFAULT_LOSS_CHUNKS)
+AC = dict(COMPILED_CE, recompute="full")
+FLAGS = {
+    "tt3b-packed": {},
+    "tt3b-compile": dict(torch_compile=True),
+    "tt3b-chunkedce": COMPILED_CE,
+    "tt3b-ac": AC,
+    "tt3b-optinbwd": dict(AC, optimizer_in_backward=True),
+    "tt3b-actoffload": dict(AC, optimizer_in_backward=True, activation_offload=True),
+    "tt3b-adamw8bit": dict(AC, optimizer_in_backward=True, activation_offload=True, optimizer="adamw8bit"),
+    "tt3b-lora": dict(AC, activation_offload=True, **LORA),
+    "tt3b-qlora": dict(AC, activation_offload=True, weight_quant="nf4", **LORA),
+    "tt961-7b-full-lowmem": dict(recompute="full", optimizer_in_backward=True, optimizer="paged-adamw"),
+    "tt961-7b-full-lowmem-a100": dict(recompute="full", optimizer_in_backward=True, optimizer="paged-adamw"),
+}
+# Why 25 %, from what the profile cannot know rather than from these rows' errors:
+# - torch.optim.AdamW on CUDA defaults to foreach, whose step holds one intermediate the size
+#   of the parameters (F.foreach_temporaries); a run with fused=True has none. Where the step
+#   is the peak (tt3b-ac) that is 2 B of the 8 B per parameter of bf16 AdamW training: 25 %;
+# - the same recipe and config measured twice (tt961 on two GPUs) differ by 10 %;
+# - compiled layers are counted with the partition torch 2.13 makes on CPU
+#   (tests/fixtures/compile_saved_cpu.json); the rows ran torch 2.5 on CUDA.
+TOLERANCE = 0.25
+MEDIAN_TOLERANCE = 0.07  # issue 12's bound on the median |error|
+
+
+def _records() -> dict[str, dict]:
+    doc = json.loads(ORACLE.read_text())
+    return {r["id"]: dict(r, config_fields=doc["configs"][r["config"]]) for r in doc["records"]}
+
+
+def _predict(record: dict) -> tuple[int, str]:
+    config = {k: v for k, v in record["config_fields"].items() if not k.startswith("_")}
+    spec = spec_from_config(config, record["config"])
+    scenario = Scenario(mode="training", profile="torchtune", batch_size=record["micro_batch"],
+                        seq_len=record["seq_len"], **FLAGS[record["id"]])
+    evaluation = build(spec, scenario).evaluate()
+    return evaluation.total_bytes, evaluation.peak_phase
+
+
+def _error(record_id: str) -> float:
+    record = _records()[record_id]
+    return _predict(record)[0] / record["measured_bytes"] - 1
+
+
+@pytest.mark.skipif(not ORACLE.exists(), reason="shared/oracles/training-dev.json not present")
+@pytest.mark.parametrize("record_id", sorted(FLAGS))
+def test_published_torchtune_peak(record_id):
+    error = _error(record_id)
+    print(f"{record_id}: {error:+.1%}")
+    assert abs(error) <= TOLERANCE, f"{record_id}: {error:+.1%}"
+
+
+@pytest.mark.skipif(not ORACLE.exists(), reason="shared/oracles/training-dev.json not present")
+def test_published_torchtune_median_error():
+    errors = [abs(_error(record_id)) for record_id in FLAGS]
+    assert statistics.median(errors) <= MEDIAN_TOLERANCE, sorted(errors)
+
+
+@pytest.mark.skipif(not ORACLE.exists(), reason="shared/oracles/training-dev.json not present")
+def test_unpacked_baseline_lies_between_the_model_state_and_the_longest_batch():
+    """tt3b-baseline pads each batch to its longest sample (seq_len not fixed): its figure
+    must lie above what the step holds at any length (weights, gradients, AdamW moments)
+    and below the prediction at the 4096-token cap.
+
+    (It lies below the foreach step's intermediate on top of that state, as tt3b-ac does:
+    see docs/training.md, 'What the rows do not settle'.)"""
+    record = _records()["tt3b-baseline"]
+    config = {k: v for k, v in record["config_fields"].items() if not k.startswith("_")}
+    terms = build(spec_from_config(config, record["config"]),
+                  Scenario(mode="training", profile="torchtune", batch_size=2, seq_len=1)).evaluate().terms
+    state = terms["weights"] + terms["gradients"] + terms["optimizer"]
+    longest, _ = _predict(dict(record, seq_len=4096, id="tt3b-packed"))
+    assert state < record["measured_bytes"] < longest
+
+
+# --- hand-worked mechanisms ---------------------------------------------------------------
+
+TINY = {S.batch_size: 2, S.seq_len: 8, S.vocab_size: 100, S.activation_bytes: 2}
+
+
+def test_chunked_cross_entropy_bytes():
+    # unchunked: fp32 log_softmax 4 * 2*8*100 = 6400 saved; nll and log_softmax grads 12800
+    assert F.loss_saved(None, False).subs(TINY) == 6400
+    assert F.loss_gradients(None, False).subs(TINY) == 12800
+    # eager chunks: every chunk's fp32 log_softmax still saved (6400); one chunk's two grads 1600
+    assert F.loss_saved(8, False).subs(TINY) == 6400
+    assert F.loss_gradients(8, False).subs(TINY) == 1600
+    # compiled chunks: bf16 logits 2*1600 = 3200 + two fp32 row statistics 8*16 = 128;
+    # one chunk's bf16 gradient 2*200 (inductor lowers the scatter onto zeros pointwise)
+    assert F.loss_saved(8, True).subs(TINY) == 3328
+    assert F.loss_gradients(8, True).subs(TINY) == 400
+
+
+def _tt(model="llama-3.1-8b", **knobs):
+    return build(load_spec(model), Scenario(mode="training", profile="torchtune", batch_size=1, seq_len=512, **knobs))
+
+
+def test_optimizer_in_backward_has_no_full_gradient_buffer():
+    full = _tt().evaluate()
+    fused = _tt(optimizer_in_backward=True).evaluate()
+    parameters = 8_030_261_248
+    assert full.terms["gradients"] == 2 * parameters
+    # one parameter's gradient at a time: the largest is the 128256 x 4096 embedding (or head)
+    assert fused.terms["gradients"] == 2 * 128_256 * 4096
+    assert fused.terms["optimizer_temporaries"] == 2 * 128_256 * 4096
+    assert "optimizer_step" in fused.phases and fused.total_bytes < full.total_bytes
+
+
+def test_bitsandbytes_8bit_state_bytes():
+    # 4096 elements: 2 uint8 states + 2 fp32 absmax per 256: 2 * (4096 + 4 * 16) = 8320
+    assert O.bnb_8bit_state(sympy.Integer(4096)) == 8320
+    # below min_8bit_size: two fp32 states, 8 B each element
+    assert O.bnb_8bit_state(sympy.Integer(4095)) == 8 * 4095
+    # 10^6 elements: ceil(10^6 / 256) = 3907 blocks
+    assert O.bnb_8bit_state(sympy.Integer(10**6)) == 2 * (10**6 + 4 * 3907)
+
+
+def test_paged_state_is_a_host_term_except_small_tensors():
+    paged = _tt(optimizer="paged-adamw").evaluate()
+    plain = _tt(optimizer="adamw").evaluate()
+    # norms (4096 elements) stay on the device; every matrix is paged. bitsandbytes' 32-bit
+    # states are fp32 whatever the parameters' dtype: 8 B per element, twice torch's bf16 AdamW.
+    norms = (2 * 32 + 1) * 4096
+    assert paged.terms["optimizer"] == 8 * norms
+    assert paged.terms["optimizer"] + paged.host["optimizer_paged"] == 2 * plain.terms["optimizer"]
+
+
+def test_paged_8bit_keeps_its_absmax_on_the_device():
+    paged = _tt(optimizer="paged-adamw8bit").evaluate()
+    eight = _tt(optimizer="adamw8bit").evaluate()
+    assert paged.terms["optimizer"] + paged.host["optimizer_paged"] == eight.terms["optimizer"]
+    # the 128256 x 4096 embedding: 8 * ceil(525,336,576 / 256) = 16,416,768 bytes of absmax stay
+    assert paged.terms["optimizer"] > 8 * (2 * 32 + 1) * 4096 + 16_416_768 - 1
+
+
+def test_pure_bf16_adamw_moments_are_bf16():
+    """--precision pure keeps AdamW moments in the parameters' dtype (torch zeros_like(p))."""
+    from engine.api import estimate
+
+    terms = estimate("gpt2", mode="training", precision="pure").evaluation.terms
+    assert terms["optimizer"] == 4 * 124_439_808
+
+
+def test_compiled_layer_matches_the_measured_partition():
+    doc = json.loads(FIXTURE.read_text())
+    for row in doc["rows"]:
+        values = {S.batch_size: row["b"], S.seq_len: row["s"], S.hidden_size: row["h"],
+                  S.num_attention_heads: row["a"], S.head_dim: row["d"], S.intermediate_size: row["f"],
+                  S.activation_bytes: 2}
+        rope_cache = row["s"] * row["d"] * 4  # the fp32 cache slices RoPE saves: a buffer, not an activation
+        assert F.layer_saved(False).subs(values) == row["eager_saved_bytes"] - rope_cache
+        assert F.layer_saved(True).subs(values) == row["compiled_saved_bytes"] - rope_cache
+
+
+def test_lora_on_the_output_projection():
+    base = _tt(lora_rank=8).evaluate()
+    head = _tt(lora_rank=8, lora_targets=("all-linear", "lm_head")).evaluate()
+    assert head.terms["adapters"] - base.terms["adapters"] == 2 * 8 * (128_256 + 4096)
+    assert _tt(lora_rank=8, lora_targets=("all-linear",)).evaluate().terms == base.terms
+
+
+@pytest.mark.parametrize("model, knobs, needle", [
+    ("llama-3.1-8b", dict(activation_offload=True), "--activation-offload needs --recompute full"),
+    ("llama-3.1-8b", dict(dp=8), "--dp 8 --zero 0 is not a recipe"),
+    ("llama-3.1-8b", dict(lora_rank=8, optimizer_in_backward=True), "--optimizer-in-backward is not in the LoRA"),
+    ("llama-3.1-8b", dict(optimizer="adam8bit"), "--optimizer adam8bit is not modelled"),
+    ("llama-3.1-8b", dict(weight_quant="nf4"), "--weight-quant nf4 is not modelled"),
+    ("qwen3-0.6b", dict(lora_rank=8, lora_targets=("lm_head",)), "model_type 'qwen3'"),
+    ("llama-3.1-8b", dict(tp=2), "--tp 2 is not modelled"),
+])
+def test_torchtune_refuses_by_name(model, knobs, needle):
+    with pytest.raises(InputError, match=needle):
+        _tt(model, **knobs)
+
+
+def test_other_profiles_refuse_the_mechanism_knobs():
+    spec = load_spec("qwen3-0.6b")
+    with pytest.raises(InputError, match="--profile transformers: --compile is not modelled"):
+        build(spec, Scenario(mode="training", profile="transformers", torch_compile=True))
+    with pytest.raises(InputError, match="--profile megatron: --loss-chunks 8 is not modelled"):
+        build(spec, Scenario(mode="training", loss_chunks=8))
+
+
+def test_fsdp2_shards_state_and_gathers_two_layers():
+    one = _tt().evaluate()
+    eight = _tt(dp=8, zero=3).evaluate()
+    assert eight.terms["optimizer"] * 8 == one.terms["optimizer"]
+    assert eight.terms["gradients"] * 8 == one.terms["gradients"]
+    assert 0 < eight.terms["zero3_gathered/layers"] < one.terms["weights"] / 8
+    assert eight.total_bytes < one.total_bytes
+
+
+def test_output_names_the_bytes_per_parameter_convention():
+    inputs = _tt().inputs
+    assert inputs["convention"].startswith("torchtune bf16 (pure, no fp32 master)")
+    assert inputs["profile"] == "torchtune"
+
+
+TORCHTUNE_FLAGS = ("--model", "llama-3.1-8b", "--mode", "training", "--profile", "torchtune", "--batch-size", "2",
+                   "--compile", "--loss-chunks", "8", "--recompute", "full", "--activation-offload",
+                   "--optimizer-in-backward", "--optimizer", "paged-adamw8bit")
+
+
+def test_cli_mechanism_flags_reach_the_profile(run_cli):
+    result = run_cli("estimate", *TORCHTUNE_FLAGS, "--seq-len", "1024", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    scenario = Scenario(mode="training", profile="torchtune", batch_size=2, seq_len=1024, torch_compile=True,
+                        loss_chunks=8, recompute="full", activation_offload=True, optimizer_in_backward=True,
+                        optimizer="paged-adamw8bit")
+    assert data["total_bytes"] == build(load_spec("llama-3.1-8b"), scenario).evaluate().total_bytes
+    assert "optimizer_paged" in data["host_terms"]
+
+
+def test_cli_sweep_agrees_with_estimate_on_sub_term_phases(run_cli):
+    """torchtune's recompute phase names a sub-term (activations/layers); the compiled sweep
+    must sum it as evaluate does."""
+    sweep = run_cli("sweep", *TORCHTUNE_FLAGS, "--seq-len", "2048")
+    estimate = run_cli("estimate", *TORCHTUNE_FLAGS, "--seq-len", "2048", "--json")
+    assert sweep.exit_code == 0 and estimate.exit_code == 0, sweep.output
+    assert f"{json.loads(estimate.output)['total_bytes']:,}" in sweep.output
+
+
+def test_cli_refuses_a_mechanism_elsewhere_in_one_line(run_cli):
+    result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", "--optimizer-in-backward")
+    assert result.exit_code == 2
+    assert "--profile megatron: --optimizer-in-backward is not modelled" in result.output
+    assert "Traceback" not in result.output
+
+
+CPU_PEAKS = ROOT / "tests" / "fixtures" / "torchtune_peaks_cpu.json"
+
+
+def test_cpu_measured_chunked_loss_and_optimizer_in_backward():
+    """tools/measure/torchtune_peaks.py: a torchtune-style step on CPU (MemTracker), unchunked
+    and chunked CE, with and without the optimizer in backward. The model is exact to the
+    byte (the measured rope cache buffer aside, ~100 B of Python scalars) except where the
+    peak falls inside the output projection's chunked backward, which it does not model
+    (one point of eight, -3.7 %: docs/training.md)."""
+    doc = json.loads(CPU_PEAKS.read_text())
+    spec = spec_from_config(doc["config"], "torchtune-tiny")
+    gaps = []
+    for row in doc["rows"]:
+        scenario = Scenario(mode="training", profile="torchtune", batch_size=row["batch_size"],
+                            seq_len=row["seq_len"], loss_chunks=row["loss_chunks"],
+                            optimizer_in_backward=row["optimizer_in_backward"])
+        measured = row["peak_bytes"] - row["buffer_bytes"]
+        gaps.append((build(spec, scenario).evaluate().total_bytes - measured) / measured)
+    assert all(abs(gap) < 0.04 for gap in gaps), gaps
+    assert sum(abs(gap) < 1e-4 for gap in gaps) >= 7, gaps
+
+
+def test_bitsandbytes_state_matches_the_library():
+    """tools/measure/bnb_state.py: the real AdamW8bit's state bytes per tensor (bitsandbytes
+    0.50.2 on CPU), including the fp32 fallback under 4096 elements and partial blocks."""
+    doc = json.loads((ROOT / "tests" / "fixtures" / "bnb_state_cpu.json").read_text())
+    for row in doc["rows"]:
+        assert O.bnb_8bit_state(sympy.Integer(row["numel"])) == row["state_bytes"], row
+
+
+@pytest.mark.parametrize("knobs, expected", [
+    (dict(precision="zero16"), "zero16: 16-bit weights 2 + 16-bit grads 2 + fp32 master 4 + adamw state 8 "
+                               "= 16 B/param"),
+    (dict(precision="pure"), "pure: 16-bit weights 2 + 16-bit grads 2 + adamw state 4 = 8 B/param"),
+    (dict(precision="megatron18"), "megatron18: 16-bit weights 2 + fp32 grads 4 + fp32 master 4 + adamw state 8 "
+                                   "= 18 B/param"),
+])
+def test_every_training_output_names_its_bytes_per_parameter(run_cli, knobs, expected):
+    model = build(load_spec("llama-3.1-8b"), Scenario(mode="training", **knobs))
+    assert model.inputs["convention"] == expected
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
+    result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", *args)
+    assert f"profile megatron: {expected}" in result.output
+
+
+def test_fsdp2_keeps_the_root_unsharded_and_cpu_offload_moves_the_state():
+    spec = load_spec("llama-3.1-8b")
+    eight = _tt(dp=8, zero=3).evaluate().terms
+    # embedding + lm_head + final norm, bf16, the other ranks' 7/8
+    assert eight["zero3_gathered/root"] == 2 * (2 * 128_256 * 4096 + 4096) * 7 // 8
+    offload = build(spec, Scenario(mode="training", profile="torchtune", batch_size=1, seq_len=512, dp=8, zero=3,
+                                   offload="both")).evaluate()
+    assert offload.terms["weights"] == offload.terms["optimizer"] == offload.terms["gradients"] == 0
+    assert offload.host["optimizer"] == eight["optimizer"]
+    assert offload.terms["zero3_gathered/root"] == 2 * (2 * 128_256 * 4096 + 4096)  # local shard on the host too
+    with pytest.raises(InputError, match="--offload optimizer is not modelled"):
+        _tt(dp=8, zero=3, offload="optimizer")
