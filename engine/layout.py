@@ -94,7 +94,7 @@ def fit_hints(spec, knobs: dict, budget_bytes: int, variable: str) -> str:
         tp = next((t for t in tensor_parallel_degrees(spec, scenario)[1:] if fits(replace(scenario, tp=t))), None)
         if tp is not None:
             hints.append(f"--tp {tp} (the smallest that fits)")
-    if scenario.weight_quant == "none" and fits(replace(scenario, weight_quant="int4")):
+    if scenario.weight_quant in (None, "none") and fits(replace(scenario, weight_quant="int4")):
         hints.append("--weight-quant int4")
     if variable != "seq_len" and scenario.seq_len and scenario.seq_len > 1 and fits(replace(scenario, seq_len=1)):
         hints.append("a shorter --seq-len")

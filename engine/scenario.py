@@ -23,6 +23,8 @@ from formulas import options
 from engine.limits import check_scenario_values
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
+from engine.knob_checks import CHECKS, DTYPE_NAMES
+
 LOSS_DTYPE = "float32"  # transformers' loss upcasts logits: ``logits.float()``
 GROUPS = ("model", "scenario", "serving", "training", "parallelism", "output")  # --help sections, in order
 
@@ -110,7 +112,6 @@ def _module_names(text: str) -> tuple[str, ...] | None:
     return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
 
 
-DTYPE_NAMES = tuple(DTYPE_BYTES)
 KNOBS: tuple[Knob, ...] = (
     Knob("mode", "--mode", "inference", None, "scenario", choices=options.MODES),
     Knob("batch_size", "--batch-size", 1, "Sequences at once.", "scenario", "count", symbol="batch_size",
@@ -259,56 +260,6 @@ def unread_knobs(scenario: "Scenario", reads: frozenset[str]) -> list[Knob]:
     """The knobs set away from their default that a profile reading ``reads`` would ignore
     (``--profile`` itself is read by the choice of profile): what engine.profiles refuses."""
     return [k for k in changed_knobs(scenario) if k.name not in reads and k.name != "profile"]
-
-
-# --- checks, one per kind ---------------------------------------------------------------------
-def _is_count(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
-
-
-def _check_choice(k: Knob, value) -> None:
-    if value not in k.accepted:
-        raise InputError(f"{k.flag}: unknown value {value!r} (choose from {', '.join(map(str, k.accepted))})")
-
-
-def _check_dtype(k: Knob, value) -> None:
-    meant = k.read(value)[0] if isinstance(value, str) else value
-    if meant is None or (meant == "auto" and "auto" in (k.aliases or {})):
-        return
-    if not isinstance(meant, str) or canonical_dtype(meant) is None:
-        raise InputError(f"{k.flag}: unknown dtype {value!r} (known: {', '.join(DTYPE_NAMES)})")
-
-
-def _check_count(k: Knob, value) -> None:
-    if value is not None and not _is_count(value):
-        raise InputError(f"{k.flag} must be a positive integer, got {value!r}")
-
-
-def _check_bytes(k: Knob, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(f"{k.flag} must be a non-negative number of bytes, got {value!r}")
-
-
-def _check_fraction(k: Knob, value) -> None:
-    if not 0 <= Fraction(value) < 1:
-        raise InputError(f"{k.flag} must be in [0, 1), got {value!r}")
-
-
-def _check_stage(k: Knob, value) -> None:
-    if value not in options.ZERO_STAGES:
-        raise InputError(f"{k.flag} must be a ZeRO stage 0, 1, 2 or 3, got {value!r}")
-
-
-def _unchecked(k: Knob, value) -> None:
-    """Switches and name lists take any value of their type."""
-
-
-def _check_profile(k: Knob, value) -> None:
-    """Profile names are checked by engine.profiles.canonical when the model is built."""
-
-
-CHECKS = {"profile": _check_profile, "choice": _check_choice, "dtype": _check_dtype, "count": _check_count, "bytes": _check_bytes,
-          "fraction": _check_fraction, "stage": _check_stage, "switch": _unchecked, "names": _unchecked}
 
 
 @dataclass(frozen=True)

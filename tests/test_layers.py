@@ -40,7 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "engine.families_recurrent", "engine.families_multimodal", "engine.quantization", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache",
      "engine.hub", "engine.gguf_file"),
     ("engine.architecture",),
-    ("engine.scenario", "engine.model"),
+    ("engine.knob_checks", "engine.scenario", "engine.model"),
     ("engine.terms", "engine.profiles.*"),
     ("engine.api",),
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)

@@ -14,7 +14,7 @@ H200_32K = ["--model", "deepseek-v3", "--dtype", "float8", "--gpu", "h200", "--s
 
 
 def _solve(run_cli, *args):
-    result = run_cli("solve", *args, "--json")
+    result = run_cli("solve", "--profile", "megatron", *args, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -25,14 +25,14 @@ def test_num_gpus_and_the_same_degrees_agree(run_cli):
     by_degree = _solve(run_cli, "concurrency", *H200_32K, "--tp", "8")
     assert by_count["value"] == by_degree["value"] > 0
     assert by_count["layout"]["tp"] == 8 and "--tp 8" in by_count["layout"]["read_as"]
-    text = run_cli("solve", "concurrency", *H200_32K, "--num-gpus", "8").stdout
+    text = run_cli("solve", "--profile", "megatron", "concurrency", *H200_32K, "--num-gpus", "8").stdout
     assert "layout tp=8 x pp=1 x dp=1" in text and "read as: --num-gpus 8 read as --tp 8" in text
 
 
 def test_num_gpus_says_when_it_is_an_even_split(run_cli):
     data = _solve(run_cli, "concurrency", "--model", "llama-2-13b", "--budget", "32e9", "--num-gpus", "3")
     assert data["layout"]["even_split"] and "no --tp 3 fits" in data["layout"]["read_as"]
-    bad = run_cli("solve", "concurrency", "--model", "llama-2-13b", "--budget", "32e9", "--num-gpus", "4",
+    bad = run_cli("solve", "--profile", "megatron", "concurrency", "--model", "llama-2-13b", "--budget", "32e9", "--num-gpus", "4",
                   "--tp", "2")
     assert bad.exit_code == 2 and "--tp 2 x --pp 1 = 2" in bad.stderr
 
@@ -56,7 +56,7 @@ def test_solve_num_gpus_in_training_keeps_the_given_dp(run_cli):
 def test_the_header_names_the_scenario(run_cli):
     text = run_cli("estimate", "--model", "llama-3.1-8b", "--weight-quant", "int4", "--kv-cache-dtype", "float8",
                    "--tp", "2", "--block-size", "16").stdout
-    assert "profile megatron, dtype bfloat16, weights quantized int4, KV cache float8, paged blocks of 16" in text
+    assert "profile megatron, dtype bfloat16, weights quantized int4 (from --weight-quant), KV cache float8, paged blocks of 16" in text
     assert "layout tp=2 x pp=1 x dp=1 (ep=1, cp=1) = 2 GPUs; bytes are per GPU" in text
     training = run_cli("estimate", "--model", "qwen3-0.6b", "--mode", "training").stdout
     precision = json.loads(run_cli("estimate", "--model", "qwen3-0.6b", "--mode", "training", "--json").stdout)[
@@ -72,12 +72,12 @@ def test_past_the_context_length_warns_with_both_numbers(run_cli):
 
 
 def test_doesnt_fit_says_what_needs_how_much_and_what_helps(run_cli):
-    result = run_cli("solve", "concurrency", "--model", "llama-3.1-70b", "--gpu", "h100-80gb", "--seq-len", "8192")
+    result = run_cli("solve", "--profile", "megatron", "concurrency", "--model", "llama-3.1-70b", "--gpu", "h100-80gb", "--seq-len", "8192")
     line = result.stderr.strip()
     assert result.exit_code == 2 and "\n" not in line and len(line) <= 300
     assert re.search(r"needs [0-9,]+ bytes per GPU \(weights [0-9,]+, kv_cache [0-9,]+\)", line)
     assert "--tp 2 (the smallest that fits)" in line and "--weight-quant int4" in line
-    long = run_cli("solve", "batch-size", "--model", "llama-3.1-8b", "--budget", "17GB", "--seq-len", "131072")
+    long = run_cli("solve", "--profile", "megatron", "batch-size", "--model", "llama-3.1-8b", "--budget", "17GB", "--seq-len", "131072")
     assert "a shorter --seq-len" in long.stderr
 
 
@@ -116,7 +116,7 @@ def test_the_catalog_holds_thirty_gpus_each_with_a_source():
 
 @pytest.mark.parametrize("spelling, choices", [("a100", "a100-40gb, a100-80gb"), ("v100", "v100-16gb, v100-32gb")])
 def test_ambiguous_gpu_names_answer_with_the_choices(run_cli, spelling, choices):
-    result = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--gpu", spelling)
+    result = run_cli("solve", "--profile", "megatron", "seq-len", "--model", "qwen3-0.6b", "--gpu", spelling)
     assert result.exit_code == 2 and f"choose one of {choices}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -125,5 +125,5 @@ def test_gpu_memory_sizes_a_gpu_the_catalog_lacks(run_cli):
     by_memory = _solve(run_cli, "seq-len", "--model", "qwen3-0.6b", "--gpu-memory", "48GiB")
     by_budget = _solve(run_cli, "seq-len", "--model", "qwen3-0.6b", "--budget", "48GiB")
     assert by_memory["value"] == by_budget["value"] and by_memory["budget_bytes"] == 48 * 2**30
-    both = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--gpu-memory", "48GiB", "--budget", "48GiB")
+    both = run_cli("solve", "--profile", "megatron", "seq-len", "--model", "qwen3-0.6b", "--gpu-memory", "48GiB", "--budget", "48GiB")
     assert both.exit_code == 2

@@ -80,8 +80,9 @@ def _check_mechanisms(spec: ModelSpec, scenario: Scenario) -> None:
     if scenario.optimizer_in_backward and scenario.lora_rank is not None:
         raise InputError("--profile torchtune: --optimizer-in-backward is not in the LoRA recipes "
                          "(only full_finetune_single_device / full_finetune_distributed read optimizer_in_bwd)")
-    if scenario.weight_quant not in ("none", "nf4") or (scenario.weight_quant == "nf4" and scenario.lora_rank is None):
-        raise InputError(f"--profile torchtune: --weight-quant {scenario.weight_quant} is not modelled (QLoRA: "
+    quant = scenario.weight_quant or "none"  # None: the checkpoint's own (torchtune loads bf16 weights)
+    if quant not in ("none", "nf4") or (quant == "nf4" and scenario.lora_rank is None):
+        raise InputError(f"--profile torchtune: --weight-quant {quant} is not modelled (QLoRA: "
                          "--weight-quant nf4 with --lora-rank)")
     if scenario.offload not in ("none", "both") or (scenario.offload == "both" and scenario.dp == 1):
         raise InputError(f"--profile torchtune: --offload {scenario.offload} is not modelled; the distributed "
@@ -198,8 +199,8 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     other = 1 if scenario.offload == "both" else 1 - 1 / S.data_parallel
     tensors = architecture.parameter_tensors(spec)
     per_layer = [t for t in tensors if par.is_per_layer(t)]
-    layer_bytes = sympy.Add(*(tensor_bytes(t, scenario.weight_quant) for t in per_layer)) / S.num_hidden_layers
-    root = sympy.Add(*(tensor_bytes(t, scenario.weight_quant) for t in tensors if not par.is_per_layer(t)))
+    layer_bytes = sympy.Add(*(tensor_bytes(t, scenario.weight_quant or "none") for t in per_layer)) / S.num_hidden_layers
+    root = sympy.Add(*(tensor_bytes(t, scenario.weight_quant or "none") for t in tensors if not par.is_per_layer(t)))
     layer_grads = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers * S.gradient_bytes
     parts = {"zero3_gathered/layers": sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) * layer_bytes * other,
              "zero3_gathered/root": root * other,
