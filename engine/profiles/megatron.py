@@ -313,6 +313,6 @@ PROFILE = Profile(
     knobs=PROFILE_KNOBS,
     build=build,
     check=check,
-    refusal_note="--device is read by --profile transformers, --float8 and --float8-all-gather by --profile "
-                 "torchtitan",
+    refusal_note="another profile reads it: --device transformers; --float8 torchtitan; --compile, "
+                 "--loss-chunks torchtune; --cache-type-k/-v llamacpp",
 )
