@@ -188,14 +188,10 @@ KNOBS: tuple[Knob, ...] = (
          metavar="NAMES", aliases=LORA_SPELLINGS),
     Knob("adapter_dtype", "--adapter-dtype", None, "LoRA adapter dtype  [default: --dtype]", "training", "dtype",
          choices=options.DTYPES[:3], allowed=DTYPE_NAMES, aliases=DTYPE_SPELLINGS),
-    Knob("torch_compile", "--compile", False, "torch.compile every decoder layer (and the chunked loss), as "
-         "torchtune's compile: True does.", "training", "switch"),
-    Knob("loss_chunks", "--loss-chunks", None, "Chunked cross-entropy in N chunks (torchtune's "
-         "CEWithChunkedOutputLoss: 8).", "training", "count"),
-    Knob("optimizer_in_backward", "--optimizer-in-backward", False, "Step each parameter in backward and free its "
-         "gradient (torchtune's optimizer_in_bwd): no full gradient buffer.", "training", "switch"),
-    Knob("activation_offload", "--activation-offload", False, "Move saved activations to CPU (torchtune's "
-         "enable_activation_offloading; needs --recompute full).", "training", "switch"),
+    Knob("torch_compile", "--compile", False, "torch.compile each layer and the chunked loss (torchtune).", "training", "switch"),
+    Knob("loss_chunks", "--loss-chunks", None, "Chunked cross-entropy in N chunks (torchtune: 8).", "training", "count"),
+    Knob("optimizer_in_backward", "--optimizer-in-backward", False, "Step and free each gradient in backward.", "training", "switch"),
+    Knob("activation_offload", "--activation-offload", False, "Saved activations to CPU (needs --recompute full).", "training", "switch"),
     Knob("tp", "--tp", 1, "Tensor-parallel degree.", "parallelism", "count", symbol="tensor_parallel",
          freeable=True),
     Knob("pp", "--pp", 1, "Pipeline-parallel degree.", "parallelism", "count", symbol="pipeline_parallel",
@@ -305,7 +301,6 @@ class Scenario:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     kv_unified: bool = False
-    # training mechanisms (read by the profiles whose framework offers them; refused elsewhere)
     torch_compile: bool = False  # --compile: torch.compile of each decoder layer (and of the chunked loss)
     loss_chunks: int | None = None  # chunked cross-entropy (torchtune CEWithChunkedOutputLoss: 8)
     optimizer_in_backward: bool = False  # optimizer step fused into backward, one parameter at a time

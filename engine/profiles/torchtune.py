@@ -39,7 +39,6 @@ from formulas import symbols as S
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 from formulas.frameworks import torchtune as F
 from formulas.frameworks.transformers import tied_embedding_gradient_sum
-from formulas.weights import tensor_bytes
 
 FAMILIES = ("llama", "qwen2", "mistral")  # torchtune builders with this layer (no q/k norm)
 OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum", "adamw8bit", "paged-adamw8bit", "paged-adamw")
@@ -80,9 +79,9 @@ def _check_mechanisms(spec: ModelSpec, scenario: Scenario) -> None:
     if scenario.optimizer_in_backward and scenario.lora_rank is not None:
         raise InputError("--profile torchtune: --optimizer-in-backward is not in the LoRA recipes "
                          "(only full_finetune_single_device / full_finetune_distributed read optimizer_in_bwd)")
-    quant = scenario.weight_quant or "none"  # None: the checkpoint's own (torchtune loads bf16 weights)
+    quant = scenario.weight_quant or "none"  # torchtune's checkpointers load the weights in cfg.dtype
     if quant not in ("none", "nf4") or (quant == "nf4" and scenario.lora_rank is None):
-        raise InputError(f"--profile torchtune: --weight-quant {quant} is not modelled (QLoRA: "
+        raise InputError(f"--profile torchtune: --weight-quant {scenario.weight_quant} is not modelled (QLoRA: "
                          "--weight-quant nf4 with --lora-rank)")
     if scenario.offload not in ("none", "both") or (scenario.offload == "both" and scenario.dp == 1):
         raise InputError(f"--profile torchtune: --offload {scenario.offload} is not modelled; the distributed "
@@ -199,8 +198,9 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     other = 1 if scenario.offload == "both" else 1 - 1 / S.data_parallel
     tensors = architecture.parameter_tensors(spec)
     per_layer = [t for t in tensors if par.is_per_layer(t)]
-    layer_bytes = sympy.Add(*(tensor_bytes(t, scenario.weight_quant or "none") for t in per_layer)) / S.num_hidden_layers
-    root = sympy.Add(*(tensor_bytes(t, scenario.weight_quant or "none") for t in tensors if not par.is_per_layer(t)))
+    quant = shared.weight_format(spec, scenario)
+    layer_bytes = sympy.Add(*(quant.tensor_bytes(t) for t in per_layer)) / S.num_hidden_layers
+    root = sympy.Add(*(quant.tensor_bytes(t) for t in tensors if not par.is_per_layer(t)))
     layer_grads = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers * S.gradient_bytes
     parts = {"zero3_gathered/layers": sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) * layer_bytes * other,
              "zero3_gathered/root": root * other,
