@@ -250,22 +250,31 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
     files = sorted(set(weight_map.values())) if weight_map else sorted(p.name for p in directory.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"--checkpoint {directory}: no *.safetensors files and no {INDEX_FILE}")
-    tensors: list[StoredTensor] = []
-    for name in files:
+    def read(name: str) -> list[StoredTensor]:
         if weight_map is not None and not exists(directory / name):
             raise CheckpointError(f"{directory / INDEX_FILE}: field 'weight_map': {name} is not a file in "
                                   f"{directory}")
-        stored = read_safetensors(directory / name)
+        return read_safetensors(directory / name)
+
+    return Checkpoint(str(directory), tuple(files), gather_shards(directory, files, weight_map, read))
+
+
+def gather_shards(where, files, weight_map: dict | None, read) -> tuple[StoredTensor, ...]:
+    """Every shard's tensors (``read(file name)``), each checked against the index and stored
+    once, and the index's every tensor found: a local folder's and a Hub repo's shards alike."""
+    tensors: list[StoredTensor] = []
+    for name in files:
+        stored = read(name)
         if weight_map is not None:
-            check_against_index(directory, name, stored, weight_map)
-        check_stored_once(directory, name, stored, tensors)
+            check_against_index(where, name, stored, weight_map)
+        check_stored_once(where, name, stored, tensors)
         tensors += stored
     if weight_map is not None and len(tensors) != len(weight_map):
         found = {t.name for t in tensors}
         missing = next(n for n in weight_map if n not in found)
-        raise CheckpointError(f"{directory / INDEX_FILE}: field 'weight_map': tensor {_show(missing)} is not "
+        raise CheckpointError(f"{where / INDEX_FILE}: field 'weight_map': tensor {_show(missing)} is not "
                               f"in {weight_map[missing]}")
-    return Checkpoint(str(directory), tuple(files), tuple(tensors))
+    return tuple(tensors)
 
 
 def check_stored_once(directory: PurePath, name: str, stored: list[StoredTensor],

@@ -30,9 +30,9 @@ import re
 from pathlib import PurePosixPath
 
 from engine.checkpoint import (INDEX_FILE, LENGTH_PREFIX_BYTES, MAX_HEADER_BYTES, MAX_INDEX_BYTES, Checkpoint,
-                               CheckpointError, StoredTensor, check_against_index, check_stored_once, parse_index,
+                               CheckpointError, StoredTensor, gather_shards, parse_index,
                                parse_json, tensors_from_header)
-from engine.limits import cut, printable, shown
+from engine.limits import cut, printable
 from engine.errors import UnknownModelError
 from engine.hf_cache import is_repo_id
 
@@ -262,16 +262,5 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, commit: str | No
     weight_map = _weight_map(repo, commit)
     files = sorted(set(weight_map.values())) if weight_map else [SINGLE_FILE]
     where = PurePosixPath(f"{repo_id}@{commit}")
-    tensors: list[StoredTensor] = []
-    for name in files:
-        stored = remote_safetensors(repo, commit, name)
-        if weight_map is not None:
-            check_against_index(where, name, stored, weight_map)
-        check_stored_once(where, name, stored, tensors)
-        tensors += stored
-    if weight_map is not None and len(tensors) != len(weight_map):
-        found = {t.name for t in tensors}
-        missing = next(n for n in weight_map if n not in found)
-        raise CheckpointError(f"{where / INDEX_FILE}: field 'weight_map': tensor {shown(missing)} is not "
-                              f"in {weight_map[missing]}")
-    return Checkpoint(f"{repo.endpoint}/{repo_id}@{commit}", tuple(files), tuple(tensors))
+    tensors = gather_shards(where, files, weight_map, lambda name: remote_safetensors(repo, commit, name))
+    return Checkpoint(f"{repo.endpoint}/{repo_id}@{commit}", tuple(files), tensors)
