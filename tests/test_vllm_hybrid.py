@@ -64,7 +64,9 @@ def test_hybrid_groups_tokens_and_concurrency_follow_kv_cache_utils():
 
 def test_align_mode_keeps_two_state_pages_a_request():
     none = serve("bamba-9b", max_model_len=8192, **H100).values
-    align = serve("bamba-9b", max_model_len=8192, mamba_cache_mode="align", **H100).values
+    align = serve("bamba-9b", max_model_len=8192, mamba_cache_mode="align", enable_prefix_caching=True, **H100).values
+    ignored = serve("bamba-9b", max_model_len=8192, mamba_cache_mode="align", **H100).values  # reset to none
+    assert ignored["max_concurrency"] == none["max_concurrency"]
     assert align["num_gpu_blocks"] == none["num_gpu_blocks"]
     assert align["max_concurrency"] == Fraction(align["num_gpu_blocks"], 16 + 2 * 10)
     assert align["kv_cache_tokens"] == none["kv_cache_tokens"]
@@ -144,6 +146,7 @@ def test_serve_text_prints_vllms_block_size_lines():
 @pytest.mark.parametrize("args, named", [
     (["--model", "bamba-9b", "--max-model-len", "8192", "--mamba-cache-mode", "all"], "--mamba-cache-mode all"),
     (["--model", "jamba-v0.1", "-pp", "2"], "--pipeline-parallel-size 2"),
+    (["--model", "bamba-9b", "--max-model-len", "8192", "--enable-prefix-caching"], "--mamba-cache-mode align"),
     (["--model", "mamba-2.8b", "--max-model-len", "2048", "-tp", "3"], "intermediate_size 5120"),
 ])
 def test_unmodelled_settings_are_refused_in_one_line(args, named):
@@ -215,3 +218,15 @@ def test_kv_cache_state_subterm_is_the_state_of_the_whole_requests_that_fit():
     assert terms["kv_cache/state"] + terms["kv_cache/attention"] == terms["kv_cache"]
     assert v["state_bytes_per_request"] == 29 * v["page_bytes"]  # one padded page per Mamba layer
     assert "MambaSpec" in p.worker.model.sources["kv_cache/state"]
+
+
+@pytest.mark.parametrize("counts, size", [((3, 29), 3), ((4, 28), 4), ((12, 36), 12), ((32, 32), 32), ((8, 10), 10),
+                                          ((2, 3), 2)])
+def test_group_size_pads_the_smaller_type_only_when_counts_are_close(counts, size):
+    assert vllm_hybrid.group_size_for(*counts) == size
+
+
+def test_prefix_caching_gives_gated_deltanet_the_align_mode():
+    p = serve("qwen3-next-80b-a3b", tp=4, max_model_len=32768, enable_prefix_caching=True, **H100)
+    assert p.worker.model.inputs["mamba_cache_mode"] == "align"
+    assert p.values["max_concurrency"] == Fraction(p.values["num_gpu_blocks"], math.ceil(32768 / 272) + 3 * 2)

@@ -197,7 +197,7 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
     kinds = (stage_sliding < counts[stage], stage_sliding > 0)
     facts, inputs = _facts(spec, scenario, settings, counts[stage]), _inputs(spec, scenario, settings)
     if vllm_hybrid.recurrent_kind(spec):  # MambaSpec layers: engine/profiles/vllm_hybrid.py
-        cache = vllm_hybrid.quantities(spec, terms["kv_cache"], settings.mamba_cache_mode)
+        cache = vllm_hybrid.quantities(spec, terms["kv_cache"], vllm_hybrid.effective_mode(spec, settings))
         terms.update(vllm_hybrid.state_terms(terms["kv_cache"], cache))
         facts.update(vllm_hybrid.facts(spec, settings, serving_dtypes(spec, scenario, settings)[0]))
         inputs.update(vllm_hybrid.inputs(spec, settings))

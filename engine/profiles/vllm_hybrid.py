@@ -10,12 +10,14 @@ concurrency (``vllm/v1/core/kv_cache_utils.py``):
 - **hybrid** (attention + recurrent): the attention block size is raised until one attention
   page holds a recurrent state and the recurrent page is padded to it
   (``Platform._align_hybrid_block_size``); the layers of each spec are split into groups of
-  ``g = min(attention layers, recurrent layers)`` (``_get_kv_cache_groups_uniform_page_size``),
+  ``g = min(attention layers, recurrent layers)`` (the larger count when under 1.5 times the
+  smaller: ``_get_kv_cache_groups_uniform_page_size``),
   ``num_blocks = available // page // g`` (``get_kv_cache_config_from_groups``);
 - "GPU KV cache size" is ``num_blocks // groups x min(block sizes)`` and "Maximum concurrency"
   ``num_blocks / (attention groups x ceil(L / B_attn) + recurrent groups x pages per request)``
   (``_report_kv_cache_config``, ``get_max_concurrency_for_kv_cache_config``): a recurrent group
-  costs one page per request (two with ``--mamba-cache-mode align``) whatever ``max_model_len``.
+  costs one page per request (two with ``--enable-prefix-caching --mamba-cache-mode align``)
+  whatever ``max_model_len``.
 
 The recurrent state is constant in ``max_model_len`` and linear in requests; only attention
 pages grow with the length. Refused, one line naming it: pipeline parallelism, sliding,
@@ -43,6 +45,12 @@ COMPANION_KINDS = ("attention", "none")
 # its SSM state defaults to float32 ("only float32 is known to have no accuracy issues");
 # a config's own ``mamba_ssm_cache_dtype`` field is not read by memsym (pass the flag).
 SSM_DTYPE_BY_TYPE = {"nemotron_h": "float32"}
+
+# vllm/model_executor/models/config.py MambaModelConfig.verify_and_update_config: with prefix
+# caching and --mamba-cache-mode none, vLLM picks "all" where the model class supports Mamba
+# prefix caching, else "align"; Qwen3-Next's Gated DeltaNet takes "align" (vLLM PR #30877).
+# The other kinds may get "all" (vLLM PR #25752, Mamba-2), which is not modelled.
+PREFIX_CACHING_MODE = {"gated_deltanet": "align"}
 
 SOURCES = {
     "kv_cache/state": "vllm/v1/kv_cache_interface.py MambaSpec.page_size_bytes (shapes: vllm/model_executor/"
@@ -99,10 +107,32 @@ def state_widths(spec: ModelSpec, settings, model_width) -> tuple:
     return conv, conv if ssm_name == "auto" else DTYPE_BYTES[ssm_name]
 
 
+def effective_mode(spec: ModelSpec, settings) -> str:
+    """The mamba_cache_mode vLLM runs with: "none" without prefix caching (MambaModelConfig
+    resets it), the flag's mode with it, else the mode vLLM picks for the model."""
+    if not settings.enable_prefix_caching:
+        return "none"
+    if settings.mamba_cache_mode != "none":
+        return settings.mamba_cache_mode
+    kind = recurrent_kind(spec)
+    if kind not in PREFIX_CACHING_MODE:
+        raise InputError(f"--enable-prefix-caching: vLLM may pick mamba_cache_mode 'all' for {spec.name} "
+                         f"({kind}), which is not modelled; pass --mamba-cache-mode align")
+    return PREFIX_CACHING_MODE[kind]
+
+
 def forward_peaks(spec: ModelSpec) -> list[sympy.Expr]:
     """The recurrent layers' profile-forward peak (formulas/frameworks/vllm_mamba.py)."""
     kind = recurrent_kind(spec)
     return [] if kind is None else [M.recurrent_forward_peak(kind, F.profile_tokens())]
+
+
+def group_size_for(*layer_counts: int) -> int:
+    """Layers per KV-cache group (``_get_kv_cache_groups_uniform_page_size``): the fewest layers
+    of one spec, or the most when they are under 1.5 times the fewest (vLLM PR #29303: pad the
+    smaller type rather than split the larger)."""
+    fewest, most = min(layer_counts), max(layer_counts)
+    return most if most < fewest * 1.5 else fewest
 
 
 def quantities(spec: ModelSpec, available: sympy.Expr, mode: str) -> dict[str, sympy.Expr]:
@@ -117,7 +147,7 @@ def quantities(spec: ModelSpec, available: sympy.Expr, mode: str) -> dict[str, s
     else:
         block = M.hybrid_block_size(kind)
         page = M.hybrid_page_bytes(kind)
-        group_size = min(attention_layers, recurrent_layers)
+        group_size = group_size_for(attention_layers, recurrent_layers)
         attention_groups = -(-attention_layers // group_size)
         recurrent_groups = -(-recurrent_layers // group_size)
         tokens_per_block = sympy.Min(block, M.mamba_block_size(mode, block))
@@ -143,7 +173,8 @@ def facts(spec: ModelSpec, settings, model_width) -> dict[sympy.Symbol, sympy.Ex
 
 def inputs(spec: ModelSpec, settings) -> dict[str, object]:
     """The recurrent settings echoed in the model's inputs."""
-    return {"mamba_cache_mode": settings.mamba_cache_mode, "mamba_cache_dtype": settings.mamba_cache_dtype,
+    return {"mamba_cache_mode": effective_mode(spec, settings), "enable_prefix_caching": settings.enable_prefix_caching,
+            "mamba_cache_dtype": settings.mamba_cache_dtype,
             "mamba_ssm_cache_dtype": settings.mamba_ssm_cache_dtype, "recurrent_kind": recurrent_kind(spec)}
 
 

@@ -73,7 +73,8 @@ class VllmSettings:
     version: str = VERSIONS[0]
     mamba_cache_dtype: str = "auto"
     mamba_ssm_cache_dtype: str = "auto"
-    mamba_cache_mode: str = "none"  # vLLM's default: prefix caching is opt-in for hybrid models
+    mamba_cache_mode: str = "none"  # effective only with prefix caching (engine/profiles/vllm_hybrid.py)
+    enable_prefix_caching: bool = False  # vLLM's default for hybrid models (arg_utils.py: opt-in)
 
     def __post_init__(self):
         if not 0 < Fraction(self.gpu_memory_utilization) <= 1:
