@@ -230,3 +230,13 @@ def test_prefix_caching_gives_gated_deltanet_the_align_mode():
     p = serve("qwen3-next-80b-a3b", tp=4, max_model_len=32768, enable_prefix_caching=True, **H100)
     assert p.worker.model.inputs["mamba_cache_mode"] == "align"
     assert p.values["max_concurrency"] == Fraction(p.values["num_gpu_blocks"], math.ceil(32768 / 272) + 3 * 2)
+
+
+def test_serve_json_on_the_command_line_for_an_attention_free_model():
+    out = CliRunner().invoke(cli.cli, ["serve", "--model", "mamba-2.8b", "--gpu", "rtx-4090", "--max-model-len",
+                                       "65536", "--mamba-ssm-cache-dtype", "float32", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["inputs"]["kv_layout"] == "MambaSpec" and data["inputs"]["mamba_ssm_cache_dtype"] == "float32"
+    assert data["max_concurrency"] == data["num_gpu_blocks"]  # one state page a request, whatever the length
+    assert data["terms"]["kv_cache/state"] == data["num_gpu_blocks"] * 64 * (3 * 5_120 * 2 + 5_120 * 16 * 4)
