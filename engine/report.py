@@ -310,6 +310,20 @@ def _vllm_gib(n: int) -> str:
     return str(round(n / 2**30, 2))
 
 
+def _hybrid_lines(v: dict) -> list[str]:
+    """vLLM's config-time lines for a hybrid model (vllm/platforms/interface.py
+    ``Platform._align_hybrid_block_size``), and the recurrent state one request holds."""
+    if not v.get("attention_block_size"):
+        return []
+    lines = [f"Setting attention block size to {v['attention_block_size']} tokens to ensure that attention "
+             "page size is >= mamba page size."]
+    if v["page_bytes"] != v["state_page_bytes"]:
+        padding = 100 * (v["page_bytes"] - v["state_page_bytes"]) / v["state_page_bytes"]
+        lines.append(f"Padding mamba page size by {padding:.2f}% to ensure that mamba page size and attention "
+                     "page size are exactly equal.")
+    return lines
+
+
 def vllm_startup_lines(prediction) -> list[str]:
     """The lines vLLM logs while sizing its KV cache, in its wording and units (GiB)."""
     v, s = prediction.values, prediction.settings
@@ -326,7 +340,7 @@ def vllm_startup_lines(prediction) -> list[str]:
             f"# GPU blocks: {v['num_gpu_blocks']}",
             f"Maximum concurrency for {v['max_model_len']} tokens per request: {float(v['max_concurrency']):.2f}x",
         ]
-    return [
+    return _hybrid_lines(v) + [
         f"total_memory={_vllm_gib(total_bytes)}GiB",
         f"worker requested memory: {_vllm_gib(v['requested_bytes'])}GiB",
         f"Requested memory: {util} (util), {v['requested_bytes'] / 2**30:.2f} GiB",
@@ -370,6 +384,10 @@ def format_serve(prediction) -> str:
               "assumptions: non-torch memory is a named constant (engine/profiles/vllm_settings.py); "
               "CUDA graphs are not subtracted (vLLM 0.19 default)"]
     slope = p.to_dict()["d_max_concurrency_d_gpu_memory_utilization"]
+    if "state_bytes_per_request" in v:
+        lines.append(f"recurrent state: {v['state_page_bytes']:,} B per layer and request (page {v['page_bytes']:,} B), "
+                     f"{v['state_bytes_per_request']:,} B per request whatever its length "
+                     f"(mamba_cache_mode {inputs['mamba_cache_mode']})")
     lines.append(f"d max_concurrency / d gpu_memory_utilization = {slope:,.1f} (block floors relaxed): "
                  f"+0.01 utilization buys {slope / 100:.2f} requests of {v['max_model_len']:,} tokens")
     if p.refusal:

@@ -30,6 +30,8 @@ from formulas import symbols as S
 
 GIB = 2**30
 MAX_MODEL_LEN_LIMIT = 1 << 24  # far beyond any model's context; bounds the search
+# what a recurrent model's cache adds (engine/profiles/vllm_hybrid.py quantities)
+HYBRID_VALUES = ("attention_block_size", "page_bytes", "state_page_bytes", "state_bytes_per_request")
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ def _values(worker: Worker) -> dict[str, int | Fraction]:
         "max_model_len": int(worker.model.facts[S.max_model_len]),
         "block_size": int(worker.model.facts[S.block_size]),
         "cuda_total_bytes": int(worker.model.facts[S.cuda_total_bytes]),
+        **{name: int(worker.value(name)) for name in HYBRID_VALUES if name in worker.quantities},
     }
 
 

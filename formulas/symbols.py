@@ -122,6 +122,7 @@ _TABLE: tuple[tuple[str, str, str, str, bool], ...] = (
     ("mamba_num_heads", "a_{m}", "heads of a Mamba-2 mixer", "heads", True),
     ("mamba_head_dim", "d_{m}", "head dimension of a Mamba-2 mixer", "elements", True),
     ("mamba_n_groups", "G_{m}", "B/C groups of a Mamba-2 mixer", "groups", True),
+    ("conv_state_bytes", r"\beta_{cv}", "bytes per conv-state element (vLLM's mamba_cache_dtype)", "bytes", False),
 )
 
 
@@ -222,6 +223,7 @@ time_step_rank = SYMBOLS["time_step_rank"].symbol
 mamba_num_heads = SYMBOLS["mamba_num_heads"].symbol
 mamba_head_dim = SYMBOLS["mamba_head_dim"].symbol
 mamba_n_groups = SYMBOLS["mamba_n_groups"].symbol
+conv_state_bytes = SYMBOLS["conv_state_bytes"].symbol
 
 
 def symbol(name: str) -> sympy.Symbol:

@@ -111,13 +111,41 @@ def render_table() -> str:
     return "\n".join(head + rows) + "\n" + summary + "\n"
 
 
+# hybrid and recurrent registry models on one H100 at 32k tokens (engine/profiles/vllm_hybrid.py)
+HYBRID_BEGIN, HYBRID_END = "<!-- hybrid-table:begin -->", "<!-- hybrid-table:end -->"
+HYBRID_RUNS = (("qwen3-next-80b-a3b", 4), ("jamba-v0.1", 2), ("bamba-9b", 1), ("mamba-2.8b", 1))
+HYBRID_LEN = 32768
+
+
+def render_hybrid_table() -> str:
+    """One row per recurrent registry model: pages, groups and the start-up figures."""
+    from engine.serving import serve
+
+    rows = ["| model | TP | recurrent kind | state page B | attention block | page B | groups x layers | "
+            "KV tokens | max concurrency @ 32k | state per request MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, tp in HYBRID_RUNS:
+        p = serve(model, tp=tp, gpu_name="h100-80gb", max_model_len=HYBRID_LEN)
+        v, q = p.values, p.worker
+        block = v["attention_block_size"] or "none (MambaSpec only)"
+        rows.append(f"| {model} | {tp} | {q.model.inputs['recurrent_kind']} | {v['state_page_bytes']:,} | {block} | "
+                    f"{v['page_bytes']:,} | {q.value('num_groups')} x {q.value('layers_per_block')} | "
+                    f"{v['kv_cache_tokens']:,} | {float(v['max_concurrency']):.2f} | "
+                    f"{v['state_bytes_per_request'] / 2**20:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
+def _splice(text: str, begin: str, end: str, body: str) -> str:
+    before, rest = text.split(begin, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{begin}\n{body}{end}{after}"
+
+
 def render() -> str:
-    """docs/serving.md with its table regenerated."""
+    """docs/serving.md with its tables regenerated."""
     with open(DOC, encoding="utf-8") as handle:
         text = handle.read()
-    before, rest = text.split(BEGIN, 1)
-    _, after = rest.split(END, 1)
-    return f"{before}{BEGIN}\n{render_table()}{END}{after}"
+    text = _splice(text, BEGIN, END, render_table())
+    return _splice(text, HYBRID_BEGIN, HYBRID_END, render_hybrid_table()) if HYBRID_BEGIN in text else text
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ import sympy
 from engine import architecture
 from engine.errors import InputError
 from engine.model import MemoryModel
-from engine.profiles import Profile
+from engine.profiles import Profile, vllm_hybrid
 from engine.profiles.vllm_settings import VllmSettings, check, defaults_for, kv_layout, quant_scheme, serving_dtypes
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
@@ -130,8 +130,9 @@ def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool) -> dict[
 
 def activation_terms(spec: ModelSpec, last: bool, float32: bool = False) -> dict[str, sympy.Expr]:
     """The profile run's torch peak: the larger of the forward and (last stage) the sampler."""
-    dense = spec.layer_count(mlp="moe") < spec.num_hidden_layers
+    dense = spec.layer_count(mlp="dense") > 0
     forwards = ([F.dense_forward_peak()] if dense else []) + ([F.moe_forward_peak()] if spec.is_moe else [])
+    forwards += vllm_hybrid.forward_peaks(spec)  # recurrent layers' input projections
     forward = sympy.Max(*forwards)
     kept = F.moe_workspace() if spec.is_moe else sympy.Integer(0)  # the workspace manager keeps it
     terms = {"activations/forward": forward}
@@ -194,13 +195,22 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
         stage_sliding = counts[stage]
     sliding = S.num_sliding_layers if scenario.pp == 1 and num_sliding else sympy.Integer(stage_sliding)
     kinds = (stage_sliding < counts[stage], stage_sliding > 0)
-    quantities = {"requested_bytes": F.requested_memory(), **kv_quantities(spec, terms["kv_cache"], sliding, kinds)}
+    facts, inputs = _facts(spec, scenario, settings, counts[stage]), _inputs(spec, scenario, settings)
+    if vllm_hybrid.recurrent_kind(spec):  # MambaSpec layers: engine/profiles/vllm_hybrid.py
+        cache = vllm_hybrid.quantities(spec, terms["kv_cache"], vllm_hybrid.effective_mode(spec, settings))
+        terms.update(vllm_hybrid.state_terms(terms["kv_cache"], cache))
+        facts.update(vllm_hybrid.facts(spec, settings, serving_dtypes(spec, scenario, settings)[0]))
+        inputs.update(vllm_hybrid.inputs(spec, settings))
+    else:
+        cache = kv_quantities(spec, terms["kv_cache"], sliding, kinds)
+    quantities = {"requested_bytes": F.requested_memory(), **cache}
     model = MemoryModel(
-        name=spec.name, mode="inference", terms=terms, facts=_facts(spec, scenario, settings, counts[stage]),
-        descriptions=DESCRIPTIONS, inputs=_inputs(spec, scenario, settings),
+        name=spec.name, mode="inference", terms=terms, facts=facts,
+        descriptions={**DESCRIPTIONS, **vllm_hybrid.DESCRIPTIONS}, inputs=inputs,
         parameters=P.parameter_count(architecture.parameter_tensors(spec)),
         active_parameters=P.active_parameter_count(architecture.parameter_tensors(spec)),
-        sources={name: SOURCES.get(name, SOURCES.get(name.split("/")[0], "")) for name in terms},
+        sources={name: {**SOURCES, **vllm_hybrid.SOURCES}.get(name, SOURCES.get(name.split("/")[0], ""))
+                 for name in terms},
     )
     return Worker(stage, model, quantities)
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 from engine.errors import InputError
+from engine.profiles import vllm_hybrid
 from engine.scenario import Scenario
 from engine.spec import ModelSpec, shown
 from formulas.dtypes import DTYPE_BYTES
@@ -22,6 +23,10 @@ GIB = 2**30
 VERSIONS = ("0.19", "0.6")  # V1 (0.8 and later; 0.19 is the reference) and V0 (0.6.x)
 DTYPES = ("auto", "bfloat16", "half", "float16", "float32")
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+# vllm/config/cache.py CacheConfig: MambaDType ("auto": the model dtype, then the conv dtype)
+# and mamba_cache_mode ("all" is not modelled: engine/profiles/vllm_hybrid.py)
+MAMBA_DTYPES = ("auto", "float32", "float16", "bfloat16")
+MAMBA_CACHE_MODES = ("none", "align")
 # vLLM --quantization method -> memsym weight scheme (formulas/weights.py)
 QUANTIZATION = {
     "awq": "int4", "awq_marlin": "int4", "gptq": "int4", "gptq_marlin": "int4", "compressed-tensors": "int4",
@@ -66,6 +71,10 @@ class VllmSettings:
     quantization: str | None = None
     enforce_eager: bool = False
     version: str = VERSIONS[0]
+    mamba_cache_dtype: str = "auto"
+    mamba_ssm_cache_dtype: str = "auto"
+    mamba_cache_mode: str = "none"  # effective only with prefix caching (engine/profiles/vllm_hybrid.py)
+    enable_prefix_caching: bool = False  # vLLM's default for hybrid models (arg_utils.py: opt-in)
 
     def __post_init__(self):
         if not 0 < Fraction(self.gpu_memory_utilization) <= 1:
@@ -75,8 +84,13 @@ class VllmSettings:
                             ("--block-size", self.block_size), ("--gpu-memory", self.cuda_total_bytes)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{flag} must be a positive integer, got {value!r}")
+        if self.mamba_cache_mode == "all":  # Platform._align_hybrid_block_size's chunk-aligned blocks
+            raise InputError("--mamba-cache-mode all is not modelled (modelled: none, align)")
         for flag, value, allowed in (("--dtype", self.dtype, DTYPES), ("--kv-cache-dtype", self.kv_cache_dtype,
-                                     KV_CACHE_DTYPES), ("--vllm-version", self.version, VERSIONS)):
+                                     KV_CACHE_DTYPES), ("--vllm-version", self.version, VERSIONS),
+                                    ("--mamba-cache-dtype", self.mamba_cache_dtype, MAMBA_DTYPES),
+                                    ("--mamba-ssm-cache-dtype", self.mamba_ssm_cache_dtype, MAMBA_DTYPES),
+                                    ("--mamba-cache-mode", self.mamba_cache_mode, MAMBA_CACHE_MODES)):
             if value not in allowed:
                 raise InputError(f"{flag}: unknown value {value!r} (choose from {', '.join(allowed)})")
         if self.quantization is not None and self.quantization not in QUANTIZATION:
@@ -176,6 +190,8 @@ def _compressed_tensors_scheme(config: dict) -> str:
 def kv_layout(spec: ModelSpec) -> str:
     """The KV-cache spec vLLM gives the model's layers (vllm/v1/kv_cache_interface.py)."""
     sliding = spec.layer_count(mixer="sliding_attention")
+    if vllm_hybrid.recurrent_kind(spec):
+        return "FullAttentionSpec + MambaSpec" if vllm_hybrid.layer_counts(spec)[0] else "MambaSpec"
     if spec.layer_count(mixer="mla"):
         return "MLAAttentionSpec"
     if sliding == spec.num_hidden_layers:
@@ -184,7 +200,7 @@ def kv_layout(spec: ModelSpec) -> str:
 
 
 UNMODELLED_TYPES = ("falcon", "gpt2")  # learned positions / ALiBi-era layouts vLLM sizes differently
-MODELLED_MIXERS = ("attention", "sliding_attention", "mla")
+MODELLED_MIXERS = ("attention", "sliding_attention", "mla", *vllm_hybrid.RECURRENT_KINDS, "none")
 
 
 def _other_mixers(spec: ModelSpec) -> bool:
@@ -195,7 +211,8 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     """Refuse what the profile does not describe, naming the flag and value."""
     if scenario.mode != "inference":
         raise InputError(f"--profile vllm: --mode {scenario.mode} is not modelled; vLLM serves (inference)")
-    if spec.num_attention_heads % scenario.tp:  # vllm/config/parallel.py: heads split evenly over TP ranks
+    attention_free = vllm_hybrid.recurrent_kind(spec) and not vllm_hybrid.layer_counts(spec)[0]
+    if spec.num_attention_heads % scenario.tp and not attention_free:  # vllm/config/parallel.py: even split
         raise InputError(f"--tensor-parallel-size {scenario.tp} does not divide num_attention_heads "
                          f"{spec.num_attention_heads} of {spec.name}")
     if scenario.pp > spec.num_hidden_layers:  # get_pp_indices gives every stage a layer at least
@@ -203,6 +220,8 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
                          f"{spec.num_hidden_layers} of {spec.name}")
     if spec.model_type in UNMODELLED_TYPES or spec.max_position_embeddings is not None or _other_mixers(spec):
         raise InputError(f"--profile vllm: {spec.name} ({spec.model_type}) is not modelled: memsym's vLLM "
-                         "profile covers rotary decoders (Llama, Mistral, Qwen, Gemma-2, Phi-3, MoE, MLA)")
+                         "profile covers rotary decoders (Llama, Mistral, Qwen, Gemma-2, Phi-3, MoE, MLA) "
+                         "and Mamba/Gated DeltaNet hybrids")
+    vllm_hybrid.check(spec, scenario)
     if settings.max_model_len is None and spec.context_length is None:
         raise InputError(f"--max-model-len: {spec.name}'s config has no max_position_embeddings; give one")
