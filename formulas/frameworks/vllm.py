@@ -29,6 +29,7 @@ import sympy
 
 from formulas.symbols import (
     activation_bytes,
+    attention_chunk_size,
     block_size,
     cuda_total_bytes,
     gpu_memory_utilization,
@@ -88,6 +89,27 @@ def padded_vocab() -> sympy.Expr:
     vllm/model_executor/layers/vocab_parallel_embedding.py ``pad_vocab_size``.
     """
     return VOCAB_PADDING * sympy.ceiling(vocab_size / VOCAB_PADDING)
+
+
+# vllm/model_executor/layers/quantization/mxfp4.py Mxfp4MoEMethod.create_weights: with the
+# Triton backend ``round_up(intermediate_size_per_partition, 64)`` (Marlin: 128 and the
+# hidden size to 256; FlashInfer SM100: 256).
+MXFP4_TRITON_PADDING = 64
+# Mxfp4MoEMethod.process_weights_after_loading (Triton backend, H100's default): the E2M1
+# values are swizzled in place of the originals (``del layer.w13_weight``), but the
+# swizzled E8M0 scales go into ``w13_precision_config`` while ``layer.w13_weight_scale``
+# stays registered: two uint8 copies of every scale. The expert biases are replaced by
+# float32 copies (``layer.w13_bias.to(torch.float32)``). Checked against the one public
+# Triton-backend log found: gpt-oss-120b on one H100, vLLM 0.14.1, "Model loading took
+# 64.38 GiB" (vllm-project/vllm#33155): this layout gives 64.19 GiB (-0.3 %; the swizzle's
+# own padding of the Hopper scale layout is not modelled).
+MXFP4_RESIDENT_SCALE_COPIES = 2
+MXFP4_RESIDENT_BIAS_BYTES = FLOAT32_BYTES
+
+
+def mxfp4_padded_expert_width() -> sympy.Expr:
+    """``64 ceil(f_e / (64 t))``: one rank's expert width as vLLM's MXFP4 experts hold it."""
+    return MXFP4_TRITON_PADDING * sympy.ceiling(moe_intermediate_size / (MXFP4_TRITON_PADDING * tensor_parallel))
 
 
 def rotary_cache_bytes() -> sympy.Expr:
@@ -219,6 +241,16 @@ def sliding_window_request_blocks() -> sympy.Expr:
     """
     tokens = sympy.Min(sliding_window - 1 + max_num_batched_tokens, max_model_len)
     return sympy.ceiling(tokens / block_size) + 1
+
+
+def chunked_local_request_blocks() -> sympy.Expr:
+    """``ceil(min(C_ch + T_b, L_max) / B_blk)`` (``ChunkedLocalAttentionSpec.max_memory_usage_bytes``).
+
+    A chunked-attention layer keeps at most the computed tokens of the current chunk plus
+    the tokens of one scheduled step; unlike the sliding window, no extra block.
+    """
+    tokens = sympy.Min(attention_chunk_size + max_num_batched_tokens, max_model_len)
+    return sympy.ceiling(tokens / block_size)
 
 
 def max_concurrency(blocks: sympy.Expr, request_blocks: sympy.Expr) -> sympy.Expr:
