@@ -101,3 +101,21 @@ def test_kimi_vl_serves_with_its_vision_weights(run_cli):
     result = run_cli("serve", "--model", "kimi-vl-a3b-instruct", "--gpu", "h100-80gb", "--max-model-len", "8192")
     assert result.exit_code == 0, result.stderr
     assert "MLAAttentionSpec" in result.stdout and "vision" in result.stdout
+
+
+def test_multimodal_profile_run_holds_the_encoder_budget_of_embeddings():
+    """Gemma-3-27B: 8192 dummy image tokens x 5376 x 2 bytes held through forward and sampler;
+    a text-only model gets no such term."""
+    terms = _worker("gemma-3-27b-it", max_model_len=8192).model.evaluate().terms
+    assert terms["activations/encoder_cache"] == 8192 * 5376 * 2
+    assert terms["activations"] == terms["activations/sampler"] + 8192 * 5376 * 2 + F.CUBLAS_WORKSPACE_BYTES
+    assert "activations/encoder_cache" not in _worker("gemma-3-4b-text", max_model_len=8192).model.terms
+
+
+def test_vision_tower_splits_over_tensor_parallel_ranks_and_the_projector_does_not():
+    spec = load_spec("mistral-small-3.1-24b-instruct-2503")
+    tower, projector = dict(spec.extra_tensors)["vision/tower"], dict(spec.extra_tensors)["vision/projector"]
+    one = _worker("mistral-small-3.1-24b-instruct-2503", max_model_len=8192).model.evaluate().terms
+    two = _worker("mistral-small-3.1-24b-instruct-2503", tp=2, max_model_len=8192).model.evaluate().terms
+    assert one["weights/vision"] == 2 * (tower + projector)
+    assert two["weights/vision"] == 2 * (tower // 2 + projector)

@@ -51,6 +51,8 @@ SOURCES = {
     "activations": "vllm/utils/mem_utils.py memory_profiling (torch_peak_increase) around GPUModelRunner.profile_run",
     "activations/forward": "GPUModelRunner._dummy_run(max_num_batched_tokens): the largest layer's tensors",
     "activations/sampler": "GPUModelRunner._dummy_sampler_run over min(max_num_seqs, max_num_batched_tokens) requests",
+    "activations/encoder_cache": "GPUModelRunner.profile_run: dummy multimodal embeddings of the encoder budget "
+                                 "(max_num_batched_tokens) kept in encoder_cache through the dummy forward and sampler",
     "activations/cublas_workspace": "PyTorch CublasHandlePool.cpp getChosenWorkspaceSize (caching allocator, kept)",
     "non_torch": "vllm/utils/mem_utils.py memory_profiling (non_torch_increase since the worker's init snapshot)",
     "cuda_graphs": "vllm/v1/worker/gpu_worker.py determine_available_memory: 0.19 subtracts the CUDA-graph "
@@ -63,6 +65,7 @@ DESCRIPTIONS = {
     "activations": "torch peak increase of the profile run",
     "activations/forward": "dummy forward of max_num_batched_tokens tokens",
     "activations/sampler": "dummy sampler: logits and float32 temporaries",
+    "activations/encoder_cache": "dummy image embeddings held during the profile run",
     "activations/cublas_workspace": "cuBLAS workspace from the caching allocator",
     "non_torch": "memory outside torch grown during start-up (CUDA modules, NCCL)",
     "cuda_graphs": "CUDA-graph memory subtracted before the KV cache",
@@ -81,6 +84,11 @@ class Worker:
     def value(self, name: str):
         """An exact quantity (int or Rational) with the model's facts substituted."""
         return self.model.pinned(self.quantities[name])
+
+
+def is_multimodal(spec: ModelSpec) -> bool:
+    """A checkpoint with a vision tower (engine/families_multimodal.py ``with_vision``)."""
+    return any(name.startswith("vision/") for name, _ in spec.extra_tensors)
 
 
 def is_mla(spec: ModelSpec) -> bool:
@@ -104,9 +112,18 @@ def _stage_tensors(spec: ModelSpec, first: bool, last: bool) -> list[P.WeightTen
     return keep
 
 
+# The vision towers' attention and MLP are vLLM parallel linears split over TP ranks
+# (siglip.py SiglipAttention/SiglipMLP, pixtral.py PixtralHFAttention/PixtralHFMLP,
+# mllama4.py Llama4VisionAttention, moonvit.py MoonVitEncoderLayer: QKVParallelLinear,
+# Column/RowParallelLinear); the patch and position embeddings and norms (1-2 % of a tower)
+# are replicated, which this share splits too. The projectors are counted replicated. Every
+# pipeline stage builds the tower (the model classes create it unconditionally).
+TP_SPLIT_EXTRAS = ("vision/tower",)
+
+
 def _share(tensor: P.WeightTensor) -> sympy.Expr:
     share = sympy.Integer(1)
-    if tensor.parallel in ("tensor", "expert"):  # vLLM's TP shards experts too (no expert parallelism)
+    if tensor.parallel in ("tensor", "expert") or tensor.name in TP_SPLIT_EXTRAS:  # experts too (no EP)
         share /= S.tensor_parallel
     if is_per_layer(tensor):
         share *= S.stage_layers / S.num_hidden_layers
@@ -158,10 +175,13 @@ def activation_terms(spec: ModelSpec, last: bool, float32: bool = False) -> dict
     forward = sympy.Max(*forwards)
     kept = F.moe_workspace() if spec.is_moe else sympy.Integer(0)  # the workspace manager keeps it
     terms = {"activations/forward": forward}
-    peaks = [forward]
+    encoder = F.encoder_cache_bytes() if is_multimodal(spec) else sympy.Integer(0)
+    if is_multimodal(spec):
+        terms["activations/encoder_cache"] = encoder
+    peaks = [forward + encoder]
     if last:
         terms["activations/sampler"] = F.kept_hidden_states() + kept + F.sampler_peak(float32)
-        peaks.append(terms["activations/sampler"])
+        peaks.append(terms["activations/sampler"] + encoder)
     terms["activations/cublas_workspace"] = sympy.Integer(F.CUBLAS_WORKSPACE_BYTES)
     return {"activations": sympy.Max(*peaks) + F.CUBLAS_WORKSPACE_BYTES, **terms}
 

@@ -176,6 +176,24 @@ def kept_hidden_states(tokens: sympy.Expr = max_num_batched_tokens) -> sympy.Exp
     return tokens * hidden_size * activation_bytes
 
 
+def encoder_cache_bytes(tokens: sympy.Expr = max_num_batched_tokens) -> sympy.Expr:
+    """``T_b h beta_a``: the dummy multimodal embeddings held through the profile run.
+
+    vllm/v1/worker/gpu_model_runner.py ``GPUModelRunner.profile_run``: a model that takes
+    multimodal inputs first runs its encoder on ``max_items_per_batch`` dummy items of the
+    largest size (``MultiModalBudget``: ``encoder_compute_budget // max_tokens_per_item``,
+    the budget ``max(max_num_encoder_input_tokens, max_tokens_per_item)`` and
+    ``max_num_encoder_input_tokens`` = ``max_num_batched_tokens`` by default,
+    vllm/v1/core/encoder_cache_manager.py ``compute_encoder_budget``), and keeps their
+    embeddings (``self.encoder_cache["tmp"]``) until after the dummy forward and sampler.
+    Uncertainty: the items fill the budget only to a multiple of the item's tokens
+    (at most one item's tokens fewer; more when one item exceeds ``T_b``). The encoder's
+    own forward peak (the vision tower on those items) is not modelled: it is taken not to
+    exceed the decoder's dummy forward or the sampler (an assumption, not a measurement).
+    """
+    return tokens * hidden_size * activation_bytes
+
+
 def sampler_peak(float32_logits: bool = False) -> sympy.Expr:
     """``N (64 ceil(V/64) beta_a + 3 x 4 V)``: the dummy sampler's logits and temporaries.
 
