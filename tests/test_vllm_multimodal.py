@@ -119,3 +119,18 @@ def test_vision_tower_splits_over_tensor_parallel_ranks_and_the_projector_does_n
     two = _worker("mistral-small-3.1-24b-instruct-2503", tp=2, max_model_len=8192).model.evaluate().terms
     assert one["weights/vision"] == 2 * (tower + projector)
     assert two["weights/vision"] == 2 * (tower // 2 + projector)
+
+
+def test_llama4_scout_instruct_vision_equals_the_published_module_table():
+    """The module table of search-index file 41112263523 (transformers 4.51 on the Scout
+    config): class 1408, positions 812,416, patch 827,904, four LayerNorm vectors, 34 layers of
+    4 x 1,982,464 + 4 x 1408 (attention) + 7,929,856 + 5632 + 7,929,856 + 1408 (MLP) + 4 x 1408
+    (norms), the adapter 23,068,672 + 16,777,216; the projector 20,971,520. The language model
+    equals the text entry's (checked against transformers 5.24)."""
+    layer = 4 * 1_982_464 + 4 * 1408 + 7_929_856 + 5632 + 7_929_856 + 1408 + 4 * 1408
+    tower = 1408 + 812_416 + 827_904 + 4 * 1408 + 34 * layer + 23_068_672 + 16_777_216
+    spec = load_spec("meta-llama/Llama-4-Scout-17B-16E-Instruct")
+    assert dict(spec.extra_tensors) == {"vision/tower": tower, "vision/projector": 20_971_520}
+    from engine.architecture import count_parameters
+    text = count_parameters(load_spec("llama-4-scout-17b-16e-text"))["parameters"]
+    assert count_parameters(spec)["parameters"] == text + tower + 20_971_520
