@@ -3,7 +3,9 @@ under ``text_config``, the MoonViT vision tower and a two-layer projector.
 
 transformers 5.24 has no ``kimi_vl`` (the checkpoint ships remote code,
 configuration_kimi_vl.py / modeling_kimi_vl.py), so the counts here follow the modeling code
-as vLLM carries it and cannot be checked against a transformers instantiation in this project:
+as vLLM carries it and cannot be checked against a transformers instantiation in this project
+(one published count agrees: the registry entry's 16,407,654,384 parameters are what
+transformers' Trainer printed for the checkpoint's remote code, hiyouga/LlamaFactory#7865):
 
 - the language model: ``text_config`` read by the ``deepseek_v3`` parser (vLLM
   vllm/model_executor/models/kimi_vl.py builds it with ``init_vllm_registered_model`` as a

@@ -86,6 +86,10 @@ def test_kimi_vl_counts_follow_vllms_modeling_code():
     4608^2 + 4608 + 4608*2048 + 2048."""
     spec = load_spec("kimi-vl-a3b-instruct")
     assert dict(spec.extra_tensors) == {"vision/tower": 416_866_032, "vision/projector": 30_679_808}
+    # the checkpoint's remote code as transformers' Trainer counted it: "Number of trainable
+    # parameters = 16,407,654,384" (full fine-tune log, hiyouga/LlamaFactory#7865)
+    from engine.architecture import count_parameters
+    assert count_parameters(spec)["parameters"] == 16_407_654_384
     assert spec.model_type == "kimi_vl" and spec.layer_count(mixer="mla") == 27
     assert not spec.tie_word_embeddings
 

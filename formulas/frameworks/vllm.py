@@ -189,7 +189,9 @@ def encoder_cache_bytes(tokens: sympy.Expr = max_num_batched_tokens) -> sympy.Ex
     Uncertainty: the items fill the budget only to a multiple of the item's tokens
     (at most one item's tokens fewer; more when one item exceeds ``T_b``). The encoder's
     own forward peak (the vision tower on those items) is not modelled: it is taken not to
-    exceed the decoder's dummy forward or the sampler (an assumption, not a measurement).
+    exceed the decoder's dummy forward or the sampler, an assumption that can fail badly
+    where the tower's attention is materialized (Kimi-VL's MoonViT under SDPA: users
+    reported the dummy-image profiling allocating 7-64 GB, MoonshotAI/Kimi-VL#57).
     """
     return tokens * hidden_size * activation_bytes
 
