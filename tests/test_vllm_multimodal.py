@@ -138,3 +138,9 @@ def test_llama4_scout_instruct_vision_equals_the_published_module_table():
     from engine.architecture import count_parameters
     text = count_parameters(load_spec("llama-4-scout-17b-16e-text"))["parameters"]
     assert count_parameters(spec)["parameters"] == text + tower + 20_971_520
+
+
+@pytest.mark.parametrize("model", ["gpt-oss-20b", "llama-4-scout-17b-16e-text", "gemma-3-27b-it", "kimi-vl-a3b-instruct"])
+def test_models_newer_than_v0_are_refused_on_v0(model):
+    with pytest.raises(InputError, match="released after vLLM 0.6"):
+        _worker(model, max_model_len=4096, version="0.6")

@@ -195,6 +195,12 @@ V1_REMOVED = {"mllama": "MllamaForConditionalGeneration (last served by vLLM 0.1
                         "vllm/model_executor/models/registry.py _PREVIOUSLY_SUPPORTED_MODELS)"}
 
 
+# Model types released after vLLM 0.6.x (the V0 reference, late 2024), so absent from its
+# vllm/model_executor/models/registry.py: Gemma-3 (March 2025), Mistral-Small-3.1
+# (March 2025), Llama 4 and Kimi-VL (April 2025), gpt-oss (August 2025).
+NOT_IN_V0 = ("gemma3", "gemma3_text", "mistral3", "llama4", "llama4_text", "kimi_vl", "gpt_oss")
+
+
 def _other_mixers(spec: ModelSpec) -> bool:
     return any(group.mixer not in MODELLED_MIXERS for group in spec.layers)
 
@@ -213,6 +219,9 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
         reason = ("V0's encoder-decoder profile run (worker/enc_dec_model_runner.py, dummy images per sequence) "
                   "is not modelled") if settings.v0 else f"vLLM V1 does not serve it: {V1_REMOVED[spec.model_type]}"
         raise InputError(f"--vllm-version {settings.version}: {spec.name} ({spec.model_type}): {reason}")
+    if settings.v0 and spec.model_type in NOT_IN_V0:
+        raise InputError(f"--vllm-version 0.6: {spec.name} ({spec.model_type}) was released after vLLM 0.6, "
+                         "whose model registry does not have it; use --vllm-version 0.19")
     if spec.layer_count(mixer="sliding_attention") and spec.layer_count(mixer="chunked_attention"):
         raise InputError(f"--profile vllm: {spec.name} has sliding-window and chunked layers, which vLLM refuses "
                          "(kv_cache_interface.py FullAttentionSpec.merge)")
