@@ -368,7 +368,8 @@ def format_serve(prediction) -> str:
               f"kv cache: {inputs['kv_layout']} at {inputs['kv_cache_bytes']} B/element, "
               f"weights: {inputs['quantization']} at {inputs['weight_bytes']} B/element",
               "assumptions: non-torch memory is a named constant (engine/profiles/vllm_settings.py); "
-              "CUDA graphs are not subtracted (vLLM 0.19 default)"]
+              "CUDA graphs are not subtracted (vLLM 0.19 default)"
+              + "".join(f"; {note}" for note in inputs.get("assumptions", ()))]
     slope = p.to_dict()["d_max_concurrency_d_gpu_memory_utilization"]
     lines.append(f"d max_concurrency / d gpu_memory_utilization = {slope:,.1f} (block floors relaxed): "
                  f"+0.01 utilization buys {slope / 100:.2f} requests of {v['max_model_len']:,} tokens")

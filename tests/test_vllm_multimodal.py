@@ -144,3 +144,11 @@ def test_llama4_scout_instruct_vision_equals_the_published_module_table():
 def test_models_newer_than_v0_are_refused_on_v0(model):
     with pytest.raises(InputError, match="released after vLLM 0.6"):
         _worker(model, max_model_len=4096, version="0.6")
+
+
+def test_serve_names_the_model_specific_assumptions(run_cli):
+    result = run_cli("serve", "--model", "gpt-oss-20b", "--gpu", "h100-80gb", "--max-model-len", "8192")
+    assert result.exit_code == 0, result.stderr
+    assert "MXFP4 experts as the Triton backend holds them" in result.stdout
+    plain = run_cli("serve", "--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--max-model-len", "8192", "--json")
+    assert json.loads(plain.stdout)["inputs"]["assumptions"] == []

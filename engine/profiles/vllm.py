@@ -308,7 +308,22 @@ def _inputs(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> dict
     weight_width, kv_width = serving_dtypes(spec, scenario, settings)
     return {"model": spec.name, "profile": "vllm", "tp": scenario.tp, "pp": scenario.pp,
             **resolved.as_inputs(), "weight_bytes": _number(weight_width), "kv_cache_bytes": _number(kv_width),
-            "quantization": quant_scheme(spec, settings), "kv_layout": kv_layout(spec)}
+            "quantization": quant_scheme(spec, settings), "kv_layout": kv_layout(spec),
+            "assumptions": model_assumptions(spec, settings)}
+
+
+def model_assumptions(spec: ModelSpec, settings: VllmSettings) -> list[str]:
+    """What the prediction takes for granted about this model's path through vLLM."""
+    notes = []
+    if spec.layer_count(mixer="chunked_attention"):
+        notes.append("chunked layers in their own KV groups (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1, "
+                     "0.19's default)")
+    if quant_scheme(spec, settings) == "mxfp4":
+        notes.append("MXFP4 experts as the Triton backend holds them (sm90/sm100; Marlin differs)")
+    if is_multimodal(spec):
+        notes.append("the vision encoder's own profile-run peak is not modelled (its dummy-image "
+                     "embeddings are)")
+    return notes
 
 
 def smallest_worker(workers: list[Worker]) -> Worker:
