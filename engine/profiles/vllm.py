@@ -28,8 +28,8 @@ from engine import architecture
 from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile
-from engine.quantization import Quantization
 from engine.profiles.vllm_settings import VllmSettings, check, defaults_for, kv_layout, quant_scheme, serving_dtypes
+from engine.quantization import Quantization
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
 from formulas import parameters as P
