@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sympy
 
+from engine.architecture import count_parameters
 from engine.errors import ConfigError, InputError
 from engine.families import spec_from_config
 from engine.profiles.vllm import build_worker
@@ -73,7 +74,7 @@ def test_mxfp4_quantizes_the_experts_only_and_pads_the_rank_width():
     assert two["weights/moe_experts"] * 2 * 1440 <= one["weights/moe_experts"] * 1472
 
 
-def test_mllama_is_refused_on_v1_with_vllms_reason(tmp_path):
+def test_mllama_is_refused_on_v1_with_vllms_reason():
     config = json.loads((ROOT / "tools" / "measure" / "configs" / "default-mllama.json").read_text())["config"]
     spec = spec_from_config(config, "mllama")
     with pytest.raises(InputError, match="0.10.2"):
@@ -88,7 +89,6 @@ def test_kimi_vl_counts_follow_vllms_modeling_code():
     assert dict(spec.extra_tensors) == {"vision/tower": 416_866_032, "vision/projector": 30_679_808}
     # the checkpoint's remote code as transformers' Trainer counted it: "Number of trainable
     # parameters = 16,407,654,384" (full fine-tune log, hiyouga/LlamaFactory#7865)
-    from engine.architecture import count_parameters
     assert count_parameters(spec)["parameters"] == 16_407_654_384
     assert spec.model_type == "kimi_vl" and spec.layer_count(mixer="mla") == 27
     assert not spec.tie_word_embeddings
@@ -135,7 +135,6 @@ def test_llama4_scout_instruct_vision_equals_the_published_module_table():
     tower = 1408 + 812_416 + 827_904 + 4 * 1408 + 34 * layer + 23_068_672 + 16_777_216
     spec = load_spec("meta-llama/Llama-4-Scout-17B-16E-Instruct")
     assert dict(spec.extra_tensors) == {"vision/tower": tower, "vision/projector": 20_971_520}
-    from engine.architecture import count_parameters
     text = count_parameters(load_spec("llama-4-scout-17b-16e-text"))["parameters"]
     assert count_parameters(spec)["parameters"] == text + tower + 20_971_520
 
