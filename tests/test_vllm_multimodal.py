@@ -9,6 +9,7 @@ tolerance the record states (1 % where memsym models the logged MoE backend)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from engine.profiles.vllm import build_worker
 from engine.profiles.vllm_settings import VllmSettings, kv_layout
 from engine.registry import load_spec
 from engine.scenario import Scenario
+from engine.spec import LayerGroup
 from formulas import symbols as S
 from formulas.frameworks import vllm as F
 
@@ -151,3 +153,13 @@ def test_serve_names_the_model_specific_assumptions(run_cli):
     assert "MXFP4 experts as the Triton backend holds them" in result.stdout
     plain = run_cli("serve", "--model", "llama-3.1-8b", "--gpu", "h100-80gb", "--max-model-len", "8192", "--json")
     assert json.loads(plain.stdout)["inputs"]["assumptions"] == []
+
+
+def test_sliding_and_chunked_layers_together_are_refused():
+    """vLLM asserts a model has sliding-window or chunked layers, not both (FullAttentionSpec.merge)."""
+    spec = load_spec("llama-4-scout-17b-16e-text")
+    chunked, full = spec.layers
+    sliding = LayerGroup("sliding_attention", full.mlp, 1, {"sliding_window": 4096}, full.mlp_options)
+    mixed = replace(spec, layers=(chunked, replace(full, count=full.count - 1), sliding))
+    with pytest.raises(InputError, match="sliding-window and chunked"):
+        build_worker(mixed, Scenario(), VllmSettings(cuda_total_bytes=H100, max_model_len=4096))
