@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 from engine import families_attention as attention_families
+from engine import families_kimi_vl
 from engine import families_multimodal as multimodal_families
 from engine import families_recurrent
 from engine.errors import ConfigError, UnsupportedModelError
@@ -257,6 +258,7 @@ PARSERS: dict[str, Callable[[dict, str], ModelSpec]] = {
     "mllama": lambda config, name: multimodal_families.parse_mllama(config, name, PARSERS),
     "gemma3": lambda config, name: multimodal_families.parse_gemma3(config, name, PARSERS),
     "llava": lambda config, name: multimodal_families.parse_llava(config, name, PARSERS),
+    "kimi_vl": lambda config, name: families_kimi_vl.parse_kimi_vl(config, name, PARSERS),
 }
 PARSERS.update(families_recurrent.PARSERS)  # qwen3_next, mamba, mamba2 and the hybrids
 

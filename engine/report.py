@@ -382,7 +382,8 @@ def format_serve(prediction) -> str:
               f"kv cache: {inputs['kv_layout']} at {inputs['kv_cache_bytes']} B/element, "
               f"weights: {inputs['quantization']} at {inputs['weight_bytes']} B/element",
               "assumptions: non-torch memory is a named constant (engine/profiles/vllm_settings.py); "
-              "CUDA graphs are not subtracted (vLLM 0.19 default)"]
+              "CUDA graphs are not subtracted (vLLM 0.19 default)"
+              + "".join(f"; {note}" for note in inputs.get("assumptions", ()))]
     slope = p.to_dict()["d_max_concurrency_d_gpu_memory_utilization"]
     if "state_bytes_per_request" in v:
         lines.append(f"recurrent state: {v['state_page_bytes']:,} B per layer and request (page {v['page_bytes']:,} B), "

@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("formulas.*",),
     ("engine.errors", "engine.limits", "engine.units", "engine.files", "engine.spellings"),
     ("engine.spec", "engine.validate", "engine.family_fields", "engine.families", "engine.families_attention",
-     "engine.families_recurrent", "engine.families_multimodal", "engine.quantization", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache",
+     "engine.families_recurrent", "engine.families_multimodal", "engine.families_kimi_vl", "engine.quantization", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache",
      "engine.hub", "engine.gguf_file"),
     ("engine.architecture",),
     ("engine.knob_checks", "engine.scenario", "engine.model"),

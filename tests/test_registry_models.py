@@ -48,7 +48,7 @@ def test_measured_entries_are_exact(model_id):
     ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b"),
     ("meta-llama/Meta-Llama-3-8B", "meta-llama-3-8b-instruct"),
     ("mistralai/Mistral-Nemo-Base-2407", "mistral-nemo-instruct-2407"),
-    ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "llama-4-scout-17b-16e-text"),
+    ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "llama-4-scout-17b-16e-instruct"),  # with its vision model
     ("deepseek-ai/DeepSeek-R1", "deepseek-v3"),  # DeepSeek-V3's architecture
 ])
 def test_instruct_and_base_ids_resolve_to_their_architecture(alias, model_id):

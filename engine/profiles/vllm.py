@@ -29,6 +29,7 @@ from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile, vllm_hybrid
 from engine.profiles.vllm_settings import VllmSettings, check, defaults_for, kv_layout, quant_scheme, serving_dtypes
+from engine.quantization import Quantization
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
 from formulas import parameters as P
@@ -36,6 +37,7 @@ from formulas import symbols as S
 from formulas import weights as W
 from formulas.frameworks import vllm as F
 from formulas.parallelism import is_per_layer
+from formulas.weights import STORED_FORMATS
 
 SOURCES = {
     "weights": "vllm/v1/worker/gpu_model_runner.py GPUModelRunner.load_model ('Model loading took'): "
@@ -49,6 +51,8 @@ SOURCES = {
     "activations": "vllm/utils/mem_utils.py memory_profiling (torch_peak_increase) around GPUModelRunner.profile_run",
     "activations/forward": "GPUModelRunner._dummy_run(max_num_batched_tokens): the largest layer's tensors",
     "activations/sampler": "GPUModelRunner._dummy_sampler_run over min(max_num_seqs, max_num_batched_tokens) requests",
+    "activations/encoder_cache": "GPUModelRunner.profile_run: dummy multimodal embeddings of the encoder budget "
+                                 "(max_num_batched_tokens) kept in encoder_cache through the dummy forward and sampler",
     "activations/cublas_workspace": "PyTorch CublasHandlePool.cpp getChosenWorkspaceSize (caching allocator, kept)",
     "non_torch": "vllm/utils/mem_utils.py memory_profiling (non_torch_increase since the worker's init snapshot)",
     "cuda_graphs": "vllm/v1/worker/gpu_worker.py determine_available_memory: 0.19 subtracts the CUDA-graph "
@@ -61,6 +65,7 @@ DESCRIPTIONS = {
     "activations": "torch peak increase of the profile run",
     "activations/forward": "dummy forward of max_num_batched_tokens tokens",
     "activations/sampler": "dummy sampler: logits and float32 temporaries",
+    "activations/encoder_cache": "dummy image embeddings held during the profile run",
     "activations/cublas_workspace": "cuBLAS workspace from the caching allocator",
     "non_torch": "memory outside torch grown during start-up (CUDA modules, NCCL)",
     "cuda_graphs": "CUDA-graph memory subtracted before the KV cache",
@@ -79,6 +84,11 @@ class Worker:
     def value(self, name: str):
         """An exact quantity (int or Rational) with the model's facts substituted."""
         return self.model.pinned(self.quantities[name])
+
+
+def is_multimodal(spec: ModelSpec) -> bool:
+    """A checkpoint with a vision tower (engine/families_multimodal.py ``with_vision``)."""
+    return any(name.startswith("vision/") for name, _ in spec.extra_tensors)
 
 
 def is_mla(spec: ModelSpec) -> bool:
@@ -102,13 +112,43 @@ def _stage_tensors(spec: ModelSpec, first: bool, last: bool) -> list[P.WeightTen
     return keep
 
 
+# The vision towers' attention and MLP are vLLM parallel linears split over TP ranks
+# (siglip.py SiglipAttention/SiglipMLP, pixtral.py PixtralHFAttention/PixtralHFMLP,
+# mllama4.py Llama4VisionAttention, moonvit.py MoonVitEncoderLayer: QKVParallelLinear,
+# Column/RowParallelLinear); the patch and position embeddings and norms (1-2 % of a tower)
+# are replicated, which this share splits too. The projectors are counted replicated. Every
+# pipeline stage builds the tower (the model classes create it unconditionally).
+TP_SPLIT_EXTRAS = ("vision/tower",)
+
+
 def _share(tensor: P.WeightTensor) -> sympy.Expr:
     share = sympy.Integer(1)
-    if tensor.parallel in ("tensor", "expert"):  # vLLM's TP shards experts too (no expert parallelism)
+    if tensor.parallel in ("tensor", "expert") or tensor.name in TP_SPLIT_EXTRAS:  # experts too (no EP)
         share /= S.tensor_parallel
     if is_per_layer(tensor):
         share *= S.stage_layers / S.num_hidden_layers
     return share
+
+
+# vllm/model_executor/layers/quantization/mxfp4.py Mxfp4MoEMethod.create_weights: the routed
+# experts as uint8 E2M1 pairs (w13 [E, 2 f_e, h/2], w2 [E, h, f_e/2]), uint8 E8M0 scales per 32
+# and bf16 biases; every other layer UnquantizedLinearMethod (Mxfp4Config.get_quant_method).
+MXFP4_EXPERTS = Quantization(STORED_FORMATS["mxfp4"], "vLLM Mxfp4MoEMethod", experts_only=True)
+
+
+def _tensor_bytes(tensor: P.WeightTensor, scheme: str) -> sympy.Expr:
+    """One tensor as vLLM holds it under ``scheme``. MXFP4 experts as the Triton backend (the
+    H100 default without FlashInfer's opt-in) keeps them: ``f_e / t`` padded to a multiple of
+    64, two copies of the scales (the ``beta_sc`` fact, :func:`_facts`), float32 biases."""
+    if scheme != "mxfp4":
+        return W.tensor_bytes(tensor, scheme)
+    if tensor.parallel != "expert":
+        return MXFP4_EXPERTS.tensor_bytes(tensor)
+    if tensor.quantizable:
+        stored = MXFP4_EXPERTS.tensor_bytes(tensor)
+    else:  # a bias
+        stored = tensor.numel * F.MXFP4_RESIDENT_BIAS_BYTES
+    return stored.xreplace({S.moe_intermediate_size: F.mxfp4_padded_expert_width() * S.tensor_parallel})
 
 
 def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool) -> dict[str, sympy.Expr]:
@@ -118,7 +158,7 @@ def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool) -> dict[
     for t in _stage_tensors(spec, first, last):
         if t.component in ("embedding", "lm_head"):
             t = replace(t, rows=t.rows.xreplace(padded))
-        parts[t.component] = parts.get(t.component, 0) + W.tensor_bytes(t, scheme) * _share(t)
+        parts[t.component] = parts.get(t.component, 0) + _tensor_bytes(t, scheme) * _share(t)
     if spec.rope_cache_positions and spec.rotary_dim:
         parts["rotary_cache"] = F.rotary_cache_bytes()
     if is_mla(spec):
@@ -136,22 +176,28 @@ def activation_terms(spec: ModelSpec, last: bool, float32: bool = False) -> dict
     forward = sympy.Max(*forwards)
     kept = F.moe_workspace() if spec.is_moe else sympy.Integer(0)  # the workspace manager keeps it
     terms = {"activations/forward": forward}
-    peaks = [forward]
+    encoder = F.encoder_cache_bytes() if is_multimodal(spec) else sympy.Integer(0)
+    if is_multimodal(spec):
+        terms["activations/encoder_cache"] = encoder
+    peaks = [forward + encoder]
     if last:
         terms["activations/sampler"] = F.kept_hidden_states() + kept + F.sampler_peak(float32)
-        peaks.append(terms["activations/sampler"])
+        peaks.append(terms["activations/sampler"] + encoder)
     terms["activations/cublas_workspace"] = sympy.Integer(F.CUBLAS_WORKSPACE_BYTES)
     return {"activations": sympy.Max(*peaks) + F.CUBLAS_WORKSPACE_BYTES, **terms}
 
 
 def kv_quantities(spec: ModelSpec, available: sympy.Expr, sliding_layers: sympy.Expr,
-                  kinds: tuple[bool, bool]) -> dict[str, sympy.Expr]:
+                  kinds: tuple[bool, bool], local_blocks: sympy.Expr | None = None) -> dict[str, sympy.Expr]:
     """Blocks, tokens and concurrency of one worker's KV cache (kv_cache_utils.py).
 
     One KV-cache group per spec when all layers share one; a hybrid model (full and
-    sliding layers, same page size) gets groups of ``min(full, sliding)`` layers
+    local layers, same page size) gets groups of ``min(full, local)`` layers
     (``_get_kv_cache_groups_uniform_page_size``) and a block spans one layer per group slot.
+    The local layers are sliding-window ones (``local_blocks`` None: ``SlidingWindowSpec``)
+    or chunked ones (``local_blocks`` = ``ChunkedLocalAttentionSpec``'s blocks per request).
     """
+    local_request = F.sliding_window_request_blocks() if local_blocks is None else local_blocks
     page = F.mla_page_bytes() if is_mla(spec) else F.attention_page_bytes()
     full_layers = S.stage_layers - sliding_layers
     has_full, has_sliding = kinds  # which specs the stage's layers use (structure, from the counts)
@@ -164,16 +210,32 @@ def kv_quantities(spec: ModelSpec, available: sympy.Expr, sliding_layers: sympy.
     blocks = F.num_gpu_blocks(available, page, group_size)
     request = full_groups * F.full_attention_request_blocks()
     if has_sliding:
-        request += sliding_groups * F.sliding_window_request_blocks()
+        request += sliding_groups * local_request
     needed = page * full_layers * F.full_attention_request_blocks() if has_full else sympy.Integer(0)
     if has_sliding:
-        needed += page * sliding_layers * F.sliding_window_request_blocks()
+        needed += page * sliding_layers * local_request
     return {
         "page_bytes": page, "layers_per_block": group_size, "num_groups": full_groups + sliding_groups,
         "num_gpu_blocks": blocks, "kv_cache_tokens": F.kv_cache_tokens(blocks, full_groups + sliding_groups),
         "request_blocks": request, "max_concurrency": F.max_concurrency(blocks, request),
         "request_kv_bytes": needed,
     }
+
+
+def local_layers(spec: ModelSpec) -> tuple[str, sympy.Symbol, sympy.Expr | None]:
+    """(mixer kind, layer-count symbol, blocks per request) of the model's local layers.
+
+    Sliding-window layers get ``SlidingWindowSpec``; Llama 4's chunked layers get
+    ``ChunkedLocalAttentionSpec`` (vllm/model_executor/layers/attention/chunked_local_attention.py
+    ``ChunkedLocalAttention.get_kv_cache_spec``), kept apart from the full layers because
+    0.19 runs the hybrid KV-cache manager for chunked attention by default
+    (vllm/envs.py ``VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE`` "1" since
+    vllm-project/vllm#29627; the off-by-default of #21761 is history, see #46553). With that
+    variable 0 vLLM unifies them into full attention (``unify_hybrid_kv_cache_specs``).
+    """
+    if spec.layer_count(mixer="chunked_attention"):
+        return "chunked_attention", S.num_chunked_layers, F.chunked_local_request_blocks()
+    return "sliding_attention", S.num_sliding_layers, None
 
 
 def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, stage: int = 0) -> Worker:
@@ -189,11 +251,12 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
     terms["cuda_graphs"] = sympy.Integer(0)
     rest = terms["weights"] + terms["activations"] + terms["non_torch"] + terms["cuda_graphs"]
     terms["kv_cache"] = sympy.floor(F.requested_memory() - rest)
-    num_sliding = spec.layer_count(mixer="sliding_attention")
+    local, local_symbol, local_blocks = local_layers(spec)
+    num_sliding = spec.layer_count(mixer=local)
     stage_sliding = num_sliding * counts[stage] // spec.num_hidden_layers
     if num_sliding == spec.num_hidden_layers:
         stage_sliding = counts[stage]
-    sliding = S.num_sliding_layers if scenario.pp == 1 and num_sliding else sympy.Integer(stage_sliding)
+    sliding = local_symbol if scenario.pp == 1 and num_sliding else sympy.Integer(stage_sliding)
     kinds = (stage_sliding < counts[stage], stage_sliding > 0)
     facts, inputs = _facts(spec, scenario, settings, counts[stage]), _inputs(spec, scenario, settings)
     if vllm_hybrid.recurrent_kind(spec):  # MambaSpec layers: engine/profiles/vllm_hybrid.py
@@ -202,7 +265,7 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
         facts.update(vllm_hybrid.facts(spec, settings, serving_dtypes(spec, scenario, settings)[0]))
         inputs.update(vllm_hybrid.inputs(spec, settings))
     else:
-        cache = kv_quantities(spec, terms["kv_cache"], sliding, kinds)
+        cache = kv_quantities(spec, terms["kv_cache"], sliding, kinds, local_blocks)
     quantities = {"requested_bytes": F.requested_memory(), **cache}
     model = MemoryModel(
         name=spec.name, mode="inference", terms=terms, facts=facts,
@@ -224,6 +287,8 @@ def _facts(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, layers: 
     values: dict[sympy.Symbol, sympy.Expr] = dict(architecture.facts(spec))
     weight_width, kv_width = serving_dtypes(spec, scenario, settings)
     quant_bytes, scale_bytes, group = W.QUANT_SCHEMES[quant_scheme(spec, settings)]
+    if quant_scheme(spec, settings) == "mxfp4":
+        scale_bytes *= F.MXFP4_RESIDENT_SCALE_COPIES
     configured = spec.quantization.get("group_size", spec.quantization.get("q_group_size"))
     if group and isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
         group = configured  # the checkpoint's own group size (GPTQ/AWQ quantization_config)
@@ -252,7 +317,22 @@ def _inputs(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> dict
     weight_width, kv_width = serving_dtypes(spec, scenario, settings)
     return {"model": spec.name, "profile": "vllm", "tp": scenario.tp, "pp": scenario.pp,
             **resolved.as_inputs(), "weight_bytes": _number(weight_width), "kv_cache_bytes": _number(kv_width),
-            "quantization": quant_scheme(spec, settings), "kv_layout": kv_layout(spec)}
+            "quantization": quant_scheme(spec, settings), "kv_layout": kv_layout(spec),
+            "assumptions": model_assumptions(spec, settings)}
+
+
+def model_assumptions(spec: ModelSpec, settings: VllmSettings) -> list[str]:
+    """What the prediction takes for granted about this model's path through vLLM."""
+    notes = []
+    if spec.layer_count(mixer="chunked_attention"):
+        notes.append("chunked layers in their own KV groups (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1, "
+                     "0.19's default)")
+    if quant_scheme(spec, settings) == "mxfp4":
+        notes.append("MXFP4 experts as the Triton backend holds them (sm90/sm100; Marlin differs)")
+    if is_multimodal(spec):
+        notes.append("the vision encoder's own profile-run peak is not modelled (its dummy-image "
+                     "embeddings are)")
+    return notes
 
 
 def smallest_worker(workers: list[Worker]) -> Worker:

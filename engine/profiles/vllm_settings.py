@@ -31,6 +31,7 @@ MAMBA_CACHE_MODES = ("none", "align")
 QUANTIZATION = {
     "awq": "int4", "awq_marlin": "int4", "gptq": "int4", "gptq_marlin": "int4", "compressed-tensors": "int4",
     "fp8": "fp8", "fbgemm_fp8": "fp8", "modelopt": "fp8", "bitsandbytes": "nf4",
+    "mxfp4": "mxfp4",  # gpt-oss: routed experts only (quantization/mxfp4.py Mxfp4Config.get_quant_method)
 }
 DEFAULT_BLOCK_SIZE = 16  # vllm/config/cache.py CacheConfig.block_size on CUDA
 DEFAULT_UTILIZATION = Fraction(9, 10)  # vllm/config/cache.py CacheConfig.gpu_memory_utilization
@@ -189,18 +190,31 @@ def _compressed_tensors_scheme(config: dict) -> str:
 
 def kv_layout(spec: ModelSpec) -> str:
     """The KV-cache spec vLLM gives the model's layers (vllm/v1/kv_cache_interface.py)."""
-    sliding = spec.layer_count(mixer="sliding_attention")
     if vllm_hybrid.recurrent_kind(spec):
         return "FullAttentionSpec + MambaSpec" if vllm_hybrid.layer_counts(spec)[0] else "MambaSpec"
     if spec.layer_count(mixer="mla"):
         return "MLAAttentionSpec"
-    if sliding == spec.num_hidden_layers:
-        return "SlidingWindowSpec"
-    return "FullAttentionSpec + SlidingWindowSpec" if sliding else "FullAttentionSpec"
+    for mixer, name in (("sliding_attention", "SlidingWindowSpec"), ("chunked_attention", "ChunkedLocalAttentionSpec")):
+        local = spec.layer_count(mixer=mixer)
+        if local == spec.num_hidden_layers:
+            return name
+        if local:
+            return f"FullAttentionSpec + {name}"
+    return "FullAttentionSpec"
 
 
 UNMODELLED_TYPES = ("falcon", "gpt2")  # learned positions / ALiBi-era layouts vLLM sizes differently
-MODELLED_MIXERS = ("attention", "sliding_attention", "mla", *vllm_hybrid.RECURRENT_KINDS, "none")
+MODELLED_MIXERS = ("attention", "sliding_attention", "chunked_attention", "mla", *vllm_hybrid.RECURRENT_KINDS, "none")
+# vllm/model_executor/models/registry.py _PREVIOUSLY_SUPPORTED_MODELS: encoder-decoder models
+# but Whisper were removed with V0 ("MllamaForConditionalGeneration": "0.10.2").
+V1_REMOVED = {"mllama": "MllamaForConditionalGeneration (last served by vLLM 0.10.2; "
+                        "vllm/model_executor/models/registry.py _PREVIOUSLY_SUPPORTED_MODELS)"}
+
+
+# Model types released after vLLM 0.6.x (the V0 reference, late 2024), so absent from its
+# vllm/model_executor/models/registry.py: Gemma-3 (March 2025), Mistral-Small-3.1
+# (March 2025), Llama 4 and Kimi-VL (April 2025), gpt-oss (August 2025).
+NOT_IN_V0 = ("gemma3", "gemma3_text", "mistral3", "llama4", "llama4_text", "kimi_vl", "gpt_oss")
 
 
 def _other_mixers(spec: ModelSpec) -> bool:
@@ -218,6 +232,16 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     if scenario.pp > spec.num_hidden_layers:  # get_pp_indices gives every stage a layer at least
         raise InputError(f"--pipeline-parallel-size {scenario.pp} exceeds num_hidden_layers "
                          f"{spec.num_hidden_layers} of {spec.name}")
+    if spec.model_type in V1_REMOVED:
+        reason = ("V0's encoder-decoder profile run (worker/enc_dec_model_runner.py, dummy images per sequence) "
+                  "is not modelled") if settings.v0 else f"vLLM V1 does not serve it: {V1_REMOVED[spec.model_type]}"
+        raise InputError(f"--vllm-version {settings.version}: {spec.name} ({spec.model_type}): {reason}")
+    if settings.v0 and spec.model_type in NOT_IN_V0:
+        raise InputError(f"--vllm-version 0.6: {spec.name} ({spec.model_type}) was released after vLLM 0.6, "
+                         "whose model registry does not have it; use --vllm-version 0.19")
+    if spec.layer_count(mixer="sliding_attention") and spec.layer_count(mixer="chunked_attention"):
+        raise InputError(f"--profile vllm: {spec.name} has sliding-window and chunked layers, which vLLM refuses "
+                         "(kv_cache_interface.py FullAttentionSpec.merge)")
     if spec.model_type in UNMODELLED_TYPES or spec.max_position_embeddings is not None or _other_mixers(spec):
         raise InputError(f"--profile vllm: {spec.name} ({spec.model_type}) is not modelled: memsym's vLLM "
                          "profile covers rotary decoders (Llama, Mistral, Qwen, Gemma-2, Phi-3, MoE, MLA) "

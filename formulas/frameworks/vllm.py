@@ -29,6 +29,7 @@ import sympy
 
 from formulas.symbols import (
     activation_bytes,
+    attention_chunk_size,
     block_size,
     cuda_total_bytes,
     gpu_memory_utilization,
@@ -88,6 +89,27 @@ def padded_vocab() -> sympy.Expr:
     vllm/model_executor/layers/vocab_parallel_embedding.py ``pad_vocab_size``.
     """
     return VOCAB_PADDING * sympy.ceiling(vocab_size / VOCAB_PADDING)
+
+
+# vllm/model_executor/layers/quantization/mxfp4.py Mxfp4MoEMethod.create_weights: with the
+# Triton backend ``round_up(intermediate_size_per_partition, 64)`` (Marlin: 128 and the
+# hidden size to 256; FlashInfer SM100: 256).
+MXFP4_TRITON_PADDING = 64
+# Mxfp4MoEMethod.process_weights_after_loading (Triton backend, H100's default): the E2M1
+# values are swizzled in place of the originals (``del layer.w13_weight``), but the
+# swizzled E8M0 scales go into ``w13_precision_config`` while ``layer.w13_weight_scale``
+# stays registered: two uint8 copies of every scale. The expert biases are replaced by
+# float32 copies (``layer.w13_bias.to(torch.float32)``). Checked against the one public
+# Triton-backend log found: gpt-oss-120b on one H100, vLLM 0.14.1, "Model loading took
+# 64.38 GiB" (vllm-project/vllm#33155): this layout gives 64.19 GiB (-0.3 %; the swizzle's
+# own padding of the Hopper scale layout is not modelled).
+MXFP4_RESIDENT_SCALE_COPIES = 2
+MXFP4_RESIDENT_BIAS_BYTES = FLOAT32_BYTES
+
+
+def mxfp4_padded_expert_width() -> sympy.Expr:
+    """``64 ceil(f_e / (64 t))``: one rank's expert width as vLLM's MXFP4 experts hold it."""
+    return MXFP4_TRITON_PADDING * sympy.ceiling(moe_intermediate_size / (MXFP4_TRITON_PADDING * tensor_parallel))
 
 
 def rotary_cache_bytes() -> sympy.Expr:
@@ -151,6 +173,26 @@ def moe_forward_peak(tokens: sympy.Expr = max_num_batched_tokens) -> sympy.Expr:
 
 def kept_hidden_states(tokens: sympy.Expr = max_num_batched_tokens) -> sympy.Expr:
     """``T h beta_a``: the forward's output, held by ``profile_run`` while the sampler runs."""
+    return tokens * hidden_size * activation_bytes
+
+
+def encoder_cache_bytes(tokens: sympy.Expr = max_num_batched_tokens) -> sympy.Expr:
+    """``T_b h beta_a``: the dummy multimodal embeddings held through the profile run.
+
+    vllm/v1/worker/gpu_model_runner.py ``GPUModelRunner.profile_run``: a model that takes
+    multimodal inputs first runs its encoder on ``max_items_per_batch`` dummy items of the
+    largest size (``MultiModalBudget``: ``encoder_compute_budget // max_tokens_per_item``,
+    the budget ``max(max_num_encoder_input_tokens, max_tokens_per_item)`` and
+    ``max_num_encoder_input_tokens`` = ``max_num_batched_tokens`` by default,
+    vllm/v1/core/encoder_cache_manager.py ``compute_encoder_budget``), and keeps their
+    embeddings (``self.encoder_cache["tmp"]``) until after the dummy forward and sampler.
+    Uncertainty: the items fill the budget only to a multiple of the item's tokens
+    (at most one item's tokens fewer; more when one item exceeds ``T_b``). The encoder's
+    own forward peak (the vision tower on those items) is not modelled: it is taken not to
+    exceed the decoder's dummy forward or the sampler, an assumption that can fail badly
+    where the tower's attention is materialized (Kimi-VL's MoonViT under SDPA: users
+    reported the dummy-image profiling allocating 7-64 GB, MoonshotAI/Kimi-VL#57).
+    """
     return tokens * hidden_size * activation_bytes
 
 
@@ -219,6 +261,16 @@ def sliding_window_request_blocks() -> sympy.Expr:
     """
     tokens = sympy.Min(sliding_window - 1 + max_num_batched_tokens, max_model_len)
     return sympy.ceiling(tokens / block_size) + 1
+
+
+def chunked_local_request_blocks() -> sympy.Expr:
+    """``ceil(min(C_ch + T_b, L_max) / B_blk)`` (``ChunkedLocalAttentionSpec.max_memory_usage_bytes``).
+
+    A chunked-attention layer keeps at most the computed tokens of the current chunk plus
+    the tokens of one scheduled step; unlike the sliding window, no extra block.
+    """
+    tokens = sympy.Min(attention_chunk_size + max_num_batched_tokens, max_model_len)
+    return sympy.ceiling(tokens / block_size)
 
 
 def max_concurrency(blocks: sympy.Expr, request_blocks: sympy.Expr) -> sympy.Expr:
