@@ -37,11 +37,21 @@ class Evaluation:
     host: dict[str, int] = field(default_factory=dict)
 
 
+# symbols no estimate flag gives, and the question that supplies them
+NO_FLAG_HINTS = {
+    "cuda_total_bytes": "the vllm profile sizes the KV cache from the GPU's cudaMemGetInfo total: "
+                        "ask 'memsym serve --gpu NAME' or 'memsym solve concurrency --gpu NAME'",
+}
+
+
 def to_bytes(value: sympy.Expr, what: str) -> int:
     """An exact, fully substituted byte count as an int, rounded up to a whole byte."""
     if not value.is_number:
-        missing = ", ".join(sorted(s.name for s in value.free_symbols))
-        raise InputError(f"{what} still depends on {missing}; give a value for each")
+        names = sorted(s.name for s in value.free_symbols)
+        hints = [NO_FLAG_HINTS[name] for name in names if name in NO_FLAG_HINTS]
+        if hints:
+            raise InputError(f"{what} depends on {', '.join(names)}; {hints[0]}")
+        raise InputError(f"{what} still depends on {', '.join(names)}; give a value for each")
     return int(sympy.ceiling(value))
 
 

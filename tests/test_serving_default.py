@@ -124,3 +124,11 @@ def test_gpu_without_a_cuda_total_says_it_falls_back():
     assert "pass --budget SIZE" in result.stdout
     known = run("solve", "concurrency", "--model", "qwen3-0.6b", "--gpu", "h100-80gb", "--seq-len", "2048")
     assert "h100-80gb: cudaMemGetInfo total 79.19 GiB" in known.stdout
+
+
+def test_estimate_under_vllm_names_the_question_that_gives_the_gpu():
+    """estimate has no --gpu; the vllm profile's KV cache needs the GPU total, and the error says where to ask."""
+    result = CliRunner().invoke(cli, ["estimate", "--model", "llama-3.1-8b", "--profile", "vllm"])
+    assert result.exit_code == 2
+    assert "cuda_total_bytes" in result.output and "memsym serve --gpu NAME" in result.output
+    assert "Traceback" not in result.output
