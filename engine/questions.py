@@ -269,7 +269,8 @@ def plan(model: str | None = None, config: str | None = None, *, budget=None, gp
                       tp_choices=[fixed["tp"]] if "tp" in fixed else None,
                       pp_choices=[fixed["pp"]] if "pp" in fixed else None,
                       zero_stages=(fixed["zero"],) if "zero" in fixed else None)
-    return PlanAnswer(spec.name, scenario.as_inputs(), result, limits.per_gpu_bytes)
+    inputs = scenario.as_inputs() | ({"gpu_memory_estimate": limits.estimate} if limits.estimate else {})
+    return PlanAnswer(spec.name, inputs, result, limits.per_gpu_bytes)
 
 
 # --- emit: the models that latex and codegen write out ------------------------------------------
