@@ -30,6 +30,7 @@ class Layout:
     knobs: dict
     even_split: bool
     note: str | None
+    title: str | None = None  # the reading in a few words, for a plot's title
 
     def to_dict(self, num_gpus: int) -> dict:
         return {"num_gpus": num_gpus, "even_split": self.even_split, **self.knobs, "read_as": self.note}
@@ -46,7 +47,8 @@ def read_num_gpus(spec, knobs: dict, num_gpus: int) -> Layout:
         if tp * pp != num_gpus:
             raise InputError(f"--num-gpus {num_gpus} is the layout's GPU count, but --tp {tp} x --pp {pp} = "
                              f"{tp * pp}; give --num-gpus {tp * pp} or leave it out")
-        return Layout({}, False, f"--num-gpus {num_gpus} = --tp {tp} x --pp {pp}")
+        reading = f"--num-gpus {num_gpus} = --tp {tp} x --pp {pp}"
+        return Layout({}, False, reading, reading)
     from engine import profiles
 
     try:
@@ -55,9 +57,11 @@ def read_num_gpus(spec, knobs: dict, num_gpus: int) -> Layout:
         check_degrees(spec, replace(Scenario(**knobs), tp=num_gpus))
     except InputError as exc:
         return Layout({}, True, f"--num-gpus {num_gpus} read as an even split (every term / {num_gpus}, the seed "
-                                f"article's (N x M - weights) / KV), since no --tp {num_gpus} fits: {exc}")
+                                f"article's (N x M - weights) / KV), since no --tp {num_gpus} fits: {exc}",
+                      f"--num-gpus {num_gpus} read as an even split (every term / {num_gpus}; no --tp {num_gpus} fits)")
     return Layout({"tp": num_gpus}, False, f"--num-gpus {num_gpus} read as --tp {num_gpus} (one replica over "
-                                           f"{num_gpus} GPUs, vLLM's --tensor-parallel-size)")
+                                           f"{num_gpus} GPUs, vLLM's --tensor-parallel-size)",
+                  f"--num-gpus {num_gpus} read as --tp {num_gpus} (one replica, vLLM's --tensor-parallel-size)")
 
 
 def _training(knobs: dict, num_gpus: int, tp: int, pp: int) -> Layout:
@@ -70,7 +74,8 @@ def _training(knobs: dict, num_gpus: int, tp: int, pp: int) -> Layout:
     zero = knobs.get("zero", 0)
     shards = f"ZeRO stage {zero} shards over them" if zero else "ZeRO stage 0 shards nothing (see --zero)"
     return Layout({"dp": dp}, False, f"--num-gpus {num_gpus} read as tp={tp} x pp={pp} x dp={dp}: --batch-size "
-                                     f"is per GPU (global batch = {dp} x batch_size); {shards}")
+                                     f"is per GPU (global batch = {dp} x batch_size); {shards}",
+                  f"--num-gpus {num_gpus} read as tp={tp} x pp={pp} x dp={dp} (batch_size per GPU)")
 
 
 def fit_hints(spec, knobs: dict, budget_bytes: int, variable: str) -> str:
