@@ -39,7 +39,9 @@ def layout_text(inputs: dict) -> str:
 def precision_text(inputs: dict) -> str:
     """Weights, quantization, KV cache and (training) the bytes-per-parameter convention."""
     parts = [f"dtype {inputs['dtype']}"]
-    if inputs.get("weight_quant", "none") not in ("none", None):
+    if inputs.get("weights_stored"):
+        parts.append(f"weights as the GGUF stores them ({inputs['weights_stored']})")
+    elif inputs.get("weight_quant", "none") not in ("none", None):
         source = inputs.get("weight_quant_source")
         parts.append(f"weights quantized {inputs['weight_quant']}" + (f" (from {source})" if source else ""))
     else:

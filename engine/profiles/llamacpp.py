@@ -6,10 +6,14 @@
 - ``kv_cache``: :mod:`formulas.frameworks.llamacpp`: ``--seq-len`` is llama.cpp's ``-c``
   (the context all slots share, padded to 256), ``--batch-size`` its ``-np`` slots,
   ``--cache-type-k/-v`` the element types and ``--kv-unified`` one shared stream.
-- ``overhead``: ``--reserve``. llama.cpp's compute buffer is sized by a graph reservation at
-  start-up (``llama_context::sched_reserve``) and its output (logits) buffer lives on the
-  host; neither is modelled: the notes say so, and the compute buffer llama.cpp logs
-  ("CUDA0 compute buffer size") can be given as ``--reserve``.
+- ``compute_buffer``: :func:`formulas.frameworks.llamacpp.compute_buffer`, an estimate of the
+  buffer ggml-alloc reserves for the worst-case graph (``llama_context::graph_reserve``): the
+  largest set of tensors alive at once, at one layer's attention (the f32 scores without
+  ``-fa``), one layer's MLP, or the logits. A lower bound: block placement adds a few per
+  cent; the notes give the three moments, and what llama.cpp logs ("CUDA0 compute buffer
+  size") is the figure to compare.
+- ``overhead``: ``--reserve``. The output (logits) buffer llama.cpp keeps on the host is
+  not GPU memory.
 
 The cache holds every layer for every cell, with ``n_head_kv`` heads (llama.cpp's
 ``llama_kv_cache``); llama and qwen2/qwen3 GGUFs run so even where the HF config names a
@@ -33,7 +37,7 @@ from formulas import symbols as S
 from formulas.frameworks import llamacpp as F
 
 KNOBS = frozenset({"batch_size", "seq_len", "dtype", "weight_quant", "quant_group_size", "reserve_bytes",
-                   "cache_type_k", "cache_type_v", "kv_unified"})
+                   "cache_type_k", "cache_type_v", "kv_unified", "flash_attn"})
 # llama.cpp's llama and qwen2/qwen3 graphs keep a full cache of every layer even where the HF
 # config names a sliding window (Mistral-7B-v0.1: src/llama-model.cpp gives LLM_ARCH_LLAMA no SWA)
 FULL_CACHE_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
@@ -43,12 +47,18 @@ SOURCES = {
     "kv_cache": "llama.cpp src/llama-context.cpp llama_context::llama_context (n_ctx, n_ctx_seq padded to "
                 "256); src/llama-kv-cache.cpp llama_kv_cache::llama_kv_cache (K and V per layer and stream, "
                 "ggml_row_size of --cache-type-k/-v)",
-    "overhead": "the user's --reserve; llama.cpp's compute buffer (llama_context::sched_reserve) is not modelled",
+    "compute_buffer": "estimate of ggml-alloc's worst-case graph (llama.cpp src/llama-context.cpp "
+                      "llama_context::graph_reserve; src/llama-graph.cpp build_attn_mha, build_ffn, t_logits; "
+                      "ggml/src/ggml-alloc.c ggml_op_can_inplace): the largest set of float32 tensors alive at once",
+    "overhead": "the user's --reserve, for what llama.cpp holds beyond weights, KV cache and compute buffer "
+                "(the CUDA context, cuBLAS workspaces)",
 }
 NOTES = {
-    "compute_buffer": "llama.cpp's compute buffer is not modelled (sized by a graph reservation at start-up, "
-                      "llama_context::sched_reserve, and logged as 'compute buffer size'): add it with --reserve",
-    "logits_floor": "it holds at least one ubatch's float32 logits, 4 V min(-c, 512) = {:,} bytes here",
+    "compute_buffer": "compute_buffer is an estimate, a lower bound: the largest of three moments of the "
+                      "worst-case graph of {tokens} tokens ({moments}); ggml-alloc's block placement adds a few per "
+                      "cent (llama.cpp logs the real one as 'CUDA0 compute buffer size')",
+    "flash_attn": "-fa auto counted as on (llama.cpp enables flash attention where the GPU supports it); "
+                  "give --flash-attn off for the f32 attention scores without it",
     "formula_weights": "weights: no GGUF file given, so the standard weight formula under --dtype/--weight-quant, "
                        "not a GGUF's stored bytes (give --gguf FILE for those)",
 }
@@ -88,24 +98,45 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     kv = F.kv_cache(scenario.kv_unified)
     terms["kv_cache"] = kv["kv_cache/keys"] + kv["kv_cache/values"]
     terms.update(kv)
+    moe = any(group.mlp == "moe" for group in spec.layers)
+    moments = F.compute_buffer(scenario.kv_unified, scenario.flash_attn != "off", moe)
+    terms["compute_buffer"] = sympy.Max(*moments.values())
     terms["overhead"] = overhead.reserve()
     facts = shared.facts(spec, scenario)
     facts[S.kv_key_bytes] = sympy.Rational(F.element_bytes(scenario.cache_type_k))
     facts[S.kv_value_bytes] = sympy.Rational(F.element_bytes(scenario.cache_type_v))
     inputs = shared.inputs(spec, scenario)
-    floor = _number(F.logits_floor(), facts)
-    inputs["notes"] = ([NOTES["compute_buffer"]] + ([NOTES["logits_floor"].format(floor)] if floor else [])
+    inputs["compute_buffer_moments"] = {name: _number(value, facts) for name, value in moments.items()}
+    inputs["notes"] = ([_compute_note(inputs["compute_buffer_moments"], _number(F.reserve_tokens(), facts))]
+                       + ([NOTES["flash_attn"]] if scenario.flash_attn == "auto" else [])
                        + ([] if stored else [NOTES["formula_weights"]]))
+    inputs["kv_dtype"] = _cache_types(scenario)
+    if stored:
+        inputs["weights_stored"] = ", ".join(kind for kind, _ in spec.stored_bytes_by_type)
     inputs["cells_per_slot"] = _number(F.cells_per_slot(scenario.kv_unified), facts)
     tensors = architecture.parameter_tensors(spec)
     sources = {**SOURCES, "weights": SOURCES["weights" if stored else "weights (formula)"]}
     return MemoryModel(
         name=spec.name, mode="inference", terms=terms, facts=facts, inputs=inputs,
         descriptions={**shared.DESCRIPTIONS, "kv_cache/keys": "key cache (--cache-type-k)",
-                      "kv_cache/values": "value cache (--cache-type-v)"},
+                      "kv_cache/values": "value cache (--cache-type-v)",
+                      "compute_buffer": "llama.cpp's compute buffer (estimate)"},
         parameters=P.parameter_count(tensors), active_parameters=P.active_parameter_count(tensors),
-        sources={name: sources[name] for name in ("weights", "kv_cache", "overhead")},
+        sources={name: sources[name] for name in ("weights", "kv_cache", "compute_buffer", "overhead")},
     )
+
+
+def _compute_note(moments: dict, tokens: int | None) -> str:
+    """The compute buffer's note: the three moments in bytes, where the point is known."""
+    shown = ", ".join(f"{name} {value:,} B" for name, value in moments.items() if value is not None)
+    return NOTES["compute_buffer"].format(tokens=f"{tokens:,}" if tokens else "min(-c, 512)",
+                                          moments=shown or "attention, MLP, output")
+
+
+def _cache_types(scenario: Scenario) -> str:
+    """The KV element types as the header names them: llama.cpp's, not --dtype."""
+    k, v = scenario.cache_type_k, scenario.cache_type_v
+    return f"{k} (llama.cpp --cache-type-k/-v)" if k == v else f"K {k}, V {v} (llama.cpp --cache-type-k/-v)"
 
 
 def _number(expr: sympy.Expr, facts: dict) -> int | None:
@@ -115,7 +146,7 @@ def _number(expr: sympy.Expr, facts: dict) -> int | None:
 
 PROFILE = Profile(
     name="llamacpp",
-    summary="llama.cpp: a GGUF's stored weights, the KV cache of -c/-np/--cache-type-k/-v (no compute buffer)",
+    summary="llama.cpp: a GGUF's stored weights, the KV cache of -c/-np/-ctk/-ctv, its compute buffer (estimate)",
     modes=("inference",),
     knobs=KNOBS,
     build=build,
