@@ -166,6 +166,10 @@ def test_an_estimated_gpu_says_so_in_the_answer_and_its_json(run_cli):
     served = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--gpu", "h20").stdout
     assert "h20: 102,625,181,696 B is an estimate" in served
     assert "* an estimate" in run_cli("gpus").stdout
+    unlinked = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--gpu", "h200").stdout
+    assert "h200: cudaMemGetInfo total 139.80 GiB (an estimate: no public log linked)" in unlinked
+    linked = run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--gpu", "a40").stdout
+    assert "a40: cudaMemGetInfo total 44.34 GiB;" in linked  # 47,608,692,736 B from a linked deviceQuery
 
 
 def test_catalog_figures_from_linked_logs():
