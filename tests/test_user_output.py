@@ -100,6 +100,18 @@ def test_a_dense_models_inference_document_is_one_page(run_cli, tmp_path):
     assert re.search(r"^Pages:\s+1$", info, re.M), info
 
 
+@pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdfinfo") is None,
+                    reason="needs pdflatex and pdfinfo (texlive-latex-base, poppler-utils)")
+@pytest.mark.parametrize("model", ["llama-3.1-8b", "mistral-7b-v0.1", "gemma-2-9b"])
+def test_larger_dense_models_inference_is_one_page_too(run_cli, tmp_path, model):
+    """The tables are \\footnotesize (templates/memory.tex.j2): an 8B model's document fit two pages before."""
+    (tmp_path / "m.tex").write_text(run_cli("latex", "--model", model, "--values", "--standalone").stdout)
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "m.tex"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=120)
+    info = subprocess.run(["pdfinfo", str(tmp_path / "m.pdf")], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^Pages:\s+1$", info, re.M), info
+
+
 def test_the_catalog_holds_thirty_gpus_each_with_a_source():
     from engine.gpus import catalog
 
