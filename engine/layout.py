@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from engine.errors import InputError
+from engine.errors import InfeasibleError, InputError
 from engine.scenario import Scenario
 from engine.terms import check_degrees
 
@@ -76,6 +76,32 @@ def _training(knobs: dict, num_gpus: int, tp: int, pp: int) -> Layout:
     return Layout({"dp": dp}, False, f"--num-gpus {num_gpus} read as tp={tp} x pp={pp} x dp={dp}: --batch-size "
                                      f"is per GPU (global batch = {dp} x batch_size); {shards}",
                   f"--num-gpus {num_gpus} read as tp={tp} x pp={pp} x dp={dp} (batch_size per GPU)")
+
+
+def smallest_layout(spec, knobs: dict, limits, even_split):
+    """``solve num-gpus`` in inference: ``(Solution, Layout)`` for the fewest GPUs whose
+    ``--num-gpus N`` layout fits, read as :func:`read_num_gpus` reads N: ``--tp N`` (the smallest
+    tensor-parallel degree that fits, :func:`engine.solve.solve_tensor_parallel`; counts between
+    two degrees are no layout, the heads do not divide). ``even_split()`` (every term / N) answers
+    only where no ``--tp`` is a layout (a profile without tensor parallelism, or no degree
+    fitting); the Layout says which. With ``--tp``/``--pp`` given the count is fixed: refused."""
+    from engine import profiles
+    from engine.solve import solve_tensor_parallel
+
+    if "tp" in knobs or "pp" in knobs:
+        raise InputError("solve num-gpus: with --tp/--pp given the GPU count is tp x pp; leave them out to solve "
+                         "it, or use 'memsym plan' for layouts with fixed degrees")
+    if "tp" not in profiles.get(knobs.get("profile", profiles.DEFAULT)).knobs:
+        return even_split(), Layout({}, True, f"num_gpus is an even split (every term / N): --profile "
+                                              f"{knobs.get('profile')} models no tensor parallelism")
+    try:
+        solution = solve_tensor_parallel(spec, Scenario(**knobs), limits)
+    except InfeasibleError as exc:
+        return even_split(), Layout({}, True, f"num_gpus is an even split (every term / N), since no --tp fits: {exc}")
+    n = solution.value
+    return replace(solution, variable="num_gpus"), Layout(
+        {"tp": n}, False, f"num_gpus {n} read as --tp {n} (one replica over {n} GPUs, vLLM's --tensor-parallel-size, "
+                          f"as --num-gpus {n} is read); GPU counts between tensor-parallel degrees divide no heads")
 
 
 def fit_hints(spec, knobs: dict, budget_bytes: int, variable: str) -> str:

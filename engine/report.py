@@ -137,6 +137,8 @@ def format_solution(name: str, solution, limits, show_formula: bool, latex: bool
         lines.append(f"read as: {layout.note}")
     lines += [f"{s.variable} = {s.value:,}", *context_warnings(s.inputs, (s.variable, s.value))]
     neighbour = s.value - 1 if s.smallest else s.value + 1
+    if s.smallest and getattr(s, "neighbour", None) is not None:
+        neighbour = s.neighbour  # tp: the previous degree that divides the heads
     config = s.inputs.get("configuration")
     if config:  # training: the search's configuration; its neighbour has one data-parallel rank less
         lines.append("  configuration: " + ", ".join(f"{k}={v}" for k, v in config.items()))
