@@ -165,6 +165,9 @@ KNOBS: tuple[Knob, ...] = (
     Knob("flash_attn", "--flash-attn", "auto", "--profile llamacpp: llama.cpp's -fa; auto (its default) is "
          "counted as on, as llama.cpp resolves it on CUDA; off adds the f32 attention scores to the compute buffer.",
          "serving", choices=options.LLAMACPP_FLASH_ATTN, spellings=("-fa",)),
+    Knob("gpu_layers", "--n-gpu-layers", None, "--profile llamacpp: llama.cpp's -ngl: the output layer and the last "
+         "N-1 layers on the GPU, the rest (and the token embeddings, always) in host memory  [default: all]",
+         "serving", "count", spellings=("-ngl",)),
     Knob("kv_unified", "--kv-unified", False, "--profile llamacpp: one KV stream shared by all -np slots "
          "(--batch-size), as llama-server's -np auto.", "serving", "switch"),
     Knob("recompute", "--recompute", "none", "Training: activation recomputation.", "training",
@@ -308,6 +311,7 @@ class Scenario:
     cache_type_v: str = "f16"
     kv_unified: bool = False
     flash_attn: str = "auto"  # llama.cpp -fa: auto (counted as on), on, off
+    gpu_layers: int | None = None  # llama.cpp -ngl; None: every layer
     torch_compile: bool = False  # --compile: torch.compile of each decoder layer (and of the chunked loss)
     loss_chunks: int | None = None  # chunked cross-entropy (torchtune CEWithChunkedOutputLoss: 8)
     optimizer_in_backward: bool = False  # optimizer step fused into backward, one parameter at a time

@@ -159,7 +159,8 @@ def test_cli_estimate_gguf_uses_the_llamacpp_profile(q4_k_m, run_cli):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     stored = sum(hand_bytes(kind, shape) for kind, shape in model_tensors().values())
-    assert out["profile"] == "llamacpp" and out["terms"]["weights"] == out["checkpoint_bytes"] == stored
+    placed = out["terms"]["weights"] + out["host_terms"]["weights"]  # token_embd in host memory, as llama.cpp
+    assert out["profile"] == "llamacpp" and placed == out["checkpoint_bytes"] == stored
     assert out["terms"]["kv_cache"] == 2 * L * KV * D * 2 * 1024  # -c 1000 pads to 1024 cells, f16
     assert out["checkpoint"]["matches_formula"] and out["checkpoint"]["not_in_formula"] == []
     text = run_cli("estimate", "--gguf", str(q4_k_m)).stdout

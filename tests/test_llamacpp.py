@@ -113,12 +113,52 @@ def test_gguf_weights_are_the_stored_bytes(tmp_path):
     path = tmp_path / "tiny.gguf"
     write_gguf(path, model_tensors())
     result = api.estimate_gguf(path, profile="llamacpp", seq_len=512, batch_size=1)
-    terms = result.estimate.evaluation.terms
+    evaluation = result.estimate.evaluation
+    terms = evaluation.terms
     stored = sum(hand_bytes(kind, shape) for kind, shape in model_tensors().values())
-    assert terms["weights"] == stored == result.comparison["checkpoint_bytes"]
+    embedding = hand_bytes("Q4_K", (300, 256))  # token_embd: llama.cpp keeps the input layer on the CPU
+    assert terms["weights"] + evaluation.host["weights"] == stored == result.comparison["checkpoint_bytes"]
+    assert evaluation.host["weights"] == embedding and result.comparison["matches_formula"]
     assert terms["weights/Q6_K"] == sum(hand_bytes(k, s) for k, s in model_tensors().values() if k == "Q6_K")
     assert terms["kv_cache"] == 2 * 2 * (2 * 64) * 2 * 512  # 2 layers, K and V, a_kv d = 128, f16, 512 cells
     assert gguf is not None
+
+
+def test_ngl_places_the_output_and_the_last_layers_on_the_gpu(tmp_path):
+    """src/llama-model.cpp load_tensors: i_gpu_start = max(n_layer + 1 - ngl, 0); -ngl 2 of 2 layers puts the
+    output layer and layer 1 on the GPU, layer 0 (and its KV cache) and the token embeddings in host memory;
+    tied embeddings keep the output layer's copy of them on the GPU."""
+    pytest.importorskip("gguf")
+    from test_gguf import hand_bytes, layer_tensors, model_tensors, write_gguf
+
+    path = tmp_path / "tiny.gguf"
+    write_gguf(path, model_tensors())
+    layer = sum(hand_bytes(k, s) for k, s in layer_tensors(0).values())
+    embedding, output = hand_bytes("Q4_K", (300, 256)), hand_bytes("Q6_K", (300, 256)) + 4 * 256
+    one = api.estimate_gguf(path, profile="llamacpp", seq_len=512, gpu_layers=2).estimate.evaluation
+    assert one.terms["weights"] == layer + output and one.host["weights"] == layer + embedding
+    assert one.terms["kv_cache"] == one.host["kv_cache"] == 2 * (2 * 64) * 2 * 512  # one layer each
+    every = api.estimate_gguf(path, profile="llamacpp", seq_len=512, gpu_layers=99).estimate.evaluation
+    assert every.terms["weights"] == 2 * layer + output and "kv_cache" not in every.host
+    tied = tmp_path / "tied.gguf"
+    write_gguf(tied, model_tensors(tied=True))
+    copy = api.estimate_gguf(tied, profile="llamacpp", seq_len=512).estimate.evaluation
+    assert copy.terms["weights"] == 2 * layer + 4 * 256 + embedding and copy.host["weights"] == embedding
+
+
+def test_ngl_on_the_formula_path_scales_each_layer_kind():
+    """Without a GGUF the layer parts count the GPU's layers: Llama-3.1-8B -ngl 17 is 16 of 32 layers,
+    Qwen3-30B-A3B -ngl 25 is 24 of 48 (its experts count num_moe_layers, scaled too)."""
+    full = api.estimate("llama-3.1-8b", profile="llamacpp", seq_len=8192).evaluation
+    half = api.estimate("llama-3.1-8b", profile="llamacpp", seq_len=8192, gpu_layers=17).evaluation
+    embedding = 128_256 * 4096 * 2
+    assert full.host == {"weights": embedding}
+    assert half.terms["weights"] + half.host["weights"] == full.terms["weights"] + embedding
+    assert half.terms["kv_cache"] == full.terms["kv_cache"] // 2 == half.host["kv_cache"]
+    moe_full = api.estimate("qwen3-30b-a3b", profile="llamacpp", seq_len=4096).evaluation.terms["weights"]
+    moe_half = api.estimate("qwen3-30b-a3b", profile="llamacpp", seq_len=4096, gpu_layers=25).evaluation
+    head = 151_936 * 2048 * 2 + 2048 * 2  # lm_head and the final norm: the output layer, on the GPU
+    assert moe_half.terms["weights"] - head == (moe_full - head) // 2
 
 
 def test_cache_type_choices_are_the_sized_ones():
@@ -149,6 +189,8 @@ def test_llama_cpp_spellings_are_the_same_knobs(run_cli):
     base = ["estimate", "--profile", "llamacpp", "--model", "qwen3-0.6b", "--json"]
     long = run_cli(*base, "--seq-len", "5000", "--batch-size", "3", "--cache-type-k", "q8_0", "--cache-type-v",
                    "q4_0", "--flash-attn", "off")
+    long_ngl = run_cli(*base, "--seq-len", "5000", "--n-gpu-layers", "10")
+    assert json.loads(run_cli(*base, "-c", "5000", "-ngl", "10").stdout) == json.loads(long_ngl.stdout)
     for spelled in (["-c", "5000", "-np", "3", "-ctk", "q8_0", "-ctv", "q4_0", "-fa", "off"],
                     ["--ctx-size", "5000", "--parallel", "3", "-ctk", "q8_0", "-ctv", "q4_0", "-fa", "off"]):
         short = run_cli(*base, *spelled)

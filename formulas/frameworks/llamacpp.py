@@ -52,6 +52,18 @@ F32 = 4  # the graph's activations are float32 (ggml_mul_mat's result type); the
 F16 = 2  # src/llama-graph.cpp build_attn_inp_kq_mask: self_kq_mask_cnv = ggml_cast(mask, GGML_TYPE_F16) with -fa
 
 
+def offloaded_layers(n_layer: int, gpu_layers: int | None) -> int:
+    """Repeating layers on the GPU under ``-ngl``: ``n_layer - max(n_layer + 1 - ngl, 0)``.
+
+    src/llama-model.cpp ``load_tensors``: ``i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)``;
+    layer ``il`` is on the GPU when ``il >= i_gpu_start``, the output layer (``il = n_layer``)
+    whenever ``ngl >= 1``, and the input layer (token embeddings) never. None: every layer.
+    """
+    if gpu_layers is None:
+        return n_layer
+    return n_layer - max(n_layer + 1 - gpu_layers, 0)
+
+
 def element_bytes(cache_type: str) -> Fraction:
     """Bytes per cache element of a ``--cache-type-k/-v`` value: ``type_size / block_size``."""
     block, size = CACHE_TYPES[cache_type]
