@@ -102,10 +102,12 @@ def test_a_dense_models_inference_document_is_one_page(run_cli, tmp_path):
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdfinfo") is None,
                     reason="needs pdflatex and pdfinfo (texlive-latex-base, poppler-utils)")
-@pytest.mark.parametrize("model", ["llama-3.1-8b", "mistral-7b-v0.1", "gemma-2-9b"])
-def test_larger_dense_models_inference_is_one_page_too(run_cli, tmp_path, model):
-    """The tables are \\footnotesize (templates/memory.tex.j2): an 8B model's document fit two pages before."""
-    (tmp_path / "m.tex").write_text(run_cli("latex", "--model", model, "--values", "--standalone").stdout)
+@pytest.mark.parametrize("args", [["llama-3.1-8b"], ["mistral-7b-v0.1"], ["gemma-2-9b"], ["qwen3-30b-a3b"],
+                                  ["qwen3-0.6b", "--reserve", "1GB"]])
+def test_larger_dense_models_inference_is_one_page_too(run_cli, tmp_path, args):
+    """The tables are \\footnotesize (templates/memory.tex.j2), the formulas' lines tighter and the running
+    head's space text (templates/standalone.tex.j2): these took two pages before."""
+    (tmp_path / "m.tex").write_text(run_cli("latex", "--model", *args, "--values", "--standalone").stdout)
     subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "m.tex"], cwd=tmp_path,
                    check=True, capture_output=True, timeout=120)
     info = subprocess.run(["pdfinfo", str(tmp_path / "m.pdf")], capture_output=True, text=True, check=True).stdout
