@@ -129,7 +129,9 @@ def compared(result: Estimate, stored: Checkpoint, as_stored: bool = False) -> C
     inputs = result.model.inputs
     plain = inputs["weight_quant"] == "none" and not as_stored
     width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if plain else None
-    comparison = compare(stored, result.spec.num_hidden_layers, result.evaluation.terms["weights"], width)
+    # llamacpp: the GPU's weights are part of the file (the rest in host memory): compare the file's total
+    weights = inputs.get("stored_weight_bytes", result.evaluation.terms["weights"])
+    comparison = compare(stored, result.spec.num_hidden_layers, weights, width)
     hint = storage_hint(stored, inputs["dtype"], inputs["weight_quant"])
     return CheckpointEstimate(result, comparison, hint)
 

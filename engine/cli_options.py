@@ -103,7 +103,7 @@ def knob_options(knob) -> list:
         if knob.aliases and knob.choices:
             kind = SpelledChoice(knob.choices, knob.aliases)
     default = str(knob.default) if knob.parse is not None and knob.default is not None else knob.default
-    out = [option(knob.flag, knob.name, type=kind, default=default, show_default=knob.default is not None,
+    out = [option(knob.flag, *knob.spellings, knob.name, type=kind, default=default, show_default=knob.default is not None,
                   metavar=knob.metavar, **attrs)]
     if knob.shortcut is not None:
         out.append(option(knob.shortcut.flag, knob.shortcut.name, is_flag=True, help=knob.shortcut.help,
@@ -126,7 +126,8 @@ def budget_options(func):
         option("--gpu-memory", "gpu_memory", metavar="SIZE", group="scenario",
                help="A GPU the catalog lacks: its memory, read as --budget is (e.g. 48GiB)."),
         option("--num-gpus", type=int, default=1, show_default=True, group="parallelism",
-               help="GPUs of that memory; the model is split evenly over them."),
+               help="GPUs of that memory, read as a named layout the output states: inference --tp N "
+                    "(an even split where no --tp N fits the heads), training tp x pp x dp."),
         option("--gpu-memory-utilization", "utilization", default=None, metavar="F", group="serving",
                help="Fraction of each GPU's memory that may be used, 0 < F <= 1 (vLLM's flag)  "
                     "[default: 0.9 (vLLM's) for the vllm profile's serving solves, else 1]"),

@@ -243,7 +243,22 @@ def config_from_metadata(values: dict, tensors: tuple[StoredTensor, ...], token_
     return config
 
 
+def block_of(name: str) -> str:
+    """Where a GGUF tensor belongs in llama.cpp's placement (src/llama-model.cpp load_tensors):
+    ``token_embd`` (the input layer), ``output`` (output.weight, output_norm), ``blk.N``, or ``input``."""
+    if name.startswith("blk."):
+        return ".".join(name.split(".")[:2])
+    if name.startswith("token_embd."):
+        return "token_embd"
+    return "output" if name.startswith("output") else "input"
+
+
 def spec_of(model: GgufModel) -> ModelSpec:
-    """The ModelSpec of the mapped config, carrying the file's stored bytes per ggml type."""
+    """The ModelSpec of the mapped config, carrying the file's stored bytes per ggml type and per block."""
     spec = spec_from_config(model.config, model.path)
-    return dataclasses.replace(spec, stored_bytes_by_type=tuple(model.checkpoint.bytes_by_dtype().items()))
+    blocks: dict[tuple[str, str], int] = {}
+    for t in model.checkpoint.tensors:
+        key = (block_of(t.name), t.dtype)
+        blocks[key] = blocks.get(key, 0) + t.nbytes
+    return dataclasses.replace(spec, stored_bytes_by_type=tuple(model.checkpoint.bytes_by_dtype().items()),
+                               stored_bytes_by_block=tuple((b, k, n) for (b, k), n in blocks.items()))

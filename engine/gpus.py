@@ -44,6 +44,15 @@ class GPU:
     # what cudaMemGetInfo reports (vLLM's total_memory); None where no public log shows it
     cuda_total_bytes: int | None = None
     cuda_total_source: str | None = None
+    # where no public log shows memory_bytes: the rule that chose it and its uncertainty
+    estimate: str | None = None
+
+    @property
+    def estimate_note(self) -> str | None:
+        """One line for the user where ``memory_bytes`` is an estimate, else None."""
+        if self.estimate is None:
+            return None
+        return f"{self.name}: {self.memory_bytes:,} B is an estimate, not a measured total: {self.estimate}"
 
 
 @lru_cache(maxsize=1)
@@ -57,6 +66,7 @@ def catalog() -> dict[str, GPU]:
             memory_bytes=row["memory_bytes"], datasheet_memory=row["datasheet_memory"],
             datasheet_url=row["datasheet_url"], reported_source=row["reported_source"],
             cuda_total_bytes=row.get("cuda_total_bytes"), cuda_total_source=row.get("cuda_total_source"),
+            estimate=row.get("estimate"),
         )
     return out
 
@@ -106,6 +116,7 @@ class Budget:
     utilization: Fraction = Fraction(1)
     gpu_name: str | None = None
     reading: str | None = None  # how a --budget spelling such as 24G was read
+    estimate: str | None = None  # the catalog's note where the GPU's total is an estimate
 
     def __post_init__(self):
         if isinstance(self.num_gpus, bool) or not isinstance(self.num_gpus, int) or not 1 <= self.num_gpus <= MAX_NUM_GPUS:
@@ -117,7 +128,7 @@ class Budget:
         return math.floor(self.utilization * self.device_bytes)
 
     def with_num_gpus(self, num_gpus: int) -> "Budget":
-        return Budget(self.device_bytes, num_gpus, self.utilization, self.gpu_name, self.reading)
+        return Budget(self.device_bytes, num_gpus, self.utilization, self.gpu_name, self.reading, self.estimate)
 
     def as_inputs(self) -> dict[str, object]:
         """Plain JSON values: ints for bytes, a float for the fraction (exact: ``gpu_memory_utilization_exact``)."""
@@ -128,6 +139,8 @@ class Budget:
         }
         if self.reading:
             out["budget_read_as"] = self.reading
+        if self.estimate:
+            out["gpu_memory_estimate"] = self.estimate
         return out
 
 
@@ -138,8 +151,9 @@ def make_budget(budget: str | int | None = None, gpu_name: str | None = None, nu
         raise InputError("give exactly one of --budget SIZE (or --gpu-memory SIZE) and --gpu NAME")
     if gpu_name is not None:
         entry = gpu(gpu_name)
-        device, name = entry.memory_bytes, entry.name
-    elif isinstance(budget, int) and not isinstance(budget, bool):
+        return Budget(entry.memory_bytes, num_gpus, parse_utilization(utilization), entry.name,
+                      estimate=entry.estimate_note)
+    if isinstance(budget, int) and not isinstance(budget, bool):
         if budget < 1:
             raise InputError(f"--budget must be at least 1 byte, got {budget!r}")
         device, name = budget, None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from engine.errors import InputError
+from engine.errors import InfeasibleError, InputError
 from engine.scenario import Scenario
 from engine.terms import check_degrees
 
@@ -30,6 +30,7 @@ class Layout:
     knobs: dict
     even_split: bool
     note: str | None
+    title: str | None = None  # the reading in a few words, for a plot's title
 
     def to_dict(self, num_gpus: int) -> dict:
         return {"num_gpus": num_gpus, "even_split": self.even_split, **self.knobs, "read_as": self.note}
@@ -46,7 +47,8 @@ def read_num_gpus(spec, knobs: dict, num_gpus: int) -> Layout:
         if tp * pp != num_gpus:
             raise InputError(f"--num-gpus {num_gpus} is the layout's GPU count, but --tp {tp} x --pp {pp} = "
                              f"{tp * pp}; give --num-gpus {tp * pp} or leave it out")
-        return Layout({}, False, f"--num-gpus {num_gpus} = --tp {tp} x --pp {pp}")
+        reading = f"--num-gpus {num_gpus} = --tp {tp} x --pp {pp}"
+        return Layout({}, False, reading, reading)
     from engine import profiles
 
     try:
@@ -55,9 +57,11 @@ def read_num_gpus(spec, knobs: dict, num_gpus: int) -> Layout:
         check_degrees(spec, replace(Scenario(**knobs), tp=num_gpus))
     except InputError as exc:
         return Layout({}, True, f"--num-gpus {num_gpus} read as an even split (every term / {num_gpus}, the seed "
-                                f"article's (N x M - weights) / KV), since no --tp {num_gpus} fits: {exc}")
+                                f"article's (N x M - weights) / KV), since no --tp {num_gpus} fits: {exc}",
+                      f"--num-gpus {num_gpus} read as an even split (every term / {num_gpus}; no --tp {num_gpus} fits)")
     return Layout({"tp": num_gpus}, False, f"--num-gpus {num_gpus} read as --tp {num_gpus} (one replica over "
-                                           f"{num_gpus} GPUs, vLLM's --tensor-parallel-size)")
+                                           f"{num_gpus} GPUs, vLLM's --tensor-parallel-size)",
+                  f"--num-gpus {num_gpus} read as --tp {num_gpus} (one replica, vLLM's --tensor-parallel-size)")
 
 
 def _training(knobs: dict, num_gpus: int, tp: int, pp: int) -> Layout:
@@ -70,7 +74,34 @@ def _training(knobs: dict, num_gpus: int, tp: int, pp: int) -> Layout:
     zero = knobs.get("zero", 0)
     shards = f"ZeRO stage {zero} shards over them" if zero else "ZeRO stage 0 shards nothing (see --zero)"
     return Layout({"dp": dp}, False, f"--num-gpus {num_gpus} read as tp={tp} x pp={pp} x dp={dp}: --batch-size "
-                                     f"is per GPU (global batch = {dp} x batch_size); {shards}")
+                                     f"is per GPU (global batch = {dp} x batch_size); {shards}",
+                  f"--num-gpus {num_gpus} read as tp={tp} x pp={pp} x dp={dp} (batch_size per GPU)")
+
+
+def smallest_layout(spec, knobs: dict, limits, even_split):
+    """``solve num-gpus`` in inference: ``(Solution, Layout)`` for the fewest GPUs whose
+    ``--num-gpus N`` layout fits, read as :func:`read_num_gpus` reads N: ``--tp N`` (the smallest
+    tensor-parallel degree that fits, :func:`engine.solve.solve_tensor_parallel`; counts between
+    two degrees are no layout, the heads do not divide). ``even_split()`` (every term / N) answers
+    only where no ``--tp`` is a layout (a profile without tensor parallelism, or no degree
+    fitting); the Layout says which. With ``--tp``/``--pp`` given the count is fixed: refused."""
+    from engine import profiles
+    from engine.solve import solve_tensor_parallel
+
+    if "tp" in knobs or "pp" in knobs:
+        raise InputError("solve num-gpus: with --tp/--pp given the GPU count is tp x pp; leave them out to solve "
+                         "it, or use 'memsym plan' for layouts with fixed degrees")
+    if "tp" not in profiles.get(knobs.get("profile", profiles.DEFAULT)).knobs:
+        return even_split(), Layout({}, True, f"num_gpus is an even split (every term / N): --profile "
+                                              f"{knobs.get('profile')} models no tensor parallelism")
+    try:
+        solution = solve_tensor_parallel(spec, Scenario(**knobs), limits)
+    except InfeasibleError as exc:
+        return even_split(), Layout({}, True, f"num_gpus is an even split (every term / N), since no --tp fits: {exc}")
+    n = solution.value
+    return replace(solution, variable="num_gpus"), Layout(
+        {"tp": n}, False, f"num_gpus {n} read as --tp {n} (one replica over {n} GPUs, vLLM's --tensor-parallel-size, "
+                          f"as --num-gpus {n} is read); GPU counts between tensor-parallel degrees divide no heads")
 
 
 def fit_hints(spec, knobs: dict, budget_bytes: int, variable: str) -> str:

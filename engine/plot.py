@@ -67,12 +67,15 @@ def stacked_terms(mm: MemoryModel, outputs: dict[str, numpy.ndarray]) -> dict[st
 
 
 def plot(mm: MemoryModel, x: str, axes: dict[str, tuple[int, ...]], path: str, fmt: str | None = None,
-         budget=None) -> PlotResult:
+         budget=None, layout=None) -> PlotResult:
     """Draw the stacked terms of ``mm`` over ``axes[x]`` into ``path`` (PNG or SVG).
 
     ``axes`` gives every free variable's values; all but ``x`` hold one value. ``budget``
-    (an :class:`engine.gpus.Budget`) adds the budget line and the solved largest ``x``;
-    with several GPUs the terms are per GPU, split evenly as the solve splits them.
+    (an :class:`engine.gpus.Budget`) adds the budget line and the solved largest ``x``.
+    ``layout`` (an :class:`engine.layout.Layout`) is how ``--num-gpus`` was read, as ``estimate`` and
+    ``solve`` read it: ``mm`` is then already built with its degrees and its terms are per GPU; the
+    title names the reading. Only where the layout says so (or none is given) are several GPUs an
+    even split of every term.
     """
     from engine.files import write_atomically
 
@@ -83,20 +86,23 @@ def plot(mm: MemoryModel, x: str, axes: dict[str, tuple[int, ...]], path: str, f
         raise InputError(f"plot draws one axis ({FLAGS.get(x, x)}); give one value for "
                          f"{', '.join(FLAGS.get(n, n) for n in others)}")
     shown = mm
-    if budget is not None and budget.num_gpus > 1:
+    even = budget is not None and budget.num_gpus > 1 and (layout is None or layout.even_split)
+    if even:
         from engine.solve import sharded
 
         shown = sharded(mm, budget.num_gpus)
-    largest, note = _solve(mm, x, others, budget)
-    fixed = [f"{n}={v[0]:,}" for n, v in others.items()] + ([f"per GPU of {budget.num_gpus}"] if shown is not mm else [])
+    per_gpu = budget.with_num_gpus(1) if budget is not None and not even else budget
+    largest, note = _solve(mm, x, others, per_gpu)
+    fixed = [f"{n}={v[0]:,}" for n, v in others.items()] + ([f"per GPU of {budget.num_gpus}"] if even else [])
     title = (f"{mm.name} ({mm.mode})" + "".join(", " + f for f in fixed) + "\n" + scenario_title(mm.inputs)
-             + (f"\n{note}" if note else ""))
+             + (f"\n{layout.title}" if layout is not None and layout.title else "") + (f"\n{note}" if note else ""))
     figure = _figure(plt, shown, x, sweep(shown, axes), title, budget, largest)
     try:
         write_atomically(path, lambda tmp: figure.savefig(tmp, format=fmt), flag="--output")
     finally:
         plt.close(figure)
-    return PlotResult(str(path), x, budget.per_gpu_bytes if budget else None, largest, note)
+    said = "; ".join(text for text in (layout.title if layout is not None else None, note) if text)
+    return PlotResult(str(path), x, budget.per_gpu_bytes if budget else None, largest, said)
 
 
 def scenario_title(inputs: dict) -> str:
@@ -150,6 +156,14 @@ def plot_grid(output: str, model: str | None = None, config: str | None = None, 
     from engine.sweep import grid_model
 
     output_format(output, fmt)  # a bad format or suffix fails before any work
+    layout = None
+    if num_gpus is not None and num_gpus > 1:  # the layout estimate and solve read (engine/layout.py)
+        from engine.layout import read_num_gpus
+        from engine.registry import load_spec
+
+        knobs = {k: v for k, v in grid.items() if k not in ("batch_size", "seq_len")}
+        layout = read_num_gpus(load_spec(model, config), knobs, num_gpus)
+        grid = {**grid, **layout.knobs}
     axes, mm = grid_model(model, config, **grid)
     ranged = [name for name, values in axes.items() if len(values) > 1]
     if len(ranged) != 1:
@@ -159,4 +173,4 @@ def plot_grid(output: str, model: str | None = None, config: str | None = None, 
         from engine.gpus import make_budget
 
         limits = make_budget(budget, gpu, 1 if num_gpus is None else num_gpus, utilization)
-    return plot(mm, ranged[0], axes, output, fmt, limits)
+    return plot(mm, ranged[0], axes, output, fmt, limits, layout)

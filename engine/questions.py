@@ -117,7 +117,7 @@ class SolveAnswer:
         out = {"model": self.model, "profile": s.inputs.get("profile"), **s.to_dict(),
                "warnings": context_warnings(s.inputs, (s.variable, s.value))}
         if self.layout is not None:
-            out["layout"] = self.layout.to_dict(self.limits.num_gpus)
+            out["layout"] = self.layout.to_dict(s.value if s.variable == "num_gpus" else self.limits.num_gpus)
         return out
 
 
@@ -176,6 +176,15 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
         spec = load_spec(model, config)
         return SolveAnswer(spec.name, _solve_degree(target, spec, Scenario(**knobs), limits, knobs), limits)
     from engine.solve import solve_budget
+
+    if target == "num_gpus":  # inference: the layout --num-gpus N reads (engine/layout.py), not a silent even split
+        from engine.layout import smallest_layout
+        from engine.registry import load_spec
+
+        name, mm = question_model(model, config, False, knobs)
+        solution, layout = smallest_layout(load_spec(model, config), knobs, limits,
+                                           lambda: solve_budget(mm, target, limits, activations=activations))
+        return SolveAnswer(name, solution, limits, layout)
 
     layout = None
     if target != "num_gpus" and limits.num_gpus > 1:  # a layout, computed as the same degrees would be
@@ -269,7 +278,8 @@ def plan(model: str | None = None, config: str | None = None, *, budget=None, gp
                       tp_choices=[fixed["tp"]] if "tp" in fixed else None,
                       pp_choices=[fixed["pp"]] if "pp" in fixed else None,
                       zero_stages=(fixed["zero"],) if "zero" in fixed else None)
-    return PlanAnswer(spec.name, scenario.as_inputs(), result, limits.per_gpu_bytes)
+    inputs = scenario.as_inputs() | ({"gpu_memory_estimate": limits.estimate} if limits.estimate else {})
+    return PlanAnswer(spec.name, inputs, result, limits.per_gpu_bytes)
 
 
 # --- emit: the models that latex and codegen write out ------------------------------------------

@@ -221,9 +221,10 @@ def term_symbol(name: str) -> sympy.Symbol:
     return sympy.Symbol(name.replace("/", "_"))
 
 
-def _term_rows(mm: MemoryModel, name: str, terms: dict[str, sympy.Expr], show_pinned: bool) -> list[str]:
+def _term_rows(mm: MemoryModel, name: str, terms: dict[str, sympy.Expr], show_pinned: bool,
+               zero: frozenset = frozenset()) -> list[str]:
     expr, children = terms[name], mm.children(name)
-    labels = [term_label(c) for c in children]
+    labels = [term_label(c) for c in children if c not in zero]  # a 0 child adds nothing: left out, as its row is
     if children and expr == sympy.Add(*(terms[c] for c in children)):
         rights = _sum_rows(labels)
     elif children and expr == sympy.Max(*(terms[c] for c in children)):
@@ -252,7 +253,7 @@ def formula_rows(mm: MemoryModel) -> list[dict[str, str]]:
     show_pinned = pins_shape(mm)
     terms = shown_terms(mm)
     zero = set(zero_terms(mm))
-    named = [(term_label(n), _term_rows(mm, n, terms, show_pinned)) for n in mm.terms if n not in zero]
+    named = [(term_label(n), _term_rows(mm, n, terms, show_pinned, frozenset(zero))) for n in mm.terms if n not in zero]
     if mm.phases:
         for phase, names in mm.phases.items():
             named.append((term_label(phase), _sum_rows([term_label(n) for n in names if n not in zero])))

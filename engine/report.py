@@ -39,7 +39,9 @@ def layout_text(inputs: dict) -> str:
 def precision_text(inputs: dict) -> str:
     """Weights, quantization, KV cache and (training) the bytes-per-parameter convention."""
     parts = [f"dtype {inputs['dtype']}"]
-    if inputs.get("weight_quant", "none") not in ("none", None):
+    if inputs.get("weights_stored"):
+        parts.append(f"weights as the GGUF stores them ({inputs['weights_stored']})")
+    elif inputs.get("weight_quant", "none") not in ("none", None):
         source = inputs.get("weight_quant_source")
         parts.append(f"weights quantized {inputs['weight_quant']}" + (f" (from {source})" if source else ""))
     else:
@@ -129,10 +131,14 @@ def format_solution(name: str, solution, limits, show_formula: bool, latex: bool
              f"{device}{limits.device_bytes:,} B{split}"]
     if limits.reading:
         lines.append(f"read as: --budget {limits.reading}")
+    if limits.estimate:
+        lines.append(f"estimate: {limits.estimate}")
     if layout is not None and layout.note:
         lines.append(f"read as: {layout.note}")
     lines += [f"{s.variable} = {s.value:,}", *context_warnings(s.inputs, (s.variable, s.value))]
     neighbour = s.value - 1 if s.smallest else s.value + 1
+    if s.smallest and getattr(s, "neighbour", None) is not None:
+        neighbour = s.neighbour  # tp: the previous degree that divides the heads
     config = s.inputs.get("configuration")
     if config:  # training: the search's configuration; its neighbour has one data-parallel rank less
         lines.append("  configuration: " + ", ".join(f"{k}={v}" for k, v in config.items()))
@@ -189,8 +195,11 @@ def format_models(rows: list[dict]) -> str:
 
 def format_gpus(rows: list[dict]) -> str:
     lines = [f"{'name':<12} {'bytes':>17}  {'size':<27} datasheet"]
-    lines += [f"{g['name']:<12} {g['memory_bytes']:>17,}  {format_bytes(g['memory_bytes']):<27} "
-              f"{g['datasheet_memory']}" for g in rows]
+    lines += [f"{g['name']:<12} {g['memory_bytes']:>17,}{'*' if g.get('estimate') else ' '} "
+              f"{format_bytes(g['memory_bytes']):<27} {g['datasheet_memory']}" for g in rows]
+    if any(g.get("estimate") for g in rows):
+        lines.append("* an estimate (no public log of the total found): `memsym gpus --json` gives each one's rule "
+                     "and uncertainty; give the measured total with --gpu-memory SIZE")
     return "\n".join(lines)
 
 
@@ -209,6 +218,7 @@ def format_plan(answer) -> str:
              *scenario_lines({**answer.inputs, **{k: getattr(best, k) for k in ("tp", "pp", "dp")}}),
              f"best: {best.num_gpus} GPUs (tp={best.tp}, pp={best.pp}, dp={best.dp}, zero={best.zero}), "
              f"{best.per_gpu_bytes:,} B per GPU",
+             *([f"estimate: {answer.inputs['gpu_memory_estimate']}"] if answer.inputs.get("gpu_memory_estimate") else []),
              f"{'gpus':>6} {'tp':>4} {'pp':>4} {'dp':>6} {'zero':>4} {'per-GPU bytes':>20}  fits"]
     for c in sorted(answer.plan.tried, key=lambda c: (not c.fits, c.num_gpus, c.tp, c.pp, c.zero)):
         mark = "yes" if c.fits else "no (at the largest dp)"

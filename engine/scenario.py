@@ -68,6 +68,7 @@ class Knob:
     shortcut: Shortcut | None = None
     allowed: tuple | None = None  # the values Scenario accepts, when wider than ``choices``
     aliases: dict | None = None  # other spellings -> (the value meant, why): engine/spellings.py
+    spellings: tuple[str, ...] = ()  # other flags for the knob: a framework's own (llama.cpp's -c, -np)
 
     @property
     def option_name(self) -> str:
@@ -114,10 +115,12 @@ def _module_names(text: str) -> tuple[str, ...] | None:
 
 KNOBS: tuple[Knob, ...] = (
     Knob("mode", "--mode", "inference", None, "scenario", choices=options.MODES),
-    Knob("batch_size", "--batch-size", 1, "Sequences at once.", "scenario", "count", symbol="batch_size",
-         freeable=True, formula_free=True),
-    Knob("seq_len", "--seq-len", 2048, "Tokens per sequence.", "scenario", "count", symbol="seq_len",
-         freeable=True, formula_free=True),
+    Knob("batch_size", "--batch-size", 1, "Sequences at once (llama.cpp: -np/--parallel, its slots; its own "
+         "-b/--batch-size is a token batch, not this).", "scenario", "count", symbol="batch_size",
+         freeable=True, formula_free=True, spellings=("-np", "--parallel")),
+    Knob("seq_len", "--seq-len", 2048, "Tokens per sequence (llama.cpp: -c/--ctx-size, the context all slots "
+         "share).", "scenario", "count", symbol="seq_len", freeable=True, formula_free=True,
+         spellings=("-c", "--ctx-size")),
     Knob("dtype", "--dtype", "bfloat16", "Weights and activations (float8: fp8 weights, activations and KV "
          f"cache kept 16-bit). Also: {spellings_help(WEIGHT_SPELLINGS)} (auto: the checkpoint's torch_dtype).",
          "scenario", "dtype", choices=options.DTYPES[:4], allowed=DTYPE_NAMES, aliases=WEIGHT_SPELLINGS),
@@ -156,9 +159,15 @@ KNOBS: tuple[Knob, ...] = (
     Knob("block_size", "--block-size", None, "Paged KV cache with blocks of N tokens.", "serving", "count",
          symbol="block_size", freeable=True, formula_free=True),
     Knob("cache_type_k", "--cache-type-k", "f16", "--profile llamacpp: key-cache type (llama.cpp's flag).",
-         "serving", choices=options.LLAMACPP_CACHE_TYPES),
+         "serving", choices=options.LLAMACPP_CACHE_TYPES, spellings=("-ctk",)),
     Knob("cache_type_v", "--cache-type-v", "f16", "--profile llamacpp: value-cache type (llama.cpp's flag).",
-         "serving", choices=options.LLAMACPP_CACHE_TYPES),
+         "serving", choices=options.LLAMACPP_CACHE_TYPES, spellings=("-ctv",)),
+    Knob("flash_attn", "--flash-attn", "auto", "--profile llamacpp: llama.cpp's -fa; auto (its default) is "
+         "counted as on, as llama.cpp resolves it on CUDA; off adds the f32 attention scores to the compute buffer.",
+         "serving", choices=options.LLAMACPP_FLASH_ATTN, spellings=("-fa",)),
+    Knob("gpu_layers", "--n-gpu-layers", None, "--profile llamacpp: llama.cpp's -ngl: the output layer and the last "
+         "N-1 layers on the GPU, the rest (and the token embeddings, always) in host memory  [default: all]",
+         "serving", "count", spellings=("-ngl",)),
     Knob("kv_unified", "--kv-unified", False, "--profile llamacpp: one KV stream shared by all -np slots "
          "(--batch-size), as llama-server's -np auto.", "serving", "switch"),
     Knob("recompute", "--recompute", "none", "Training: activation recomputation.", "training",
@@ -301,6 +310,8 @@ class Scenario:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     kv_unified: bool = False
+    flash_attn: str = "auto"  # llama.cpp -fa: auto (counted as on), on, off
+    gpu_layers: int | None = None  # llama.cpp -ngl; None: every layer
     torch_compile: bool = False  # --compile: torch.compile of each decoder layer (and of the chunked loss)
     loss_chunks: int | None = None  # chunked cross-entropy (torchtune CEWithChunkedOutputLoss: 8)
     optimizer_in_backward: bool = False  # optimizer step fused into backward, one parameter at a time

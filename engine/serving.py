@@ -85,10 +85,13 @@ def resolve_total(gpu_name: str | None, gpu_memory: str | int | None) -> tuple[i
         return total, None, f"--gpu-memory {total / GIB:.2f} GiB"
     entry = catalog_gpu(gpu_name)
     if entry.cuda_total_bytes is not None:
-        return entry.cuda_total_bytes, entry.name, f"{entry.name}: cudaMemGetInfo total {entry.cuda_total_bytes / GIB:.2f} GiB"
+        unlinked = "" if "https://" in (entry.cuda_total_source or "") else " (an estimate: no public log linked)"
+        return entry.cuda_total_bytes, entry.name, (f"{entry.name}: cudaMemGetInfo total "
+                                                    f"{entry.cuda_total_bytes / GIB:.2f} GiB{unlinked}")
+    estimate = f"; {entry.estimate_note}" if entry.estimate_note else ""
     return entry.memory_bytes, entry.name, (f"{entry.name}: no public cudaMemGetInfo total; using nvidia-smi's "
                                             f"{entry.memory_bytes / GIB:.2f} GiB (vLLM sees a few hundred MiB less; "
-                                            "pass --gpu-memory)")
+                                            f"pass --gpu-memory){estimate}")
 
 
 def parse_max_model_len(text: str) -> int | None:

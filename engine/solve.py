@@ -55,12 +55,15 @@ class Solution:
     inputs: dict
     closed_form: sympy.Expr | None = None
     smallest: bool = False
+    neighbour: int | None = None  # the value the neighbour total is at, where not value -/+ 1 (tp: the previous divisor)
 
     def to_dict(self) -> dict:
         """The ``--json`` contract of ``memsym solve``."""
         out = {"variable": self.variable, "value": self.value, "budget_bytes": self.budget_bytes,
                "total_bytes_at_value": self.total_at_value}
         out["total_bytes_at_previous" if self.smallest else "total_bytes_at_next"] = self.total_at_neighbour
+        if self.smallest and self.neighbour is not None:
+            out["previous_value"] = self.neighbour
         out["method"] = self.method
         if self.closed_form is not None:
             out["closed_form"] = sympy.sstr(self.closed_form)
@@ -349,7 +352,8 @@ def smallest_fitting(memory_for: Callable[[int], MemoryModel], budget_bytes: int
         n, previous = high, (high - 1 if high > 1 else None)
     model = memory_for(n)
     return Solution(label, n, budget_bytes, at(n).total_bytes, at(previous).total_bytes if previous else None,
-                    "search", at(n), {**model.inputs, "budget_bytes": budget_bytes}, smallest=True)
+                    "search", at(n), {**model.inputs, "budget_bytes": budget_bytes}, smallest=True,
+                    neighbour=previous)
 
 
 def solve_budget(mm: MemoryModel, variable: str, budget: Budget, *, activations: str = "none",

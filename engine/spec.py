@@ -92,6 +92,9 @@ class ModelSpec:
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
     # bytes a GGUF file stores per ggml type (("Q4_K", n), ...); set by engine.gguf_file's callers
     stored_bytes_by_type: tuple[tuple[str, int], ...] = ()
+    # the same bytes as (block, ggml type, bytes): block "token_embd", "output" (output and
+    # output_norm), "blk.N" (layer N) or "input" (anything else); where llama.cpp places each
+    stored_bytes_by_block: tuple[tuple[str, str, int], ...] = ()
     # tensors outside the layer groups, as (component/name, parameters): a multimodal
     # checkpoint's vision tower and projector, Mllama's extra embedding rows
     extra_tensors: tuple[tuple[str, int], ...] = ()

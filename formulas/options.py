@@ -23,4 +23,5 @@ OFFLOAD = ("none", "optimizer", "parameters", "both")  # ZeRO-Offload / ZeRO-Inf
 ZERO_STAGES = (0, 1, 2, 3)
 # llama.cpp's --cache-type-k/-v values (common/arg.cpp, kv_cache_types); sizes in formulas/frameworks/llamacpp.py
 LLAMACPP_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+LLAMACPP_FLASH_ATTN = ("auto", "on", "off")  # common/arg.cpp -fa/--flash-attn: auto (the default), on, off
 DEVICES = ("cuda", "cpu")  # transformers profile: AdamW is foreach on CUDA, single-tensor on CPU

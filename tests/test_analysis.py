@@ -175,3 +175,15 @@ def test_sensitivity_agrees_with_diff_for_every_symbol(model, mode, knobs):
     assert rows
     for row in rows:
         assert row.derivative == derivative(mm, row.symbol, **knobs).value, row.symbol
+
+
+def test_sensitivity_agrees_with_diff_through_the_llamacpp_compute_buffers_max():
+    """The llamacpp profile's compute buffer is a Max of three moments: sensitivity still equals diff."""
+    from engine.analysis import derivative, sensitivity
+    from engine.api import memory_model
+
+    _, mm = memory_model("llama-3.1-8b", profile="llamacpp", batch_size=None, seq_len=None)
+    _, rows = sensitivity(mm, batch_size=2, seq_len=8192)
+    assert {"vocab_size", "hidden_size", "num_key_value_heads"} <= {str(row.symbol) for row in rows}
+    for row in rows:
+        assert row.derivative == derivative(mm, row.symbol, batch_size=2, seq_len=8192).value, row.symbol

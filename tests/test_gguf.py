@@ -159,11 +159,13 @@ def test_cli_estimate_gguf_uses_the_llamacpp_profile(q4_k_m, run_cli):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     stored = sum(hand_bytes(kind, shape) for kind, shape in model_tensors().values())
-    assert out["profile"] == "llamacpp" and out["terms"]["weights"] == out["checkpoint_bytes"] == stored
+    placed = out["terms"]["weights"] + out["host_terms"]["weights"]  # token_embd in host memory, as llama.cpp
+    assert out["profile"] == "llamacpp" and placed == out["checkpoint_bytes"] == stored
     assert out["terms"]["kv_cache"] == 2 * L * KV * D * 2 * 1024  # -c 1000 pads to 1024 cells, f16
     assert out["checkpoint"]["matches_formula"] and out["checkpoint"]["not_in_formula"] == []
     text = run_cli("estimate", "--gguf", str(q4_k_m)).stdout
-    assert "note: llama.cpp's compute buffer is not modelled" in text and "  Q6_K " in text
+    assert "note: compute_buffer is an estimate, a lower bound" in text and "  Q6_K " in text
+    assert "weights as the GGUF stores them (Q4_K, Q6_K" in text and "KV cache f16 (llama.cpp" in text
 
 
 @pytest.mark.parametrize("args,message", [

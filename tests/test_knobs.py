@@ -49,7 +49,7 @@ def test_the_table_generates_every_option_of_every_model_command(name):
             assert k.flag in params[k.name + "_values"].opts
             continue
         option = params[k.name]
-        assert option.opts == [k.flag] and option.help == k.help and option.group == k.group, k.name
+        assert option.opts == [k.flag, *k.spellings] and option.help == k.help and option.group == k.group, k.name
         if k.choices and k.kind != "stage":
             assert tuple(option.type.choices) == tuple(k.choices), k.name
         if k.shortcut:

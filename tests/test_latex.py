@@ -183,3 +183,10 @@ def test_pdflatex_compiles_the_standalone_document(run_cli, tmp_path, args):
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:]
     assert (tmp_path / "memory.pdf").stat().st_size > 1000
+
+
+def test_a_zero_sub_term_is_left_out_of_its_parents_row_too(run_cli):
+    """--reserve alone: M_overhead = M_overhead/reserve, not "+ M_overhead/comm_buffers" (0 here)."""
+    tex = run_cli("latex", "--model", "qwen3-0.6b", "--values", "--reserve", "1GB").stdout
+    assert r"M_{\mathrm{overhead}} &= M_{\mathrm{overhead/reserve}} = 1{,}000{,}000{,}000" in tex
+    assert r"M_{\mathrm{overhead/comm\_buffers}}" not in tex and "overhead/comm\\_buffers" in tex  # named once

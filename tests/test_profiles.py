@@ -77,8 +77,9 @@ def test_every_term_has_a_real_source(name, model, knobs):
         assert not PLACEHOLDER.search(source), (term, source)
         # a citation: an arXiv id or a year, or a framework file and function
         assert re.search(r"arXiv:\d{4}\.\d{4,5}|\b(19|20)\d\d\b|\w+\.(py|h|cpp)\b", source), (term, source)
-    if mm.host_terms:
-        assert "arXiv:" in mm.source("host_terms")
+    if mm.host_terms:  # ZeRO-Offload's paper, or (llamacpp) the framework file that places the layers
+        source = mm.source("host_terms")
+        assert "arXiv:" in source or (mm.profile == "llamacpp" and re.search(r"\w+\.cpp\b", source)), source
 
 
 def test_alias_paper_is_megatron():

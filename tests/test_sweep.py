@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -170,3 +171,21 @@ def test_plot_without_matplotlib_says_how_to_install(run_cli, tmp_path, monkeypa
     assert result.exit_code == 2
     assert result.stderr.strip() == "memsym: error: memsym plot needs matplotlib: pip install 'memsym[plot]'"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_num_gpus_is_the_layout_solve_reads_and_the_title_says_it(run_cli, tmp_path):
+    """--num-gpus 2 is --tp 2 (engine/layout.py) in plot as in solve, never a silent even split."""
+    _matplotlib()
+    args = ["--profile", "megatron", "--model", "qwen3-0.6b", "--budget", "2GB"]
+    path = tmp_path / "tp.svg"
+    result = run_cli("plot", *args, "--num-gpus", "2", "--seq-len", "1024:1048576:x2", "-o", str(path))
+    assert result.exit_code == 0, result.output
+    by_count = json.loads(run_cli("solve", "seq-len", *args, "--num-gpus", "2", "--json").stdout)["value"]
+    by_degree = json.loads(run_cli("solve", "seq-len", *args, "--tp", "2", "--json").stdout)["value"]
+    assert by_count == by_degree and f"largest seq_len that fits: {by_count:,}" in result.stdout
+    svg = re.sub(r"- -(?=\w)", "--", path.read_text())  # an SVG comment cannot hold "--"
+    assert "--num-gpus 2 read as --tp 2" in result.stdout and "--num-gpus 2 read as --tp 2" in svg
+    assert "per GPU of 2" not in svg  # the even split's label
+    even = run_cli("plot", "--profile", "megatron", "--model", "llama-2-13b", "--budget", "32e9", "--num-gpus", "3",
+                   "--seq-len", "1024:131072:x2", "-o", str(tmp_path / "even.png"))
+    assert "read as an even split" in even.stdout

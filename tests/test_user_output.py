@@ -100,6 +100,20 @@ def test_a_dense_models_inference_document_is_one_page(run_cli, tmp_path):
     assert re.search(r"^Pages:\s+1$", info, re.M), info
 
 
+@pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdfinfo") is None,
+                    reason="needs pdflatex and pdfinfo (texlive-latex-base, poppler-utils)")
+@pytest.mark.parametrize("args", [["llama-3.1-8b"], ["mistral-7b-v0.1"], ["gemma-2-9b"], ["qwen3-30b-a3b"],
+                                  ["qwen3-0.6b", "--reserve", "1GB"]])
+def test_larger_dense_models_inference_is_one_page_too(run_cli, tmp_path, args):
+    """The tables are \\footnotesize (templates/memory.tex.j2), the formulas' lines tighter and the running
+    head's space text (templates/standalone.tex.j2): these took two pages before."""
+    (tmp_path / "m.tex").write_text(run_cli("latex", "--model", *args, "--values", "--standalone").stdout)
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "m.tex"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=120)
+    info = subprocess.run(["pdfinfo", str(tmp_path / "m.pdf")], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^Pages:\s+1$", info, re.M), info
+
+
 def test_the_catalog_holds_thirty_gpus_each_with_a_source():
     from engine.gpus import catalog
 
@@ -127,3 +141,21 @@ def test_gpu_memory_sizes_a_gpu_the_catalog_lacks(run_cli):
     assert by_memory["value"] == by_budget["value"] and by_memory["budget_bytes"] == 48 * 2**30
     both = run_cli("solve", "--profile", "megatron", "seq-len", "--model", "qwen3-0.6b", "--gpu-memory", "48GiB", "--budget", "48GiB")
     assert both.exit_code == 2
+
+
+def test_solve_num_gpus_in_inference_is_the_layout_num_gpus_reads(run_cli):
+    """solve num-gpus answers the N whose --num-gpus N layout (--tp N) fits, its header names that layout,
+    and its certificate's neighbour is the previous tensor-parallel degree, not N - 1."""
+    args = ["--profile", "megatron", "--model", "llama-3.1-70b", "--gpu", "rtx-4090", "--batch-size", "8",
+            "--seq-len", "8192"]
+    count = _solve(run_cli, "num-gpus", *args)
+    degree = _solve(run_cli, "tp", *args)
+    assert count["value"] == degree["value"] == 8 and count["previous_value"] == 4
+    assert count["total_bytes_at_value"] == degree["total_bytes_at_value"]
+    assert count["layout"]["tp"] == 8 and count["layout"]["num_gpus"] == 8
+    text = run_cli("solve", "num-gpus", *args).stdout
+    assert "layout tp=8 x pp=1 x dp=1 (ep=1, cp=1) = 8 GPUs" in text and "total per GPU at 4:" in text
+    fits = run_cli("solve", "batch-size", *args[:-4], "--seq-len", "8192", "--num-gpus", "8", "--json")
+    assert json.loads(fits.stdout)["value"] >= 8  # --num-gpus 8 holds the batch solve num-gpus sized it for
+    fixed = run_cli("solve", "num-gpus", *args, "--tp", "2")
+    assert fixed.exit_code == 2 and "the GPU count is tp x pp" in fixed.stderr

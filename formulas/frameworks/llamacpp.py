@@ -28,7 +28,8 @@ from fractions import Fraction
 
 import sympy
 
-from formulas.symbols import (batch_size, head_dim, kv_key_bytes, kv_value_bytes, num_hidden_layers,
+from formulas.symbols import (batch_size, head_dim, hidden_size, intermediate_size, kv_key_bytes, kv_value_bytes,
+                              moe_intermediate_size, num_attention_heads, num_experts_per_tok, num_hidden_layers,
                               num_key_value_heads, seq_len, vocab_size)
 
 CONTEXT_PAD = 256  # llama-context.cpp: cparams.n_ctx = GGML_PAD(cparams.n_ctx, 256), and n_ctx_seq likewise
@@ -47,6 +48,20 @@ DEFAULT_CACHE_TYPE = "f16"  # common/common.h: cache_type_k = cache_type_v = GGM
 DEFAULT_SLOTS = 4  # tools/server/server.cpp: -np auto -> n_parallel = 4 with kv_unified = true
 UBATCH = 512  # common/common.h: n_ubatch = 512 (and n_batch = 2048), the -ub / -b defaults
 LOGIT_BYTES = 4  # the logits are float32: ggml_mul_mat's result type (src/llama-graph.h, t_logits)
+F32 = 4  # the graph's activations are float32 (ggml_mul_mat's result type); the FA mask copy is f16
+F16 = 2  # src/llama-graph.cpp build_attn_inp_kq_mask: self_kq_mask_cnv = ggml_cast(mask, GGML_TYPE_F16) with -fa
+
+
+def offloaded_layers(n_layer: int, gpu_layers: int | None) -> int:
+    """Repeating layers on the GPU under ``-ngl``: ``n_layer - max(n_layer + 1 - ngl, 0)``.
+
+    src/llama-model.cpp ``load_tensors``: ``i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)``;
+    layer ``il`` is on the GPU when ``il >= i_gpu_start``, the output layer (``il = n_layer``)
+    whenever ``ngl >= 1``, and the input layer (token embeddings) never. None: every layer.
+    """
+    if gpu_layers is None:
+        return n_layer
+    return n_layer - max(n_layer + 1 - gpu_layers, 0)
 
 
 def element_bytes(cache_type: str) -> Fraction:
@@ -80,12 +95,41 @@ def kv_cache(unified: bool) -> dict[str, sympy.Expr]:
     return {"kv_cache/keys": kv_key_bytes * per_layer_cell, "kv_cache/values": kv_value_bytes * per_layer_cell}
 
 
-def logits_floor() -> sympy.Expr:
-    """A floor under the compute buffer: the logits of one ubatch, ``4 V min(s, 512)`` bytes.
+def reserve_tokens() -> sympy.Expr:
+    """``n_tokens`` of the worst-case graph: ``min(n_ctx, n_ubatch) = min(pad(s), 512)``, every one an output
+    (src/llama-context.cpp, llama_context::llama_context: ``n_tokens = std::min(cparams.n_ctx, cparams.n_ubatch)``)."""
+    return sympy.Min(pad(seq_len), UBATCH)
 
-    ``llama_context::sched_reserve`` sizes the compute buffer by reserving the prompt graph of
-    ``n_tokens = min(n_ctx, n_ubatch)`` tokens with every token an output, so the float32
-    ``[n_vocab, n_tokens]`` logits are among its tensors; the rest (attention scores, MLP
-    temporaries, reused by ggml-alloc) is not modelled.
+
+def compute_buffer(unified: bool, flash_attention: bool, moe: bool) -> dict[str, sympy.Expr]:
+    """The compute buffer llama.cpp reserves, estimated as the largest set of tensors alive at once.
+
+    llama.cpp sizes it by allocating the worst-case graph with ggml-alloc
+    (``llama_context::graph_reserve`` -> ``ggml_backend_sched_reserve`` -> ``ggml_gallocr_reserve``):
+    a tensor's memory is reused once its last consumer has run, and soft_max, rope, add, mul
+    and the unary ops run in place (ggml/src/ggml-alloc.c, ``ggml_op_can_inplace``). With
+    ``u`` = :func:`reserve_tokens` tokens, ``n`` = the cells of one slot, all float32
+    (``F = 4`` bytes), three moments hold the most:
+
+    - attention of one layer: the mask ``F u n`` (input of every layer, alive until the last;
+      with flash attention also its f16 copy ``2 u n``), the residual ``F u H``, q and the
+      attention output ``2 F u a d``, and without flash attention the scores
+      ``KQ = ggml_mul_mat(k, q)``, ``F u a n`` (src/llama-graph.cpp, ``build_attn_mha``;
+      soft_max reuses them in place);
+    - the MLP of one layer: the mask, the residual and gate and up, ``2 F u w`` (``w`` the
+      intermediate size; for MoE ``max(I, k I_e)``, build_moe_ffn's selected experts);
+    - the output: the logits ``F u V`` (``t_logits``) and the final norm ``F u H``.
+
+    The buffer is the largest of them. It is a lower bound of what ggml-alloc reserves: the
+    placement of blocks adds to it (4.4 % in the one long-context log checked,
+    ggml-org/llama.cpp#10052; Meta-Llama-3-8B at -c 2048 matches its logged 258.50 MiB exactly;
+    tests/test_llamacpp.py); a model's own extra tensors (biases, q/k norms) are small.
     """
-    return LOGIT_BYTES * vocab_size * sympy.Min(seq_len, UBATCH)
+    u, n = reserve_tokens(), cells_per_slot(unified)
+    width = sympy.Max(intermediate_size, num_experts_per_tok * moe_intermediate_size) if moe else intermediate_size
+    mask = F32 * u * n + (F16 * u * n if flash_attention else 0)
+    scores = 0 if flash_attention else F32 * u * num_attention_heads * n
+    attention = mask + F32 * u * (hidden_size + 2 * num_attention_heads * head_dim) + scores
+    mlp = mask + F32 * u * (hidden_size + 2 * width)
+    output = LOGIT_BYTES * u * (vocab_size + hidden_size)
+    return {"attention": attention, "mlp": mlp, "output": output}
