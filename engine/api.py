@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine import architecture
-from engine import hf_cache, hub
+from engine import fast, hf_cache, hub
 from engine.checkpoint import INDEX_FILE, Checkpoint, CheckpointError, compare, read_checkpoint, storage_hint
 from engine.errors import UnknownModelError
 from engine.families import spec_from_config
 from engine.files import is_dir, shown_path
 from engine.profiles import build
-from engine.model import Evaluation, MemoryModel
+from engine.evaluation import Evaluation
 from engine.registry import fetch_hub_config, find, load_spec
 from engine.scenario import SCENARIO_SYMBOLS, Scenario
 from engine.spec import ModelSpec
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
+if TYPE_CHECKING:  # SymPy's layer: imported when a symbolic model is built, not for a cached estimate
+    from engine.model import MemoryModel
+
 
 @dataclass(frozen=True)
 class Estimate:
     spec: ModelSpec
-    model: MemoryModel
+    model: "MemoryModel"  # a ModelOutline when the fast path answered (it builds the MemoryModel on demand)
     evaluation: Evaluation
     counts: dict[str, int]
 
@@ -61,16 +63,17 @@ def context_warnings(inputs: dict, solved: tuple[str, int] | None = None) -> lis
             f"of its config.json); memory is computed for {value:,} tokens, the model was trained for {limit:,}"]
 
 
-def memory_model(model: str | None = None, config: str | None = None, **knobs) -> tuple[ModelSpec, MemoryModel]:
+def memory_model(model: str | None = None, config: str | None = None, **knobs) -> tuple[ModelSpec, "MemoryModel"]:
     """The memory model of a registry model (or local config.json) under the given knobs."""
     spec = load_spec(model, config)
     return spec, build(spec, Scenario(**knobs))
 
 
 def estimate(model: str | None = None, config: str | None = None, **knobs) -> Estimate:
-    """Exact bytes of every term for one model and scenario (all sizes given)."""
-    spec, mm = memory_model(model, config, **knobs)
-    return Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
+    """Exact bytes of every term for one model and scenario (all sizes given), through the
+    cached exact evaluator when one is stored (engine/fast.py), else with SymPy."""
+    spec = load_spec(model, config)
+    return Estimate(spec, *fast.estimate(spec, Scenario(**knobs)))
 
 
 def generic_spec() -> ModelSpec:
@@ -85,7 +88,7 @@ def generic_spec() -> ModelSpec:
     )
 
 
-def symbolic_model(**knobs) -> MemoryModel:
+def symbolic_model(**knobs) -> "MemoryModel":
     """The memory model of :func:`generic_spec` with every shape symbol and byte width free.
 
     Scenario values given in ``knobs`` (``batch_size``, ``seq_len``, ...) are pinned; pass
@@ -174,8 +177,7 @@ def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
     config, commit = fetch_hub_config(repo_id, revision, f"{not_in_registry}; not in the local Hugging Face "
                                                          f"cache ({hf_cache.cache_dir()}) either")
     spec = spec_from_config(config, model)
-    mm = build(spec, Scenario(**knobs))
-    result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
+    result = Estimate(spec, *fast.symbolic_estimate(spec, Scenario(**knobs)))
     try:
         stored = hub.fetch_checkpoint(repo_id, revision, commit)
     except hub.NoSafetensorsError:
@@ -193,6 +195,5 @@ def estimate_gguf(path: str | Path, **knobs) -> CheckpointEstimate:
 
     model = gguf_file.read_gguf(path)
     spec = gguf_file.spec_of(model)
-    mm = build(spec, Scenario(**knobs))
-    result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
-    return compared(result, model.checkpoint, as_stored=mm.profile == "llamacpp")
+    result = Estimate(spec, *fast.symbolic_estimate(spec, Scenario(**knobs)))
+    return compared(result, model.checkpoint, as_stored=result.model.profile == "llamacpp")

@@ -98,7 +98,7 @@ def format_estimate(result) -> str:
     if "convention" in inputs:  # the profile's bytes per parameter, in words
         lines.insert(2, f"profile {mm.profile}: {inputs['convention']}")
     lines.append(f"{'term':<28} {'bytes':>20}  size")
-    for name in mm.terms:
+    for name in ev.terms:  # the model's term order (a cached estimate's model holds no expressions)
         depth = name.count("/")
         label = ("  " * depth) + name.rsplit("/", 1)[-1]
         if name == "activations" and mm.mode == "inference":

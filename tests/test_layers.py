@@ -40,8 +40,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "engine.families_recurrent", "engine.families_multimodal", "engine.quantization", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache",
      "engine.hub", "engine.gguf_file"),
     ("engine.architecture",),
-    ("engine.knob_checks", "engine.scenario", "engine.model"),
-    ("engine.terms", "engine.profiles.*"),
+    # engine.evaluation, engine.exact, engine.fast_cache: the SymPy-free side of a cached estimate
+    ("engine.knob_checks", "engine.scenario", "engine.model", "engine.evaluation", "engine.exact", "engine.fast_cache"),
+    ("engine.terms", "engine.profiles.*", "engine.fast"),
     ("engine.api",),
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
     ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.questions", "engine.serving",
