@@ -228,15 +228,19 @@ VALIDATION = {ROOT / "engine" / n for n in ("scenario.py", "limits.py", "knob_ch
 
 
 class _Traced(int):
-    """An int that records any arithmetic, comparison, truth test or formatting done on it
-    by project code (engine/, formulas/) outside knob validation; SymPy reading it is not use."""
+    """An int that records any arithmetic, comparison, truth test, hash or formatting done on
+    it by any code but SymPy's (reading it into an expression is not use) and the knob
+    validation the fast path repeats."""
 
     used = False
 
 
+_UNTRACED: list[Path] = []  # SymPy's and mpmath's folders, set when a trace runs
+
+
 def _touch(frame) -> None:
     path = Path(frame.f_code.co_filename)
-    if path not in VALIDATION and (ROOT / "engine" in path.parents or ROOT / "formulas" in path.parents):
+    if path not in VALIDATION and not any(folder in path.parents for folder in _UNTRACED):
         _Traced.used = True
 
 
@@ -261,7 +265,11 @@ for _name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__", "__boo
 
 def sizes_stay_symbolic(spec: ModelSpec, scenario: Scenario) -> bool:
     """Whether the profile's check and build treat batch_size and seq_len only as values to
-    substitute: run with traced integers, no project code may compute or branch on them."""
+    substitute: run with traced integers, no code but SymPy's may compute or branch on them."""
+    import mpmath
+    import sympy
+
+    _UNTRACED[:] = [Path(sympy.__file__).resolve().parent, Path(mpmath.__file__).resolve().parent]
     traced = Scenario.__new__(Scenario)
     for f in fields(Scenario):
         value = getattr(scenario, f.name)

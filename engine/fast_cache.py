@@ -59,10 +59,11 @@ def cache_dir(env=None) -> Path | None:
     return base / "memsym"
 
 
-@lru_cache(maxsize=1)
-def code_digest() -> str:
-    """SHA-256 over the relative path and bytes of every .py file under engine/ and formulas/."""
-    root = Path(__file__).resolve().parents[1]
+@lru_cache(maxsize=4)
+def code_digest(root: Path | None = None) -> str:
+    """SHA-256 over the relative path and bytes of every .py file under engine/ and formulas/
+    (of this source tree, or of ``root``)."""
+    root = Path(__file__).resolve().parents[1] if root is None else root
     digest = hashlib.sha256(f"memsym exact evaluator format {FORMAT}\n".encode())
     for package in ("engine", "formulas"):
         for path in sorted((root / package).rglob("*.py")):
