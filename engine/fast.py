@@ -23,6 +23,7 @@ import copy
 import json
 import sys
 from dataclasses import fields, replace
+from operator import attrgetter
 from pathlib import Path
 
 from engine import fast_cache
@@ -37,6 +38,8 @@ _SPEC_DIGESTS: dict[ModelSpec, tuple[dict, str]] = {}  # spec -> (its quantizati
 _SCENARIO_DIGESTS: dict[tuple, str] = {}
 _ALL_FIELDS = tuple(f.name for f in fields(Scenario))
 _SCENARIO_FIELDS = tuple(n for n in _ALL_FIELDS if n not in FREE)
+_GETTERS = {(): attrgetter(*_ALL_FIELDS), FREE: attrgetter(*_SCENARIO_FIELDS)}
+_NESTED = (dict, list)
 
 
 def estimate(spec: ModelSpec, scenario: Scenario):
@@ -89,11 +92,11 @@ def answer(entry: fast_cache.Entry, spec: ModelSpec, scenario: Scenario) -> tupl
 
 
 def _fresh(value):
-    """A copy of JSON data (callers add notes to an estimate's inputs)."""
-    if isinstance(value, dict):
-        return {k: _fresh(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fresh(v) for v in value]
+    """A deep copy of JSON data (callers add notes to an estimate's inputs)."""
+    if type(value) is dict:
+        return {k: _fresh(v) if type(v) in _NESTED else v for k, v in value.items()}
+    if type(value) is list:
+        return [_fresh(v) if type(v) in _NESTED else v for v in value]
     return value
 
 
@@ -124,8 +127,8 @@ def _spec_digest(spec: ModelSpec) -> str:
 def _scenario_digest(scenario: Scenario, left_out: tuple[str, ...]) -> str:
     """The digest of ``scenario``'s fields but ``left_out`` (memoized on the typed values)."""
     names = _SCENARIO_FIELDS if left_out else _ALL_FIELDS
-    values = tuple(getattr(scenario, n) for n in names)
-    memo = (names, tuple(type(v) for v in values), values)
+    values = _GETTERS[left_out](scenario)
+    memo = (left_out, tuple(map(type, values)), values)
     try:
         known = _SCENARIO_DIGESTS.get(memo)
     except TypeError:

@@ -51,11 +51,17 @@ class Entry:
 def cache_dir(env=None) -> Path | None:
     """The cache folder, or None when ``MEMSYM_NO_CACHE`` is set (to anything but 0 or empty)."""
     env = os.environ if env is None else env
-    if env.get("MEMSYM_NO_CACHE", "") not in ("", "0"):
+    return _folder(env.get("MEMSYM_NO_CACHE", ""), env.get("MEMSYM_CACHE_DIR", ""), env.get("XDG_CACHE_HOME", ""),
+                   env.get("HOME", ""))
+
+
+@lru_cache(maxsize=8)
+def _folder(no_cache: str, cache_dir: str, xdg_cache_home: str, home: str) -> Path | None:
+    if no_cache not in ("", "0"):
         return None
-    if env.get("MEMSYM_CACHE_DIR"):
-        return Path(env["MEMSYM_CACHE_DIR"]).expanduser()
-    base = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") else Path("~/.cache").expanduser()
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    base = Path(xdg_cache_home).expanduser() if xdg_cache_home else Path("~/.cache").expanduser()
     return base / "memsym"
 
 
