@@ -47,17 +47,32 @@ def estimate(spec: ModelSpec, scenario: Scenario):
     folder = fast_cache.cache_dir()
     if folder is None:
         return symbolic_estimate(spec, scenario)
-    spec_digest = _spec_digest(spec)
-    free_key = fast_cache.key(spec_digest, _scenario_digest(scenario, FREE))
+    spec_key = spec_digest(spec)
+    free_key = fast_cache.key(spec_key, scenario_digest(scenario, FREE))
     entry = _lookup(folder, free_key)
     sized = entry is not None and entry.kind == "sized"
     if sized:
-        entry = _lookup(folder, fast_cache.key(spec_digest, _scenario_digest(scenario, ())))
+        entry = _lookup(folder, fast_cache.key(spec_key, scenario_digest(scenario, ())))
     if entry is None:
-        return _miss(folder, free_key, spec_digest, spec, scenario, try_free=not sized)
+        return _miss(folder, free_key, spec_key, spec, scenario, try_free=not sized)
     if entry.kind == "symbolic":
         return symbolic_estimate(spec, scenario)
     return answer(entry, spec, scenario)
+
+
+def cached_entry(spec: ModelSpec, scenario: Scenario) -> fast_cache.Entry | None:
+    """The stored entry of ``scenario``'s sizes-free key (memory, then disk), or None; builds nothing."""
+    folder = fast_cache.cache_dir()
+    if folder is None:
+        return None
+    return _lookup(folder, fast_cache.key(spec_digest(spec), scenario_digest(scenario, FREE)))
+
+
+def inputs_of(entry: fast_cache.Entry, sizes: dict) -> dict:
+    """A fresh copy of a free entry's inputs with ``sizes`` (name -> value) filled in."""
+    inputs = _fresh(entry.meta["inputs"])
+    inputs.update(sizes)
+    return inputs
 
 
 def symbolic_estimate(spec: ModelSpec, scenario: Scenario):
@@ -81,9 +96,7 @@ def answer(entry: fast_cache.Entry, spec: ModelSpec, scenario: Scenario) -> tupl
     names, hosts = meta["term_names"], meta["host_names"]
     terms = dict(zip(names, values))
     host = dict(zip(hosts, values[len(names):]))
-    inputs = _fresh(meta["inputs"])
-    if entry.kind == "free":
-        inputs.update(zip(FREE, sizes))
+    inputs = inputs_of(entry, dict(zip(FREE, sizes)) if entry.kind == "free" else {})
     outline = ModelOutline(meta["name"], meta["mode"], inputs, tuple(names), {k: tuple(v) for k, v in meta["phases"].items()},
                            dict(meta["descriptions"]), dict(meta["sources"]), meta["profile"], tuple(hosts),
                            lambda: build(spec, scenario))
@@ -109,7 +122,7 @@ def _lookup(folder: Path, name: str) -> fast_cache.Entry | None:
     return entry
 
 
-def _spec_digest(spec: ModelSpec) -> str:
+def spec_digest(spec: ModelSpec) -> str:
     """The digest of ``spec``'s canonical form (memoized: a spec's hash skips its quantization dict)."""
     try:
         known = _SPEC_DIGESTS.get(spec)
@@ -124,7 +137,7 @@ def _spec_digest(spec: ModelSpec) -> str:
     return digest
 
 
-def _scenario_digest(scenario: Scenario, left_out: tuple[str, ...]) -> str:
+def scenario_digest(scenario: Scenario, left_out: tuple[str, ...]) -> str:
     """The digest of ``scenario``'s fields but ``left_out`` (memoized on the typed values)."""
     names = _SCENARIO_FIELDS if left_out else _ALL_FIELDS
     values = _GETTERS[left_out](scenario)
@@ -150,14 +163,14 @@ def _jsonable(value) -> bool:
 
 
 # --- a miss: build with SymPy, choose the entry's kind, store it ---------------------------------
-def _miss(folder: Path, free_key: str, spec_digest: str, spec: ModelSpec, scenario: Scenario, try_free: bool):
+def _miss(folder: Path, free_key: str, spec_key: str, spec: ModelSpec, scenario: Scenario, try_free: bool):
     """Build the symbolic answer, then store the entry that reproduces it (see the module doc)."""
     real, evaluation, counts = symbolic_estimate(spec, scenario)  # errors surface as on the SymPy path
     if try_free and _free_sizes_allowed(spec, scenario):
         free = build(spec, replace(scenario, batch_size=None, seq_len=None))
         if _store(folder, free_key, "free", free, real, evaluation, counts, scenario):
             return real, evaluation, counts
-    bound_key = fast_cache.key(spec_digest, _scenario_digest(scenario, ()))
+    bound_key = fast_cache.key(spec_key, scenario_digest(scenario, ()))
     kind = "bound" if _store(folder, bound_key, "bound", real, real, evaluation, counts, scenario) else "symbolic"
     _remember(folder, free_key, "sized" if kind == "bound" else "symbolic", None, {})
     if kind == "symbolic":

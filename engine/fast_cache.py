@@ -132,6 +132,32 @@ def write(folder: Path | None, name: str, kind: str, program: dict | None, meta:
         pass
 
 
+def read_data(folder: Path | None, name: str, check: Callable[[dict], dict]) -> dict | None:
+    """A data entry (``write_data``) checked by ``check``, or None when absent or malformed."""
+    if folder is None:
+        return None
+    try:
+        data = json.loads(files.read_regular(folder / f"{name}.json", MAX_FILE_BYTES, "a cache file").decode("utf-8"))
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("key") != name \
+                or data.get("kind") != "data" or not isinstance(data.get("data"), dict):
+            return None
+        return check(data["data"])
+    except (OSError, MemsymError, ValueError, TypeError, KeyError, RecursionError):
+        return None
+
+
+def write_data(folder: Path | None, name: str, data: dict) -> None:
+    """Store plain JSON ``data`` under ``name`` (as :func:`write`, never raising)."""
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        files.write_text(folder / f"{name}.json", json.dumps({"format": FORMAT, "key": name, "kind": "data",
+                                                              "data": data}), flag="MEMSYM_CACHE_DIR")
+    except (OSError, MemsymError):
+        pass
+
+
 def entry_of(data: object, name: str) -> Entry:
     """An Entry from a file's JSON, every field checked (ValueError when anything is off)."""
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("key") != name:

@@ -158,9 +158,11 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
     activations = serving_activations or "none"
     if target in ("seq_len", "batch_size", "concurrency"):
         knobs[pinned_by] = None
-    from engine.serving_solve import solve_serving, uses_vllm
+    from engine.profiles.vllm_settings import uses_vllm
 
     if uses_vllm(target, knobs, symbolic):  # serving questions default to --profile vllm
+        from engine.serving_solve import solve_serving
+
         return solve_serving(target, model, config, budget=budget, gpu=gpu, num_gpus=num_gpus,
                              utilization=utilization, serving_activations=serving_activations, **knobs)
     if symbolic:
@@ -175,6 +177,12 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
 
         spec = load_spec(model, config)
         return SolveAnswer(spec.name, _solve_degree(target, spec, Scenario(**knobs), limits, knobs), limits)
+    from engine import fast_solve
+
+    cached = fast_solve.solve(model, config, target, knobs, limits, activations,
+                              lambda: _symbolic_solution(model, config, target, knobs, limits, activations))
+    if cached is not None:  # one GPU: the cached exact evaluator held this model (engine/fast_solve.py)
+        return SolveAnswer(cached[0], cached[1], limits)
     from engine.solve import solve_budget
 
     layout = None
@@ -190,11 +198,20 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
         answer = solve_budget(mm, target, split, activations=activations)
     except InfeasibleError as exc:
         raise InfeasibleError(f"{exc}{_hints(model, config, knobs, split, target)}") from None
+    if layout is None and limits.num_gpus == 1:
+        fast_solve.store_form(model, config, target, knobs, activations, mm)
     if split is not limits:
         from dataclasses import replace
 
         answer = replace(answer, inputs={**answer.inputs, "budget": limits.as_inputs()})
     return SolveAnswer(name, answer, limits, layout)
+
+
+def _symbolic_solution(model, config, target: str, knobs: dict, limits, activations: str):
+    """The SymPy path's Solution (what a cached one rebuilds for its closed form)."""
+    from engine.solve import solve_budget
+
+    return solve_budget(question_model(model, config, False, knobs)[1], target, limits, activations=activations)
 
 
 def _hints(model, config, knobs: dict, limits, target: str) -> str:

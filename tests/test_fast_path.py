@@ -121,7 +121,7 @@ def test_property_fast_equals_symbolic(cache, model, scenario, batch, seq):
 
 # --- which entry a scenario gets --------------------------------------------------------------------
 def kind_of(spec, scenario: Scenario) -> str:
-    return fast._MEMORY[fast_cache.key(fast._spec_digest(spec), fast._scenario_digest(scenario, fast.FREE))].kind
+    return fast._MEMORY[fast_cache.key(fast.spec_digest(spec), fast.scenario_digest(scenario, fast.FREE))].kind
 
 
 def test_sizes_are_free_for_megatron_and_sized_where_a_check_compares_them(cache):
@@ -170,7 +170,7 @@ def test_a_changed_formula_source_changes_the_key(tmp_path):
 def test_a_stale_entry_is_never_served_after_the_code_changes(cache, monkeypatch):
     spec, scenario = load_spec("qwen3-0.6b"), Scenario(seq_len=512)
     fast.estimate(spec, scenario)
-    old = fast_cache.key(fast._spec_digest(spec), fast._scenario_digest(scenario, fast.FREE))
+    old = fast_cache.key(fast.spec_digest(spec), fast.scenario_digest(scenario, fast.FREE))
     poison(cache / f"{old}.json", 12345)
     monkeypatch.setattr(fast, "_MEMORY", {})
     assert fast.estimate(spec, scenario)[1].terms["weights"] == 12345  # the poisoned file is what a hit reads
@@ -185,7 +185,7 @@ def test_the_spec_quantization_is_part_of_the_key(cache):
     spec = load_spec("qwen3-0.6b")
     other = type(spec)(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, "quantization": {"x": 1}})
     assert other == spec  # ModelSpec's equality skips quantization; the key does not
-    assert fast._spec_digest(other) != fast._spec_digest(spec)
+    assert fast.spec_digest(other) != fast.spec_digest(spec)
 
 
 def poison(path: Path, weights: int) -> None:
@@ -227,7 +227,7 @@ def test_a_hostile_cache_file_is_rebuilt_not_run(cache, monkeypatch, case):
     spec, scenario = load_spec("qwen3-0.6b"), Scenario(seq_len=777)
     expected = fast.symbolic_estimate(spec, scenario)[1]
     fast.estimate(spec, scenario)
-    name = fast_cache.key(fast._spec_digest(spec), fast._scenario_digest(scenario, fast.FREE))
+    name = fast_cache.key(fast.spec_digest(spec), fast.scenario_digest(scenario, fast.FREE))
     path = cache / f"{name}.json"
     path.write_bytes(hostile_text(json.loads(path.read_text()), case))
     monkeypatch.setattr(fast, "_MEMORY", {})

@@ -35,7 +35,7 @@ FUNCTION_LINES = 70  # functions about 40 lines, never over 70
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("templates.*",),  # no math and no project imports (test_templates_import_nothing_of_the_project)
     ("formulas.*",),
-    ("engine.errors", "engine.limits", "engine.units", "engine.files", "engine.spellings"),
+    ("engine.errors", "engine.limits", "engine.units", "engine.files", "engine.spellings", "engine.integer_search"),
     ("engine.spec", "engine.validate", "engine.family_fields", "engine.families", "engine.families_attention",
      "engine.families_recurrent", "engine.families_multimodal", "engine.quantization", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache",
      "engine.hub", "engine.gguf_file"),
@@ -46,7 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine.api",),
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
     ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.questions", "engine.serving",
-     "engine.serving_solve", "engine"),
+     "engine.serving_solve", "engine.fast_solve", "engine"),
     ("engine.render", "engine.numeric", "engine.sweep", "engine.plot", "engine.html"),
     # engine.cli_options: click options generated from the knob table, sectioned --help
     ("engine.report", "engine.cli_options"),
