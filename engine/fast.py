@@ -49,10 +49,10 @@ def estimate(spec: ModelSpec, scenario: Scenario):
         return symbolic_estimate(spec, scenario)
     spec_key = spec_digest(spec)
     free_key = fast_cache.key(spec_key, scenario_digest(scenario, FREE))
-    entry = _lookup(folder, free_key)
+    entry = _lookup(folder, free_key, ("free", "sized", "symbolic"))
     sized = entry is not None and entry.kind == "sized"
     if sized:
-        entry = _lookup(folder, fast_cache.key(spec_key, scenario_digest(scenario, ())))
+        entry = _lookup(folder, fast_cache.key(spec_key, scenario_digest(scenario, ())), ("bound", "symbolic"))
     if entry is None:
         return _miss(folder, free_key, spec_key, spec, scenario, try_free=not sized)
     if entry.kind == "symbolic":
@@ -65,7 +65,7 @@ def cached_entry(spec: ModelSpec, scenario: Scenario) -> fast_cache.Entry | None
     folder = fast_cache.cache_dir()
     if folder is None:
         return None
-    return _lookup(folder, fast_cache.key(spec_digest(spec), scenario_digest(scenario, FREE)))
+    return _lookup(folder, fast_cache.key(spec_digest(spec), scenario_digest(scenario, FREE)), ("free",))
 
 
 def inputs_of(entry: fast_cache.Entry, sizes: dict) -> dict:
@@ -113,13 +113,15 @@ def _fresh(value):
     return value
 
 
-def _lookup(folder: Path, name: str) -> fast_cache.Entry | None:
+def _lookup(folder: Path, name: str, kinds: tuple[str, ...]) -> fast_cache.Entry | None:
+    """The entry under ``name`` when it is of one of ``kinds`` (a sizes-free key never holds a
+    bound program, whatever a file says), from memory or disk."""
     entry = _MEMORY.get(name)
     if entry is None:
         entry = fast_cache.read(folder, name)
         if entry is not None:
             _MEMORY[name] = entry
-    return entry
+    return entry if entry is not None and entry.kind in kinds else None
 
 
 def spec_digest(spec: ModelSpec) -> str:

@@ -206,6 +206,7 @@ HOSTILE = {
     "an argument out of range": None,
     "nested too deeply": None,
     "a bool for an int": None,
+    "a bound program at a free key": None,
 }
 
 
@@ -214,6 +215,9 @@ def hostile_text(real: dict, case: str) -> bytes:
         return HOSTILE[case]
     data = json.loads(json.dumps(real))
     outputs = data["program"]["outputs"]
+    if case == "a bound program at a free key":  # valid, of no arguments: it would answer every size alike
+        data["kind"], data["program"] = "bound", {"arguments": 0, "temps": [], "outputs": [12345] * len(outputs)}
+        return json.dumps(data).encode()
     outputs[0] = {"code in a node": "__import__('os').system('false')",
                   "an import node": ["__import__", "os"],
                   "an argument out of range": ["x", 7],
