@@ -2,8 +2,9 @@
 
 In one run, as ratios:
 
-1. cold CLI: wall time of fresh processes (median of --starts) of ``estimate``, ``solve
-   seq-len`` and ``serve`` against a bare ``python -c "import numpy, click"``; each with a
+1. cold CLI: wall time of fresh processes of ``estimate``, ``solve seq-len`` and ``serve``
+   against a bare ``python -c "import numpy, click"``, each start right after a bare one (the
+   ratio is the median of the pairs' ratios, so both see the same machine load); each with a
    warm cache (the exact evaluator stored by an earlier run) and a cold one (an empty
    cache folder per process: the SymPy build, then the store);
 2. in-process configs/s on 1,000 distinct inference configs (distinct models, batch sizes
@@ -68,32 +69,44 @@ print(json.dumps({"seconds": elapsed, "configs": len(configs), "checksum": sum(o
 """
 
 
-def median_start(command: list[str], starts: int, env: dict, fresh_cache: bool = False) -> float:
-    times = []
+def timed(command: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    elapsed = time.perf_counter() - start
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {run.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def paired(command: list[str], starts: int, env: dict, fresh_cache: bool = False) -> tuple[float, float, float]:
+    """(median seconds, median bare seconds, median of the per-pair ratios): each start of
+    ``command`` right after one of the bare start, so both see the same machine load."""
+    times, bares, ratios = [], [], []
     for _ in range(starts):
         run_env = dict(env)
         if fresh_cache:
             run_env["MEMSYM_CACHE_DIR"] = tempfile.mkdtemp(prefix="memsym-bench-cold-")
-        start = time.perf_counter()
-        run = subprocess.run(command, capture_output=True, text=True, env=run_env, cwd=ROOT)
-        times.append(time.perf_counter() - start)
-        if run.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed: {run.stderr.strip()[-500:]}")
-    return statistics.median(times)
+        bare = timed(BARE, env)
+        elapsed = timed(command, run_env)
+        times.append(elapsed)
+        bares.append(bare)
+        ratios.append(elapsed / bare)
+    return statistics.median(times), statistics.median(bares), statistics.median(ratios)
 
 
 def cold_cli(starts: int, cache: str) -> dict:
     env = {**os.environ, "MEMSYM_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1"}
     env.pop("MEMSYM_NO_CACHE", None)
-    bare = median_start(BARE, starts, env)
-    out = {"bare_seconds": round(bare, 3), "commands": {}}
+    out = {"commands": {}}
     for label, args in COMMANDS.items():
         command = [sys.executable, str(ROOT / "cli.py"), *args]
         subprocess.run(command, capture_output=True, env=env, cwd=ROOT)  # store the evaluator
-        warm = median_start(command, starts, env)
-        cold = median_start(command, max(3, starts // 2), env, fresh_cache=True)
-        out["commands"][label] = {"warm_seconds": round(warm, 3), "warm_ratio": round(warm / bare, 2),
-                                  "cold_seconds": round(cold, 3), "cold_ratio": round(cold / bare, 2)}
+        warm, bare, warm_ratio = paired(command, starts, env)
+        cold, _, cold_ratio = paired(command, max(3, starts // 2), env, fresh_cache=True)
+        out["commands"][label] = {"warm_seconds": round(warm, 3), "warm_ratio": round(warm_ratio, 2),
+                                  "cold_seconds": round(cold, 3), "cold_ratio": round(cold_ratio, 2),
+                                  "bare_seconds": round(bare, 3)}
+    out["bare_seconds"] = min(row["bare_seconds"] for row in out["commands"].values())
     return out
 
 
@@ -230,10 +243,10 @@ def report(results: dict) -> None:
     m, cli = results["machine"], results["cold_cli"]
     print(f"machine: Python {m['python']}, {m['platform']}, {m['cpus']} CPUs, load {m['load_average']} -> "
           f"{m['load_average_after']}")
-    print(f"cold CLI (median of fresh processes), bare 'python -c \"import numpy, click\"' = {cli['bare_seconds']} s")
+    print("cold CLI (fresh processes, each after a bare 'python -c \"import numpy, click\"'; median ratio of the pairs)")
     for label, row in cli["commands"].items():
-        print(f"  {label:<34} warm cache {row['warm_seconds']:.3f} s = {row['warm_ratio']:.2f}x bare; "
-              f"empty cache {row['cold_seconds']:.3f} s = {row['cold_ratio']:.2f}x")
+        print(f"  {label:<34} warm cache {row['warm_seconds']:.3f} s = {row['warm_ratio']:.2f}x bare "
+              f"({row['bare_seconds']:.3f} s); empty cache {row['cold_seconds']:.3f} s = {row['cold_ratio']:.2f}x")
     p = results["in_process"]
     print(f"in-process, {p['configs']} distinct inference configs over {p['models']} models:")
     for label, rate in p["memsym_configs_per_second"].items():

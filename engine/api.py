@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import fast, hf_cache, hub
-from engine.checkpoint import INDEX_FILE, Checkpoint, CheckpointError, compare, read_checkpoint, storage_hint
+from engine import fast
 from engine.errors import UnknownModelError
 from engine.families import spec_from_config
 from engine.files import is_dir, shown_path
@@ -18,7 +17,8 @@ from engine.scenario import SCENARIO_SYMBOLS, Scenario
 from engine.spec import ModelSpec
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
-if TYPE_CHECKING:  # SymPy's layer: imported when a symbolic model is built, not for a cached estimate
+if TYPE_CHECKING:  # imported where used: a cached estimate of a registry model reads no checkpoint, no Hub
+    from engine.checkpoint import Checkpoint
     from engine.model import MemoryModel
 
 
@@ -117,6 +117,8 @@ class CheckpointEstimate:
 
 def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
     """``memsym estimate --checkpoint DIR``: DIR/config.json's estimate and DIR's stored bytes."""
+    from engine.checkpoint import CheckpointError, read_checkpoint
+
     directory = Path(directory)
     if not is_dir(directory):
         raise CheckpointError(f"--checkpoint {shown_path(directory)}: not a folder")
@@ -124,11 +126,13 @@ def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
     return compared(result, read_checkpoint(directory))
 
 
-def compared(result: Estimate, stored: Checkpoint, as_stored: bool = False) -> CheckpointEstimate:
+def compared(result: Estimate, stored: "Checkpoint", as_stored: bool = False) -> CheckpointEstimate:
     """``result`` with the stored bytes of ``stored`` beside its formula's weights.
 
     ``as_stored``: the weights already are the stored bytes (no float32 tensor is upcast).
     """
+    from engine.checkpoint import compare, storage_hint
+
     inputs = result.model.inputs
     plain = inputs["weight_quant"] == "none" and not as_stored
     width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if plain else None
@@ -137,9 +141,19 @@ def compared(result: Estimate, stored: Checkpoint, as_stored: bool = False) -> C
     return CheckpointEstimate(result, comparison, hint)
 
 
+def _in_registry(model: str) -> bool:
+    try:
+        find(model)
+    except UnknownModelError:
+        return False
+    return True
+
+
 def _hub_ref(model: str) -> tuple[str, str | None, UnknownModelError] | None:
     """(repo id, revision, the registry's refusal) when ``model`` is read from the Hub: not a
     registry id, and not in the local cache."""
+    from engine import hf_cache, hub
+
     try:
         find(model)
         return None
@@ -153,6 +167,9 @@ def _hub_ref(model: str) -> tuple[str, str | None, UnknownModelError] | None:
 
 def _with_cached_weights(model: str, result: Estimate) -> Estimate | CheckpointEstimate:
     """A repo read from the local HF cache: its snapshot's safetensors headers too, when it holds them."""
+    from engine import hf_cache, hub
+    from engine.checkpoint import INDEX_FILE, CheckpointError, read_checkpoint
+
     ref = hub.split_model_ref(model)
     config = hf_cache.cached_config(ref[0]) if ref is not None and ref[1] is None else None
     if config is None or result.spec.name != ref[0]:  # a registry model, or not cached
@@ -170,6 +187,10 @@ def _with_cached_weights(model: str, result: Estimate) -> Estimate | CheckpointE
 def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
     """``memsym estimate --model ID``; a Hub repo (``ORG/NAME[@REVISION]`` outside the registry
     and the local cache) also gets the stored bytes of its safetensors headers."""
+    if _in_registry(model):  # its spec is named by its registry id: no cached snapshot is read for it
+        return estimate(model, None, **knobs)
+    from engine import hf_cache, hub
+
     ref = _hub_ref(model)
     if ref is None:
         return _with_cached_weights(model, estimate(model, None, **knobs))
@@ -183,6 +204,13 @@ def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
     except hub.NoSafetensorsError:
         return result
     return compared(result, stored)
+
+
+def is_gguf(path: str | Path) -> bool:
+    """Whether ``--config PATH`` names a llama.cpp GGUF file (read by :func:`estimate_gguf`)."""
+    from engine import gguf_file
+
+    return gguf_file.is_gguf(path)
 
 
 def estimate_gguf(path: str | Path, **knobs) -> CheckpointEstimate:

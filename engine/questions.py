@@ -70,9 +70,9 @@ def estimate(model: str | None = None, config: str | None = None, checkpoint: st
         from engine.api import estimate_checkpoint
 
         return estimate_checkpoint(checkpoint, **knobs)
-    from engine import api, gguf_file
+    from engine import api
 
-    if config is not None and gguf_file.is_gguf(config):
+    if config is not None and api.is_gguf(config):
         return api.estimate_gguf(config, **knobs)
     if model is not None:
         return api.estimate_model(model, **knobs)  # a Hub repo also gets its stored bytes

@@ -104,10 +104,11 @@ def load_spec(model: str | None = None, config_path: str | os.PathLike | None = 
     """A ModelSpec from a registry id / HF repo id, a local config.json, or a GGUF file's header."""
     if sum(given is not None for given in (model, config_path, gguf_path)) != 1:
         raise UnknownModelError("give exactly one of --model ID, --config PATH or --gguf FILE")
-    from engine import gguf_file
+    if gguf_path is not None or config_path is not None:  # a registry id reads no file header
+        from engine import gguf_file
 
-    if gguf_path is not None or (config_path is not None and gguf_file.is_gguf(config_path)):
-        return gguf_file.spec_of(gguf_file.read_gguf(gguf_path or config_path))
+        if gguf_path is not None or gguf_file.is_gguf(config_path):
+            return gguf_file.spec_of(gguf_file.read_gguf(gguf_path or config_path))
     if config_path is not None:
         return spec_from_config(read_config(config_path), files.shown_path(config_path))  # a name safe to print, cut
     try:
