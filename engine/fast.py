@@ -34,6 +34,7 @@ from engine.spec import ModelSpec
 
 FREE = ("batch_size", "seq_len")  # the evaluator's arguments, in this order
 _MEMORY: dict[str, fast_cache.Entry] = {}  # key -> entry, this process
+MEMORY_ENTRIES = 4096
 _SPEC_DIGESTS: dict[ModelSpec, tuple[dict, str]] = {}  # spec -> (its quantization, its digest)
 _SCENARIO_DIGESTS: dict[tuple, str] = {}
 _ALL_FIELDS = tuple(f.name for f in fields(Scenario))
@@ -120,8 +121,15 @@ def _lookup(folder: Path, name: str, kinds: tuple[str, ...]) -> fast_cache.Entry
     if entry is None:
         entry = fast_cache.read(folder, name)
         if entry is not None:
-            _MEMORY[name] = entry
+            _keep(name, entry)
     return entry if entry is not None and entry.kind in kinds else None
+
+
+def _keep(name: str, entry: fast_cache.Entry) -> None:
+    """Hold ``entry`` in this process (at most MEMORY_ENTRIES: a long search starts over, from disk)."""
+    if len(_MEMORY) >= MEMORY_ENTRIES:
+        _MEMORY.clear()
+    _MEMORY[name] = entry
 
 
 def spec_digest(spec: ModelSpec) -> str:
@@ -234,7 +242,7 @@ def _same(outline: ModelOutline, fast: Evaluation, real, evaluation: Evaluation)
 
 
 def _remember(folder, name, kind, program, meta, entry=None) -> None:
-    _MEMORY[name] = entry or fast_cache.loaded(kind, program, meta)
+    _keep(name, entry or fast_cache.loaded(kind, program, meta))
     fast_cache.write(folder, name, kind, program, meta)
 
 
