@@ -74,12 +74,13 @@ def hand_written_qwen3():
 
 def compiled_section(repeat: int) -> dict:
     from engine.api import memory_model
+    from engine.numeric import compile_model
 
     batch, seq = grid()
     points = batch.size * seq.size
     _, mm = memory_model("qwen3-0.6b", batch_size=None, seq_len=None)
     start = time.perf_counter()
-    total = mm.compile()
+    total = compile_model(mm)
     compile_seconds = time.perf_counter() - start
     naive, factored = hand_written_qwen3()
     reference = total(batch_size=batch, seq_len=seq)
@@ -101,7 +102,7 @@ def compiled_section(repeat: int) -> dict:
               "deepseek-v3 eager attention": ("deepseek-v3", {"attention": "eager"})}
     out["other_models_points_per_second"] = {}
     for label, (model, knobs) in others.items():
-        function = memory_model(model, batch_size=None, seq_len=None, **knobs)[1].compile()
+        function = compile_model(memory_model(model, batch_size=None, seq_len=None, **knobs)[1])
         elapsed = best_time(lambda: function(batch_size=batch, seq_len=seq), repeat)
         out["other_models_points_per_second"][label] = round(points / elapsed)
     return out

@@ -23,7 +23,7 @@ _EXPORTS = {
     "MemsymError": "engine.errors", "UnknownModelError": "engine.errors",
     "UnsupportedModelError": "engine.errors",
     "spec_from_config": "engine.families",
-    "Evaluation": "engine.model", "MemoryModel": "engine.model",
+    "Evaluation": "engine.evaluation", "MemoryModel": "engine.model",
     "load_spec": "engine.registry", "registry_entries": "engine.registry",
     "Scenario": "engine.scenario", "KNOBS": "engine.scenario", "Knob": "engine.scenario",
     "changed_knobs": "engine.scenario",

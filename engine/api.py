@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine import architecture
-from engine import hf_cache, hub
-from engine.checkpoint import INDEX_FILE, Checkpoint, CheckpointError, compare, read_checkpoint, storage_hint
+from engine import fast
 from engine.errors import UnknownModelError
 from engine.families import spec_from_config
 from engine.files import is_dir, shown_path
 from engine.profiles import build
-from engine.model import Evaluation, MemoryModel
+from engine.evaluation import Evaluation
 from engine.registry import fetch_hub_config, find, load_spec
 from engine.scenario import SCENARIO_SYMBOLS, Scenario
 from engine.spec import ModelSpec
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
+if TYPE_CHECKING:  # imported where used: a cached estimate of a registry model reads no checkpoint, no Hub
+    from engine.checkpoint import Checkpoint
+    from engine.model import MemoryModel
+
 
 @dataclass(frozen=True)
 class Estimate:
     spec: ModelSpec
-    model: MemoryModel
+    model: "MemoryModel"  # a ModelOutline when the fast path answered (it builds the MemoryModel on demand)
     evaluation: Evaluation
     counts: dict[str, int]
 
@@ -61,16 +63,17 @@ def context_warnings(inputs: dict, solved: tuple[str, int] | None = None) -> lis
             f"of its config.json); memory is computed for {value:,} tokens, the model was trained for {limit:,}"]
 
 
-def memory_model(model: str | None = None, config: str | None = None, **knobs) -> tuple[ModelSpec, MemoryModel]:
+def memory_model(model: str | None = None, config: str | None = None, **knobs) -> tuple[ModelSpec, "MemoryModel"]:
     """The memory model of a registry model (or local config.json) under the given knobs."""
     spec = load_spec(model, config)
     return spec, build(spec, Scenario(**knobs))
 
 
 def estimate(model: str | None = None, config: str | None = None, **knobs) -> Estimate:
-    """Exact bytes of every term for one model and scenario (all sizes given)."""
-    spec, mm = memory_model(model, config, **knobs)
-    return Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
+    """Exact bytes of every term for one model and scenario (all sizes given), through the
+    cached exact evaluator when one is stored (engine/fast.py), else with SymPy."""
+    spec = load_spec(model, config)
+    return Estimate(spec, *fast.estimate(spec, Scenario(**knobs)))
 
 
 def generic_spec() -> ModelSpec:
@@ -85,7 +88,7 @@ def generic_spec() -> ModelSpec:
     )
 
 
-def symbolic_model(**knobs) -> MemoryModel:
+def symbolic_model(**knobs) -> "MemoryModel":
     """The memory model of :func:`generic_spec` with every shape symbol and byte width free.
 
     Scenario values given in ``knobs`` (``batch_size``, ``seq_len``, ...) are pinned; pass
@@ -114,6 +117,8 @@ class CheckpointEstimate:
 
 def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
     """``memsym estimate --checkpoint DIR``: DIR/config.json's estimate and DIR's stored bytes."""
+    from engine.checkpoint import CheckpointError, read_checkpoint
+
     directory = Path(directory)
     if not is_dir(directory):
         raise CheckpointError(f"--checkpoint {shown_path(directory)}: not a folder")
@@ -121,11 +126,13 @@ def estimate_checkpoint(directory: str | Path, **knobs) -> CheckpointEstimate:
     return compared(result, read_checkpoint(directory))
 
 
-def compared(result: Estimate, stored: Checkpoint, as_stored: bool = False) -> CheckpointEstimate:
+def compared(result: Estimate, stored: "Checkpoint", as_stored: bool = False) -> CheckpointEstimate:
     """``result`` with the stored bytes of ``stored`` beside its formula's weights.
 
     ``as_stored``: the weights already are the stored bytes (no float32 tensor is upcast).
     """
+    from engine.checkpoint import compare, storage_hint
+
     inputs = result.model.inputs
     plain = inputs["weight_quant"] == "none" and not as_stored
     width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if plain else None
@@ -136,9 +143,19 @@ def compared(result: Estimate, stored: Checkpoint, as_stored: bool = False) -> C
     return CheckpointEstimate(result, comparison, hint)
 
 
+def _in_registry(model: str) -> bool:
+    try:
+        find(model)
+    except UnknownModelError:
+        return False
+    return True
+
+
 def _hub_ref(model: str) -> tuple[str, str | None, UnknownModelError] | None:
     """(repo id, revision, the registry's refusal) when ``model`` is read from the Hub: not a
     registry id, and not in the local cache."""
+    from engine import hf_cache, hub
+
     try:
         find(model)
         return None
@@ -152,6 +169,9 @@ def _hub_ref(model: str) -> tuple[str, str | None, UnknownModelError] | None:
 
 def _with_cached_weights(model: str, result: Estimate) -> Estimate | CheckpointEstimate:
     """A repo read from the local HF cache: its snapshot's safetensors headers too, when it holds them."""
+    from engine import hf_cache, hub
+    from engine.checkpoint import INDEX_FILE, CheckpointError, read_checkpoint
+
     ref = hub.split_model_ref(model)
     config = hf_cache.cached_config(ref[0]) if ref is not None and ref[1] is None else None
     if config is None or result.spec.name != ref[0]:  # a registry model, or not cached
@@ -169,6 +189,10 @@ def _with_cached_weights(model: str, result: Estimate) -> Estimate | CheckpointE
 def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
     """``memsym estimate --model ID``; a Hub repo (``ORG/NAME[@REVISION]`` outside the registry
     and the local cache) also gets the stored bytes of its safetensors headers."""
+    if _in_registry(model):  # its spec is named by its registry id: no cached snapshot is read for it
+        return estimate(model, None, **knobs)
+    from engine import hf_cache, hub
+
     ref = _hub_ref(model)
     if ref is None:
         return _with_cached_weights(model, estimate(model, None, **knobs))
@@ -176,13 +200,19 @@ def estimate_model(model: str, **knobs) -> Estimate | CheckpointEstimate:
     config, commit = fetch_hub_config(repo_id, revision, f"{not_in_registry}; not in the local Hugging Face "
                                                          f"cache ({hf_cache.cache_dir()}) either")
     spec = spec_from_config(config, model)
-    mm = build(spec, Scenario(**knobs))
-    result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
+    result = Estimate(spec, *fast.symbolic_estimate(spec, Scenario(**knobs)))
     try:
         stored = hub.fetch_checkpoint(repo_id, revision, commit)
     except hub.NoSafetensorsError:
         return result
     return compared(result, stored)
+
+
+def is_gguf(path: str | Path) -> bool:
+    """Whether ``--config PATH`` names a llama.cpp GGUF file (read by :func:`estimate_gguf`)."""
+    from engine import gguf_file
+
+    return gguf_file.is_gguf(path)
 
 
 def estimate_gguf(path: str | Path, **knobs) -> CheckpointEstimate:
@@ -195,6 +225,5 @@ def estimate_gguf(path: str | Path, **knobs) -> CheckpointEstimate:
 
     model = gguf_file.read_gguf(path)
     spec = gguf_file.spec_of(model)
-    mm = build(spec, Scenario(**knobs))
-    result = Estimate(spec, mm, mm.evaluate(), architecture.count_parameters(spec))
-    return compared(result, model.checkpoint, as_stored=mm.profile == "llamacpp")
+    result = Estimate(spec, *fast.symbolic_estimate(spec, Scenario(**knobs)))
+    return compared(result, model.checkpoint, as_stored=result.model.profile == "llamacpp")

@@ -19,22 +19,9 @@ from dataclasses import dataclass, field
 import sympy
 
 from engine.errors import InputError
+from engine.evaluation import Evaluation, combine  # noqa: F401 (Evaluation: re-exported)
 from engine.scenario import FREEABLE, FREEABLE_ALIASES  # --free: the knob table's freeable rows
 from formulas import symbols as S
-
-
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Exact bytes of every term at one point; ``total_bytes`` is the peak over phases."""
-
-    total_bytes: int
-    terms: dict[str, int]
-    phases: dict[str, int]
-    peak_phase: str | None
-    values: dict[str, int]
-    host: dict[str, int] = field(default_factory=dict)
 
 
 # symbols no estimate flag gives, and the question that supplies them
@@ -143,18 +130,8 @@ class MemoryModel:
         subs = dict(self.facts)
         subs.update(self._symbol_values(values))
         terms = {name: to_bytes(expr.xreplace(subs), f"term {name!r}") for name, expr in self.terms.items()}
-        phases = {
-            phase: sum(terms[n] for n in names) for phase, names in self.phases.items()
-        }
-        if phases:
-            peak_phase = max(phases, key=phases.get)
-            total = phases[peak_phase]
-        else:
-            peak_phase = None
-            total = sum(terms[n] for n in self.top_level)
         host = {name: to_bytes(expr.xreplace(subs), f"host term {name!r}") for name, expr in self.host_terms.items()}
-        given = {k: v for k, v in values.items() if v is not None}
-        return Evaluation(total, terms, phases, peak_phase, given, host)
+        return combine(terms, self.top_level, self.phases, host, values)
 
     def with_free(self, *names: str) -> "MemoryModel":
         """A copy with the scenario knobs ``names`` (``tensor_parallel``, ``tp``, ``lora_rank``,

@@ -70,9 +70,9 @@ def estimate(model: str | None = None, config: str | None = None, checkpoint: st
         from engine.api import estimate_checkpoint
 
         return estimate_checkpoint(checkpoint, **knobs)
-    from engine import api, gguf_file
+    from engine import api
 
-    if config is not None and gguf_file.is_gguf(config):
+    if config is not None and api.is_gguf(config):
         return api.estimate_gguf(config, **knobs)
     if model is not None:
         return api.estimate_model(model, **knobs)  # a Hub repo also gets its stored bytes
@@ -158,9 +158,11 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
     activations = serving_activations or "none"
     if target in ("seq_len", "batch_size", "concurrency"):
         knobs[pinned_by] = None
-    from engine.serving_solve import solve_serving, uses_vllm
+    from engine.profiles.vllm_settings import uses_vllm
 
     if uses_vllm(target, knobs, symbolic):  # serving questions default to --profile vllm
+        from engine.serving_solve import solve_serving
+
         return solve_serving(target, model, config, budget=budget, gpu=gpu, num_gpus=num_gpus,
                              utilization=utilization, serving_activations=serving_activations, **knobs)
     if symbolic:
@@ -175,6 +177,12 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
 
         spec = load_spec(model, config)
         return SolveAnswer(spec.name, _solve_degree(target, spec, Scenario(**knobs), limits, knobs), limits)
+    from engine import fast_solve
+
+    cached = fast_solve.solve(model, config, target, knobs, limits, activations,
+                              lambda: _symbolic_solution(model, config, target, knobs, limits, activations))
+    if cached is not None:  # one GPU: the cached exact evaluator held this model (engine/fast_solve.py)
+        return SolveAnswer(cached[0], cached[1], limits)
     from engine.solve import solve_budget
 
     if target == "num_gpus":  # inference: the layout --num-gpus N reads (engine/layout.py), not a silent even split
@@ -199,11 +207,20 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
         answer = solve_budget(mm, target, split, activations=activations)
     except InfeasibleError as exc:
         raise InfeasibleError(f"{exc}{_hints(model, config, knobs, split, target)}") from None
+    if layout is None and limits.num_gpus == 1:
+        fast_solve.store_form(model, config, target, knobs, activations, mm)
     if split is not limits:
         from dataclasses import replace
 
         answer = replace(answer, inputs={**answer.inputs, "budget": limits.as_inputs()})
     return SolveAnswer(name, answer, limits, layout)
+
+
+def _symbolic_solution(model, config, target: str, knobs: dict, limits, activations: str):
+    """The SymPy path's Solution (what a cached one rebuilds for its closed form)."""
+    from engine.solve import solve_budget
+
+    return solve_budget(question_model(model, config, False, knobs)[1], target, limits, activations=activations)
 
 
 def _hints(model, config, knobs: dict, limits, target: str) -> str:

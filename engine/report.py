@@ -6,6 +6,8 @@ beside GB (10^9) and GiB (2^30), never "MB" for MiB.
 
 from __future__ import annotations
 
+import sys
+
 from engine.units import format_bytes
 
 FULL_FRACTION = 0.95  # plan: a layout above this share of the budget is flagged "N % full"
@@ -100,7 +102,7 @@ def format_estimate(result) -> str:
     if "convention" in inputs:  # the profile's bytes per parameter, in words
         lines.insert(2, f"profile {mm.profile}: {inputs['convention']}")
     lines.append(f"{'term':<28} {'bytes':>20}  size")
-    for name in mm.terms:
+    for name in ev.terms:  # the model's term order (a cached estimate's model holds no expressions)
         depth = name.count("/")
         label = ("  " * depth) + name.rsplit("/", 1)[-1]
         if name == "activations" and mm.mode == "inference":
@@ -156,11 +158,11 @@ def format_answer(answer, show_formula: bool = False, latex: bool = False) -> st
     """``memsym solve``: a checked solution, or the closed form of ``--symbolic``."""
     from engine.questions import ClosedFormAnswer
 
-    from engine.serving_solve import ServingAnswer
+    serving = sys.modules.get("engine.serving_solve")  # not imported (SymPy): the answer is not a ServingAnswer
 
     if isinstance(answer, ClosedFormAnswer):
         return format_closed_form(answer, latex)
-    if isinstance(answer, ServingAnswer):
+    if serving is not None and isinstance(answer, serving.ServingAnswer):
         return format_serving_answer(answer)
     text = format_solution(answer.model, answer.solution, answer.limits, show_formula, latex, answer.layout)
     profile = answer.solution.inputs.get("profile", "megatron")

@@ -27,22 +27,14 @@ from dataclasses import dataclass
 
 from engine.errors import InfeasibleError, InputError
 from engine.gpus import parse_utilization
-from engine.profiles import canonical, get, refuse_unread_knobs
+from engine.profiles import get, refuse_unread_knobs
 from engine.profiles.vllm import settings_from
 from engine.profiles.vllm_settings import DEFAULT_UTILIZATION
 from engine.scenario import Scenario
 from engine.serving import ServePrediction, serve
 from engine.units import parse_bytes, size_reading
 
-SERVING_VARIABLES = ("concurrency", "seq_len", "batch_size")
 MEGATRON_HINT = "add --profile megatron for the bare-tensor answer"
-
-
-def uses_vllm(target: str, knobs: dict, symbolic: bool) -> bool:
-    """Whether ``solve target`` is answered by the vllm profile: a serving variable in
-    inference mode, with no ``--profile`` or ``--profile vllm``."""
-    return (not symbolic and target in SERVING_VARIABLES and knobs.get("mode", "inference") == "inference"
-            and canonical(knobs.get("profile", "vllm")) == "vllm")
 
 
 @dataclass(frozen=True)

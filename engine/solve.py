@@ -29,12 +29,12 @@ import sympy
 
 from engine.errors import InfeasibleError, InputError
 from engine.gpus import MAX_NUM_GPUS, Budget
+from engine.integer_search import (ADJUST_STEPS, MAX_VALUE, candidate, first_true,  # noqa: F401 (re-exported)
+                                   largest_fitting, largest_root)
 from engine.model import Evaluation, MemoryModel
 from formulas import symbols as S
 
-MAX_VALUE = 1 << 62  # bound of the doubling search: no budget reaches a batch or length this large
 MAX_BRANCHES = 64  # Max branches distributed before falling back to the search
-ADJUST_STEPS = 4  # a closed-form candidate may sit a step off: estimate rounds each term up to a byte
 SOLVABLE = ("batch_size", "seq_len", "concurrency", "num_gpus", "tp")
 SERVING_ACTIVATIONS = ("none", "prefill")
 PER_DEVICE_OVERHEADS = ("reserve_bytes", "comm_buffer_bytes")  # every GPU pays these in full
@@ -141,72 +141,14 @@ def _fraction(value: sympy.Expr) -> Fraction | None:
     return Fraction(int(value.p), int(value.q)) if isinstance(value, sympy.Rational) else None
 
 
-def largest_root(a: Fraction, b: Fraction, c: Fraction, budget: int) -> int | None:
-    """The largest integer ``n >= 0`` with ``a n^2 + b n + c <= budget``; None: every n; -1: none.
-
-    Exact: with the coefficients scaled to integers, ``floor((isqrt(D) - b) / 2a)`` equals the
-    floor of the real root, since no integer lies between ``isqrt(D)`` and ``sqrt(D)``.
-    """
-    if a == 0 and b == 0:
-        return None if c <= budget else -1
-    if c > budget:
-        return -1
-    if a == 0:
-        return math.floor((budget - c) / b)
-    scale = math.lcm(a.denominator, b.denominator, c.denominator)
-    qa, qb, qc = int(a * scale), int(b * scale), int((c - budget) * scale)
-    return math.floor(Fraction(math.isqrt(qb * qb - 4 * qa * qc) - qb, 2 * qa))
-
-
 def _candidate(quadratics, budget: int) -> int | None:
     """The closed form evaluated at ``budget``; None where a coefficient is not a number."""
-    best = None
-    for coefficients in quadratics or ():
-        a, b, c = (_fraction(x) for x in coefficients)
-        if a is None or b is None or c is None:
-            return None
-        n = largest_root(a, b, c, budget)
-        if n is not None:
-            best = n if best is None else min(best, n)
-    return best
-
-
-# --- exact integer search ---------------------------------------------------------------------
-def first_true(predicate: Callable[[int], bool], candidate: int | None, never: str) -> tuple[int, str]:
-    """The smallest ``n >= 1`` with ``predicate(n)``, for a predicate false up to a point and
-    true from there: a closed-form ``candidate`` checked at ``n`` and ``n - 1`` (moved a few
-    steps if rounding put it off), else doubling and bisection. ``never`` says what holds
-    when no ``n`` up to 2^62 makes it true.
-    """
-    if predicate(1):
-        return 1, "closed_form" if candidate == 1 else "search"
-    if candidate is not None and candidate >= 2:
-        n = candidate
-        for _ in range(ADJUST_STEPS):
-            if not predicate(n):
-                n += 1
-            elif predicate(n - 1):
-                n -= 1
-            else:
-                return n, "closed_form"
-    low, high = 1, 2
-    while not predicate(high):
-        low, high = high, 2 * high
-        if high > MAX_VALUE:
-            raise InputError(f"{never} up to 2^62")
-    while high - low > 1:
-        middle = low + (high - low) // 2
-        low, high = (low, middle) if predicate(middle) else (middle, high)
-    return high, "search"
-
-
-def largest_fitting(fits: Callable[[int], bool], candidate: int | None, label: str) -> tuple[int, str]:
-    """The largest ``n >= 1`` with ``fits(n)``, given ``fits(1)`` and ``fits`` true up to a point."""
-    first_over, method = first_true(
-        lambda n: not fits(n), None if candidate is None else candidate + 1,
-        f"the total stays within the budget for every {label}: nothing bounds it",
-    )
-    return first_over - 1, method
+    if quadratics is None:
+        return None
+    fractions = [tuple(_fraction(x) for x in coefficients) for coefficients in quadratics]
+    if any(x is None for coefficients in fractions for x in coefficients):
+        return None
+    return candidate(fractions, budget)
 
 
 class _Totals:

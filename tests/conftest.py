@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# the exact-evaluator cache (engine/fast_cache.py) of this test session: never the user's ~/.cache/memsym
+os.environ["MEMSYM_CACHE_DIR"] = tempfile.mkdtemp(prefix="memsym-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -35,17 +35,18 @@ FUNCTION_LINES = 70  # functions about 40 lines, never over 70
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("templates.*",),  # no math and no project imports (test_templates_import_nothing_of_the_project)
     ("formulas.*",),
-    ("engine.errors", "engine.limits", "engine.units", "engine.files", "engine.spellings"),
+    ("engine.errors", "engine.limits", "engine.units", "engine.files", "engine.spellings", "engine.integer_search"),
     ("engine.spec", "engine.validate", "engine.family_fields", "engine.families", "engine.families_attention",
      "engine.families_recurrent", "engine.families_multimodal", "engine.families_kimi_vl", "engine.quantization", "engine.registry.*", "engine.gpus", "engine.checkpoint", "engine.hf_cache",
      "engine.hub", "engine.gguf_file"),
     ("engine.architecture",),
-    ("engine.knob_checks", "engine.scenario", "engine.model"),
-    ("engine.terms", "engine.profiles.*"),
+    # engine.evaluation, engine.exact, engine.fast_cache: the SymPy-free side of a cached estimate
+    ("engine.knob_checks", "engine.scenario", "engine.model", "engine.evaluation", "engine.exact", "engine.fast_cache"),
+    ("engine.terms", "engine.profiles.*", "engine.fast"),
     ("engine.api",),
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
     ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.questions", "engine.serving",
-     "engine.serving_solve", "engine"),
+     "engine.serving_solve", "engine.fast_solve", "engine"),
     ("engine.render", "engine.numeric", "engine.sweep", "engine.plot", "engine.html"),
     # engine.cli_options: click options generated from the knob table, sectioned --help
     ("engine.report", "engine.cli_options"),

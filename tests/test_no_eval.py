@@ -39,6 +39,9 @@ ALLOWED = {
     # compile()/exec() of the source numeric.function_source prints from the model's own
     # SymPy expressions (what lambdify does), never of a user's string.
     "engine/numeric.py": {"exec", "compile", "lambdify"},
+    # compile()/exec() of the source engine.exact prints from a checked program of integers and
+    # fixed identifiers (built from the model's own SymPy expressions), never of a string read.
+    "engine/exact.py": {"exec", "compile"},
 }
 
 

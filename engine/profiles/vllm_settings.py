@@ -249,3 +249,16 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     vllm_hybrid.check(spec, scenario)
     if settings.max_model_len is None and spec.context_length is None:
         raise InputError(f"--max-model-len: {spec.name}'s config has no max_position_embeddings; give one")
+
+
+SERVING_VARIABLES = ("concurrency", "seq_len", "batch_size")  # answered as vLLM sizes its cache
+
+
+def uses_vllm(target: str, knobs: dict, symbolic: bool) -> bool:
+    """Whether ``solve target`` is answered by the vllm profile (engine/serving_solve.py; SymPy-free,
+    so a solve answered by a cached evaluator imports no SymPy): a
+    serving variable in inference mode, with no ``--profile`` or ``--profile vllm``."""
+    from engine.profiles import canonical
+
+    return (not symbolic and target in SERVING_VARIABLES and knobs.get("mode", "inference") == "inference"
+            and canonical(knobs.get("profile", "vllm")) == "vllm")

@@ -47,12 +47,29 @@ def entries() -> tuple[RegistryEntry, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=1)
+def _index() -> dict[str, RegistryEntry]:
+    """Lower-cased id, HF repo id, name and aliases -> entry (the first entry by id wins)."""
+    index: dict[str, RegistryEntry] = {}
+    for entry in entries():
+        for name in (entry.id, entry.hf_repo.lower(), entry.name.lower(), *(a.lower() for a in entry.aliases)):
+            index.setdefault(name, entry)
+    return index
+
+
+@lru_cache(maxsize=256)
+def _entry_spec(entry_id: str) -> ModelSpec:
+    """The spec of the entry ``entry_id``, parsed once (entries and specs are frozen)."""
+    entry = next(e for e in entries() if e.id == entry_id)
+    return spec_from_config(entry.config, entry.id)
+
+
 def find(model_id: str) -> RegistryEntry:
     """The entry whose id or HF repo id is ``model_id`` (case-insensitive)."""
     key = model_id.strip().lower()
-    for entry in entries():
-        if key in (entry.id, entry.hf_repo.lower(), entry.name.lower(), *(a.lower() for a in entry.aliases)):
-            return entry
+    entry = _index().get(key)
+    if entry is not None:
+        return entry
     names = [e.id for e in entries()] + [e.hf_repo for e in entries()]
     close = difflib.get_close_matches(model_id, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; run 'memsym models' for the list"
@@ -87,17 +104,18 @@ def load_spec(model: str | None = None, config_path: str | os.PathLike | None = 
     """A ModelSpec from a registry id / HF repo id, a local config.json, or a GGUF file's header."""
     if sum(given is not None for given in (model, config_path, gguf_path)) != 1:
         raise UnknownModelError("give exactly one of --model ID, --config PATH or --gguf FILE")
-    from engine import gguf_file
+    if gguf_path is not None or config_path is not None:  # a registry id reads no file header
+        from engine import gguf_file
 
-    if gguf_path is not None or (config_path is not None and gguf_file.is_gguf(config_path)):
-        return gguf_file.spec_of(gguf_file.read_gguf(gguf_path or config_path))
+        if gguf_path is not None or gguf_file.is_gguf(config_path):
+            return gguf_file.spec_of(gguf_file.read_gguf(gguf_path or config_path))
     if config_path is not None:
         return spec_from_config(read_config(config_path), files.shown_path(config_path))  # a name safe to print, cut
     try:
         entry = find(model)
     except UnknownModelError as exc:
         return _load_cached(model, exc)
-    return spec_from_config(entry.config, entry.id)
+    return _entry_spec(entry.id)
 
 
 def _load_cached(model: str, not_in_registry: UnknownModelError) -> ModelSpec:
