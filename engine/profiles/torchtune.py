@@ -43,6 +43,9 @@ from formulas.frameworks.transformers import tied_embedding_gradient_sum
 FAMILIES = ("llama", "qwen2", "mistral")  # torchtune builders with this layer (no q/k norm)
 OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum", "adamw8bit", "paged-adamw8bit", "paged-adamw")
 TORCH_FOREACH = ("adamw", "adam")  # torch.optim: one P-sized intermediate (see F.foreach_temporaries)
+# torchtune's configs build torch.optim.AdamW with ``fused: True`` (recipes/configs/llama3_2/3B_full.yaml,
+# 3B_lora_single_device.yaml, llama3_1/8B_lora_single_device.yaml, ... at 1814feb17): no step temporaries.
+DEFAULT_IMPL = "fused"
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
 
 
@@ -142,7 +145,7 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
     terms = {
         "gradients": stepped * S.gradient_bytes,
         "optimizer": device,
-        "optimizer_temporaries": (F.foreach_temporaries(stepped, width) if scenario.optimizer in TORCH_FOREACH
+        "optimizer_temporaries": (F.foreach_temporaries(stepped, width) if _foreach(scenario)
                                   else sympy.Integer(0)),
     }
     if scenario.lora_rank is None:  # the output weight's gradient, alive through the layers' backward
@@ -150,6 +153,12 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
     if scenario.lora_rank is None and spec.tie_word_embeddings:
         terms["tied_gradient_sum"] = tied_embedding_gradient_sum() * _shard(scenario)
     return terms, ({"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {})
+
+
+def _foreach(scenario: Scenario) -> bool:
+    """torch.optim's multi-tensor step (``foreach=True``, torch's CUDA default), not torchtune's
+    configs' ``fused: True`` (``_fused_adamw_`` updates in place)."""
+    return scenario.optimizer in TORCH_FOREACH and (scenario.optimizer_impl or DEFAULT_IMPL) == "foreach"
 
 
 def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict[str, sympy.Expr]:
@@ -170,6 +179,8 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
     built = {"activations": sympy.Add(*parts.values()), **parts}
     built["loss_forward"] = F.loss_forward(chunks, compiled)
     built["loss_gradients"] = F.loss_gradients(chunks, compiled)
+    if chunks is not None and chunks >= 2 and scenario.lora_rank is None:
+        built["head_backward"] = F.chunked_head_backward(chunks)
     if checkpointing:
         built["recompute"] = F.layer_saved(compiled) + F.recompute_backward()
     return built
@@ -227,6 +238,8 @@ def _phases(built: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
     reduced = ("zero3_gathered/gradients",) if "zero3_gathered/gradients" in built else ()
     phases = {"loss_forward": (*held, "activations/layers", "activations/head", "loss_forward", "overhead"),
               "loss_backward": (*held, "activations", "loss_gradients", "overhead")}
+    if "head_backward" in built:  # the chunked output projection's weight gradients summed
+        phases["head_backward"] = (*held, "activations/layers", "activations/head", "head_backward", "overhead")
     if "recompute" in built:
         head = ("head_gradient",) if "head_gradient" in built else ()
         phases["recompute"] = (*held, "activations/layers", "recompute", *head, *reduced, "overhead")
@@ -281,6 +294,7 @@ DESCRIPTIONS: dict[str, str] = {
     "loss_gradients": "start of backward: the loss's gradients (one chunk's when chunked)",
     "recompute": "checkpointing: one layer recomputed, its gradients in and out",
     "head_gradient": "the output projection's weight gradient during the layers' backward",
+    "head_backward": "chunked loss: the output weight's chunk gradients summed, the later chunks' logits alive",
     "tied_gradient_sum": "tied embeddings: dense embedding gradient and its sum with the output's",
     "optimizer_temporaries": "torch.optim foreach step: one intermediate the size of what it steps",
     "optimizer_paged": "bitsandbytes paged state (CUDA unified memory, outside max_memory_allocated)",
@@ -310,6 +324,9 @@ SOURCES: dict[str, str] = {
                       "optimize_scatter_upon_const_tensor)",
     "recompute": "torch/utils/checkpoint.py (non-reentrant), torchtune training/_activation_checkpointing.py "
                  "set_activation_checkpointing",
+    "head_backward": "torchtune modules/transformer.py TransformerDecoder.chunked_output (one output matmul per "
+                     "chunk); torch/csrc/autograd/input_buffer.cpp InputBuffer::accumulate (the chunks' weight "
+                     "gradients summed before AccumulateGrad), measured on CPU by tools/measure/torchtune_peaks.py (2026)",
     "head_gradient": "torch autograd: the output Linear's weight gradient (tied: waiting in the input buffer of "
                      "the embedding's AccumulateGrad, torch/csrc/autograd/input_buffer.cpp)",
     "tied_gradient_sum": "torch autograd input_buffer.cpp: the tied weight's two gradients summed out of place "
@@ -327,7 +344,7 @@ HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314
 KNOBS = frozenset({
     "batch_size", "seq_len", "dtype", "weight_quant", "recompute", "optimizer", "precision", "reserve_bytes",
     "dp", "zero", "offload", "lora_rank", "lora_targets", "adapter_dtype", "torch_compile", "loss_chunks",
-    "optimizer_in_backward", "activation_offload",
+    "optimizer_in_backward", "activation_offload", "optimizer_impl",
 })
 
 PROFILE = Profile(

@@ -161,6 +161,26 @@ def loss_gradients(chunks: int | None, compiled: bool) -> sympy.Expr:
     return beta * chunk if compiled else 2 * FLOAT32_BYTES * chunk
 
 
+def chunked_head_backward(chunks: int) -> sympy.Expr:
+    """The chunked output projection's backward, beside the layers' and head's saved tensors.
+
+    ``chunked_output`` runs one ``output`` matmul per chunk, made in the model's forward, so
+    before every loss node: autograd's ready queue runs the later-made nodes first
+    (torch/csrc/autograd/engine.cpp ReadyQueue, by sequence number), so every chunk's loss
+    backward runs (freeing its saved logits) before the first matmul's, leaving each chunk's
+    logits gradient in ``beta`` (``beta b s V / n``). The output weight then gets one ``V x h``
+    gradient per chunk, summed in the input buffer of its AccumulateGrad before ``.grad`` or
+    the optimizer-in-backward hook sees them (torch/csrc/autograd/input_buffer.cpp
+    InputBuffer::accumulate, out of place for the transposed matmul gradient): the waiting sum,
+    the new gradient and their sum, ``3 beta V h``. The largest moment is the second sum: the
+    ``n - 2`` chunks not yet reached keep their logits' gradients, and the two done their ``h``
+    gradients (``beta b s h / n`` each) until the chunks' are concatenated. Measured on CPU
+    (tools/measure/torchtune_peaks.py, chunked with the optimizer in backward: within 8 KiB).
+    """
+    waiting = beta * b * s * V * sympy.Rational(chunks - 2, chunks)
+    return waiting + 3 * beta * V * h + 2 * beta * b * s * h / chunks
+
+
 # --- optimizer --------------------------------------------------------------------------
 
 def foreach_temporaries(numel: sympy.Expr, weight_width: sympy.Expr) -> sympy.Expr:
