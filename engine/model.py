@@ -20,6 +20,7 @@ import sympy
 
 from engine.errors import InputError
 from engine.scenario import FREEABLE, FREEABLE_ALIASES  # --free: the knob table's freeable rows
+from formulas import allocator
 from formulas import symbols as S
 
 
@@ -35,6 +36,10 @@ class Evaluation:
     peak_phase: str | None
     values: dict[str, int]
     host: dict[str, int] = field(default_factory=dict)
+    # max_memory_reserved where the profile models the caching allocator (MemoryModel.allocator)
+    reserved_bytes: int | None = None
+    reserved_phase: str | None = None
+    outside: dict[str, int] = field(default_factory=dict)  # device memory outside both counters
 
 
 def to_bytes(value: sympy.Expr, what: str) -> int:
@@ -65,6 +70,13 @@ class MemoryModel:
     # offloaded (host) terms. Set by the profile that builds the model.
     sources: dict[str, str] = field(default_factory=dict)
     profile: str = ""  # the profile that built it (engine/profiles/)
+    # the caching allocator (formulas/allocator.py): its rule ("native", "expandable"; "" where
+    # the profile does not model it) and the tensors terms are made of, as (count, bytes each)
+    # pairs; a term without a list, and without children that have one, is one tensor
+    allocator: str = ""
+    tensors: dict[str, tuple[tuple[sympy.Expr, sympy.Expr], ...]] = field(default_factory=dict)
+    # device memory outside PyTorch's allocator (the CUDA context): in neither total
+    outside_terms: dict[str, sympy.Expr] = field(default_factory=dict)
 
     def source(self, name: str) -> str:
         """The source of term ``name`` (a sub-term's is its parent's)."""
@@ -85,6 +97,25 @@ class MemoryModel:
 
     def phase_sums(self) -> dict[str, sympy.Expr]:
         return {phase: sympy.Add(*(self.terms[n] for n in names)) for phase, names in self.phases.items()}
+
+    def tensor_list(self, name: str) -> list[tuple[sympy.Expr, sympy.Expr]]:
+        """The (count, bytes each) tensors of term ``name``: its own list, else its children's
+        (where every child has one), else the term as one tensor."""
+        if name in self.tensors:
+            return list(self.tensors[name])
+        kids = self.children(name)
+        if kids and all(k in self.tensors or self.children(k) for k in kids):
+            return [pair for k in kids for pair in self.tensor_list(k)]
+        return [(sympy.Integer(1), self.terms[name])]
+
+    def reserved_phases(self) -> dict[str, sympy.Expr]:
+        """Per phase, the segments its live tensors need (formulas/allocator.py); empty where
+        the profile does not model the allocator."""
+        if not self.allocator:
+            return {}
+        phases = self.phases or {"total": tuple(self.top_level)}
+        return {phase: allocator.reserved([p for n in names for p in self.tensor_list(n)], self.allocator)
+                for phase, names in phases.items()}
 
     @property
     def total(self) -> sympy.Expr:
@@ -144,7 +175,12 @@ class MemoryModel:
             total = sum(terms[n] for n in self.top_level)
         host = {name: to_bytes(expr.xreplace(subs), f"host term {name!r}") for name, expr in self.host_terms.items()}
         given = {k: v for k, v in values.items() if v is not None}
-        return Evaluation(total, terms, phases, peak_phase, given, host)
+        reserved = {phase: to_bytes(expr.xreplace(subs), f"reserved bytes of {phase!r}")
+                    for phase, expr in self.reserved_phases().items()}
+        reserved_phase = max(reserved, key=reserved.get) if reserved else None
+        outside = {name: to_bytes(expr.xreplace(subs), f"term {name!r}") for name, expr in self.outside_terms.items()}
+        return Evaluation(total, terms, phases, peak_phase, given, host,
+                          reserved[reserved_phase] if reserved else None, reserved_phase, outside)
 
     def with_free(self, *names: str) -> "MemoryModel":
         """A copy with the scenario knobs ``names`` (``tensor_parallel``, ``tp``, ``lora_rank``,

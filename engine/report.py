@@ -109,12 +109,25 @@ def format_estimate(result) -> str:
         mark = "  <- peak" if phase == ev.peak_phase else ""
         lines.append(f"{'phase ' + phase:<28} {value:>20,}  {format_bytes(value)}{mark}")
     lines.append(f"{'total':<28} {ev.total_bytes:>20,}  {format_bytes(ev.total_bytes)}")
+    lines += reserved_lines(result.to_dict())
     lines += [f"note: {note}" for note in inputs.get("notes", ())]
     if ev.host:
         lines += ["", "offloaded to host memory (not in the GPU total):"]
         for name, value in ev.host.items():
             lines.append(f"{'  ' + name:<28} {value:>20,}  {format_bytes(value)}")
     return "\n".join(lines)
+
+
+def reserved_lines(data: dict) -> list[str]:
+    """``reserved_bytes`` (max_memory_reserved) and what lies outside both totals, where modelled."""
+    if "reserved_bytes" not in data:
+        return []
+    value = data["reserved_bytes"]
+    lines = [f"{'reserved':<28} {value:>20,}  {format_bytes(value)}  (max_memory_reserved, phase "
+             f"{data['reserved_phase']})", f"  rule: {data['reserved_rule']}"]
+    for name, value in data["outside_terms"].items():
+        lines.append(f"{'outside ' + name:<28} {value:>20,}  {format_bytes(value)}  (in neither total: --reserve)")
+    return lines
 
 
 def format_solution(name: str, solution, limits, show_formula: bool, latex: bool, layout=None) -> str:

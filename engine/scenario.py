@@ -188,7 +188,7 @@ KNOBS: tuple[Knob, ...] = (
          metavar="NAMES", aliases=LORA_SPELLINGS),
     Knob("adapter_dtype", "--adapter-dtype", None, "LoRA adapter dtype  [default: --dtype]", "training", "dtype",
          choices=options.DTYPES[:3], allowed=DTYPE_NAMES, aliases=DTYPE_SPELLINGS),
-    Knob("torch_compile", "--compile", False, "torch.compile each layer and the chunked loss (torchtune).", "training", "switch"),
+    Knob("torch_compile", "--compile", False, "torch.compile each layer (torchtune, torchtitan) and the chunked loss (torchtune).", "training", "switch"),
     Knob("loss_chunks", "--loss-chunks", None, "Chunked cross-entropy in N chunks (torchtune: 8).", "training", "count"),
     Knob("optimizer_in_backward", "--optimizer-in-backward", False, "Step and free each gradient in backward.", "training", "switch"),
     Knob("activation_offload", "--activation-offload", False, "Saved activations to CPU (needs --recompute full).", "training", "switch"),

@@ -78,6 +78,17 @@ def layer_saved(compiled: bool) -> sympy.Expr:
     return norms + attention + 4 * beta * bs * f
 
 
+def layer_saved_tensors(compiled: bool) -> list[tuple[sympy.Expr, sympy.Expr]]:
+    """:func:`layer_saved` as the tensors it is made of, ``(count, bytes each)``, for the
+    caching allocator (formulas/allocator.py); the bytes sum to :func:`layer_saved`."""
+    bs = b * s
+    attention = [(4, beta * bs * a * d), (1, FLOAT32_BYTES * b * a * s)]
+    if compiled:
+        return [(4, beta * bs * h), (2, FLOAT32_BYTES * bs), *attention, (3, beta * bs * f)]
+    norm = [(1, FLOAT32_BYTES * bs * h), (1, FLOAT32_BYTES * bs), (1, beta * bs * h), (1, beta * bs * h)]
+    return [*norm, *norm, *attention, (4, beta * bs * f)]
+
+
 def checkpointed_layer_saved() -> sympy.Expr:
     """``enable_activation_checkpointing``: training.set_activation_checkpointing wraps every
     layer in ``checkpoint_wrapper`` (non-reentrant ``torch.utils.checkpoint``), which keeps
@@ -179,6 +190,11 @@ def chunked_head_backward(chunks: int) -> sympy.Expr:
     """
     waiting = beta * b * s * V * sympy.Rational(chunks - 2, chunks)
     return waiting + 3 * beta * V * h + 2 * beta * b * s * h / chunks
+
+
+def chunked_head_backward_tensors(chunks: int) -> tuple[tuple[sympy.Expr, sympy.Expr], ...]:
+    """:func:`chunked_head_backward` as its tensors, ``(count, bytes each)``."""
+    return ((3, beta * V * h), (chunks - 2, beta * b * s * V / chunks), (2, beta * b * s * h / chunks))
 
 
 # --- optimizer --------------------------------------------------------------------------
