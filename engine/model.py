@@ -14,6 +14,7 @@ free variable of the result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
@@ -36,10 +37,29 @@ class Evaluation:
     peak_phase: str | None
     values: dict[str, int]
     host: dict[str, int] = field(default_factory=dict)
-    # max_memory_reserved where the profile models the caching allocator (MemoryModel.allocator)
-    reserved_bytes: int | None = None
-    reserved_phase: str | None = None
     outside: dict[str, int] = field(default_factory=dict)  # device memory outside both counters
+    # max_memory_reserved per phase where the profile models the caching allocator
+    # (MemoryModel.allocator), computed on first use: solves and sweeps read only total_bytes
+    reserved_by_phase: Callable[[], dict[str, int]] | None = field(default=None, repr=False, compare=False)
+    _reserved_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _reserved(self) -> dict[str, int]:
+        if self.reserved_by_phase is None:
+            return {}
+        if "phases" not in self._reserved_cache:
+            self._reserved_cache["phases"] = self.reserved_by_phase()
+        return self._reserved_cache["phases"]
+
+    @property
+    def reserved_bytes(self) -> int | None:
+        """The caching allocator's reserve at its largest phase (None where not modelled)."""
+        reserved = self._reserved()
+        return max(reserved.values()) if reserved else None
+
+    @property
+    def reserved_phase(self) -> str | None:
+        reserved = self._reserved()
+        return max(reserved, key=reserved.get) if reserved else None
 
 
 def to_bytes(value: sympy.Expr, what: str) -> int:
@@ -108,14 +128,13 @@ class MemoryModel:
             return [pair for k in kids for pair in self.tensor_list(k)]
         return [(sympy.Integer(1), self.terms[name])]
 
-    def reserved_phases(self) -> dict[str, sympy.Expr]:
-        """Per phase, the segments its live tensors need (formulas/allocator.py); empty where
-        the profile does not model the allocator."""
+    def reserved_tensors(self) -> dict[str, list[tuple[sympy.Expr, sympy.Expr]]]:
+        """Per phase, the (count, bytes each) tensors live in it, for the caching allocator's
+        rule (formulas/allocator.py); empty where the profile does not model the allocator."""
         if not self.allocator:
             return {}
         phases = self.phases or {"total": tuple(self.top_level)}
-        return {phase: allocator.reserved([p for n in names for p in self.tensor_list(n)], self.allocator)
-                for phase, names in phases.items()}
+        return {phase: [p for n in names for p in self.tensor_list(n)] for phase, names in phases.items()}
 
     @property
     def total(self) -> sympy.Expr:
@@ -175,12 +194,18 @@ class MemoryModel:
             total = sum(terms[n] for n in self.top_level)
         host = {name: to_bytes(expr.xreplace(subs), f"host term {name!r}") for name, expr in self.host_terms.items()}
         given = {k: v for k, v in values.items() if v is not None}
-        reserved = {phase: to_bytes(expr.xreplace(subs), f"reserved bytes of {phase!r}")
-                    for phase, expr in self.reserved_phases().items()}
-        reserved_phase = max(reserved, key=reserved.get) if reserved else None
         outside = {name: to_bytes(expr.xreplace(subs), f"term {name!r}") for name, expr in self.outside_terms.items()}
-        return Evaluation(total, terms, phases, peak_phase, given, host,
-                          reserved[reserved_phase] if reserved else None, reserved_phase, outside)
+        reserved = (lambda: self._reserved_at(subs)) if self.allocator else None
+        return Evaluation(total, terms, phases, peak_phase, given, host, outside, reserved)
+
+    def _reserved_at(self, subs: dict) -> dict[str, int]:
+        """Each phase's reserve (formulas/allocator.py) with ``subs`` substituted."""
+        def exact(value, phase: str) -> int:
+            value = value.xreplace(subs) if isinstance(value, sympy.Basic) else sympy.Rational(value)
+            return to_bytes(value, f"tensors of phase {phase!r}")
+
+        return {phase: allocator.reserved([(exact(n, phase), exact(x, phase)) for n, x in pairs], self.allocator)
+                for phase, pairs in self.reserved_tensors().items()}
 
     def with_free(self, *names: str) -> "MemoryModel":
         """A copy with the scenario knobs ``names`` (``tensor_parallel``, ``tp``, ``lora_rank``,

@@ -22,8 +22,6 @@ least this for every phase; what earlier phases left cached and could not reuse
 
 from __future__ import annotations
 
-import sympy
-
 MIN_BLOCK_BYTES = 512  # kMinBlockSize: "all sizes are rounded to at least 512 bytes"
 SMALL_SIZE_BYTES = 1_048_576  # kSmallSize: "largest 'small' allocation is 1 MiB"
 SMALL_SEGMENT_BYTES = 2_097_152  # kSmallBuffer: "'small' allocations are packed in 2 MiB blocks"
@@ -33,46 +31,42 @@ ROUND_LARGE_BYTES = 2_097_152  # kRoundLarge: "round up large allocations to 2 M
 RULES = ("native", "expandable")
 
 
-def block_bytes(size: sympy.Expr) -> sympy.Expr:
+def block_bytes(size: int) -> int:
     """``round_size``: a request's block, ``max(512, 512 ceil(n / 512))``."""
-    return sympy.Max(MIN_BLOCK_BYTES, MIN_BLOCK_BYTES * sympy.ceiling(size / MIN_BLOCK_BYTES))
+    return max(MIN_BLOCK_BYTES, _round_up(size, MIN_BLOCK_BYTES))
 
 
-def _round_up(total: sympy.Expr, step: int) -> sympy.Expr:
-    return step * sympy.ceiling(total / step)
+def _round_up(total: int, step: int) -> int:
+    return -(-total // step) * step
 
 
-def pools(tensors: list[tuple[sympy.Expr, sympy.Expr]]) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
-    """(small, medium, large) bytes of ``tensors`` (``(count, bytes each)`` pairs): the small
-    and medium pools' blocks, and the large requests' own segments (``get_allocation_size``)."""
-    small = medium = large = sympy.Integer(0)
-    for count, size in tensors:
-        block = block_bytes(size)
-        small += count * sympy.Piecewise((block, sympy.Le(size, SMALL_SIZE_BYTES)), (0, True))
-        medium += count * sympy.Piecewise((block, sympy.And(sympy.Gt(size, SMALL_SIZE_BYTES),
-                                                              sympy.Lt(size, MIN_LARGE_ALLOC_BYTES))), (0, True))
-        large += count * sympy.Piecewise((_round_up(size, ROUND_LARGE_BYTES),
-                                          sympy.Ge(size, MIN_LARGE_ALLOC_BYTES)), (0, True))
-    return small, medium, large
+def reserved(tensors: list[tuple[int, int]], rule: str = "native") -> int:
+    """Bytes of the segments that hold ``tensors`` (``(count, bytes each)`` pairs) at once.
 
-
-def reserved(tensors: list[tuple[sympy.Expr, sympy.Expr]], rule: str = "native") -> sympy.Expr:
-    """Bytes of the segments that hold ``tensors`` at once.
-
-    ``native``: small blocks packed in 2 MiB segments, medium ones in 20 MiB segments, each
-    large request in its own segment rounded to 2 MiB. ``expandable``: the small pool's
-    blocks in 2 MiB pages, the large pool's (medium and large blocks, 512-rounded) in 20 MiB
-    pages.
+    ``native``: small blocks (at most 1 MiB) packed in 2 MiB segments, medium ones (to
+    10 MiB) in 20 MiB segments, each large request in its own segment rounded to 2 MiB
+    (``get_allocation_size``). ``expandable``: the small pool's blocks in 2 MiB pages, the large
+    pool's (medium and large blocks, 512-rounded) in 20 MiB pages. Exact integers; the sizes
+    are a phase's evaluated tensors, so the rule is applied to numbers, not expressions.
     """
     if rule not in RULES:
         raise ValueError(f"unknown allocator rule {rule!r}; known: {', '.join(RULES)}")
-    small, medium, large = pools(tensors)
+    small = medium = large = pages = 0
+    for count, size in tensors:
+        if count <= 0 or size <= 0:
+            continue
+        block = block_bytes(size)
+        if size <= SMALL_SIZE_BYTES:
+            small += count * block
+        elif size < MIN_LARGE_ALLOC_BYTES:
+            medium += count * block
+        else:
+            large += count * _round_up(size, ROUND_LARGE_BYTES)
+        if size > SMALL_SIZE_BYTES:
+            pages += count * block
     if rule == "native":
         return _round_up(small, SMALL_SEGMENT_BYTES) + _round_up(medium, LARGE_SEGMENT_BYTES) + large
-    blocks = sympy.Integer(0)
-    for count, size in tensors:
-        blocks += count * sympy.Piecewise((block_bytes(size), sympy.Gt(size, SMALL_SIZE_BYTES)), (0, True))
-    return _round_up(small, SMALL_SEGMENT_BYTES) + _round_up(blocks, LARGE_SEGMENT_BYTES)
+    return _round_up(small, SMALL_SEGMENT_BYTES) + _round_up(pages, LARGE_SEGMENT_BYTES)
 
 
 def describe(rule: str) -> str:
