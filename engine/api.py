@@ -15,6 +15,7 @@ from engine.evaluation import Evaluation
 from engine.registry import fetch_hub_config, find, load_spec
 from engine.scenario import SCENARIO_SYMBOLS, Scenario
 from engine.spec import ModelSpec
+from formulas import allocator
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 if TYPE_CHECKING:  # imported where used: a cached estimate of a registry model reads no checkpoint, no Hub
@@ -28,6 +29,9 @@ class Estimate:
     model: "MemoryModel"  # a ModelOutline when the fast path answered (it builds the MemoryModel on demand)
     evaluation: Evaluation
     counts: dict[str, int]
+
+    def reserved_dict(self) -> dict:
+        return _reserved_dict(self.model, self.evaluation)
 
     def to_dict(self) -> dict:
         """The ``--json`` contract: model, inputs, parameters, total_bytes, terms (+ detail)."""
@@ -46,10 +50,22 @@ class Estimate:
             "peak_phase": ev.peak_phase,
             "host_terms": ev.host,
             "host_total_bytes": sum(ev.host.values()),
+            **self.reserved_dict(),
             "profile": self.model.profile,
             "sources": {name: self.model.source(name) for name in self.model.top_level},
             "warnings": context_warnings(self.model.inputs),
         }
+
+
+def _reserved_dict(model: MemoryModel, ev: Evaluation) -> dict:
+    """``reserved_bytes`` (max_memory_reserved) beside ``total_bytes`` where the profile models
+    the caching allocator, its rule and phase; the device memory outside both (CUDA context)."""
+    if not model.allocator:
+        return {}
+    return {"reserved_bytes": ev.reserved_bytes, "reserved_phase": ev.reserved_phase,
+            "reserved_rule": allocator.describe(model.allocator) + " (c10/cuda/CUDACachingAllocator.cpp)",
+            "outside_terms": ev.outside,
+            "outside_note": "device memory outside PyTorch's allocator: in neither total_bytes nor reserved_bytes"}
 
 
 def context_warnings(inputs: dict, solved: tuple[str, int] | None = None) -> list[str]:
@@ -107,6 +123,9 @@ class CheckpointEstimate:
     estimate: Estimate
     comparison: dict
     hint: str | None
+
+    def reserved_dict(self) -> dict:
+        return _reserved_dict(self.model, self.evaluation)
 
     def to_dict(self) -> dict:
         out = self.estimate.to_dict()

@@ -26,10 +26,34 @@ class Evaluation:
     peak_phase: str | None
     values: dict[str, int]
     host: dict[str, int] = field(default_factory=dict)
+    outside: dict[str, int] = field(default_factory=dict)  # device memory outside both counters
+    # max_memory_reserved per phase where the profile models the caching allocator
+    # (MemoryModel.allocator), computed on first use: solves and sweeps read only total_bytes
+    reserved_by_phase: Callable[[], dict[str, int]] | None = field(default=None, repr=False, compare=False)
+    _reserved_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _reserved(self) -> dict[str, int]:
+        if self.reserved_by_phase is None:
+            return {}
+        if "phases" not in self._reserved_cache:
+            self._reserved_cache["phases"] = self.reserved_by_phase()
+        return self._reserved_cache["phases"]
+
+    @property
+    def reserved_bytes(self) -> int | None:
+        """The caching allocator's reserve at its largest phase (None where not modelled)."""
+        reserved = self._reserved()
+        return max(reserved.values()) if reserved else None
+
+    @property
+    def reserved_phase(self) -> str | None:
+        reserved = self._reserved()
+        return max(reserved, key=reserved.get) if reserved else None
 
 
 def combine(terms: dict[str, int], top_level: list[str], phases: dict[str, tuple[str, ...]],
-            host: dict[str, int], values: dict[str, object]) -> Evaluation:
+            host: dict[str, int], values: dict[str, object], outside: dict[str, int] | None = None,
+            reserved: Callable[[], dict[str, int]] | None = None) -> Evaluation:
     """The Evaluation of rounded term bytes: phase sums and their peak, or the top-level sum
     (as ``MemoryModel.evaluate`` adds them)."""
     sums = {phase: sum(terms[n] for n in names) for phase, names in phases.items()}
@@ -40,7 +64,7 @@ def combine(terms: dict[str, int], top_level: list[str], phases: dict[str, tuple
         peak = None
         total = sum(terms[n] for n in top_level)
     given = {k: v for k, v in values.items() if v is not None}
-    return Evaluation(total, terms, sums, peak, given, host)
+    return Evaluation(total, terms, sums, peak, given, host, outside or {}, reserved)
 
 
 class ModelOutline:
@@ -57,6 +81,9 @@ class ModelOutline:
         self.term_names, self.host_names = term_names, host_names
         self.phases, self.descriptions, self.sources = phases, descriptions, sources
         self._rebuild, self._model = rebuild, None
+        # engine/fast.py stores no model with a caching-allocator rule or terms outside the
+        # allocator (their reserve is computed from the symbolic tensor list)
+        self.allocator, self.outside_terms = "", {}
 
     @property
     def top_level(self) -> list[str]:

@@ -200,6 +200,8 @@ def _store(folder, name, kind, model, real, evaluation, counts, scenario) -> boo
     from engine import exact
     from formulas.symbols import symbol
 
+    if model.allocator or model.outside_terms:  # the reserve is computed from the symbolic tensor list
+        return False  # (formulas/allocator.py): such profiles answer on the SymPy path
     arguments = tuple(symbol(n) for n in FREE) if kind == "free" else ()
     outputs = [model.pinned(e) for e in (*model.terms.values(), *model.host_terms.values())]
     try:

@@ -14,6 +14,7 @@ free variable of the result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
@@ -21,6 +22,7 @@ import sympy
 from engine.errors import InputError
 from engine.evaluation import Evaluation, combine  # noqa: F401 (Evaluation: re-exported)
 from engine.scenario import FREEABLE, FREEABLE_ALIASES  # --free: the knob table's freeable rows
+from formulas import allocator
 from formulas import symbols as S
 
 
@@ -62,6 +64,13 @@ class MemoryModel:
     # offloaded (host) terms. Set by the profile that builds the model.
     sources: dict[str, str] = field(default_factory=dict)
     profile: str = ""  # the profile that built it (engine/profiles/)
+    # the caching allocator (formulas/allocator.py): its rule ("native", "expandable"; "" where
+    # the profile does not model it) and the tensors terms are made of, as (count, bytes each)
+    # pairs; a term without a list, and without children that have one, is one tensor
+    allocator: str = ""
+    tensors: dict[str, tuple[tuple[sympy.Expr, sympy.Expr], ...]] = field(default_factory=dict)
+    # device memory outside PyTorch's allocator (the CUDA context): in neither total
+    outside_terms: dict[str, sympy.Expr] = field(default_factory=dict)
 
     def source(self, name: str) -> str:
         """The source of term ``name`` (a sub-term's is its parent's)."""
@@ -82,6 +91,24 @@ class MemoryModel:
 
     def phase_sums(self) -> dict[str, sympy.Expr]:
         return {phase: sympy.Add(*(self.terms[n] for n in names)) for phase, names in self.phases.items()}
+
+    def tensor_list(self, name: str) -> list[tuple[sympy.Expr, sympy.Expr]]:
+        """The (count, bytes each) tensors of term ``name``: its own list, else its children's
+        (where every child has one), else the term as one tensor."""
+        if name in self.tensors:
+            return list(self.tensors[name])
+        kids = self.children(name)
+        if kids and all(k in self.tensors or self.children(k) for k in kids):
+            return [pair for k in kids for pair in self.tensor_list(k)]
+        return [(sympy.Integer(1), self.terms[name])]
+
+    def reserved_tensors(self) -> dict[str, list[tuple[sympy.Expr, sympy.Expr]]]:
+        """Per phase, the (count, bytes each) tensors live in it, for the caching allocator's
+        rule (formulas/allocator.py); empty where the profile does not model the allocator."""
+        if not self.allocator:
+            return {}
+        phases = self.phases or {"total": tuple(self.top_level)}
+        return {phase: [p for n in names for p in self.tensor_list(n)] for phase, names in phases.items()}
 
     @property
     def total(self) -> sympy.Expr:
@@ -131,7 +158,18 @@ class MemoryModel:
         subs.update(self._symbol_values(values))
         terms = {name: to_bytes(expr.xreplace(subs), f"term {name!r}") for name, expr in self.terms.items()}
         host = {name: to_bytes(expr.xreplace(subs), f"host term {name!r}") for name, expr in self.host_terms.items()}
-        return combine(terms, self.top_level, self.phases, host, values)
+        outside = {name: to_bytes(expr.xreplace(subs), f"term {name!r}") for name, expr in self.outside_terms.items()}
+        reserved = (lambda: self._reserved_at(subs)) if self.allocator else None
+        return combine(terms, self.top_level, self.phases, host, values, outside, reserved)
+
+    def _reserved_at(self, subs: dict) -> dict[str, int]:
+        """Each phase's reserve (formulas/allocator.py) with ``subs`` substituted."""
+        def exact(value, phase: str) -> int:
+            value = value.xreplace(subs) if isinstance(value, sympy.Basic) else sympy.Rational(value)
+            return to_bytes(value, f"tensors of phase {phase!r}")
+
+        return {phase: allocator.reserved([(exact(n, phase), exact(x, phase)) for n, x in pairs], self.allocator)
+                for phase, pairs in self.reserved_tensors().items()}
 
     def with_free(self, *names: str) -> "MemoryModel":
         """A copy with the scenario knobs ``names`` (``tensor_parallel``, ``tp``, ``lora_rank``,

@@ -197,10 +197,12 @@ KNOBS: tuple[Knob, ...] = (
          metavar="NAMES", aliases=LORA_SPELLINGS),
     Knob("adapter_dtype", "--adapter-dtype", None, "LoRA adapter dtype  [default: --dtype]", "training", "dtype",
          choices=options.DTYPES[:3], allowed=DTYPE_NAMES, aliases=DTYPE_SPELLINGS),
-    Knob("torch_compile", "--compile", False, "torch.compile each layer and the chunked loss (torchtune).", "training", "switch"),
+    Knob("torch_compile", "--compile", False, "torch.compile each layer (torchtune, torchtitan) and the chunked loss (torchtune).", "training", "switch"),
     Knob("loss_chunks", "--loss-chunks", None, "Chunked cross-entropy in N chunks (torchtune: 8).", "training", "count"),
     Knob("optimizer_in_backward", "--optimizer-in-backward", False, "Step and free each gradient in backward.", "training", "switch"),
     Knob("activation_offload", "--activation-offload", False, "Saved activations to CPU (needs --recompute full).", "training", "switch"),
+    Knob("optimizer_impl", "--optimizer-impl", None, "torch.optim AdamW's kernel: fused or foreach  [default: "
+         "torchtune fused (its configs)]", "training", choices=("fused", "foreach"), allowed=(None, "fused", "foreach")),
     Knob("tp", "--tp", 1, "Tensor-parallel degree.", "parallelism", "count", symbol="tensor_parallel",
          freeable=True),
     Knob("pp", "--pp", 1, "Pipeline-parallel degree.", "parallelism", "count", symbol="pipeline_parallel",
@@ -316,6 +318,7 @@ class Scenario:
     loss_chunks: int | None = None  # chunked cross-entropy (torchtune CEWithChunkedOutputLoss: 8)
     optimizer_in_backward: bool = False  # optimizer step fused into backward, one parameter at a time
     activation_offload: bool = False  # saved activations moved to CPU (torchtune OffloadActivations)
+    optimizer_impl: str | None = None  # torch.optim AdamW's fused=True / foreach=True (None: the profile's default)
 
     def __post_init__(self):
         for k in KNOBS:

@@ -49,7 +49,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "engine.serving_solve", "engine.fast_solve", "engine"),
     ("engine.render", "engine.numeric", "engine.sweep", "engine.plot", "engine.html"),
     # engine.cli_options: click options generated from the knob table, sectioned --help
-    ("engine.report", "engine.cli_options"),
+    ("engine.report_serving", "engine.report", "engine.cli_options"),
     ("cli",),
 )
 # (module, function, imported module): the one import allowed to point right

@@ -126,14 +126,23 @@ def _tt(model="llama-3.1-8b", **knobs):
 
 
 def test_optimizer_in_backward_has_no_full_gradient_buffer():
-    full = _tt().evaluate()
-    fused = _tt(optimizer_in_backward=True).evaluate()
+    full = _tt(optimizer_impl="foreach").evaluate()
+    fused = _tt(optimizer_in_backward=True, optimizer_impl="foreach").evaluate()
     parameters = 8_030_261_248
     assert full.terms["gradients"] == 2 * parameters
     # one parameter's gradient at a time: the largest is the 128256 x 4096 embedding (or head)
     assert fused.terms["gradients"] == 2 * 128_256 * 4096
     assert fused.terms["optimizer_temporaries"] == 2 * 128_256 * 4096
     assert "optimizer_step" in fused.phases and fused.total_bytes < full.total_bytes
+
+
+def test_torchtunes_configs_fused_adamw_makes_no_step_temporaries():
+    """torchtune's configs set ``fused: True`` (the profile's default); a bare torch.optim.AdamW
+    on CUDA is foreach (``--optimizer-impl foreach``): one parameter-sized intermediate."""
+    parameters = 8_030_261_248
+    assert _tt().evaluate().terms["optimizer_temporaries"] == 0
+    assert _tt(optimizer_impl="foreach").evaluate().terms["optimizer_temporaries"] == 2 * parameters
+    assert _tt(optimizer="adamw8bit", optimizer_impl="foreach").evaluate().terms["optimizer_temporaries"] == 0
 
 
 def test_bitsandbytes_8bit_state_bytes():
@@ -273,7 +282,7 @@ def test_cpu_measured_chunked_loss_and_optimizer_in_backward():
     for row in doc["rows"]:
         scenario = Scenario(mode="training", profile="torchtune", batch_size=row["batch_size"],
                             seq_len=row["seq_len"], loss_chunks=row["loss_chunks"],
-                            optimizer_in_backward=row["optimizer_in_backward"])
+                            optimizer_in_backward=row["optimizer_in_backward"], optimizer_impl="foreach")
         measured = row["peak_bytes"] - row["buffer_bytes"]
         gaps.append((build(spec, scenario).evaluate().total_bytes - measured) / measured)
     assert all(abs(gap) < 0.04 for gap in gaps), gaps

@@ -4,7 +4,7 @@ CP, per-op selective and full activation checkpointing, float8 linears.
 Per GPU of the first pipeline stage (:mod:`formulas.frameworks.torchtitan`):
 
 - ``weights``, ``gradients``, ``optimizer``: fp32 parameters, their fp32 gradients and the
-  AdamW moments, sharded over the FSDP degree ``N_d`` (``fully_shard`` per block, the
+  AdamW moments, sharded over the FSDP mesh ``N_d N_c`` (``fully_shard`` per block, the
   embedding, norm + output);
 - ``fsdp_gathered``: bf16 unsharded parameters alive at the start of backward: without PP the
   last block and the prefetched one, and ``[norm, lm_head]`` (never resharded after forward);
@@ -132,7 +132,8 @@ def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     in_flight = sympy.Integer(1)
     if scenario.pp > 1:
         in_flight = par.pipeline_in_flight() if scenario.vpp is not None else S.pipeline_parallel
-    parts = {"activations/layers": F.block_saved(scenario.recompute) * tokens * layers * in_flight,
+    saved = F.block_saved(scenario.recompute, scenario.torch_compile)
+    parts = {"activations/layers": saved * tokens * layers * in_flight,
              "activations/input_ids": 8 * F.tokens() / S.context_parallel * in_flight}
     if scenario.recompute == "full":  # backward rebuilds one block
         parts["activations/recomputed"] = F.block_saved("none") * tokens
@@ -154,7 +155,10 @@ def _head_backward(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
 
 def _state(spec: ModelSpec, scenario: Scenario) -> tuple[dict[str, sympy.Expr], dict[str, sympy.Expr]]:
     tensors, fraction = _stage_tensors(spec, scenario)
-    trained, shard = _count(tensors, fraction), S.data_parallel
+    # FSDP shards over dp_shard x cp: the "fsdp" mesh is dp_shard * cp wide
+    # (distributed/parallel_dims.py ParallelDims, expected_sizes["fsdp"]; models/llama3/parallelize.py
+    # resolve_fsdp_mesh); CP ranks hold different tokens of the same sequences
+    trained, shard = _count(tensors, fraction), S.data_parallel * S.context_parallel
     block = _count(tensors, 1 / S.num_hidden_layers, per_layer=True)
     built = {
         "weights": F.fsdp_parameter_shard(trained, shard),
@@ -184,6 +188,7 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
         phases["head_backward"] = [*held, "fsdp_gathered", "activations", "fsdp_head_backward"]
     sums = [sympy.Add(*(built[n] for n in names)) for names in phases.values()]
     built.update(terms.overhead_terms(sympy.Max(*sums)))
+    built["overhead"] -= built.pop("overhead/reserve")  # the CUDA context: outside both totals
     parameters, active = terms.counts(spec)
     sources = {name: SOURCES.get(name, terms.SOURCES.get(name, "")) for name in built if "/" not in name}
     return MemoryModel(
@@ -191,7 +196,8 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
         phases={name: (*names, "overhead") for name, names in phases.items()},
         descriptions={**terms.DESCRIPTIONS, **DESCRIPTIONS}, inputs=terms.inputs(spec, scenario),
         parameters=parameters, active_parameters=active, host_terms=host,
-        sources={**sources, "host_terms": SOURCES["host_terms"]},
+        sources={**sources, "host_terms": SOURCES["host_terms"], "outside_terms": SOURCES["outside_terms"]},
+        allocator="expandable", outside_terms={"cuda_context": S.reserve_bytes},
     )
 
 
@@ -217,6 +223,9 @@ SOURCES = {
     "activations": "what torchtitan's Llama-3 block saves per op (models/llama3/model.py; SelectiveAC "
                    "and FullAC in distributed/activation_checkpoint.py; loss: components/loss.py "
                    "cross_entropy_loss); first stage of _generate_llm_fqn_per_model_part, 2026",
+    "outside_terms": "the user's --reserve: the CUDA context, outside the caching allocator's counters; torchtitan "
+                     "runs with PYTORCH_ALLOC_CONF=expandable_segments:True (run_train.sh), whose rule "
+                     "c10/cuda/CUDACachingAllocator.cpp Note [Expandable Segments] gives reserved_bytes",
     "host_terms": "FSDP2 CPUOffloadPolicy (training.enable_cpu_offload); ZeRO-Offload, Ren et al. 2021, "
                   "arXiv:2101.06840",
 }
@@ -232,7 +241,7 @@ DESCRIPTIONS = {
 
 KNOBS = frozenset({"batch_size", "seq_len", "dtype", "attention", "recompute", "optimizer", "precision",
                    "reserve_bytes", "tp", "pp", "dp", "cp", "vpp", "sequence_parallel", "zero", "offload",
-                   "float8", "float8_all_gather", "allocator_fraction", "comm_buffer_bytes"})
+                   "float8", "float8_all_gather", "allocator_fraction", "comm_buffer_bytes", "torch_compile"})
 
 PROFILE = Profile(
     name="torchtitan",

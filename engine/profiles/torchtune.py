@@ -43,6 +43,9 @@ from formulas.frameworks.transformers import tied_embedding_gradient_sum
 FAMILIES = ("llama", "qwen2", "mistral")  # torchtune builders with this layer (no q/k norm)
 OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum", "adamw8bit", "paged-adamw8bit", "paged-adamw")
 TORCH_FOREACH = ("adamw", "adam")  # torch.optim: one P-sized intermediate (see F.foreach_temporaries)
+# torchtune's configs build torch.optim.AdamW with ``fused: True`` (recipes/configs/llama3_2/3B_full.yaml,
+# 3B_lora_single_device.yaml, llama3_1/8B_lora_single_device.yaml, ... at 1814feb17): no step temporaries.
+DEFAULT_IMPL = "fused"
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
 
 
@@ -112,14 +115,55 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
         built.update(_fsdp_unsharded(spec, scenario, trained))
     if scenario.offload == "both":
         host.update(_cpu_offload(built))
-    built["overhead"] = overhead.reserve()
     parameters, active = shared.counts(spec)
     return MemoryModel(
         name=spec.name, mode="training", terms=built, facts=_facts(spec, scenario), phases=_phases(built),
         descriptions={**shared.DESCRIPTIONS, **DESCRIPTIONS}, inputs=_inputs(spec, scenario),
         parameters=parameters, active_parameters=active, host_terms=host,
-        sources={name: SOURCES[name] for name in built if "/" not in name} | {"host_terms": HOST_SOURCE},
+        sources={name: SOURCES[name] for name in built if "/" not in name}
+        | {"host_terms": HOST_SOURCE, "outside_terms": CONTEXT_SOURCE},
+        allocator="native", tensors=_tensors(spec, scenario, trained, built),
+        outside_terms={"cuda_context": overhead.reserve()},
     )
+
+
+def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor], built: dict[str, sympy.Expr]):
+    """The tensors the large terms are made of, for the caching allocator's rounding
+    (formulas/allocator.py): one per parameter (FSDP2 keeps one local shard per parameter:
+    torch/distributed/fsdp/_fully_shard/_fsdp_param.py FSDPParam), gradient and AdamW moment,
+    and per layer what it saves; the rest, one tensor per term."""
+    share, lora = _shard(scenario), scenario.lora_rank is not None
+    quant = shared.weight_format(spec, scenario)
+    weights = shared.first_stage(architecture.parameter_tensors(spec) + architecture.buffer_tensors(spec), scenario)
+    width = S.adapter_bytes if lora else S.weight_bytes
+    per_tensor = [(t.count, t.rows * t.cols * share) for t in trained]
+    listed = {"weights": tuple((t.count, quant.tensor_bytes(t) / t.count * share) for t in weights)}
+    if lora:
+        listed["adapters"] = tuple((n, e * width) for n, e in per_tensor)
+    largest = [(1, built["gradients"] / S.gradient_bytes)] if scenario.optimizer_in_backward else per_tensor
+    listed["gradients"] = tuple((n, e * S.gradient_bytes) for n, e in largest)
+    if _foreach(scenario):
+        listed["optimizer_temporaries"] = tuple((n, e * width) for n, e in largest)
+    if scenario.optimizer not in ("adamw8bit", "paged-adamw8bit", *O.PAGED_OPTIMIZERS):
+        copies = STATE_COPIES.get(scenario.optimizer, 2)
+        listed["optimizer"] = tuple((copies * n, e * S.optimizer_bytes / copies) for n, e in per_tensor if copies)
+    saved = [(S.num_hidden_layers * n, x) for n, x in F.layer_saved_tensors(scenario.torch_compile)]
+    layer_input = S.activation_bytes * S.batch_size * S.seq_len * S.hidden_size
+    if scenario.recompute != "full":
+        listed["activations/layers"] = tuple(saved)
+    else:
+        stashed = built["activations/layers"] / layer_input  # L inputs, or the offload stash's min(5, L)
+        listed["activations/layers"] = ((stashed, layer_input),)
+        listed["recompute"] = (*F.layer_saved_tensors(scenario.torch_compile), (2, layer_input))
+    chunks = scenario.loss_chunks
+    if chunks is not None:
+        for name in ("activations/loss", "loss_forward"):
+            listed[name] = ((chunks, built[name] / chunks),)
+    if "tied_gradient_sum" in built:
+        listed["tied_gradient_sum"] = ((2, built["tied_gradient_sum"] / 2),)
+    if "head_backward" in built:
+        listed["head_backward"] = F.chunked_head_backward_tensors(chunks)
+    return listed
 
 
 def _shard(scenario: Scenario) -> sympy.Expr:
@@ -142,7 +186,7 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
     terms = {
         "gradients": stepped * S.gradient_bytes,
         "optimizer": device,
-        "optimizer_temporaries": (F.foreach_temporaries(stepped, width) if scenario.optimizer in TORCH_FOREACH
+        "optimizer_temporaries": (F.foreach_temporaries(stepped, width) if _foreach(scenario)
                                   else sympy.Integer(0)),
     }
     if scenario.lora_rank is None:  # the output weight's gradient, alive through the layers' backward
@@ -150,6 +194,12 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
     if scenario.lora_rank is None and spec.tie_word_embeddings:
         terms["tied_gradient_sum"] = tied_embedding_gradient_sum() * _shard(scenario)
     return terms, ({"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {})
+
+
+def _foreach(scenario: Scenario) -> bool:
+    """torch.optim's multi-tensor step (``foreach=True``, torch's CUDA default), not torchtune's
+    configs' ``fused: True`` (``_fused_adamw_`` updates in place)."""
+    return scenario.optimizer in TORCH_FOREACH and (scenario.optimizer_impl or DEFAULT_IMPL) == "foreach"
 
 
 def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict[str, sympy.Expr]:
@@ -170,6 +220,8 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
     built = {"activations": sympy.Add(*parts.values()), **parts}
     built["loss_forward"] = F.loss_forward(chunks, compiled)
     built["loss_gradients"] = F.loss_gradients(chunks, compiled)
+    if chunks is not None and chunks >= 2 and scenario.lora_rank is None:
+        built["head_backward"] = F.chunked_head_backward(chunks)
     if checkpointing:
         built["recompute"] = F.layer_saved(compiled) + F.recompute_backward()
     return built
@@ -225,13 +277,15 @@ def _phases(built: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
     tied = ("tied_gradient_sum",) if "tied_gradient_sum" in built else ()
     # FSDP2: a layer's unsharded gradients exist in backward, before their reduce-scatter
     reduced = ("zero3_gathered/gradients",) if "zero3_gathered/gradients" in built else ()
-    phases = {"loss_forward": (*held, "activations/layers", "activations/head", "loss_forward", "overhead"),
-              "loss_backward": (*held, "activations", "loss_gradients", "overhead")}
+    phases = {"loss_forward": (*held, "activations/layers", "activations/head", "loss_forward"),
+              "loss_backward": (*held, "activations", "loss_gradients")}
+    if "head_backward" in built:  # the chunked output projection's weight gradients summed
+        phases["head_backward"] = (*held, "activations/layers", "activations/head", "head_backward")
     if "recompute" in built:
         head = ("head_gradient",) if "head_gradient" in built else ()
-        phases["recompute"] = (*held, "activations/layers", "recompute", *head, *reduced, "overhead")
-    phases["backward_end"] = (*held, "gradients", *tied, *reduced, "overhead")
-    phases["optimizer_step"] = (*held, "gradients", "optimizer_temporaries", "overhead")
+        phases["recompute"] = (*held, "activations/layers", "recompute", *head, *reduced)
+    phases["backward_end"] = (*held, "gradients", *tied, *reduced)
+    phases["optimizer_step"] = (*held, "gradients", "optimizer_temporaries")
     return phases
 
 
@@ -281,6 +335,7 @@ DESCRIPTIONS: dict[str, str] = {
     "loss_gradients": "start of backward: the loss's gradients (one chunk's when chunked)",
     "recompute": "checkpointing: one layer recomputed, its gradients in and out",
     "head_gradient": "the output projection's weight gradient during the layers' backward",
+    "head_backward": "chunked loss: the output weight's chunk gradients summed, the later chunks' logits alive",
     "tied_gradient_sum": "tied embeddings: dense embedding gradient and its sum with the output's",
     "optimizer_temporaries": "torch.optim foreach step: one intermediate the size of what it steps",
     "optimizer_paged": "bitsandbytes paged state (CUDA unified memory, outside max_memory_allocated)",
@@ -310,6 +365,9 @@ SOURCES: dict[str, str] = {
                       "optimize_scatter_upon_const_tensor)",
     "recompute": "torch/utils/checkpoint.py (non-reentrant), torchtune training/_activation_checkpointing.py "
                  "set_activation_checkpointing",
+    "head_backward": "torchtune modules/transformer.py TransformerDecoder.chunked_output (one output matmul per "
+                     "chunk); torch/csrc/autograd/input_buffer.cpp InputBuffer::accumulate (the chunks' weight "
+                     "gradients summed before AccumulateGrad), measured on CPU by tools/measure/torchtune_peaks.py (2026)",
     "head_gradient": "torch autograd: the output Linear's weight gradient (tied: waiting in the input buffer of "
                      "the embedding's AccumulateGrad, torch/csrc/autograd/input_buffer.cpp)",
     "tied_gradient_sum": "torch autograd input_buffer.cpp: the tied weight's two gradients summed out of place "
@@ -317,8 +375,10 @@ SOURCES: dict[str, str] = {
     "zero3_gathered": "FSDP2 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py FSDPParamGroup.unshard and "
                       "post_backward, _fully_shard.py fully_shard (lazy_init sets the root's reshard_after_forward False) "
                       "(torchtune training/_distributed.py shard_model)",
-    "overhead": shared.SOURCES["overhead"],
 }
+CONTEXT_SOURCE = ("the user's --reserve: the CUDA context and runtime, device memory outside PyTorch's caching "
+                  "allocator (CUDA C Programming Guide, 'Initialization'; c10/cuda/CUDACachingAllocator.cpp "
+                  "counts only its own segments in reserved_bytes)")
 HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314, sec. 3; bitsandbytes/functional.py "
                "get_paged (cudaMallocManaged, outside torch's caching allocator); "
                "torchtune training/_activation_offloading.py OffloadActivations.pack_tensor (pinned CPU copies); "
@@ -327,7 +387,7 @@ HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314
 KNOBS = frozenset({
     "batch_size", "seq_len", "dtype", "weight_quant", "recompute", "optimizer", "precision", "reserve_bytes",
     "dp", "zero", "offload", "lora_rank", "lora_targets", "adapter_dtype", "torch_compile", "loss_chunks",
-    "optimizer_in_backward", "activation_offload",
+    "optimizer_in_backward", "activation_offload", "optimizer_impl",
 })
 
 PROFILE = Profile(

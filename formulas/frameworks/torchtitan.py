@@ -43,7 +43,7 @@ LAST_STAGE_LESS_LAYERS = 1
 AC_MODES = ("none", "op", "full")
 
 
-def block_saved(recompute: str) -> sympy.Expr:
+def block_saved(recompute: str, compiled: bool = False) -> sympy.Expr:
     """Bytes per token one Llama-3 block keeps for backward.
 
     ``none``: both RMSNorms' inputs (``beta_a h``) and fp32 ``rstd`` (4), their outputs (the
@@ -56,6 +56,13 @@ def block_saved(recompute: str) -> sympy.Expr:
     ``beta_a (2 h + 2 a d + a_kv d + f) + 4 a``.
 
     ``full`` (``FullAC``): the block's input ``beta_a h``.
+
+    ``compiled`` (``compile.enable``: ``distributed/compile.py`` ``apply_compile`` compiles
+    each TransformerBlock, ``fullgraph=True``): without AC inductor's min-cut partitioner
+    (torch/_functorch/partitioners.py ``min_cut_rematerialization_partition``) recomputes the
+    SwiGLU product in backward, ``beta_a f`` fewer (the partition torch 2.13 makes of a Llama
+    layer, tests/fixtures/compile_saved_cpu.json); under ``op`` and ``full`` the policy's
+    ``MUST_SAVE`` / ``PREFER_RECOMPUTE`` marks decide the partition, so nothing changes.
     """
     h, f, q, kv = hidden_size, intermediate_size, num_attention_heads * head_dim, num_key_value_heads * head_dim
     lse = FP32_BYTES * num_attention_heads
@@ -64,7 +71,8 @@ def block_saved(recompute: str) -> sympy.Expr:
     if recompute == "op":
         return activation_bytes * (2 * h + 2 * q + kv + f) + lse
     if recompute == "none":
-        return activation_bytes * (2 * h + 2 * h + 2 * q + 2 * kv + 4 * f) + 2 * FP32_BYTES + lse
+        swiglu = (3 if compiled else 4) * f
+        return activation_bytes * (2 * h + 2 * h + 2 * q + 2 * kv + swiglu) + 2 * FP32_BYTES + lse
     raise ValueError(f"unknown recompute mode {recompute!r}; torchtitan has {', '.join(AC_MODES)}")
 
 

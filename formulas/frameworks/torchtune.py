@@ -78,6 +78,17 @@ def layer_saved(compiled: bool) -> sympy.Expr:
     return norms + attention + 4 * beta * bs * f
 
 
+def layer_saved_tensors(compiled: bool) -> list[tuple[sympy.Expr, sympy.Expr]]:
+    """:func:`layer_saved` as the tensors it is made of, ``(count, bytes each)``, for the
+    caching allocator (formulas/allocator.py); the bytes sum to :func:`layer_saved`."""
+    bs = b * s
+    attention = [(4, beta * bs * a * d), (1, FLOAT32_BYTES * b * a * s)]
+    if compiled:
+        return [(4, beta * bs * h), (2, FLOAT32_BYTES * bs), *attention, (3, beta * bs * f)]
+    norm = [(1, FLOAT32_BYTES * bs * h), (1, FLOAT32_BYTES * bs), (1, beta * bs * h), (1, beta * bs * h)]
+    return [*norm, *norm, *attention, (4, beta * bs * f)]
+
+
 def checkpointed_layer_saved() -> sympy.Expr:
     """``enable_activation_checkpointing``: training.set_activation_checkpointing wraps every
     layer in ``checkpoint_wrapper`` (non-reentrant ``torch.utils.checkpoint``), which keeps
@@ -159,6 +170,31 @@ def loss_gradients(chunks: int | None, compiled: bool) -> sympy.Expr:
         return 2 * FLOAT32_BYTES * b * s * V
     chunk = b * s * V / chunks
     return beta * chunk if compiled else 2 * FLOAT32_BYTES * chunk
+
+
+def chunked_head_backward(chunks: int) -> sympy.Expr:
+    """The chunked output projection's backward, beside the layers' and head's saved tensors.
+
+    ``chunked_output`` runs one ``output`` matmul per chunk, made in the model's forward, so
+    before every loss node: autograd's ready queue runs the later-made nodes first
+    (torch/csrc/autograd/engine.cpp ReadyQueue, by sequence number), so every chunk's loss
+    backward runs (freeing its saved logits) before the first matmul's, leaving each chunk's
+    logits gradient in ``beta`` (``beta b s V / n``). The output weight then gets one ``V x h``
+    gradient per chunk, summed in the input buffer of its AccumulateGrad before ``.grad`` or
+    the optimizer-in-backward hook sees them (torch/csrc/autograd/input_buffer.cpp
+    InputBuffer::accumulate, out of place for the transposed matmul gradient): the waiting sum,
+    the new gradient and their sum, ``3 beta V h``. The largest moment is the second sum: the
+    ``n - 2`` chunks not yet reached keep their logits' gradients, and the two done their ``h``
+    gradients (``beta b s h / n`` each) until the chunks' are concatenated. Measured on CPU
+    (tools/measure/torchtune_peaks.py, chunked with the optimizer in backward: within 8 KiB).
+    """
+    waiting = beta * b * s * V * sympy.Rational(chunks - 2, chunks)
+    return waiting + 3 * beta * V * h + 2 * beta * b * s * h / chunks
+
+
+def chunked_head_backward_tensors(chunks: int) -> tuple[tuple[sympy.Expr, sympy.Expr], ...]:
+    """:func:`chunked_head_backward` as its tensors, ``(count, bytes each)``."""
+    return ((3, beta * V * h), (chunks - 2, beta * b * s * V / chunks), (2, beta * b * s * h / chunks))
 
 
 # --- optimizer --------------------------------------------------------------------------
