@@ -23,7 +23,7 @@ from engine.scenario import Scenario
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "hf_peaks_cpu.json"
 DATA = json.loads(FIXTURE.read_text())
-MODELLED = ("amp", "lora", "qlora")
+MODELLED = ("amp", "lora", "qlora", "sliding")
 POINTS = [p for p in DATA["points"] if p["mechanism"] in MODELLED]
 AIM = Fraction(3, 100)
 MEASURED_PHASE = {"loss_backward": "backward", "head_backward": "backward", "recompute": "backward",
@@ -154,3 +154,23 @@ def test_lora_trains_only_adapters_in_fp32_by_default():
     full = build(spec, Scenario(mode="training")).evaluate()
     # each fp32 adapter saves its own fp32 copy of its input: more than full training's shared bf16 inputs
     assert bf16.terms["activations"] < full.terms["activations"] < ev.terms["activations"]
+
+
+def test_sliding_window_mask_appears_at_the_window():
+    """Mistral under sdpa: no mask (is_causal) below the 4096-token window; from it on, the
+    repeated k/v and the converted mask every layer saves (masking_utils._ignore_causal_mask_sdpa)."""
+    from engine.errors import InputError
+
+    spec = load_spec("mistral-7b-v0.1")
+
+    def layers(s, attention="sdpa"):
+        scenario = Scenario(mode="training", seq_len=s, attention=attention)
+        return build(spec, scenario).evaluate().terms["activations/layers"]
+
+    below, at = layers(4095), layers(4096)
+    per_token = Fraction(below, 4095)
+    h, a, a_kv, d, L = 4096, 32, 8, 128, 32
+    assert at - per_token * 4096 == L * (2 * 2 * 4096 * (a - a_kv) * d + 2 * 4096**2)
+    assert layers(4096, "eager") - Fraction(layers(4095, "eager"), 1) < at - below  # eager saves no mask
+    with pytest.raises(InputError, match="sliding-window prefill"):
+        build(spec, Scenario(profile="transformers"))

@@ -40,7 +40,7 @@ from formulas import symbols as S
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 # model_type values whose decoder layer is the Llama layout the profile's formulas read.
-FAMILIES = ("llama", "qwen2", "qwen3")
+FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
 # optimizer -> moments kept per parameter, in the parameters' dtype (torch.optim)
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
 # bitsandbytes optimizers (Trainer's optim="adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
@@ -58,7 +58,13 @@ KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "attentio
 
 def _modelled(group: LayerGroup) -> bool:
     """The one layer kind the profile's formulas describe: full attention, gated dense MLP."""
-    return group.mixer == "attention" and group.mlp == "dense" and group.mlp_args.get("gated", True)
+    return (group.mixer in ("attention", "sliding_attention") and group.mlp == "dense"
+            and group.mlp_args.get("gated", True))
+
+
+def _sliding(spec: ModelSpec, scenario: Scenario) -> bool:
+    """Sliding-window layers under sdpa (Mistral): their mask once ``s`` reaches the window."""
+    return scenario.attention != "eager" and any(g.mixer == "sliding_attention" for g in spec.layers)
 
 
 def _qk_norm(spec: ModelSpec) -> bool:
@@ -70,8 +76,11 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
     """Refuse what the profile's formulas do not describe, naming the value."""
     if spec.model_type not in FAMILIES or not all(_modelled(group) for group in spec.layers):
         raise InputError(f"--profile transformers: model_type {spec.model_type!r} ({spec.architecture}) is not "
-                         f"modelled; it covers dense {', '.join(FAMILIES)} decoders without sliding window "
+                         f"modelled; it covers dense {', '.join(FAMILIES)} decoders (no MoE or MLA) "
                          "(--profile megatron models any layout with Megatron-LM's kernels)")
+    if scenario.mode == "inference" and any(g.mixer == "sliding_attention" for g in spec.layers):
+        raise InputError(f"--profile transformers: the sliding-window prefill of {spec.name} is not modelled "
+                         "(training is); use --profile megatron or vllm")
     if scenario.mode == "inference" and (scenario.weight_quant or "none") != "none":
         raise InputError(f"--profile transformers: --weight-quant {scenario.weight_quant} is not modelled for "
                          "inference (the profile's prefill is measured on unquantized weights)")
@@ -254,10 +263,12 @@ def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -
     """Full training: what the forward saves, the loss's and lm_head's gradients, the recomputed layer."""
     eager, upcast, amp, qk = scenario.attention == "eager", _upcast(scenario), _amp(scenario), _qk_norm(spec)
     checkpointing = scenario.recompute == "full"
+    sliding = _sliding(spec, scenario)
     if checkpointing:
         layers = S.num_hidden_layers * F.checkpointed_layer_saved(amp) + F.checkpoint_shared_inputs(eager, amp)
+        layers += F.sliding_checkpoint_mask() if sliding else 0
     else:
-        layers = S.num_hidden_layers * F.layer_saved(eager, upcast, qk, amp)
+        layers = S.num_hidden_layers * (F.layer_saved(eager, upcast, qk, amp) + (F.sliding_sdpa_saved() if sliding else 0))
     saved = {"activations/layers": layers, "activations/head": F.head_saved(amp),
              "activations/rope": F.rope_tables(amp), "activations/loss": F.loss_saved()}
     every, per_layer = _linear_count(tensors)
@@ -267,7 +278,7 @@ def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -
     terms = {"activations": sympy.Add(*saved.values()), **saved,
              "loss_gradients": F.loss_gradients(), "head_gradients": F.head_gradients()}
     if checkpointing:
-        terms["recompute"] = F.recompute(eager, upcast, qk, amp)
+        terms["recompute"] = F.recompute(eager, upcast, qk, amp) + (F.sliding_sdpa_saved() if sliding else 0)
         if amp:  # the recomputed layer casts its weights again
             terms["recompute"] += F.autocast_weight_copies(per_layer)
     return terms
@@ -282,8 +293,11 @@ def _lora_saved(spec: ModelSpec, scenario: Scenario, targets: list[P.WeightTenso
     per_layer = {peft.module_name(t): t.cols for t in targets if t.count != 1}
     head = {peft.module_name(t): t.cols for t in targets if t.count == 1}
     layer = FP.base_layer_saved(eager, upcast, qk) + FP.adapter_saved(per_layer, cast, unshared)
+    sliding = _sliding(spec, scenario)
+    layer += F.sliding_sdpa_saved() if sliding else 0
     if scenario.recompute == "full":
         layers = S.num_hidden_layers * F.checkpointed_layer_saved() + F.checkpoint_shared_inputs(eager)
+        layers += F.sliding_checkpoint_mask() if sliding else 0
     else:
         layers = S.num_hidden_layers * layer - FP.first_layer_unsaved(qk, frozenset(per_layer))
     saved = {"activations/layers": layers, "activations/head": FP.head_saved() + FP.adapter_saved(head, cast, unshared),

@@ -45,6 +45,7 @@ from formulas.symbols import (
     num_hidden_layers,
     num_key_value_heads,
     seq_len,
+    sliding_window,
     vocab_size,
     weight_bytes,
 )
@@ -305,3 +306,31 @@ def prefill_logits(positions: str) -> sympy.Expr:
     every position, ``1`` the last, as ``generate`` asks): ``beta_a b (s h + k V)``."""
     kept = s if positions == "all" else 1
     return beta * b * (s * h + kept * V)
+
+
+# --- sliding-window attention (Mistral) -------------------------------------------------------
+
+BOOL_BYTES = 1  # torch.bool: the mask masking_utils.sdpa_mask builds
+
+
+def sliding_window_masked() -> sympy.Expr:
+    """True once the sequence reaches the window: ``masking_utils._ignore_causal_mask_sdpa``
+    skips the mask (sdpa runs ``is_causal``) only while ``kv_length < sliding_window``."""
+    return sympy.GreaterThan(s, sliding_window)
+
+
+def sliding_sdpa_saved() -> sympy.Expr:
+    """sdpa past the window, per layer, beyond :func:`attention_saved`: with a mask
+    ``integrations/sdpa_attention.py use_gqa_in_sdpa`` is false, so ``repeat_kv`` copies k
+    and v to every query head and sdpa saves the copies (``2 beta_a b s (a - a_kv) d`` more),
+    and the CPU flash kernel saves the bool mask converted to the query's dtype
+    (``beta_a b s^2``). Eager attention adds its mask without saving it."""
+    extra = 2 * beta * b * s * (a - a_kv) * d + beta * b * s**2
+    return sympy.Piecewise((extra, sliding_window_masked()), (0, True))
+
+
+def sliding_checkpoint_mask() -> sympy.Expr:
+    """Checkpointing past the window (sdpa): the bool mask, an argument every checkpointed
+    layer keeps for its recomputation. sdpa_mask builds it ``(1, 1, s, s)`` by broadcasting
+    and ``expand``s it to the batch (a view): ``s^2``."""
+    return sympy.Piecewise((BOOL_BYTES * s**2, sliding_window_masked()), (0, True))

@@ -17,7 +17,10 @@ Writes tests/fixtures/hf_peaks_cpu.json in peaks.py's format, each point with it
 ``mechanism`` (and ``lora_rank``). Needs torch==2.13.0 (CPU), transformers==5.24.0,
 accelerate and peft (``pip install peft``).
 
-Usage: ``python tools/measure/hf_peaks.py [--stdout] [--only amp|lora]``
+* ``sliding``: a Mistral-shaped model (window 128) past and within its window.
+
+Usage: ``python tools/measure/hf_peaks.py [--stdout] [--only amp|lora|qlora|sliding]`` (``--only``
+keeps the fixture's other points)
 """
 from __future__ import annotations
 
@@ -33,6 +36,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peaks  # noqa: E402
 
 OUT = os.path.join(peaks.ROOT, "tests", "fixtures", "hf_peaks_cpu.json")
+# A sliding-window family: the registry's Mistral-7B-v0.1 config shrunk as peaks.py's models,
+# its 4096-token window shrunk to 128 so that the runs pass it.
+peaks.MODELS["mistral-tiny"] = ("mistral-7b-v0.1", dict(
+    hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+    head_dim=32, vocab_size=16384, sliding_window=128))
 LORA_RANK = 8
 SHAPES = ((1, 256), (2, 128))
 
@@ -75,6 +83,11 @@ def _points() -> list[dict]:
         for gc in (False, True):
             points.append(dict(eager, attention="sdpa", mechanism="qlora", lora_rank=LORA_RANK,
                                gradient_checkpointing=gc))
+    for attention in ("sdpa", "eager"):
+        for (b, s, gc) in ((1, 256, False), (2, 192, False), (2, 64, False), (1, 256, True), (2, 128, True)):
+            points.append(dict(model="mistral-tiny", mode="training", batch_size=b, seq_len=s,
+                               gradient_checkpointing=gc, foreach=False, attention=attention, dtype="bfloat16",
+                               mechanism="sliding"))
     return points
 
 
@@ -141,7 +154,7 @@ def measure_training(point: dict) -> dict:
         model.gradient_checkpointing_enable()  # transformers 5.24: use_reentrant=False
     if mechanism == "amp":
         _amp(model, point["dtype"])
-    else:
+    elif mechanism in ("lora", "qlora"):
         model = _lora(model, point)
     torch.manual_seed(peaks.SEED)
     ids = torch.randint(0, config["vocab_size"], (point["batch_size"], point["seq_len"]))
@@ -169,17 +182,23 @@ def main(argv=None) -> int:
     import peft
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("amp", "lora", "qlora"))
+    parser.add_argument("--only", choices=("amp", "lora", "qlora", "sliding"))
     parser.add_argument("--stdout", action="store_true")
     args = parser.parse_args(argv)
     points = [p for p in _points() if args.only in (None, p["mechanism"])]
     env = dict(peaks.environment(), accelerate=accelerate.__version__, peft=peft.__version__)
     data = peaks.run(points, measure_point=measure, env=env)
+    if args.only and os.path.exists(OUT):  # --only: the other mechanisms' points of the fixture are kept
+        with open(OUT) as fh:
+            old = json.load(fh)
+        kept = [p for p in old["points"] if p["mechanism"] != args.only]
+        data["points"] = kept + data["points"]
+        data["models"] = {**old["models"], **data["models"]}
     data["generator"] = "tools/measure/hf_peaks.py"
     data["training_loop"] += ("; amp: accelerate prepare_model's autocast(bf16) + convert_outputs_to_fp32 "
                               "around forward on an fp32 model; lora: peft get_peft_model(LoraConfig(r, "
                               "target_modules='all-linear')), AdamW over the adapters")
-    return peaks.write(data, OUT, args.stdout, len(points))
+    return peaks.write(data, OUT, args.stdout, len(data["points"]))
 
 
 if __name__ == "__main__":
