@@ -289,7 +289,8 @@ def mechanism_section() -> list[str]:
     errors = [abs(r["error"]) for r in table]
     lines = ["## CPU: Hugging Face fine-tuning mechanisms", "",
              "`tools/measure/hf_peaks.py` (accelerate's bf16 AMP on an fp32 model; PEFT LoRA; QLoRA: a "
-             "bitsandbytes NF4 base loaded by `from_pretrained` with double quantization) and "
+             "bitsandbytes NF4 base loaded by `from_pretrained` with double quantization; a Mistral-shaped model "
+             "past and within its sliding window) and "
              "`tools/measure/bnb_peaks.py` (bitsandbytes AdamW8bit): the same tiny models and loop. Measured = "
              "MemTracker peak + the bitsandbytes `quant_state` tensors (which MemTracker does not see). "
              f"{len(table)} points: median abs error {float(statistics.median(errors)) * 100:.4f} %, worst "
