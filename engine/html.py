@@ -158,6 +158,8 @@ def page_model(model: str | None, config: str | None, **knobs):
     for name, value in defaults.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if knobs.get("mode") == "training":  # the page frees the parallel degrees: a layout, megatron by default
+        knobs.setdefault("profile", "megatron")
     spec, mm = memory_model(model, config, batch_size=None, seq_len=None, **knobs)
     if mm.mode == "training":
         mm = mm.with_free(*DEGREES.values())

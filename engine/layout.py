@@ -52,8 +52,9 @@ def read_num_gpus(spec, knobs: dict, num_gpus: int) -> Layout:
     from engine import profiles
 
     try:
-        if "tp" not in profiles.get(knobs.get("profile", profiles.DEFAULT)).knobs:
-            raise InputError(f"--profile {knobs.get('profile')} does not model tensor parallelism")
+        name = knobs.get("profile") or profiles.default_for(replace(Scenario(**knobs), tp=num_gpus))
+        if "tp" not in profiles.get(name).knobs:
+            raise InputError(f"--profile {name} does not model tensor parallelism")
         check_degrees(spec, replace(Scenario(**knobs), tp=num_gpus))
     except InputError as exc:
         return Layout({}, True, f"--num-gpus {num_gpus} read as an even split (every term / {num_gpus}, the seed "

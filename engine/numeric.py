@@ -116,7 +116,7 @@ def whole_bytes(expr: sympy.Expr) -> sympy.Expr:
     expanded = sympy.expand(expr)
     if expanded.is_integer:
         return expr
-    denominator = sympy.ilcm(1, *(r.q for r in expanded.atoms(sympy.Rational)))
+    denominator = sympy.ilcm(1, 1, *(r.q for r in expanded.atoms(sympy.Rational)))  # ilcm needs two
     numerator = sympy.expand(denominator * expanded)
     if denominator > 1 and numerator.is_integer:
         return CeilDiv(numerator, denominator)

@@ -20,6 +20,9 @@ SOLVED_KNOB = {"seq_len": "seq_len", "batch_size": "batch_size", "concurrency": 
 SIZES = ("batch_size", "seq_len")
 DEFAULTS = {f.name: f.default for f in fields(Scenario)}
 PLAN_FIXED = ("tp", "pp", "zero")  # degrees a plan keeps when the caller gives them
+# Layout searches (plan, solve num-gpus / tp) vary TP, PP, DP and ZeRO: without --profile they
+# use the default profile of parallel layouts (engine.profiles.default_for), megatron.
+LAYOUT_PROFILE = "megatron"
 
 
 def expression_text(expr, latex: bool = False) -> str:
@@ -175,6 +178,7 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
     if target == "tp" or (target == "num_gpus" and knobs.get("mode") == "training"):
         from engine.registry import load_spec
 
+        knobs = {"profile": LAYOUT_PROFILE, **knobs}  # every candidate layout under one profile
         spec = load_spec(model, config)
         from engine.search import solve_degree
 
@@ -275,7 +279,7 @@ def plan(model: str | None = None, config: str | None = None, *, budget=None, gp
 
     if num_gpus is not None:
         raise InputError("plan: the GPU count is what is searched; leave --num-gpus out (see --max-gpus)")
-    scenario = Scenario(**knobs)
+    scenario = Scenario(**{"profile": LAYOUT_PROFILE, **knobs})  # every candidate layout under one profile
     limits = make_budget(budget, gpu, 1, utilization)
     spec = load_spec(model, config)
     fixed = {k: knobs[k] for k in PLAN_FIXED if k in knobs}

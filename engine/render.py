@@ -305,12 +305,20 @@ def _evaluation(mm: MemoryModel, values: dict[str, int]) -> dict:
             "rows": [{"label": label, "bytes": f"{b:,}", "size": format_bytes(b)} for label, b in rows]}
 
 
+def title(mm: MemoryModel) -> str:
+    """``Memory of NAME (mode)``; a training model names its profile and bytes per parameter."""
+    convention = mm.inputs.get("convention") if mm.mode == "training" else None
+    if convention:
+        return f"Memory of {mm.name} (training, profile {mm.profile}: {convention})"
+    return f"Memory of {mm.name} ({mm.mode})"
+
+
 def _context(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, int] | None,
              environment_name: str) -> dict:
     zero = zero_terms(mm)
     return {
         "omitted": escape("Terms equal to 0 here, left out: " + ", ".join(zero) + ".") if zero else "",
-        "title": escape(f"Memory of {mm.name} ({mm.mode})"),
+        "title": escape(title(mm)),
         "environment": environment_name,
         "rows": formula_rows(mm),
         "terms": [{"label": term_label(n), "description": escape(mm.descriptions.get(n, "")),

@@ -142,7 +142,8 @@ KNOBS: tuple[Knob, ...] = (
          "MLA cache: the latent (serving engines, transformers 5) or decompressed K/V (4.x).", "scenario",
          choices=options.MLA_LAYOUTS),
     # kind "profile": the names live in engine/profiles (a layer above), which checks them
-    Knob("profile", "--profile", "megatron", "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
+    Knob("profile", "--profile", None, "[default: transformers for --mode training, megatron for inference] "
+         "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
          "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); deepspeed: "
          "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP; torchtune: its full/LoRA/QLoRA recipes "
          "(docs/training.md); vllm: vLLM's start-up sizing (docs/serving.md); llamacpp: llama.cpp's KV cache "
@@ -176,8 +177,8 @@ KNOBS: tuple[Knob, ...] = (
              "Training: recompute each layer in backward, as transformers does (= --recompute full).")),
     Knob("optimizer", "--optimizer", "adamw", None, "training", choices=options.OPTIMIZERS),
     Knob("precision", "--precision", "auto",
-         "Training bytes per parameter: zero16, megatron18, deepspeed20, pure, or auto.", "training",
-         choices=options.PRECISIONS),
+         "Training bytes per parameter: zero16, megatron18, deepspeed20, pure, amp (fp32 model + bf16 "
+         "autocast), or auto.", "training", choices=options.PRECISIONS),
     Knob("zero", "--zero", 0, "ZeRO stage (FSDP full shard = 3, shard-grad-op = 2).", "training", "stage",
          choices=options.ZERO_STAGES, shortcut=Shortcut(
              "--distributed-optimizer", 1,
@@ -307,7 +308,7 @@ class Scenario:
     float8: bool = False
     float8_all_gather: bool = False
     # which framework's allocations the formulas describe (engine/profiles/, which checks the name)
-    profile: str = "megatron"
+    profile: str | None = None  # None: engine.profiles.default_for(mode)
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"

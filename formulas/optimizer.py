@@ -81,6 +81,12 @@ PRECISION_CONVENTIONS: dict[str, tuple[int, int, int, int, str]] = {
         "cached transpose (NVIDIA/TransformerEngine PR #1300); gradients in the bf16 compute "
         "dtype; fp32 master copy and Adam moments. Activations stay 16-bit here",
     ),
+    "amp": (
+        4, 4, 0, 8,
+        "torch.amp autocast as accelerate's Accelerator.prepare_model applies it (Trainer bf16=True on an fp32 "
+        "model): the fp32 parameters are the master, fp32 gradients and AdamW moments; bf16 casts of the weights "
+        "live only through forward and backward (formulas/frameworks/transformers.py autocast_weight_copies)",
+    ),
     "deepspeed20": (
         2, 6, 4, 8,
         "DeepSpeed estimate_zero2_model_states_mem_needs: 4 P + 16 P on one GPU "

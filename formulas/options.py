@@ -17,7 +17,7 @@ MLA_LAYOUTS = ("latent", "decompressed")
 QUANT_SCHEMES = ("none", "int8", "int4", "fp8", "nf4", "w8a8", "mxfp4", "gptq")
 OPTIMIZERS = ("adamw", "adam", "adam8bit", "adamw8bit", "paged-adamw8bit", "paged-adamw", "lion", "adafactor",
               "sgd-momentum", "sgd")
-PRECISIONS = ("auto", "pure", "zero16", "megatron18", "deepspeed20", "fp8")
+PRECISIONS = ("auto", "pure", "amp", "zero16", "megatron18", "deepspeed20", "fp8")  # amp: --profile transformers
 DTYPES = ("float32", "float16", "bfloat16", "float8", "int8", "int4")
 OFFLOAD = ("none", "optimizer", "parameters", "both")  # ZeRO-Offload / ZeRO-Infinity targets
 ZERO_STAGES = (0, 1, 2, 3)

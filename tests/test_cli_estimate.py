@@ -26,7 +26,8 @@ def test_hf_repo_id_is_accepted(run_cli):
 
 
 def test_training_json_has_phases(run_cli):
-    result = run_cli("estimate", "--model", "gpt2", "--mode", "training", "--seq-len", "1024", "--json")
+    result = run_cli("estimate", "--model", "gpt2", "--mode", "training", "--seq-len", "1024", "--json",
+                     "--profile", "megatron")
     data = json.loads(result.stdout)
     assert {"gradients", "optimizer", "master_weights", "activations"} <= set(data["terms"])
     assert data["total_bytes"] == max(data["phases"].values())

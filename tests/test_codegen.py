@@ -21,7 +21,8 @@ CASES = [
     ("qwen3-0.6b",),
     ("gemma-2-9b", "--block-size", "16", "--attention", "eager"),
     ("deepseek-v3", "--weight-quant", "int4", "--allocator-fraction", "0.05", "--reserve", "500MB"),
-    ("llama-3.1-8b", "--mode", "training", "--recompute", "selective"),
+    ("llama-3.1-8b", "--mode", "training", "--recompute", "selective", "--profile", "megatron"),
+    ("llama-3.1-8b", "--mode", "training", "--gradient-checkpointing", "--precision", "amp"),  # transformers
     ("mixtral-8x7b-v0.1", "--mode", "training", "--zero", "3", "--dp", "8"),
 ]
 

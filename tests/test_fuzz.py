@@ -433,7 +433,7 @@ def test_ten_thousand_gpus_shard_state_exactly():
     from engine.scenario import Scenario
 
     spec = spec_from_config(HUGE, "huge")
-    knobs = dict(mode="training", batch_size=1, seq_len=4096, recompute="full")
+    knobs = dict(mode="training", batch_size=1, seq_len=4096, recompute="full", profile="megatron")
     one = build(spec, Scenario(**knobs)).evaluate()
     many = build(spec, Scenario(**knobs, dp=GPUS, zero=3)).evaluate()
     for term in ("optimizer", "master_weights", "gradients"):

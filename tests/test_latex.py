@@ -46,7 +46,7 @@ def test_one_named_row_per_term_and_the_total():
 
 
 def test_training_rows_show_each_phase_and_their_max():
-    mm = _model("llama-3.1-8b", mode="training")
+    mm = _model("llama-3.1-8b", mode="training", profile="megatron")
     body = _align(render_latex(mm))
     for phase, names in mm.phases.items():
         assert term_label(phase) + " &= " + " + ".join(term_label(n) for n in names[:2]) in body
@@ -75,7 +75,7 @@ def test_values_add_the_models_numbers_and_exact_bytes():
 
 
 def test_offloaded_state_gets_host_rows_outside_the_total():
-    mm = _model("llama-3.1-8b", mode="training", offload="optimizer")
+    mm = _model("llama-3.1-8b", mode="training", offload="optimizer", profile="megatron")
     text = render_latex(mm, values={"batch_size": 1, "seq_len": 1024})
     body = _align(text)
     assert body.index("M &= ") < body.index(r"H_{\mathrm{optimizer}} &= ")
@@ -84,7 +84,7 @@ def test_offloaded_state_gets_host_rows_outside_the_total():
 
 
 def test_long_formulas_wrap_into_balanced_rows():
-    body = _align(render_latex(_model("deepseek-v3", mode="training")))
+    body = _align(render_latex(_model("deepseek-v3", mode="training", profile="megatron")))
     for row in body.split(r"\\"):
         assert row.count(r"\left") == row.count(r"\right"), row
         assert row.count("{") == row.count("}"), row
@@ -126,7 +126,7 @@ def test_cli_latex(run_cli):
     assert result.exit_code == 0, result.output
     assert "\\begin{align*}" in result.stdout and "$s$ & tokens per sequence" in result.stdout
     assert f"$M$ & {_model().evaluate(batch_size=1, seq_len=4096).total_bytes:,}" in result.stdout
-    symbolic = run_cli("latex", "--symbolic", "--mode", "training")
+    symbolic = run_cli("latex", "--symbolic", "--mode", "training", "--profile", "megatron")
     assert symbolic.exit_code == 0 and "forward\\_backward" in symbolic.stdout
     assert "\\documentclass" not in symbolic.stdout
     assert "$$" in run_cli("latex", "--symbolic", "--format", "markdown").stdout
@@ -154,11 +154,11 @@ COMPILED = [
     ("--model", "qwen3-0.6b"),
     ("--model", "qwen3-0.6b", "--mode", "training", "--values"),
     ("--model", "deepseek-v3", "--values"),
-    ("--model", "deepseek-v3", "--mode", "training", "--recompute", "full"),
+    ("--model", "deepseek-v3", "--mode", "training", "--recompute", "full", "--profile", "megatron"),
     ("--model", "gemma-2-9b", "--block-size", "16", "--values"),
-    ("--model", "mixtral-8x7b-v0.1", "--mode", "training", "--allocator-fraction", "0.05"),
+    ("--model", "mixtral-8x7b-v0.1", "--mode", "training", "--allocator-fraction", "0.05", "--profile", "megatron"),
     ("--model", "llama-3.1-8b", "--mode", "training", "--offload", "optimizer", "--zero", "3", "--dp", "8",
-     "--values"),
+     "--values", "--profile", "megatron"),
     ("--symbolic",),
     ("--symbolic", "--mode", "training"),
 ]

@@ -20,7 +20,14 @@ from fractions import Fraction
 
 import pytest
 
-from engine.api import estimate
+from engine import api
+
+
+def estimate(*args, **knobs):
+    """``engine.api.estimate`` under ``--profile megatron``, which this file tests (training
+    defaults to ``transformers``)."""
+    return api.estimate(*args, **{"profile": "megatron", **knobs})
+
 
 LLAMA_8B = dict(h=4096, L=32, a=32, kv=8, f=14336, V=128256)
 LLAMA_70B = dict(h=8192, L=80, a=64, kv=8, f=28672, V=128256)
@@ -158,7 +165,7 @@ def test_pp_not_dividing_the_layers_uses_megatrons_uneven_split():
 
     m = dict(LLAMA_8B, L=126)
     knobs = dict(mode="training", tp=2, pp=8, dp=8, zero=1, seq_len=4096, batch_size=1, sequence_parallel=True,
-                 recompute="selective")
+                 recompute="selective", profile="megatron")
     terms = build(_llama_126(), Scenario(**knobs)).evaluate().terms
     split = 2 * m["h"] ** 2 * Fraction(5, 4) + 3 * m["h"] * m["f"]  # attention and MLP, over t = 2
     assert terms["weights"] == 2 * ((15 * split + m["h"] * m["V"]) / 2 + 15 * 2 * m["h"])  # norms replicated

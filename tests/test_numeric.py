@@ -42,11 +42,13 @@ CONFIGS = {
     "allocator-3/100": ("falcon-7b", {"allocator_fraction": Fraction(3, 100)}),
     "gpt2-eager": ("gpt2", {"attention": "eager"}),
     "train-eager": ("llama-3.1-8b", {"mode": "training", "attention": "eager"}),
-    "train-selective-moe": ("qwen3-30b-a3b", {"mode": "training", "recompute": "selective"}),
+    "train-selective-moe": ("qwen3-30b-a3b", {"mode": "training", "recompute": "selective", "profile": "megatron"}),
     "train-full-mla": ("deepseek-v2-lite", {"mode": "training", "recompute": "full",
-                                            "allocator_fraction": Fraction(1, 20)}),
+                                            "allocator_fraction": Fraction(1, 20), "profile": "megatron"}),
     "train-3d-zero": ("llama-3.1-70b", {"mode": "training", "tp": 8, "pp": 4, "zero": 1, "dp": 8}),
-    "train-lora": ("phi-3-mini-4k", {"mode": "training", "lora_rank": 16}),
+    "train-lora": ("phi-3-mini-4k", {"mode": "training", "lora_rank": 16, "profile": "megatron"}),
+    "train-hf-lora": ("llama-3.2-3b", {"mode": "training", "lora_rank": 16, "recompute": "full"}),  # transformers
+    "train-hf-amp": ("qwen3-0.6b", {"mode": "training", "precision": "amp", "attention": "eager"}),
 }
 
 

@@ -9,7 +9,6 @@ import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.api import estimate
 from engine.profiles import build
 from engine.families import spec_from_config
 from engine.registry import find
@@ -17,6 +16,14 @@ from engine.scenario import Scenario
 from formulas import parallelism as par
 from formulas import symbols as S
 from formulas.optimizer import PRECISION_CONVENTIONS
+
+from engine import api
+
+
+def estimate(*args, **knobs):
+    """``engine.api.estimate`` under ``--profile megatron``, which this file tests (training
+    defaults to ``transformers``)."""
+    return api.estimate(*args, **{"profile": "megatron", **knobs})
 
 
 @pytest.mark.parametrize("stage, gigabytes", [(0, 120), (1, 31.4), (2, 16.6), (3, 1.9)])
@@ -84,7 +91,7 @@ def test_per_gpu_memory_never_grows_with_the_zero_stage(model_id, dp, s):
 @pytest.mark.parametrize("model_id", ["deepseek-v3", "gpt2", "phi-3-mini-4k", "qwen3-30b-a3b"])
 def test_degrees_of_one_are_the_single_gpu_model(model_id, mode):
     spec = spec_from_config(find(model_id).config, model_id)
-    mm = build(spec, Scenario(mode=mode, batch_size=None, seq_len=None))
+    mm = build(spec, Scenario(mode=mode, batch_size=None, seq_len=None, profile="megatron"))
     single = mm.expression().xreplace({S.tensor_parallel: 1, S.pipeline_parallel: 1, S.data_parallel: 1,
                                        S.expert_parallel: 1, S.context_parallel: 1})
     for b, s in [(1, 1), (3, 1000), (16, 32768)]:

@@ -94,7 +94,7 @@ def test_alias_paper_is_megatron():
     ("megatron", dict(device="cpu"), "--device cpu"),
     ("transformers", dict(tp=2), "--tp 2"),
     ("transformers", dict(reserve_bytes=0, comm_buffer_bytes=10), "--comm-buffer 10"),
-    ("transformers", dict(lora_rank=8, lora_targets=("q_proj", "v_proj")), "--lora-rank 8"),
+    ("transformers", dict(mode="training", float8=True), "--float8"),  # LoRA is read since AMP/PEFT (issue 12)
 ])
 def test_unread_knobs_are_refused_by_name(name, knobs, needle):
     with pytest.raises(InputError, match=re.escape(f"--profile {name}: {needle}")):

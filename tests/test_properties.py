@@ -35,7 +35,9 @@ def _refused(model_id, mode):
 def _free_model(model_id, mode, attention, block_size):
     key = (model_id, mode, attention, block_size)
     if key not in _MODELS:
-        scenario = Scenario(mode=mode, batch_size=None, seq_len=None, attention=attention, block_size=block_size)
+        # megatron: it reads every registry model (training defaults to transformers, which refuses many)
+        scenario = Scenario(mode=mode, batch_size=None, seq_len=None, attention=attention, block_size=block_size,
+                            profile="megatron")
         _MODELS[key] = build(_spec(model_id), scenario)
     return _MODELS[key]
 
@@ -62,7 +64,7 @@ def test_total_is_non_decreasing_in_batch_and_seq_len(model_id, mode, attention,
 def test_every_free_symbol_is_declared(model_id, mode):
     if _refused(model_id, mode):
         pytest.skip("training of recurrent mixers is refused")
-    mm = build(_spec(model_id), Scenario(mode=mode, batch_size=None, seq_len=None, block_size=None))
+    mm = build(_spec(model_id), Scenario(mode=mode, batch_size=None, seq_len=None, block_size=None, profile="megatron"))
     for expr in [*mm.terms.values(), mm.total, mm.parameters]:
         for sym in expr.free_symbols:
             assert symbols.is_declared(sym), sym

@@ -139,9 +139,9 @@ def test_cli_refuses_an_unknown_quant_method_with_status_2(tmp_path):
 
 def test_full_training_dequantizes_while_lora_keeps_the_quantized_base(tmp_path):
     awq = {"quant_method": "awq", "bits": 4, "group_size": 128}
-    full, inputs = _weights(tmp_path, awq, mode="training")
+    full, inputs = _weights(tmp_path, awq, mode="training", profile="megatron")
     assert full == 16_060_522_496 and inputs["weight_quant"] == "none"
-    lora, inputs = _weights(tmp_path, awq, mode="training", lora_rank=8)
+    lora, inputs = _weights(tmp_path, awq, mode="training", lora_rank=8, profile="megatron")
     assert lora == 5_727_854_592 and inputs["weight_quant"] == "int4"
 
 

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import sympy
 
-from engine.api import estimate
 from engine.architecture import count_parameters
 from engine.families import spec_from_config
 from engine.registry import find
 from formulas import activations
 from formulas import symbols as S
+
+from engine import api
+
+
+def estimate(*args, **knobs):
+    """``engine.api.estimate`` under ``--profile megatron``, which this file tests (training
+    defaults to ``transformers``)."""
+    return api.estimate(*args, **{"profile": "megatron", **knobs})
+
 
 GB, GiB = 10**9, 2**30
 

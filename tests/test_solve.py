@@ -240,7 +240,7 @@ def test_solve_is_optimal(variable, sliding, paged):
        variable=st.sampled_from(["batch_size", "seq_len"]), extra=st.integers(0, 10**9))
 def test_training_solve_is_optimal_over_the_phase_peak(spec, recompute, variable, extra):
     knobs = {"batch_size": 2, "seq_len": 64, variable: None}
-    mm = build(spec, Scenario(mode="training", recompute=recompute, **knobs))
+    mm = build(spec, Scenario(mode="training", recompute=recompute, profile="megatron", **knobs))
     budget = mm.evaluate(**{variable: 1}).total_bytes + extra
     assert_optimal(mm, variable, budget, solve(mm, variable, budget))
 

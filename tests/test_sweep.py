@@ -138,7 +138,7 @@ def test_plot_svg_training_stacks_the_peak_phase(tmp_path):
     from engine.numeric import compile_terms
     from engine.plot import plot, stacked_terms
 
-    mm = _model("llama-3.1-8b", mode="training")
+    mm = _model("llama-3.1-8b", mode="training", profile="megatron")
     result = plot(mm, "batch_size", {"batch_size": tuple(range(1, 33)), "seq_len": (4096,)},
                   str(tmp_path / "t.svg"), budget=make_budget("80GB"))
     svg = (tmp_path / "t.svg").read_text()

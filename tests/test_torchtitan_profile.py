@@ -124,7 +124,7 @@ def test_moe_models_are_refused():
 
 def test_other_profiles_refuse_the_new_knobs():
     with pytest.raises(InputError, match="--profile megatron: --float8"):
-        estimate("llama-3.1-8b", mode="training", float8=True)
+        estimate("llama-3.1-8b", mode="training", float8=True, profile="megatron")
     with pytest.raises(InputError, match="--recompute op"):
         estimate("llama-3.1-8b", mode="training", recompute="op")
 

@@ -176,7 +176,7 @@ def test_pure_bf16_adamw_moments_are_bf16():
     """--precision pure keeps AdamW moments in the parameters' dtype (torch zeros_like(p))."""
     from engine.api import estimate
 
-    terms = estimate("gpt2", mode="training", precision="pure").evaluation.terms
+    terms = estimate("gpt2", mode="training", precision="pure", profile="megatron").evaluation.terms
     assert terms["optimizer"] == 4 * 124_439_808
 
 
@@ -217,7 +217,7 @@ def test_other_profiles_refuse_the_mechanism_knobs():
     with pytest.raises(InputError, match="--profile transformers: --compile is not modelled"):
         build(spec, Scenario(mode="training", profile="transformers", torch_compile=True))
     with pytest.raises(InputError, match="--profile megatron: --loss-chunks 8 is not modelled"):
-        build(spec, Scenario(mode="training", loss_chunks=8))
+        build(spec, Scenario(mode="training", loss_chunks=8, profile="megatron"))
 
 
 def test_fsdp2_shards_state_and_gathers_two_layers():
@@ -261,7 +261,8 @@ def test_cli_sweep_agrees_with_estimate_on_sub_term_phases(run_cli):
 
 
 def test_cli_refuses_a_mechanism_elsewhere_in_one_line(run_cli):
-    result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", "--optimizer-in-backward")
+    result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", "--optimizer-in-backward",
+                     "--profile", "megatron")
     assert result.exit_code == 2
     assert "--profile megatron: --optimizer-in-backward is not modelled" in result.output
     assert "Traceback" not in result.output
@@ -305,10 +306,10 @@ def test_bitsandbytes_state_matches_the_library():
                                    "= 18 B/param"),
 ])
 def test_every_training_output_names_its_bytes_per_parameter(run_cli, knobs, expected):
-    model = build(load_spec("llama-3.1-8b"), Scenario(mode="training", **knobs))
+    model = build(load_spec("llama-3.1-8b"), Scenario(mode="training", profile="megatron", **knobs))
     assert model.inputs["convention"] == expected
     args = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
-    result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", *args)
+    result = run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", "--profile", "megatron", *args)
     assert f"profile megatron: {expected}" in result.output
 
 

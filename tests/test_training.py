@@ -5,10 +5,18 @@ from __future__ import annotations
 import pytest
 import sympy
 
-from engine.api import estimate
 from formulas import activations
 from formulas import symbols as S
 from formulas.optimizer import FACTORED_OPTIMIZERS, OPTIMIZER_STATE_BYTES, PRECISION_CONVENTIONS
+
+from engine import api
+
+
+def estimate(*args, **knobs):
+    """``engine.api.estimate`` under ``--profile megatron``, which this file tests (training
+    defaults to ``transformers``)."""
+    return api.estimate(*args, **{"profile": "megatron", **knobs})
+
 
 b, s, h, a, L, t = S.batch_size, S.seq_len, S.hidden_size, S.num_attention_heads, S.num_hidden_layers, S.tensor_parallel
 PAPER = {S.activation_bytes: 2}  # Table 2 assumes 16-bit activations

@@ -17,7 +17,8 @@ def _json(run_cli, *args):
 
 
 def test_distributed_optimizer_is_zero_1(run_cli):
-    args = ["--tp", "2", "--pp", "4", "--dp", "8", "--sequence-parallel", "--recompute", "selective", "--seq-len", "4096"]
+    args = ["--profile", "megatron", "--tp", "2", "--pp", "4", "--dp", "8", "--sequence-parallel", "--recompute",
+            "selective", "--seq-len", "4096"]
     spelled = _json(run_cli, *args, "--distributed-optimizer")
     assert spelled["total_bytes"] == _json(run_cli, *args, "--zero", "1")["total_bytes"]
     assert round(spelled["total_bytes"] / 1e9, 2) == 19.02
@@ -42,7 +43,8 @@ def test_torchtitan_uneven_pp(run_cli):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--float8"], "--profile megatron: --float8 is not modelled"),
+    (["--profile", "megatron", "--float8"], "--profile megatron: --float8 is not modelled"),
+    (["--profile", "transformers", "--dp", "2", "--zero", "2"], "--profile deepspeed"),
     (["--recompute", "op"], "--recompute op"),
     (["--profile", "torchtitan", "--float8-all-gather"], "--float8-all-gather"),
     (["--profile", "deepspeed"], "--zero 0"),

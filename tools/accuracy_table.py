@@ -27,6 +27,9 @@ if ROOT not in sys.path:
 
 FIXTURES = {"cpu": os.path.join(ROOT, "tests", "fixtures", "peaks_cpu.json"),
             "cuda": os.path.join(ROOT, "tests", "fixtures", "peaks_cuda.json")}
+# Hugging Face fine-tuning mechanisms measured on CPU (tools/measure/hf_peaks.py, bnb_peaks.py)
+MECHANISM_FIXTURES = (os.path.join(ROOT, "tests", "fixtures", "hf_peaks_cpu.json"),
+                      os.path.join(ROOT, "tests", "fixtures", "bnb_peaks_cpu.json"))
 DOC = os.path.join(ROOT, "docs", "accuracy.md")
 # The issue's aims: |predicted - measured| / measured per point.
 AIMS = {"training": Fraction(3, 100), "inference": Fraction(5, 100)}
@@ -144,6 +147,49 @@ def _rows(device: str, data: dict) -> list[dict]:
     return out
 
 
+def mechanism_knobs(point: dict) -> dict:
+    """The scenario of one mechanism point (AMP, LoRA, QLoRA, a bitsandbytes optimizer)."""
+    out = dict(mode="training", profile="transformers", device="cpu", dtype=point["dtype"],
+               attention=point["attention"], batch_size=point["batch_size"], seq_len=point["seq_len"],
+               recompute="full" if point["gradient_checkpointing"] else "none")
+    mechanism = point.get("mechanism", point.get("optimizer"))
+    if mechanism == "amp":
+        out["precision"] = "amp"
+    if mechanism in ("lora", "qlora"):
+        out.update(lora_rank=point["lora_rank"], lora_targets=tuple(point.get("lora_targets", ["all-linear"])))
+        if point.get("adapter_dtype"):
+            out["adapter_dtype"] = point["adapter_dtype"]
+    if mechanism == "qlora":
+        out["weight_quant"] = "nf4"
+    if "optimizer" in point:
+        out["optimizer"] = point["optimizer"]
+    return out
+
+
+def device_bytes(point: dict) -> int:
+    """The measured peak plus the bitsandbytes quant_state tensors, which MemTracker does not
+    see (attributes of the 4-bit parameters, alive throughout)."""
+    return point["measured"]["peak_bytes"] + point["measured"].get("quant_state_bytes", 0)
+
+
+def mechanism_rows() -> list[dict]:
+    """One row per mechanism point: inputs, the prediction, the measured device bytes, error."""
+    from engine.profiles import build
+    from engine.scenario import Scenario
+
+    out = []
+    for path in MECHANISM_FIXTURES:
+        with open(path) as fh:
+            data = json.load(fh)
+        for point in data["points"]:
+            spec = model_spec(point["model"], data["models"][point["model"]]["config"])
+            ev = build(spec, Scenario(**mechanism_knobs(point))).evaluate()
+            measured = device_bytes(point)
+            out.append(dict(point=point, predicted=ev.total_bytes, phase=ev.peak_phase, terms=ev.terms,
+                            measured=measured, error=Fraction(ev.total_bytes - measured, measured)))
+    return out
+
+
 def summary(table: list[dict], mode: str) -> dict:
     errors = [abs(r["error"]) for r in table if r["point"]["mode"] == mode]
     if not errors:
@@ -219,10 +265,44 @@ by `tools/measure/peaks.py`, and the prediction of
 `--logits`). Training is the peak of a full step (forward with labels, backward,
 `AdamW.step()`), measured on the second iteration; inference is a prefill with
 `use_cache=True`. Error = (predicted - measured) / measured. The formulas are derived from
-the code (docs/transformers-profile.md), not fitted to these numbers. The last column is
-the default `megatron` profile's error at the same point (training with `--precision pure`),
-for contrast: it models Megatron-style kernels, not transformers.
+the code (docs/transformers-profile.md), not fitted to these numbers. `transformers` is the
+default profile of `--mode training`. The last column is the `megatron` profile's error at
+the same point (training with `--precision pure`), for contrast: it models Megatron-style
+kernels, not transformers.
 """
+
+
+def _mechanism_label(point: dict) -> str:
+    mechanism = point.get("mechanism", point.get("optimizer"))
+    parts = [mechanism]
+    if "lora_rank" in point:
+        parts.append(f"r={point['lora_rank']} {','.join(point.get('lora_targets', ['all-linear']))}")
+    if point.get("adapter_dtype"):
+        parts.append(f"adapters {point['adapter_dtype']}")
+    if point["gradient_checkpointing"]:
+        parts.append("checkpointing")
+    return ", ".join(parts)
+
+
+def mechanism_section() -> list[str]:
+    table = mechanism_rows()
+    errors = [abs(r["error"]) for r in table]
+    lines = ["## CPU: Hugging Face fine-tuning mechanisms", "",
+             "`tools/measure/hf_peaks.py` (accelerate's bf16 AMP on an fp32 model; PEFT LoRA; QLoRA: a "
+             "bitsandbytes NF4 base loaded by `from_pretrained` with double quantization; a Mistral-shaped model "
+             "past and within its sliding window) and "
+             "`tools/measure/bnb_peaks.py` (bitsandbytes AdamW8bit): the same tiny models and loop. Measured = "
+             "MemTracker peak + the bitsandbytes `quant_state` tensors (which MemTracker does not see). "
+             f"{len(table)} points: median abs error {float(statistics.median(errors)) * 100:.4f} %, worst "
+             f"{float(max(errors)) * 100:.4f} %.", "",
+             "| model | attention | dtype | b | s | mechanism | predicted B | measured B | error B | error | "
+             "predicted peak |", "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|"]
+    for r in table:
+        p = r["point"]
+        lines.append(f"| {p['model']} | {p['attention']} | {p['dtype']} | {p['batch_size']} | {p['seq_len']} | "
+                     f"{_mechanism_label(p)} | {r['predicted']:,} | {r['measured']:,} | "
+                     f"{r['predicted'] - r['measured']:+,} | {_pct(r['error'])} | {r['phase']} |")
+    return lines
 
 
 def render() -> str:
@@ -235,6 +315,8 @@ def render() -> str:
                           "machine with a GPU and commit `tests/fixtures/peaks_cuda.json`."]
             continue
         lines += [""] + section(device, data, rows(device))
+        if device == "cpu":
+            lines += [""] + mechanism_section()
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,12 @@ REGISTRY: dict[str, str] = {
 }
 # spellings kept for compatibility -> profile name
 ALIASES: dict[str, str] = {"paper": "megatron"}
-DEFAULT = "megatron"
+DEFAULT = "megatron"  # inference without --profile: the bare tensors; also parallel training layouts
+TRAINING_DEFAULT = "transformers"  # one-device training without --profile: HF transformers + PyTorch
+# knobs that make a training scenario a parallel layout (the transformers profile is one device)
+PARALLEL_KNOBS = ("zero", "offload")  # beside every knob of the "parallelism" group
+# knob values only some profiles model: (field, value) -> the profiles that read it
+ONLY_IN: dict[tuple[str, object], tuple[str, ...]] = {("precision", "amp"): ("transformers",)}
 
 
 def _no_check(spec: "ModelSpec", scenario: "Scenario") -> None:
@@ -72,6 +77,19 @@ def canonical(name: str) -> str:
     return name
 
 
+def default_for(scenario: "Scenario") -> str:
+    """The profile a model is built with when ``--profile`` is not given: ``transformers`` for
+    training on one device (what most fine-tuning runs), ``megatron`` for inference and for a
+    parallel training layout (``--tp``, ``--pp``, ``--dp``, ``--zero``, ...), which the
+    transformers profile does not model; every output names the profile it used."""
+    from engine.scenario import changed_knobs
+
+    if scenario.mode != "training":
+        return DEFAULT
+    parallel = [k for k in changed_knobs(scenario) if k.group == "parallelism" or k.name in PARALLEL_KNOBS]
+    return DEFAULT if parallel else TRAINING_DEFAULT
+
+
 def get(name: str) -> Profile:
     """The profile called ``name`` (or an alias of it), imported on first use."""
     return import_module(REGISTRY[canonical(name)]).PROFILE
@@ -84,6 +102,10 @@ def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
     if scenario.mode not in profile.modes:
         raise InputError(f"--profile {profile.name}: --mode {scenario.mode} is not modelled "
                          f"(modes: {', '.join(profile.modes)})")
+    for (field, value), readers in ONLY_IN.items():
+        if getattr(scenario, field) == value and profile.name not in readers:
+            raise InputError(f"--profile {profile.name}: --{field.replace('_', '-')} {value} is not modelled; "
+                             f"use --profile {readers[0]}")
     unread = unread_knobs(scenario, profile.knobs | {"mode"})
     if unread:
         note = f" ({profile.refusal_note})" if profile.refusal_note else ""
@@ -94,7 +116,7 @@ def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
 
 def build(spec: "ModelSpec", scenario: "Scenario") -> "MemoryModel":
     """The memory model of ``spec`` under ``scenario``, as ``scenario.profile`` allocates it."""
-    profile = get(scenario.profile)
+    profile = get(scenario.profile or default_for(scenario))
     refuse_unread_knobs(profile, scenario)
     resolved = scenario.resolved(spec.torch_dtype, spec.name)  # --dtype auto: the checkpoint's dtype
     profile.check(spec, resolved)

@@ -31,6 +31,8 @@ from engine.profiles import Profile
 from engine.scenario import Scenario
 from engine.spec import LayerGroup, ModelSpec
 from formulas.frameworks import transformers as F
+from formulas.frameworks import transformers_peft as FP
+from formulas import peft
 from formulas import optimizer as O
 from formulas import overhead
 from formulas import parameters as P
@@ -38,7 +40,7 @@ from formulas import symbols as S
 from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 # model_type values whose decoder layer is the Llama layout the profile's formulas read.
-FAMILIES = ("llama", "qwen2", "qwen3")
+FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
 # optimizer -> moments kept per parameter, in the parameters' dtype (torch.optim)
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
 # bitsandbytes optimizers (Trainer's optim="adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
@@ -50,12 +52,19 @@ FLOAT32 = DTYPE_BYTES["float32"]
 # Scenario fields the profile reads; every other knob (parallelism, PEFT, quantization, paged
 # cache, allocator overheads) must keep its default, since nothing of it was measured.
 KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "attention", "logits", "mla_cache",
-                   "quant_group_size", "recompute", "optimizer", "precision", "reserve_bytes", "device"})
+                   "quant_group_size", "recompute", "optimizer", "precision", "reserve_bytes", "device",
+                   "lora_rank", "lora_targets", "adapter_dtype", "weight_quant"})
 
 
 def _modelled(group: LayerGroup) -> bool:
     """The one layer kind the profile's formulas describe: full attention, gated dense MLP."""
-    return group.mixer == "attention" and group.mlp == "dense" and group.mlp_args.get("gated", True)
+    return (group.mixer in ("attention", "sliding_attention") and group.mlp == "dense"
+            and group.mlp_args.get("gated", True))
+
+
+def _sliding(spec: ModelSpec, scenario: Scenario) -> bool:
+    """Sliding-window layers under sdpa (Mistral): their mask once ``s`` reaches the window."""
+    return scenario.attention != "eager" and any(g.mixer == "sliding_attention" for g in spec.layers)
 
 
 def _qk_norm(spec: ModelSpec) -> bool:
@@ -67,7 +76,14 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
     """Refuse what the profile's formulas do not describe, naming the value."""
     if spec.model_type not in FAMILIES or not all(_modelled(group) for group in spec.layers):
         raise InputError(f"--profile transformers: model_type {spec.model_type!r} ({spec.architecture}) is not "
-                         f"modelled; it covers dense {', '.join(FAMILIES)} decoders without sliding window")
+                         f"modelled; it covers dense {', '.join(FAMILIES)} decoders (no MoE or MLA) "
+                         "(--profile megatron models any layout with Megatron-LM's kernels)")
+    if scenario.mode == "inference" and any(g.mixer == "sliding_attention" for g in spec.layers):
+        raise InputError(f"--profile transformers: the sliding-window prefill of {spec.name} is not modelled "
+                         "(training is); use --profile megatron or vllm")
+    if scenario.mode == "inference" and (scenario.weight_quant or "none") != "none":
+        raise InputError(f"--profile transformers: --weight-quant {scenario.weight_quant} is not modelled for "
+                         "inference (the profile's prefill is measured on unquantized weights)")
     kv = scenario.kv_cache_dtype
     if kv is not None and scenario.kv_dtype_name() != scenario.dtype_name():
         raise InputError(f"--profile transformers: --kv-cache-dtype {kv} is not modelled; DynamicCache keeps "
@@ -76,12 +92,27 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
         if scenario.optimizer not in (*STATE_COPIES, *BNB):
             raise InputError(f"--profile transformers: --optimizer {scenario.optimizer} is not modelled "
                              f"(choose from {', '.join((*STATE_COPIES, *BNB))})")
-        if scenario.precision not in ("auto", "pure"):
+        if scenario.precision not in ("auto", "pure", "amp"):
             raise InputError(f"--profile transformers: --precision {scenario.precision} is not modelled; the "
-                             "profile trains in the model's dtype (pure)")
+                             "profile trains in the model's dtype (pure) or an fp32 model under autocast (amp)")
+        if scenario.precision == "amp" and canonical_dtype(scenario.dtype) not in ("bfloat16", "float16"):
+            raise InputError(f"--profile transformers: --precision amp autocasts to a 16-bit --dtype "
+                             f"(bfloat16 or float16), got --dtype {scenario.dtype}")
+        _check_peft(spec, scenario)
         if scenario.recompute in ("selective", "op"):
             raise InputError(f"--profile transformers: --recompute {scenario.recompute} does not exist in transformers; "
                              "use none or full (--gradient-checkpointing)")
+
+
+def _check_peft(spec: ModelSpec, scenario: Scenario) -> None:
+    """LoRA on a plain or bitsandbytes-NF4 base (QLoRA); full training of unquantized weights."""
+    quant = shared.weight_format(spec, scenario).name
+    if scenario.lora_rank is None and (scenario.lora_targets or scenario.adapter_dtype):
+        flag = "--lora-targets" if scenario.lora_targets else "--adapter-dtype"
+        raise InputError(f"--profile transformers: {flag} needs --lora-rank (PEFT LoRA)")
+    if quant not in ("none", "nf4") or (quant == "nf4" and scenario.lora_rank is None):
+        raise InputError(f"--profile transformers: --weight-quant {quant} is not modelled in training (QLoRA: "
+                         "--weight-quant nf4 with --lora-rank, bitsandbytes Linear4bit)")
 
 
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -95,12 +126,34 @@ def _upcast(scenario: Scenario) -> bool:
     return DTYPE_BYTES[canonical_dtype(scenario.dtype)] < FLOAT32
 
 
+def _amp(scenario: Scenario) -> bool:
+    """``--precision amp``: fp32 parameters, the forward under ``torch.autocast(--dtype)``."""
+    return scenario.mode == "training" and scenario.precision == "amp"
+
+
+def _linear_count(tensors: list[P.WeightTensor]) -> tuple[sympy.Expr, sympy.Expr]:
+    """(every linear layer's parameters, one decoder layer's): what autocast casts to bf16.
+
+    The projections and their biases, and ``lm_head`` (the embedding's ``V x h`` when tied)."""
+    linear = [t for t in tensors if t.quantizable or (t.name.endswith(".bias") and t.count != 1)]
+    layers = sympy.Add(*(t.numel for t in linear))
+    head = S.vocab_size * S.hidden_size
+    return layers + head, layers / S.num_hidden_layers
+
+
 def _weights(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     """Parameters and persistent buffers, plus the rotary ``inv_freq`` and
-    ``original_inv_freq`` (``d / 2`` values each, non-persistent, cast by ``.to(dtype)``)."""
+    ``original_inv_freq`` (``d / 2`` values each, non-persistent, cast by ``.to(dtype)``;
+    float32 when loaded quantized by ``from_pretrained``) and, for a bitsandbytes NF4 base,
+    its per-matrix codes (formulas/frameworks/transformers_peft.py bnb_4bit_codes)."""
     terms = shared.weight_terms(spec, scenario)
-    terms["weights/rotary_buffers"] = S.head_dim * S.weight_bytes
-    terms["weights"] = terms["weights"] + terms["weights/rotary_buffers"]
+    if shared.weight_format(spec, scenario).name == "nf4":  # QLoRA: from_pretrained keeps the buffers fp32
+        quantized = sum((t.count for t in architecture.parameter_tensors(spec) if t.quantizable), sympy.Integer(0))
+        terms["weights/quant_codes"] = FP.bnb_4bit_codes(quantized)
+        terms["weights/rotary_buffers"] = S.head_dim * FLOAT32
+    else:
+        terms["weights/rotary_buffers"] = S.head_dim * S.weight_bytes
+    terms["weights"] = sympy.Add(*(v for k, v in terms.items() if k != "weights"))
     return terms
 
 
@@ -108,8 +161,8 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
     tensors = architecture.parameter_tensors(spec)
     inputs = shared.inputs(spec, scenario)
     if mode == "training":
-        inputs["precision"] = "pure"
-        inputs["convention"] = convention(scenario)
+        inputs["precision"] = "amp" if _amp(scenario) else "pure"
+        inputs["convention"] = convention(spec, scenario, facts)
     terms["overhead"] = overhead.reserve()
     return MemoryModel(
         name=spec.name, mode=mode, terms=terms, facts=facts, phases=phases or {},
@@ -119,19 +172,40 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
     )
 
 
-def convention(scenario: Scenario) -> str:
-    """The bytes-per-parameter convention of a training model, in words, for the output."""
-    width = DTYPE_BYTES[canonical_dtype(scenario.dtype)]
-    name = canonical_dtype(scenario.dtype)
+def convention(spec: ModelSpec, scenario: Scenario, facts: dict[sympy.Symbol, sympy.Expr]) -> str:
+    """The bytes-per-parameter convention of a training model, in words, from the widths in
+    ``facts`` that its terms use, e.g. ``AMP bf16: fp32 master + fp32 grads + 2 fp32 adamw
+    moments = 16 B/param + a bf16 working copy``."""
+    dtype = _short(DTYPE_BYTES[canonical_dtype(scenario.dtype)], scenario.dtype)
+    weight, grad = facts[S.weight_bytes], facts[S.gradient_bytes]
+    state, name = facts[S.optimizer_bytes], scenario.optimizer
     if scenario.optimizer in BNB:
-        state = {"adamw8bit": "2 bitsandbytes 8-bit moments (2 B + fp32 absmax per 256)",
-                 "paged-adamw8bit": "2 bitsandbytes 8-bit moments, paged (unified memory, not counted)",
-                 "paged-adamw": "2 fp32 moments, paged (unified memory, not counted)"}[scenario.optimizer]
-        return f"transformers {name} (model.to(dtype), pure): {name} weights + {name} grads + {state}"
-    copies = STATE_COPIES.get(scenario.optimizer, 0)
-    total = int(width) * (2 + copies)
-    return (f"transformers {name} (model.to(dtype), pure): {name} weights + {name} grads + {copies} {name} "
-            f"{scenario.optimizer} moments = {total} B/param")
+        moments = {"adamw8bit": "2 bitsandbytes 8-bit moments (2 B + fp32 absmax per 256)",
+                   "paged-adamw8bit": "2 bitsandbytes 8-bit moments, paged (unified memory, not counted)",
+                   "paged-adamw": "2 fp32 moments, paged (unified memory, not counted)"}[name]
+    else:
+        moments = f"{STATE_COPIES[name]} {_short(grad, scenario.dtype)} {name} moments"
+    paged = name in O.PAGED_OPTIMIZERS
+    if scenario.lora_rank is not None:
+        adapter = facts[S.adapter_bytes]
+        total = "" if paged else f" = {float(adapter + grad + state):g} B per adapter parameter"
+        quant = shared.weight_format(spec, scenario).name
+        base = f"{quant} 4-bit (bitsandbytes Linear4bit)" if quant == "nf4" else f"{_short(weight, dtype)}"
+        return (f"PEFT LoRA on a frozen {base} base ({_short(weight, dtype)} embeddings and norms): "
+                f"{_short(adapter, dtype)} adapters + {_short(grad, dtype)} grads + {moments}{total}")
+    total = "" if paged else f" = {float(weight + grad + state):g} B/param"
+    if _amp(scenario):
+        return (f"AMP {dtype}: fp32 master (the weights) + {_short(grad, dtype)} grads + {moments}{total} "
+                f"+ a {dtype} working copy of the linear weights (autocast)")
+    return (f"pure {dtype} (model.to(dtype)): {_short(weight, dtype)} weights + {_short(grad, dtype)} grads + "
+            f"{moments}{total}")
+
+
+def _short(width, dtype: str) -> str:
+    """fp32 for 4 bytes, else the 16-bit dtype's short name (bf16, fp16)."""
+    if int(width) == FLOAT32:
+        return "fp32"
+    return {"bfloat16": "bf16", "float16": "fp16"}.get(canonical_dtype(dtype), canonical_dtype(dtype))
 
 
 def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -151,44 +225,96 @@ def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
 
 
 def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
-    """Weights, gradients, AdamW state, saved activations and each moment's temporaries."""
+    """Weights, gradients, AdamW state, saved activations and each moment's temporaries.
+
+    With ``--lora-rank`` (PEFT LoRA) only the adapters are trained: gradients, state and
+    temporaries are theirs, and the frozen base saves less (formulas/frameworks/transformers_peft.py)."""
     tensors = architecture.parameter_tensors(spec)
-    trained = P.parameter_count(tensors)
-    eager, upcast = scenario.attention == "eager", _upcast(scenario)
+    lora = scenario.lora_rank is not None
+    targets, trained = shared.lora_adapters(spec, scenario) if lora else ([], tensors)
     terms = _weights(spec, scenario)
-    terms["gradients"] = trained * S.gradient_bytes
-    on_cpu = scenario.device == "cpu"
-    counters = F.step_counters(sum((t.count for t in tensors), sympy.Integer(0)), on_device=on_cpu)
-    terms["optimizer"] = trained * S.optimizer_bytes + (counters if scenario.optimizer in ("adamw", "adam") else 0)
-    host = {}
-    if scenario.optimizer in BNB:
-        terms["optimizer"], paged = shared.optimizer_state(tensors, scenario.optimizer)
-        host = {"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {}
-    checkpointing = scenario.recompute == "full"
-    if checkpointing:
-        layers = S.num_hidden_layers * F.checkpointed_layer_saved() + F.checkpoint_shared_inputs(eager)
-    else:
-        layers = S.num_hidden_layers * F.layer_saved(eager, upcast, _qk_norm(spec))
+    if lora:
+        terms["adapters"] = shared.per_gpu_count(trained) * S.adapter_bytes
     terms["input_ids"] = F.input_ids()
-    saved = {
-        "activations/layers": layers,
-        "activations/head": F.head_saved(),
-        "activations/rope": F.rope_tables(),
-        "activations/loss": F.loss_saved(),
-    }
-    terms["activations"] = sympy.Add(*saved.values())
-    terms.update(saved)
-    terms["loss_gradients"] = F.loss_gradients()
-    terms["head_gradients"] = F.head_gradients()
-    if checkpointing:
-        terms["recompute"] = F.recompute(eager, upcast, _qk_norm(spec))
-    if spec.tie_word_embeddings:
+    host = _state_terms(terms, trained, scenario)
+    terms.update(_lora_saved(spec, scenario, targets) if lora else _saved(spec, scenario, tensors))
+    if spec.tie_word_embeddings and not lora:
         terms["tied_gradient_sum"] = F.tied_embedding_gradient_sum()
-    terms["optimizer_temporaries"] = _optimizer_temporaries(tensors, scenario)
+    terms["optimizer_temporaries"] = _optimizer_temporaries(trained, scenario)
     model = _model(spec, scenario, "training", terms, _training_facts(spec, scenario), _phases(terms))
     if host:
         model.host_terms, model.sources["host_terms"] = host, HOST_SOURCE
     return model
+
+
+def _state_terms(terms: dict[str, sympy.Expr], trained: list[P.WeightTensor], scenario: Scenario) -> dict:
+    """``gradients`` and ``optimizer`` of the trained tensors into ``terms``; the paged host part."""
+    count = P.parameter_count(trained)
+    terms["gradients"] = count * S.gradient_bytes
+    counters = F.step_counters(sum((t.count for t in trained), sympy.Integer(0)), on_device=scenario.device == "cpu")
+    terms["optimizer"] = count * S.optimizer_bytes + (counters if scenario.optimizer in ("adamw", "adam") else 0)
+    if scenario.optimizer not in BNB:
+        return {}
+    terms["optimizer"], paged = shared.optimizer_state(trained, scenario.optimizer)
+    return {"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {}
+
+
+def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -> dict[str, sympy.Expr]:
+    """Full training: what the forward saves, the loss's and lm_head's gradients, the recomputed layer."""
+    eager, upcast, amp, qk = scenario.attention == "eager", _upcast(scenario), _amp(scenario), _qk_norm(spec)
+    checkpointing = scenario.recompute == "full"
+    sliding = _sliding(spec, scenario)
+    if checkpointing:
+        layers = S.num_hidden_layers * F.checkpointed_layer_saved(amp) + F.checkpoint_shared_inputs(eager, amp)
+        layers += F.sliding_checkpoint_mask() if sliding else 0
+    else:
+        layers = S.num_hidden_layers * (F.layer_saved(eager, upcast, qk, amp) + (F.sliding_sdpa_saved() if sliding else 0))
+    saved = {"activations/layers": layers, "activations/head": F.head_saved(amp),
+             "activations/rope": F.rope_tables(amp), "activations/loss": F.loss_saved()}
+    every, per_layer = _linear_count(tensors)
+    if amp:
+        head_only = S.vocab_size * S.hidden_size
+        saved["activations/autocast_weights"] = F.autocast_weight_copies(head_only if checkpointing else every)
+    terms = {"activations": sympy.Add(*saved.values()), **saved,
+             "loss_gradients": F.loss_gradients(), "head_gradients": F.head_gradients()}
+    if checkpointing:
+        terms["recompute"] = F.recompute(eager, upcast, qk, amp) + (F.sliding_sdpa_saved() if sliding else 0)
+        if amp:  # the recomputed layer casts its weights again
+            terms["recompute"] += F.autocast_weight_copies(per_layer)
+    return terms
+
+
+def _lora_saved(spec: ModelSpec, scenario: Scenario, targets: list[P.WeightTensor]) -> dict[str, sympy.Expr]:
+    """PEFT LoRA on a frozen base: the base's saved tensors, the adapters', the head's."""
+    eager, upcast, qk = scenario.attention == "eager", _upcast(scenario), _qk_norm(spec)
+    cast = _adapter_width(scenario) != DTYPE_BYTES[canonical_dtype(scenario.dtype)]
+    unshared = frozenset({"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj", peft.OUTPUT_HEAD}
+                         | ({"o_proj"} if eager else set()))
+    per_layer = {peft.module_name(t): t.cols for t in targets if t.count != 1}
+    head = {peft.module_name(t): t.cols for t in targets if t.count == 1}
+    layer = FP.base_layer_saved(eager, upcast, qk) + FP.adapter_saved(per_layer, cast, unshared)
+    sliding = _sliding(spec, scenario)
+    layer += F.sliding_sdpa_saved() if sliding else 0
+    if scenario.recompute == "full":
+        layers = S.num_hidden_layers * F.checkpointed_layer_saved() + F.checkpoint_shared_inputs(eager)
+        layers += F.sliding_checkpoint_mask() if sliding else 0
+    else:
+        layers = S.num_hidden_layers * layer - FP.first_layer_unsaved(qk, frozenset(per_layer))
+    saved = {"activations/layers": layers, "activations/head": FP.head_saved() + FP.adapter_saved(head, cast, unshared),
+             "activations/rope": F.rope_tables(), "activations/loss": F.loss_saved()}
+    terms = {"activations": sympy.Add(*saved.values()), **saved,
+             "loss_gradients": F.loss_gradients(), "head_gradients": FP.head_gradients()}
+    if scenario.recompute == "full":
+        terms["recompute"] = layer + FP.recompute_backward()
+    return terms
+
+
+def _adapter_width(scenario: Scenario) -> int:
+    """The adapters' bytes per element: ``--adapter-dtype``, else float32 (PEFT's
+    ``autocast_adapter_dtype=True`` upcasts bf16/fp16 adapters)."""
+    if scenario.adapter_dtype is None:
+        return FLOAT32
+    return int(scenario.adapter_bytes())
 
 
 def _optimizer_temporaries(tensors: list[P.WeightTensor], scenario: Scenario) -> sympy.Expr:
@@ -199,8 +325,8 @@ def _optimizer_temporaries(tensors: list[P.WeightTensor], scenario: Scenario) ->
 
 
 def _phases(terms: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
-    held = ("weights", "input_ids", "optimizer")
-    layers = ("activations/layers", "activations/rope")
+    held = ("weights", *(n for n in ("adapters",) if n in terms), "input_ids", "optimizer")
+    layers = ("activations/layers", "activations/rope", *(n for n in ("activations/autocast_weights",) if n in terms))
     phases = {
         "loss_backward": (*held, "activations", "loss_gradients", "overhead"),
         "head_backward": (*held, *layers, "activations/head", "head_gradients", "overhead"),
@@ -214,12 +340,17 @@ def _phases(terms: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
 
 
 def _training_facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]:
-    """Everything in the model's dtype: weights, activations, gradients, AdamW moments."""
+    """Everything in the model's dtype: weights, activations, gradients, AdamW moments; under
+    AMP the parameters, gradients and moments in float32 and the activations in ``--dtype``."""
     facts = shared.facts(spec, scenario)
     width = sympy.Rational(DTYPE_BYTES[canonical_dtype(scenario.dtype)])
+    parameter = sympy.Rational(FLOAT32) if _amp(scenario) else width
+    trained = sympy.Rational(_adapter_width(scenario)) if scenario.lora_rank is not None else parameter
     facts.pop(S.master_weight_bytes, None)
-    facts.update({S.weight_bytes: width, S.activation_bytes: width, S.gradient_bytes: width,
-                  S.optimizer_bytes: sympy.Rational(O.state_bytes_per_parameter(scenario.optimizer, width))})
+    facts.update({S.weight_bytes: parameter, S.activation_bytes: width, S.gradient_bytes: trained,
+                  S.optimizer_bytes: sympy.Rational(O.state_bytes_per_parameter(scenario.optimizer, trained))})
+    if scenario.lora_rank is not None:
+        facts[S.adapter_bytes] = trained
     return facts
 
 
@@ -230,6 +361,7 @@ PROFILE_DESCRIPTIONS: dict[str, str] = {
     "optimizer_paged": "bitsandbytes paged state (CUDA unified memory, outside max_memory_allocated)",
     "input_ids": "the batch of int64 token ids on the device",
     "weights/rotary_buffers": "rotary inv_freq and original_inv_freq (non-persistent buffers)",
+    "weights/quant_codes": "bitsandbytes NF4: per-matrix fp32 codes and offset (quant_state)",
     "activations/layers": "what every decoder layer saves for backward (its input only with checkpointing)",
     "activations/head": "final RMSNorm and lm_head input",
     "activations/rope": "cos and sin tables shared by every layer",
@@ -253,6 +385,9 @@ _MODELING = "transformers 5.24 models/llama/modeling_llama.py and models/qwen3/m
 SOURCES: dict[str, str] = {
     "weights": shared.SOURCES["weights"] + "; plus rotary inv_freq buffers (" + _MODELING
                + ", LlamaRotaryEmbedding.__init__)",
+    "adapters": "peft 0.21 tuners/lora/layer.py LoraLayer.update_layer (lora_A r x in, lora_B out x r), kept in "
+                "float32 by get_peft_model(autocast_adapter_dtype=True) (tuners/tuners_utils.py "
+                "BaseTuner._cast_adapter_dtype); " + shared.SOURCES["adapters"],
     "input_ids": "int64 token ids on the device: transformers 5.24 trainer.py Trainer._prepare_inputs, "
                  "generation/utils.py GenerationMixin.generate",
     "kv_cache": "transformers 5.24 cache_utils.py DynamicCache.update: key and value states per layer "
@@ -279,10 +414,11 @@ SOURCES: dict[str, str] = {
 
 PROFILE = Profile(
     name="transformers",
-    summary="what transformers 5.24 + PyTorch 2.13 allocate (measured: docs/accuracy.md)",
+    summary="what transformers 5.24 + PyTorch 2.13 allocate, AMP, PEFT LoRA/QLoRA (measured: docs/accuracy.md)",
     modes=("inference", "training"),
     knobs=KNOBS,
     build=build,
     check=check,
-    refusal_note="measured: one device, no parallelism, PEFT or quantization",
+    refusal_note=("the transformers profile is one device: for accelerate's DeepSpeed ZeRO use --profile deepspeed, "
+                  "for FSDP2 or --tp/--pp/--cp --profile torchtitan, for Megatron-LM --profile megatron"),
 )

@@ -16,6 +16,17 @@ whatever the model dtype (RMSNorm's ``rsqrt``, softmax with ``dtype=torch.float3
 ``log_softmax`` inside the loss, SDPA's logsumexp): :data:`FLOAT32_BYTES`.
 Formulas cover dense Llama-style decoders (RMSNorm, rotary embeddings, gated SiLU MLP,
 no sliding window); ``qk_norm`` adds Qwen3's RMSNorm on queries and keys.
+
+AMP (``amp=True``): the parameters stay float32 and the forward runs under
+``torch.autocast(dtype=bfloat16)`` (accelerate/accelerator.py ``Accelerator.prepare_model``,
+utils/modeling.py ``get_mixed_precision_context_manager``; transformers' Trainer with
+``bf16=True``). The residual stream then keeps the weights' dtype (the embedding is not an
+autocast op, and ``hidden + bf16`` promotes to float32): :func:`residual` is ``beta_w``
+where it is ``beta_a`` in pure training. Each ``linear`` casts its input to bf16 itself
+(aten/src/ATen/autocast_mode.cpp ``cached_cast`` caches only leaf tensors that require
+grad: the weights), so q/k/v and gate/up save one bf16 copy each of the normed input; the
+weights' bf16 casts are cached for the forward (``torch.autocast``'s ``cache_enabled=True``)
+and saved by every linear for its backward: :func:`autocast_weight_copies`.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from formulas.symbols import (
     num_hidden_layers,
     num_key_value_heads,
     seq_len,
+    sliding_window,
     vocab_size,
     weight_bytes,
 )
@@ -88,31 +100,45 @@ def mlp_saved() -> sympy.Expr:
     return 4 * beta * b * s * f
 
 
-def layer_saved(eager: bool, upcast: bool, qk_norm: bool) -> sympy.Expr:
+def residual(amp: bool) -> sympy.Expr:
+    """Bytes per element of the residual stream: the weights' dtype under AMP (float32),
+    the activations' otherwise."""
+    return weight_bytes if amp else beta
+
+
+def rms_norm_residual_saved(rows: sympy.Expr, amp: bool) -> sympy.Expr:
+    """An RMSNorm over the residual stream (``h`` wide): :func:`rms_norm_saved`, its
+    normalised ``x_hat`` in the residual's dtype (``hidden.to(input_dtype)``)."""
+    return FLOAT32_BYTES * rows * h + FLOAT32_BYTES * rows + residual(amp) * rows * h
+
+
+def layer_saved(eager: bool, upcast: bool, qk_norm: bool, amp: bool = False) -> sympy.Expr:
     """Bytes one decoder layer keeps for backward.
 
-    Two RMSNorms over ``h`` plus their outputs (saved by q/k/v and gate/up projections),
-    Qwen3's RMSNorms over q and k heads, attention, MLP. Residual adds save nothing.
+    Two RMSNorms over ``h`` plus their outputs (saved by q/k/v and gate/up projections:
+    one tensor they share, or under AMP one bf16 cast per projection, 3 + 2), Qwen3's
+    RMSNorms over q and k heads, attention, MLP. Residual adds save nothing.
     """
     bs = b * s
-    norms = 2 * (rms_norm_saved(bs, h) + beta * bs * h)
+    consumers = 5 if amp else 2
+    norms = 2 * rms_norm_residual_saved(bs, amp) + consumers * beta * bs * h
     if qk_norm:
         norms += rms_norm_saved(bs * a, d) + rms_norm_saved(bs * a_kv, d)
     return norms + attention_saved(eager, upcast) + mlp_saved()
 
 
-def checkpointed_layer_saved() -> sympy.Expr:
+def checkpointed_layer_saved(amp: bool = False) -> sympy.Expr:
     """Gradient checkpointing (``torch.utils.checkpoint``, ``use_reentrant=False``, as
     ``activation_checkpointing_enable`` sets it): each layer keeps only its input,
-    ``beta_a b s h``; backward recomputes the layer (full recomputation)."""
-    return beta * b * s * h
+    ``beta_a b s h`` (in the residual's dtype); backward recomputes the layer."""
+    return residual(amp) * b * s * h
 
 
-def checkpoint_shared_inputs(eager: bool) -> sympy.Expr:
+def checkpoint_shared_inputs(eager: bool, amp: bool = False) -> sympy.Expr:
     """The other arguments every checkpointed layer keeps for its recomputation, shared by
     all layers: the int64 ``position_ids`` (``8 s``) and, with eager attention, the additive
-    ``(b, 1, s, s)`` causal mask (``beta_a b s^2``; sdpa passes no mask)."""
-    return INT64_BYTES * s + (beta * b * s**2 if eager else 0)
+    ``(b, 1, s, s)`` causal mask (``beta_a b s^2``, the embeddings' dtype; sdpa passes no mask)."""
+    return INT64_BYTES * s + (residual(amp) * b * s**2 if eager else 0)
 
 
 def input_ids() -> sympy.Expr:
@@ -121,15 +147,16 @@ def input_ids() -> sympy.Expr:
     return INT64_BYTES * b * s
 
 
-def head_saved() -> sympy.Expr:
-    """The final RMSNorm and ``lm_head``'s saved input: ``rms(bs, h) + beta_a b s h``."""
-    return rms_norm_saved(b * s, h) + beta * b * s * h
+def head_saved(amp: bool = False) -> sympy.Expr:
+    """The final RMSNorm and ``lm_head``'s saved input (under AMP its bf16 cast):
+    ``rms(bs, h) + beta_a b s h``."""
+    return rms_norm_residual_saved(b * s, amp) + beta * b * s * h
 
 
-def rope_tables() -> sympy.Expr:
+def rope_tables(amp: bool = False) -> sympy.Expr:
     """``cos`` and ``sin`` of shape ``(1, s, d)``, built once per forward and saved by every
-    layer's RoPE multiply: ``2 beta_a s d``."""
-    return 2 * beta * s * d
+    layer's RoPE multiply: ``2 beta_a s d`` (``.to(x.dtype)``: the residual's dtype)."""
+    return 2 * residual(amp) * s * d
 
 
 def loss_saved() -> sympy.Expr:
@@ -158,14 +185,28 @@ def head_gradients() -> sympy.Expr:
     return beta * b * s * (V + h) + gradient_bytes * V * h
 
 
-def recompute(eager: bool, upcast: bool, qk_norm: bool) -> sympy.Expr:
+def recompute(eager: bool, upcast: bool, qk_norm: bool, amp: bool = False) -> sympy.Expr:
     """Gradient checkpointing, backward of the last layer: its recomputed saved tensors,
     the gradient flowing in and out (``2 beta_a b s h``) and ``lm_head``'s weight gradient.
 
     The layer's own backward temporaries are not modelled (none of the measured points
     peaks here; see docs/accuracy.md).
     """
-    return layer_saved(eager, upcast, qk_norm) + 2 * beta * b * s * h + gradient_bytes * V * h
+    return layer_saved(eager, upcast, qk_norm, amp) + 2 * residual(amp) * b * s * h + gradient_bytes * V * h
+
+
+def autocast_weight_copies(linear_parameters: sympy.Expr) -> sympy.Expr:
+    """AMP: the bf16 casts of the linear layers' weights, ``beta_a P_linear``.
+
+    ``torch.autocast`` caches the cast of a leaf tensor that requires grad for the rest of
+    the autocast region (torch/amp/autocast_mode.py ``autocast(cache_enabled=True)``;
+    aten/src/ATen/autocast_mode.cpp ``cached_cast``), and each ``linear`` saves its bf16
+    weight for the input's gradient, so every copy lives until its layer's backward: at the
+    start of backward all of them (with checkpointing only ``lm_head``'s, the layers' saved
+    tensors being dropped). The embedding lookup and the norms' ``weight *`` are not
+    autocast ops.
+    """
+    return beta * linear_parameters
 
 
 def tied_embedding_gradient_sum() -> sympy.Expr:
@@ -265,3 +306,31 @@ def prefill_logits(positions: str) -> sympy.Expr:
     every position, ``1`` the last, as ``generate`` asks): ``beta_a b (s h + k V)``."""
     kept = s if positions == "all" else 1
     return beta * b * (s * h + kept * V)
+
+
+# --- sliding-window attention (Mistral) -------------------------------------------------------
+
+BOOL_BYTES = 1  # torch.bool: the mask masking_utils.sdpa_mask builds
+
+
+def sliding_window_masked() -> sympy.Expr:
+    """True once the sequence reaches the window: ``masking_utils._ignore_causal_mask_sdpa``
+    skips the mask (sdpa runs ``is_causal``) only while ``kv_length < sliding_window``."""
+    return sympy.GreaterThan(s, sliding_window)
+
+
+def sliding_sdpa_saved() -> sympy.Expr:
+    """sdpa past the window, per layer, beyond :func:`attention_saved`: with a mask
+    ``integrations/sdpa_attention.py use_gqa_in_sdpa`` is false, so ``repeat_kv`` copies k
+    and v to every query head and sdpa saves the copies (``2 beta_a b s (a - a_kv) d`` more),
+    and the CPU flash kernel saves the bool mask converted to the query's dtype
+    (``beta_a b s^2``). Eager attention adds its mask without saving it."""
+    extra = 2 * beta * b * s * (a - a_kv) * d + beta * b * s**2
+    return sympy.Piecewise((extra, sliding_window_masked()), (0, True))
+
+
+def sliding_checkpoint_mask() -> sympy.Expr:
+    """Checkpointing past the window (sdpa): the bool mask, an argument every checkpointed
+    layer keeps for its recomputation. sdpa_mask builds it ``(1, 1, s, s)`` by broadcasting
+    and ``expand``s it to the batch (a view): ``s^2``."""
+    return sympy.Piecewise((BOOL_BYTES * s**2, sliding_window_masked()), (0, True))

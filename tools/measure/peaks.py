@@ -183,6 +183,12 @@ def measure_training(point: dict) -> dict:
     torch.manual_seed(SEED)
     ids = torch.randint(0, config["vocab_size"], (point["batch_size"], point["seq_len"]))
     opt = torch.optim.AdamW(model.parameters(), foreach=point.get("foreach", False), **ADAMW)
+    return measure_step(model, opt, ids)
+
+
+def measure_step(model: torch.nn.Module, opt: torch.optim.Optimizer, ids: torch.Tensor,
+                 tracker_class=MemTracker) -> dict:
+    """The second of two training steps of ``model`` on ``ids``, tracked (see the module docstring)."""
 
     def step(phases: _Phases | None = None):
         loss = model(input_ids=ids, labels=ids, use_cache=False).loss
@@ -195,7 +201,7 @@ def measure_training(point: dict) -> dict:
         phases and phases.mark("optimizer")
 
     step()  # first iteration: creates the optimizer state
-    tracker = MemTracker()
+    tracker = tracker_class()
     tracker.track_external(model, opt, ids)
     phases = _Phases(tracker)
     with tracker:
