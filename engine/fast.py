@@ -28,7 +28,7 @@ from pathlib import Path
 
 from engine import fast_cache
 from engine.evaluation import Evaluation, ModelOutline, combine
-from engine.profiles import build, get
+from engine.profiles import build, default_for, get
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
 
@@ -190,7 +190,7 @@ def _miss(folder: Path, free_key: str, spec_key: str, spec: ModelSpec, scenario:
 
 def _free_sizes_allowed(spec: ModelSpec, scenario: Scenario) -> bool:
     sizes = [getattr(scenario, n) for n in FREE]
-    if any(type(v) is not int for v in sizes) or not set(FREE) <= get(scenario.profile).knobs:
+    if any(type(v) is not int for v in sizes) or not set(FREE) <= get(scenario.profile or default_for(scenario)).knobs:
         return False
     return sizes_stay_symbolic(spec, scenario)
 
