@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 from engine.errors import InputError
-from engine.profiles import vllm_hybrid
 from engine.scenario import Scenario
 from engine.spec import ModelSpec, shown
 from formulas.dtypes import DTYPE_BYTES
@@ -190,6 +189,8 @@ def _compressed_tensors_scheme(config: dict) -> str:
 
 def kv_layout(spec: ModelSpec) -> str:
     """The KV-cache spec vLLM gives the model's layers (vllm/v1/kv_cache_interface.py)."""
+    from engine.profiles import vllm_hybrid
+
     if vllm_hybrid.recurrent_kind(spec):
         return "FullAttentionSpec + MambaSpec" if vllm_hybrid.layer_counts(spec)[0] else "MambaSpec"
     if spec.layer_count(mixer="mla"):
@@ -204,7 +205,8 @@ def kv_layout(spec: ModelSpec) -> str:
 
 
 UNMODELLED_TYPES = ("falcon", "gpt2")  # learned positions / ALiBi-era layouts vLLM sizes differently
-MODELLED_MIXERS = ("attention", "sliding_attention", "chunked_attention", "mla", *vllm_hybrid.RECURRENT_KINDS, "none")
+# the mixers modelled, beside vllm_hybrid.RECURRENT_KINDS (imported on use: this module is SymPy-free)
+MODELLED_MIXERS = ("attention", "sliding_attention", "chunked_attention", "mla", "none")
 # vllm/model_executor/models/registry.py _PREVIOUSLY_SUPPORTED_MODELS: encoder-decoder models
 # but Whisper were removed with V0 ("MllamaForConditionalGeneration": "0.10.2").
 V1_REMOVED = {"mllama": "MllamaForConditionalGeneration (last served by vLLM 0.10.2; "
@@ -218,11 +220,16 @@ NOT_IN_V0 = ("gemma3", "gemma3_text", "mistral3", "llama4", "llama4_text", "kimi
 
 
 def _other_mixers(spec: ModelSpec) -> bool:
-    return any(group.mixer not in MODELLED_MIXERS for group in spec.layers)
+    from engine.profiles import vllm_hybrid
+
+    modelled = (*MODELLED_MIXERS, *vllm_hybrid.RECURRENT_KINDS)
+    return any(group.mixer not in modelled for group in spec.layers)
 
 
 def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     """Refuse what the profile does not describe, naming the flag and value."""
+    from engine.profiles import vllm_hybrid
+
     if scenario.mode != "inference":
         raise InputError(f"--profile vllm: --mode {scenario.mode} is not modelled; vLLM serves (inference)")
     attention_free = vllm_hybrid.recurrent_kind(spec) and not vllm_hybrid.layer_counts(spec)[0]
@@ -249,6 +256,44 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     vllm_hybrid.check(spec, scenario)
     if settings.max_model_len is None and spec.context_length is None:
         raise InputError(f"--max-model-len: {spec.name}'s config has no max_position_embeddings; give one")
+
+
+# memsym weight schemes -> the vLLM --quantization that stores them so
+SCHEME_METHODS = {None: None, "none": None, "int4": "gptq", "fp8": "fp8", "nf4": "bitsandbytes"}  # None: not given
+KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "block_size", "tp", "pp"})
+
+
+def settings_from(scenario: Scenario) -> VllmSettings:
+    """vLLM's settings for memsym's knobs: ``--seq-len`` is ``max_model_len``; the GPU's
+    total (``cuda_total_bytes``) stays a symbol, the other flags take vLLM's defaults."""
+    if scenario.weight_quant not in SCHEME_METHODS:
+        raise InputError(f"--profile vllm: --weight-quant {scenario.weight_quant} is not modelled "
+                         f"(choose from {', '.join(k for k in SCHEME_METHODS if k)})")
+    return VllmSettings(
+        max_model_len=scenario.seq_len, block_size=scenario.block_size or VllmSettings.block_size,
+        dtype="float32" if scenario.weight_bytes() == 4 else "auto",
+        kv_cache_dtype="fp8" if scenario.kv_bytes() == 1 else "auto",
+        quantization=SCHEME_METHODS[scenario.weight_quant],
+    )
+
+
+SUMMARY = "what vLLM 0.19 (V1) computes at start-up: weights, profile-run peak, available KV cache"
+REFUSAL_NOTE = "vLLM's own flags are on 'memsym serve'"
+MODES = ("inference",)
+
+
+def knob_profile():
+    """The vllm profile as ``refuse_unread_knobs`` reads it (name, modes, knobs, note) without
+    importing its SymPy build (engine/profiles/vllm.py ``PROFILE`` is built from the same names)."""
+    from engine.profiles import Profile
+
+    return Profile(name="vllm", summary=SUMMARY, modes=MODES, knobs=KNOBS, build=_build, refusal_note=REFUSAL_NOTE)
+
+
+def _build(spec: ModelSpec, scenario: Scenario):
+    from engine.profiles import get
+
+    return get("vllm").build(spec, scenario)  # the registered plug-in (engine/profiles/vllm.py)
 
 
 SERVING_VARIABLES = ("concurrency", "seq_len", "batch_size")  # answered as vLLM sizes its cache
