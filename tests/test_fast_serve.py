@@ -136,7 +136,8 @@ def _imports_sympy(argv: list[str], cache: Path) -> tuple[bool, str]:
     code = ("import sys, runpy; sys.argv = ['memsym', *sys.argv[1:]]\n"
             "try:\n    runpy.run_path('cli.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "print('SYMPY' if 'sympy' in sys.modules else 'NO-SYMPY')")
-    env = {"MEMSYM_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "MEMSYM_CACHE_DIR": str(cache)}
+    env.pop("MEMSYM_NO_CACHE", None)
     out = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     return out.stdout.strip().endswith("NO-SYMPY"), out.stdout
