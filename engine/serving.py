@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # imported where used: a cached prediction imports no SymPy (
 GIB = 2**30
 MAX_MODEL_LEN_LIMIT = 1 << 24  # far beyond any model's context; bounds the search
 # what a recurrent model's cache adds (engine/profiles/vllm_hybrid.py quantities)
-HYBRID_VALUES = ("attention_block_size", "page_bytes", "state_page_bytes", "state_bytes_per_request")
+HYBRID_VALUES = serving_cache.HYBRID_VALUES
 
 
 @dataclass(frozen=True)
@@ -186,19 +186,23 @@ def _record(name: str, prediction: ServePrediction) -> None:
     data = serving_cache.data_of(prediction.worker, prediction.values, quantities, notes)
     if data is None:
         return
-    settings = replace(prediction.settings, max_model_len=None) if prediction.max_model_len_note else prediction.settings
+    settings = prediction.settings
+    if prediction.max_model_len_note:  # auto: keyed without the length chosen
+        settings = replace(settings, max_model_len=None)
     try:
         checked = serving_cache.check(data)
     except ValueError:
         return
     cached = _cached(checked, prediction.spec, prediction.scenario, settings, prediction.budget_note)
     if (cached.to_dict() == prediction.to_dict() and cached.values == prediction.values
-            and cached.settings == prediction.settings and cached.worker.model.evaluate() == prediction.worker.model.evaluate()
+            and cached.settings == prediction.settings
+            and cached.worker.model.evaluate() == prediction.worker.model.evaluate()
             and all(cached.worker.value(q) == prediction.worker.value(q) for q in quantities)):
         serving_cache.record(name, data)
 
 
-def _cached(data: dict, spec: ModelSpec, scenario: Scenario, settings: VllmSettings, budget_note: str) -> ServePrediction:
+def _cached(data: dict, spec: ModelSpec, scenario: Scenario, settings: VllmSettings,
+            budget_note: str) -> ServePrediction:
     """The prediction of a cache entry (engine/serving_cache.py)."""
     notes = data["notes"]
     if notes["max_model_len_note"] is not None:  # auto: the length chosen

@@ -25,6 +25,13 @@ from engine.evaluation import Evaluation, ModelOutline, combine
 from engine.profiles.vllm_settings import VllmSettings
 from engine.spec import ModelSpec
 
+# what the report and --json read (engine/serving.py ``_values``, engine/report.py ``format_serve``)
+VALUES = ("weights_bytes", "activation_peak_bytes", "non_torch_bytes", "cuda_graph_bytes", "requested_bytes",
+          "available_kv_cache_bytes", "num_gpu_blocks", "kv_cache_tokens", "max_concurrency", "request_kv_bytes",
+          "max_model_len", "block_size", "cuda_total_bytes")
+HYBRID_VALUES = ("attention_block_size", "page_bytes", "state_page_bytes", "state_bytes_per_request")
+INPUTS = ("max_num_batched_tokens", "max_num_seqs", "block_size", "kv_layout", "kv_cache_bytes", "quantization",
+          "weight_bytes")
 QUANTITIES = ("request_blocks",)  # worker quantities read after a prediction (engine/serving_solve.py)
 _MEMORY: dict[str, dict] = {}  # key -> checked entry data, this process
 MEMORY_ENTRIES = 4096
@@ -150,6 +157,12 @@ def check(data: dict) -> dict:
     for field in ("values", "quantities", "notes"):
         if not isinstance(data.get(field), dict):
             raise ValueError(f"{field} is not a dict")
+    # a recurrent model's lines read all four hybrid values and the mamba_cache_mode input
+    values, inputs = data["values"], data["meta"]["inputs"]
+    hybrid = any(k in values for k in HYBRID_VALUES if k != "page_bytes")
+    if not set(VALUES) <= set(values) or not set(INPUTS) <= set(inputs) \
+            or hybrid and not (set(HYBRID_VALUES) <= set(values) and "mamba_cache_mode" in inputs):
+        raise ValueError("values or inputs are missing")
     notes = data["notes"]
     for field in ("max_model_len_note", "refusal"):
         if not (notes.get(field) is None or isinstance(notes.get(field), str)):

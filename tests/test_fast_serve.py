@@ -114,15 +114,26 @@ def test_cached_serving_solve_answers_alike(model, target, fresh_cache):
     assert json.dumps(cached.to_dict()) == json.dumps(symbolic.to_dict())
 
 
-def test_a_corrupt_entry_is_ignored_and_rewritten(fresh_cache):
+CORRUPTIONS = {"a string stage": lambda d: d.update(stage="0"),
+               "a value missing": lambda d: d["values"].pop("num_gpu_blocks"),
+               "a float value": lambda d: d["values"].update(kv_cache_tokens=1.5),
+               "an input missing": lambda d: d["meta"]["inputs"].pop("kv_layout"),
+               "a term missing": lambda d: d["terms"].pop("kv_cache")}
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS)
+def test_a_corrupt_entry_is_ignored_and_rewritten(corrupt, fresh_cache):
     first = serve("qwen3-0.6b", max_model_len=4096, **H100)
     (path,) = fresh_cache.glob("*.json")
-    path.write_text(path.read_text().replace('"stage": 0', '"stage": "0"'))
+    stored = json.loads(path.read_text())
+    corrupt(stored["data"])
+    path.write_text(json.dumps(stored))
     serving_cache._MEMORY.clear()
     again = serve("qwen3-0.6b", max_model_len=4096, **H100)
     assert not isinstance(again.worker, serving_cache.CachedWorker)  # rebuilt with SymPy
     assert _outputs(again) == _outputs(first)
-    assert '"stage": 0' in path.read_text()
+    serving_cache._MEMORY.clear()
+    assert isinstance(serve("qwen3-0.6b", max_model_len=4096, **H100).worker, serving_cache.CachedWorker)
 
 
 def test_the_key_holds_every_flag(fresh_cache):
