@@ -130,3 +130,12 @@ def fit_hints(spec, knobs: dict, budget_bytes: int, variable: str) -> str:
     if variable != "seq_len" and scenario.seq_len and scenario.seq_len > 1 and fits(replace(scenario, seq_len=1)):
         hints.append("a shorter --seq-len")
     return "; would fit with " + " or ".join(hints) if hints else ""
+
+
+def budget_hints(model, config, knobs: dict, limits, target: str) -> str:
+    """What would help a budget too small for even one (:func:`fit_hints`); single GPU only."""
+    if limits.num_gpus != 1 or target == "num_gpus":
+        return ""
+    from engine.registry import load_spec
+
+    return fit_hints(load_spec(model, config), knobs, limits.per_gpu_bytes, target)

@@ -176,13 +176,21 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
         from engine.registry import load_spec
 
         spec = load_spec(model, config)
-        return SolveAnswer(spec.name, _solve_degree(target, spec, Scenario(**knobs), limits, knobs), limits)
+        from engine.search import solve_degree
+
+        fixed = {k: knobs[k] for k in (*PLAN_FIXED, "dp") if k in knobs}  # --dp given: kept, as tp and pp are
+        return SolveAnswer(spec.name, solve_degree(target, spec, Scenario(**knobs), limits, fixed), limits)
     from engine import fast_solve
 
     cached = fast_solve.solve(model, config, target, knobs, limits, activations,
                               lambda: _symbolic_solution(model, config, target, knobs, limits, activations))
     if cached is not None:  # one GPU: the cached exact evaluator held this model (engine/fast_solve.py)
         return SolveAnswer(cached[0], cached[1], limits)
+    return _solve_numeric(model, config, target, knobs, limits, activations)
+
+
+def _solve_numeric(model, config, target: str, knobs: dict, limits, activations: str):
+    """The SymPy path of solve seq-len/batch-size/concurrency/num-gpus over a model."""
     from engine.solve import solve_budget
 
     if target == "num_gpus":  # inference: the layout --num-gpus N reads (engine/layout.py), not a silent even split
@@ -206,8 +214,12 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
     try:
         answer = solve_budget(mm, target, split, activations=activations)
     except InfeasibleError as exc:
-        raise InfeasibleError(f"{exc}{_hints(model, config, knobs, split, target)}") from None
+        from engine.layout import budget_hints
+
+        raise InfeasibleError(f"{exc}{budget_hints(model, config, knobs, split, target)}") from None
     if layout is None and limits.num_gpus == 1:
+        from engine import fast_solve
+
         fast_solve.store_form(model, config, target, knobs, activations, mm)
     if split is not limits:
         from dataclasses import replace
@@ -221,30 +233,6 @@ def _symbolic_solution(model, config, target: str, knobs: dict, limits, activati
     from engine.solve import solve_budget
 
     return solve_budget(question_model(model, config, False, knobs)[1], target, limits, activations=activations)
-
-
-def _hints(model, config, knobs: dict, limits, target: str) -> str:
-    """What would help a budget too small for even one (engine.layout.fit_hints); single GPU only."""
-    if limits.num_gpus != 1 or target == "num_gpus":
-        return ""
-    from engine.layout import fit_hints
-    from engine.registry import load_spec
-
-    return fit_hints(load_spec(model, config), knobs, limits.per_gpu_bytes, target)
-
-
-def _solve_degree(target: str, spec, scenario: Scenario, limits, knobs: dict):
-    """The smallest tensor-parallel degree, or the fewest GPUs of a training layout search."""
-    if target == "tp":
-        from engine.solve import solve_tensor_parallel
-
-        return solve_tensor_parallel(spec, scenario, limits)
-    from engine.search import smallest_num_gpus
-
-    if limits.num_gpus != 1:
-        raise InputError("solve num-gpus: --num-gpus is what is solved; leave it out")
-    fixed = {k: knobs[k] for k in (*PLAN_FIXED, "dp") if k in knobs}  # --dp given: kept, as tp and pp are
-    return smallest_num_gpus(spec, scenario, limits.per_gpu_bytes, fixed=fixed)[0]
 
 
 def solve_symbolic(variable: str, target: str, knobs: dict, activations: str = "none") -> ClosedFormAnswer:

@@ -159,7 +159,6 @@ def format_answer(answer, show_formula: bool = False, latex: bool = False) -> st
     from engine.questions import ClosedFormAnswer
 
     serving = sys.modules.get("engine.serving_solve")  # not imported (SymPy): the answer is not a ServingAnswer
-
     if isinstance(answer, ClosedFormAnswer):
         return format_closed_form(answer, latex)
     if serving is not None and isinstance(answer, serving.ServingAnswer):

@@ -213,3 +213,15 @@ def smallest_num_gpus(spec: ModelSpec, scenario: Scenario, budget_bytes: int, *,
     solution = Solution("num_gpus", best.num_gpus, budget_bytes, evaluation.total_bytes, best.bytes_at_fewer,
                         "search", evaluation, inputs, smallest=True)
     return solution, result
+
+
+def solve_degree(target: str, spec: ModelSpec, scenario: Scenario, limits, fixed: dict):
+    """``solve tp``: the smallest tensor-parallel degree; ``solve num-gpus`` in training: the
+    fewest GPUs of a layout search keeping the ``fixed`` degrees (tp, pp, zero, dp given)."""
+    if target == "tp":
+        from engine.solve import solve_tensor_parallel
+
+        return solve_tensor_parallel(spec, scenario, limits)
+    if limits.num_gpus != 1:
+        raise InputError("solve num-gpus: --num-gpus is what is solved; leave it out")
+    return smallest_num_gpus(spec, scenario, limits.per_gpu_bytes, fixed=fixed)[0]

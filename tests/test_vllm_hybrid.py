@@ -240,3 +240,10 @@ def test_serve_json_on_the_command_line_for_an_attention_free_model():
     assert data["inputs"]["kv_layout"] == "MambaSpec" and data["inputs"]["mamba_ssm_cache_dtype"] == "float32"
     assert data["max_concurrency"] == data["num_gpu_blocks"]  # one state page a request, whatever the length
     assert data["terms"]["kv_cache/state"] == data["num_gpu_blocks"] * 64 * (3 * 5_120 * 2 + 5_120 * 16 * 4)
+
+
+def test_the_light_list_of_recurrent_mixers_agrees_with_the_state_shapes():
+    """vllm_settings spells the recurrent kinds out (it stays SymPy-free); they must be vllm_hybrid's."""
+    from engine.profiles import vllm_hybrid, vllm_settings
+
+    assert set(vllm_settings.RECURRENT_MIXERS) == set(vllm_hybrid.RECURRENT_KINDS)

@@ -189,7 +189,7 @@ def _compressed_tensors_scheme(config: dict) -> str:
 
 def kv_layout(spec: ModelSpec) -> str:
     """The KV-cache spec vLLM gives the model's layers (vllm/v1/kv_cache_interface.py)."""
-    from engine.profiles import vllm_hybrid
+    from engine.profiles import vllm_hybrid  # lazily: it builds expressions (SymPy)
 
     if vllm_hybrid.recurrent_kind(spec):
         return "FullAttentionSpec + MambaSpec" if vllm_hybrid.layer_counts(spec)[0] else "MambaSpec"
@@ -205,8 +205,11 @@ def kv_layout(spec: ModelSpec) -> str:
 
 
 UNMODELLED_TYPES = ("falcon", "gpt2")  # learned positions / ALiBi-era layouts vLLM sizes differently
-# the mixers modelled, beside vllm_hybrid.RECURRENT_KINDS (imported on use: this module is SymPy-free)
-MODELLED_MIXERS = ("attention", "sliding_attention", "chunked_attention", "mla", "none")
+# the recurrent kinds are engine/profiles/vllm_hybrid.py RECURRENT_KINDS (the keys of
+# formulas/frameworks/vllm_mamba.py STATE_SHAPES), spelled out here so that this module, on
+# the SymPy-free solve path (uses_vllm), does not import the formulas; a test checks they agree
+RECURRENT_MIXERS = ("mamba", "mamba2", "attention_mamba2", "gated_deltanet")
+MODELLED_MIXERS = ("attention", "sliding_attention", "chunked_attention", "mla", *RECURRENT_MIXERS, "none")
 # vllm/model_executor/models/registry.py _PREVIOUSLY_SUPPORTED_MODELS: encoder-decoder models
 # but Whisper were removed with V0 ("MllamaForConditionalGeneration": "0.10.2").
 V1_REMOVED = {"mllama": "MllamaForConditionalGeneration (last served by vLLM 0.10.2; "
@@ -220,18 +223,15 @@ NOT_IN_V0 = ("gemma3", "gemma3_text", "mistral3", "llama4", "llama4_text", "kimi
 
 
 def _other_mixers(spec: ModelSpec) -> bool:
-    from engine.profiles import vllm_hybrid
-
-    modelled = (*MODELLED_MIXERS, *vllm_hybrid.RECURRENT_KINDS)
-    return any(group.mixer not in modelled for group in spec.layers)
+    return any(group.mixer not in MODELLED_MIXERS for group in spec.layers)
 
 
 def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     """Refuse what the profile does not describe, naming the flag and value."""
-    from engine.profiles import vllm_hybrid
-
     if scenario.mode != "inference":
         raise InputError(f"--profile vllm: --mode {scenario.mode} is not modelled; vLLM serves (inference)")
+    from engine.profiles import vllm_hybrid  # lazily: it builds expressions (SymPy)
+
     attention_free = vllm_hybrid.recurrent_kind(spec) and not vllm_hybrid.layer_counts(spec)[0]
     if spec.num_attention_heads % scenario.tp and not attention_free:  # vllm/config/parallel.py: even split
         raise InputError(f"--tensor-parallel-size {scenario.tp} does not divide num_attention_heads "
