@@ -164,3 +164,13 @@ def test_warm_serve_and_serving_solve_import_no_sympy(argv, tmp_path):
     assert not cold  # the first answer is symbolic
     assert warm, text
     assert "vLLM" in text
+
+
+WEIGHT_RECORDS = json.loads((ROOT / "tests" / "fixtures" / "vllm_weights_issues.json").read_text())["records"]
+
+
+@pytest.mark.parametrize("record", WEIGHT_RECORDS, ids=[f"{i}-{r['model']}" for i, r in enumerate(WEIGHT_RECORDS)])
+def test_cached_serve_on_the_logged_weights_records(record, fresh_cache):
+    for length in (None, 8192):
+        _assert_same_serve({"model": record["model"], "tp": record["tensor_parallel_size"], "max_model_len": length,
+                            **H100})
