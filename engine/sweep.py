@@ -4,21 +4,26 @@
 a small parser of digits, commas and colons (never ``eval``). :func:`sweep` evaluates the
 whole grid with one call of the model's compiled NumPy function (engine/numeric.py): the
 axes broadcast against each other, so a 1000 x 10,000 grid costs a few array operations.
+``memsym sweep`` reads its model through :func:`sweep_model`: a grid of up to
+MAX_EXACT_POINTS points of a model with a cached sizes-free exact evaluator (engine/fast.py)
+is evaluated point by point by it (:class:`ExactSweep`: no SymPy, no NumPy); see
+docs/fast-path.md.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterator
-
-import numpy
 
 from engine import fast
 from engine.errors import InputError, MemsymError
 from engine.evaluation import ModelOutline
 
-if TYPE_CHECKING:  # imported where used: a sweep answered by a cached evaluator imports no SymPy
+if TYPE_CHECKING:  # imported where used: a sweep answered by a cached evaluator imports no SymPy (nor NumPy)
+    import numpy
+
     from engine.model import MemoryModel
 
 MAX_AXIS_VALUES = 100_000  # values one axis may hold
@@ -88,10 +93,12 @@ class Sweep:
 
     @property
     def points(self) -> int:
-        return int(numpy.prod([len(v) for v in self.axes.values()], dtype=numpy.int64))
+        return math.prod(len(v) for v in self.axes.values())
 
     def rows(self) -> Iterator[dict[str, int]]:
         """One dict per grid point: the axis values, ``total_bytes`` and each term, as ints."""
+        import numpy
+
         names = list(self.axes)
         flat = {name: array.ravel() for name, array in self.outputs.items()}
         for i, index in enumerate(numpy.ndindex(*(len(v) for v in self.axes.values()))):
@@ -105,7 +112,7 @@ class Sweep:
                 "points": list(self.rows())}
 
 
-def sweep(mm: "MemoryModel", axes: dict[str, tuple[int, ...]], max_points: int = MAX_POINTS) -> Sweep:
+def sweep(mm: "MemoryModel", axes: dict[str, tuple[int, ...]], max_points: int = MAX_POINTS) -> "Sweep | ExactSweep":
     """Evaluate the total and top-level terms of ``mm`` over the grid ``axes`` (name -> values).
 
     Every free variable of ``mm`` needs an axis; an axis of a pinned variable is an error.
@@ -117,6 +124,8 @@ def sweep(mm: "MemoryModel", axes: dict[str, tuple[int, ...]], max_points: int =
         if exact is not None:
             return exact
         mm = mm.symbolic()
+    import numpy
+
     from engine.numeric import compile_terms
 
     function = compile_terms(mm)
@@ -186,7 +195,7 @@ def sweep_model(model: str | None = None, config: str | None = None, *, batch_si
                                                        **knobs)[1])
 
 
-def _exact_sweep(mm: GridOutline, axes: dict[str, tuple[int, ...]], max_points: int) -> Sweep | None:
+def _exact_sweep(mm: GridOutline, axes: dict[str, tuple[int, ...]], max_points: int) -> "ExactSweep | None":
     """The sweep by the exact evaluator (exact ints stored as float64, as the NumPy path's), or
     None (the grid too large, or a value beyond 2**53 where float64 would round)."""
     if set(axes) != set(fast.FREE):
@@ -212,6 +221,39 @@ def _exact_sweep(mm: GridOutline, axes: dict[str, tuple[int, ...]], max_points: 
                 columns[name].append(values[i])
     if any(abs(v) > MAX_VALUE for column in columns.values() for v in column):
         return None
-    shape = (len(ordered["batch_size"]), len(ordered["seq_len"]))
-    outputs = {name: numpy.asarray(column, dtype=numpy.float64).reshape(shape) for name, column in columns.items()}
-    return Sweep(mm.name, mm.inputs, ordered, outputs)
+    return ExactSweep(mm.name, mm.inputs, ordered, columns)
+
+
+@dataclass(frozen=True)
+class ExactSweep:
+    """A :class:`Sweep` from the exact evaluator's whole bytes (C order): the same ``rows``,
+    ``points`` and ``to_dict``; ``outputs`` gives Sweep's float64 arrays on demand (NumPy)."""
+
+    model: str
+    inputs: dict
+    axes: dict[str, tuple[int, ...]]
+    columns: dict[str, list[int]]  # name -> the values at every point, C order (all below 2**53)
+
+    @property
+    def outputs(self) -> dict[str, "numpy.ndarray"]:
+        import numpy
+
+        shape = tuple(len(v) for v in self.axes.values())
+        return {name: numpy.asarray(column, dtype=numpy.float64).reshape(shape)
+                for name, column in self.columns.items()}
+
+    @property
+    def points(self) -> int:
+        return math.prod(len(v) for v in self.axes.values())
+
+    def rows(self) -> Iterator[dict[str, int]]:
+        (first, outer), (second, inner) = self.axes.items()
+        i = 0
+        for a in outer:
+            for b in inner:
+                row = {first: a, second: b}
+                row.update({name: column[i] for name, column in self.columns.items()})
+                i += 1
+                yield row
+
+    to_dict = Sweep.to_dict
