@@ -94,11 +94,13 @@ def test_warm_sweep_imports_no_sympy(tmp_path):
     argv = ["sweep", "--model", "qwen3-0.6b", "--batch-size", "1,2,4,8", "--seq-len", "1024:131072:x2"]
     code = ("import sys, runpy; sys.argv = ['memsym', *sys.argv[1:]]\n"
             "try:\n    runpy.run_path('cli.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('NUMPY' if 'numpy' in sys.modules else 'NO-NUMPY')\n"
             "print('SYMPY' if 'sympy' in sys.modules else 'NO-SYMPY')")
     env = {**os.environ, "MEMSYM_CACHE_DIR": str(tmp_path)}
     env.pop("MEMSYM_NO_CACHE", None)
     runs = [subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=300).stdout for _ in range(2)]
     assert runs[0].strip().endswith("\nSYMPY")
-    assert runs[1].strip().endswith("NO-SYMPY"), runs[1][-500:]
-    assert runs[0].strip().rsplit("\n", 1)[0] == runs[1].strip().rsplit("\n", 1)[0]
+    assert runs[1].strip().endswith("\nNO-NUMPY\nNO-SYMPY"), runs[1][-500:]  # ExactSweep: no NumPy either
+    runs = [run.strip().rsplit("\n", 1)[0] for run in runs]
+    assert runs[0].rsplit("\n", 1)[0] == runs[1].rsplit("\n", 1)[0]
