@@ -8,6 +8,10 @@ concurrency. Without ``--max-model-len`` (or with ``auto``) it answers the large
 ``max_model_len`` that starts; when one request of the given length does not fit it
 answers vLLM's refusal and the largest length that would start
 (vllm/v1/core/kv_cache_utils.py ``check_enough_kv_cache_memory``, ``estimate_max_model_len``).
+
+A prediction already made for the same flags (every one of them in the key) is read back
+from engine/serving_cache.py without SymPy; the first one is computed symbolically and stored
+(docs/fast-path.md).
 """
 
 from __future__ import annotations
