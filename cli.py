@@ -318,11 +318,11 @@ def sweep(as_csv, as_json, **kw):
       memsym sweep --model qwen3-0.6b --batch-size 1,2,4,8 --seq-len 1024:131072:x2
       memsym sweep --model llama-3.1-8b --seq-len 512:8192:+512 --csv > grid.csv
     """
-    from engine.sweep import grid_model, sweep as run_sweep
+    from engine.sweep import sweep as run_sweep, sweep_model
 
     if as_csv and as_json:
         raise click.UsageError("give one of --csv and --json")
-    axes, mm = grid_model(**given(kw))
+    axes, mm = sweep_model(**given(kw))
     result = run_sweep(mm, axes)
     emit(result, as_json, None if as_json else report.format_sweep(mm, result, as_csv))
 

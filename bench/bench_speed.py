@@ -2,7 +2,7 @@
 
 In one run, as ratios:
 
-1. cold CLI: wall time of fresh processes of ``estimate``, ``solve seq-len`` and ``serve``
+1. cold CLI: wall time of fresh processes of ``estimate``, ``solve seq-len``, ``serve``, ``plan`` and ``sweep``
    against a bare ``python -c "import numpy, click"``, each start right after a bare one (the
    ratio is the median of the pairs' ratios, so both see the same machine load); each with a
    warm cache (the exact evaluator stored by an earlier run) and a cold one (an empty
@@ -46,6 +46,8 @@ COMMANDS = {
     "solve seq-len --profile megatron": ["solve", "seq-len", "--model", "qwen3-0.6b", "--budget", "24GB",
                                          "--profile", "megatron"],
     "serve": ["serve", "--model", "Qwen/Qwen3-0.6B", "--gpu", "h100-80gb", "--max-model-len", "8192"],
+    "plan": ["plan", "--model", "llama-3.1-70b", "--mode", "training", "--seq-len", "4096", "--gpu", "h100-80gb"],
+    "sweep": ["sweep", "--model", "qwen3-0.6b", "--batch-size", "1,2,4,8", "--seq-len", "1024:131072:x2"],
 }
 PEER = r"""
 import json, logging, sys, time

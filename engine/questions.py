@@ -20,9 +20,7 @@ SOLVED_KNOB = {"seq_len": "seq_len", "batch_size": "batch_size", "concurrency": 
 SIZES = ("batch_size", "seq_len")
 DEFAULTS = {f.name: f.default for f in fields(Scenario)}
 PLAN_FIXED = ("tp", "pp", "zero")  # degrees a plan keeps when the caller gives them
-# Layout searches (plan, solve num-gpus / tp) vary TP, PP, DP and ZeRO: without --profile they
-# use the default profile of parallel layouts (engine.profiles.default_for), megatron.
-LAYOUT_PROFILE = "megatron"
+LAYOUT_PROFILE = "megatron"  # plan, solve num-gpus/tp without --profile: parallel layouts' default profile
 
 
 def expression_text(expr, latex: bool = False) -> str:
@@ -177,11 +175,10 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
     limits = make_budget(budget, gpu, 1 if num_gpus is None else num_gpus, utilization)
     if target == "tp" or (target == "num_gpus" and knobs.get("mode") == "training"):
         from engine.registry import load_spec
+        from engine.search import solve_degree
 
         knobs = {"profile": LAYOUT_PROFILE, **knobs}  # every candidate layout under one profile
         spec = load_spec(model, config)
-        from engine.search import solve_degree
-
         fixed = {k: knobs[k] for k in (*PLAN_FIXED, "dp") if k in knobs}  # --dp given: kept, as tp and pp are
         return SolveAnswer(spec.name, solve_degree(target, spec, Scenario(**knobs), limits, fixed), limits)
     from engine import fast_solve

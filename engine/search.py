@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from engine import fast, fast_cache
 from engine.profiles import build
-from engine.terms import check_degrees
 from engine.errors import InfeasibleError, InputError
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
@@ -114,6 +114,21 @@ def plan(
     """
     if budget_bytes < 1 or max_gpus < 1:
         raise InputError(f"budget and GPU count must be positive, got {budget_bytes} and {max_gpus}")
+    name = _plan_key(spec, scenario, [budget_bytes, max_gpus, tp_choices, pp_choices, zero_stages, dp])
+    folder = fast_cache.cache_dir()
+    stored = fast_cache.read_data(folder, name, _checked_plan) if folder is not None else None
+    if stored is not None:
+        return Plan(budget_bytes, stored.tried[stored.best], stored.tried)
+    result = _search(spec, scenario, budget_bytes, max_gpus, tp_choices, pp_choices, zero_stages, dp)
+    fast_cache.write_data(folder, name, {"best": result.tried.index(result.best),
+                                         "tried": [_row(c) for c in result.tried]})
+    return result
+
+
+def _search(spec, scenario, budget_bytes, max_gpus, tp_choices, pp_choices, zero_stages, dp) -> Plan:
+    """The search itself (SymPy: one built model per structure)."""
+    from engine.terms import check_degrees
+
     training = scenario.mode == "training"
     tp_limit = MAX_TRAINING_TENSOR_PARALLEL if training else max_gpus
     tps = tp_choices or _divisors(spec.num_attention_heads, tp_limit)
@@ -138,6 +153,41 @@ def plan(
         raise InfeasibleError(f"no configuration of up to {max_gpus} GPUs fits {budget_bytes:,} bytes per GPU{need}")
     result.best = min(fitting, key=lambda c: (c.num_gpus, c.tp, c.pp, c.zero))
     return result
+
+
+# --- the cache: a plan is a pure function of its inputs (every one in the key), stored as data ----
+CANDIDATE_FIELDS = ("tp", "pp", "dp", "zero", "per_gpu_bytes", "fits", "bytes_at_fewer")
+
+
+def _plan_key(spec: ModelSpec, scenario: Scenario, arguments: list) -> str:
+    form = ["plan", fast.scenario_digest(scenario, ()), fast_cache.canonical(arguments)]
+    return fast_cache.key(fast.spec_digest(spec), fast_cache.digest(form))
+
+
+def _row(c: Candidate) -> list:
+    return [getattr(c, f) for f in CANDIDATE_FIELDS]
+
+
+@dataclass(frozen=True)
+class _Stored:
+    best: int
+    tried: list[Candidate]
+
+
+def _checked_plan(data: dict) -> _Stored:
+    """A stored plan's candidates, every field checked (ValueError when anything is off)."""
+    rows, best = data.get("tried"), data.get("best")
+    if not isinstance(rows, list) or type(best) is not int or not 0 <= best < len(rows):
+        raise ValueError("a malformed plan")
+    tried = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != len(CANDIDATE_FIELDS) or type(row[5]) is not bool \
+                or not all(type(v) is int for v in row[:5]) or not (row[6] is None or type(row[6]) is int):
+            raise ValueError("a malformed candidate")
+        tried.append(Candidate(*row))
+    if not tried[best].fits:
+        raise ValueError("a best candidate that does not fit")
+    return _Stored(best, tried)
 
 
 def smallest_num_gpus(spec: ModelSpec, scenario: Scenario, budget_bytes: int, *, fixed: dict, max_gpus: int = 4096):

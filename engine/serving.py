@@ -8,6 +8,10 @@ concurrency. Without ``--max-model-len`` (or with ``auto``) it answers the large
 ``max_model_len`` that starts; when one request of the given length does not fit it
 answers vLLM's refusal and the largest length that would start
 (vllm/v1/core/kv_cache_utils.py ``check_enough_kv_cache_memory``, ``estimate_max_model_len``).
+
+A prediction already made for the same flags (every one of them in the key) is read back
+from engine/serving_cache.py without SymPy; the first one is computed symbolically and stored
+(docs/fast-path.md).
 """
 
 from __future__ import annotations
@@ -16,22 +20,26 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
-import sympy
+from typing import TYPE_CHECKING
 
+from engine import serving_cache
 from engine.errors import InputError
 from engine.gpus import gpu as catalog_gpu
-from engine.profiles.vllm import Worker, build_workers, smallest_worker
 from engine.profiles.vllm_settings import VllmSettings, defaults_for
 from engine.registry import load_spec
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
 from engine.units import parse_bytes
-from formulas import symbols as S
+
+if TYPE_CHECKING:  # imported where used: a cached prediction imports no SymPy (engine/serving_cache.py)
+    import sympy
+
+    from engine.profiles.vllm import Worker
 
 GIB = 2**30
 MAX_MODEL_LEN_LIMIT = 1 << 24  # far beyond any model's context; bounds the search
 # what a recurrent model's cache adds (engine/profiles/vllm_hybrid.py quantities)
-HYBRID_VALUES = ("attention_block_size", "page_bytes", "state_page_bytes", "state_bytes_per_request")
+HYBRID_VALUES = serving_cache.HYBRID_VALUES
 
 
 @dataclass(frozen=True)
@@ -41,13 +49,14 @@ class ServePrediction:
     spec: ModelSpec
     settings: VllmSettings
     scenario: Scenario
-    workers: tuple[Worker, ...]
-    worker: Worker
+    workers: tuple["Worker", ...]  # a cached prediction holds the smallest worker only
+    worker: "Worker"
     values: dict[str, int | Fraction]
     budget_note: str
     max_model_len_note: str | None
     refusal: str | None  # vLLM's error when one max_model_len request cannot fit
     largest_max_model_len: int
+    slope: float | None = None  # d max_concurrency / d gpu_memory_utilization (None: computed on use)
 
     def to_dict(self) -> dict:
         """The ``--json`` contract (integers are exact bytes; max_concurrency a float)."""
@@ -68,10 +77,18 @@ class ServePrediction:
             "terms": self.worker.model.evaluate().terms,
             "sources": self.worker.model.sources,
             "stage": self.worker.stage,
-            "d_max_concurrency_d_gpu_memory_utilization": float(
-                derivative(self.worker, "max_concurrency", "gpu_memory_utilization")
-                .xreplace({S.gpu_memory_utilization: sympy.Rational(self.settings.gpu_memory_utilization)})),
+            "d_max_concurrency_d_gpu_memory_utilization": self.slope if self.slope is not None else slope(self),
         }
+
+
+def slope(prediction: ServePrediction) -> float:
+    """d max_concurrency / d gpu_memory_utilization at the prediction's utilization (SymPy)."""
+    import sympy
+
+    from formulas import symbols as S
+
+    return float(derivative(prediction.worker, "max_concurrency", "gpu_memory_utilization")
+                 .xreplace({S.gpu_memory_utilization: sympy.Rational(prediction.settings.gpu_memory_utilization)}))
 
 
 def resolve_total(gpu_name: str | None, gpu_memory: str | int | None) -> tuple[int, str | None, str]:
@@ -128,6 +145,20 @@ def serve(model: str, *, tp: int = 1, pp: int = 1, gpu_name: str | None = None,
     scenario = Scenario(tp=tp, pp=pp)
     settings = VllmSettings(cuda_total_bytes=total, gpu_name=(name or "").lower() or None,
                             max_model_len=None if auto else max_model_len, **flags)
+    name = serving_cache.key(spec, settings, tp, pp, budget_note)
+    data = serving_cache.lookup(name)
+    if data is not None:
+        return _cached(data, spec, scenario, settings, budget_note)
+    prediction = _predicted(spec, scenario, settings, budget_note, auto)
+    _record(name, prediction)
+    return prediction
+
+
+def _predicted(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, budget_note: str,
+               auto: bool) -> ServePrediction:
+    """The symbolic prediction (SymPy): every stage's worker, the auto length, the refusal."""
+    from engine.profiles.vllm import build_workers, smallest_worker
+
     workers = build_workers(spec, scenario, settings)
     largest = min(_largest_len(w, spec) for w in workers)
     note = None
@@ -141,14 +172,64 @@ def serve(model: str, *, tp: int = 1, pp: int = 1, gpu_name: str | None = None,
     worker = smallest_worker(workers)
     values = _values(worker)
     refusal = _refusal(worker, values, largest, settings)
-    return ServePrediction(spec, settings, scenario, tuple(workers), worker, values, budget_note, note, refusal,
-                           max(largest, 0))
+    prediction = ServePrediction(spec, settings, scenario, tuple(workers), worker, values, budget_note, note, refusal,
+                                 max(largest, 0))
+    return replace(prediction, slope=slope(prediction))
+
+
+def _record(name: str, prediction: ServePrediction) -> None:
+    """Store ``prediction`` when the one read back from its entry equals it."""
+    quantities = {}
+    for quantity in serving_cache.QUANTITIES:
+        value = prediction.worker.value(quantity)
+        if getattr(value, "is_Integer", False):
+            quantities[quantity] = int(value)
+    notes = {"max_model_len_note": prediction.max_model_len_note, "refusal": prediction.refusal,
+             "largest": prediction.largest_max_model_len, "slope": prediction.slope,
+             "max_model_len": prediction.settings.max_model_len}
+    data = serving_cache.data_of(prediction.worker, prediction.values, quantities, notes)
+    if data is None:
+        return
+    settings = prediction.settings
+    if prediction.max_model_len_note:  # auto: keyed without the length chosen
+        settings = replace(settings, max_model_len=None)
+    try:
+        checked = serving_cache.check(data)
+    except ValueError:
+        return
+    cached = _cached(checked, prediction.spec, prediction.scenario, settings, prediction.budget_note)
+    if (cached.to_dict() == prediction.to_dict() and cached.values == prediction.values
+            and cached.settings == prediction.settings
+            and cached.worker.model.evaluate() == prediction.worker.model.evaluate()
+            and all(cached.worker.value(q) == prediction.worker.value(q) for q in quantities)):
+        serving_cache.record(name, data)
+
+
+def _cached(data: dict, spec: ModelSpec, scenario: Scenario, settings: VllmSettings,
+            budget_note: str) -> ServePrediction:
+    """The prediction of a cache entry (engine/serving_cache.py)."""
+    notes = data["notes"]
+    if notes["max_model_len_note"] is not None:  # auto: the length chosen
+        settings = replace(settings, max_model_len=notes["max_model_len"])
+
+    def rebuild():
+        from engine.profiles.vllm import build_worker
+
+        return build_worker(spec, scenario, settings, data["stage"])
+
+    worker = serving_cache.worker_of(data, rebuild)
+    return ServePrediction(spec, settings, scenario, (worker,), worker, dict(data["values"]), budget_note,
+                           notes["max_model_len_note"], notes["refusal"], notes["largest"], notes["slope"])
 
 
 def derivative(worker: Worker, quantity: str, variable: str) -> sympy.Expr:
     """d quantity / d variable with the block floors relaxed (``floor(x) -> x``), pinned
     at the worker's facts except ``variable``: e.g. requests gained per unit of
     ``gpu_memory_utilization``. The exact quantity is a step function; this is its slope."""
+    import sympy
+
+    from formulas import symbols as S
+
     symbol = S.symbol(variable)
     expr = worker.quantities.get(quantity, worker.model.terms.get(quantity))
     if expr is None:
@@ -159,6 +240,10 @@ def derivative(worker: Worker, quantity: str, variable: str) -> sympy.Expr:
 
 
 def _values(worker: Worker) -> dict[str, int | Fraction]:
+    import sympy
+
+    from formulas import symbols as S
+
     ev = worker.model.evaluate()
     exact = {name: worker.value(name) for name in ("num_gpu_blocks", "kv_cache_tokens", "max_concurrency",
                                                    "request_kv_bytes", "requested_bytes")}
@@ -178,6 +263,8 @@ def _values(worker: Worker) -> dict[str, int | Fraction]:
 
 def _largest_len(worker: Worker, spec: ModelSpec) -> int:
     """The largest max_model_len whose one request fits this worker's available KV memory."""
+    from formulas import symbols as S
+
     available = worker.model.evaluate().terms["kv_cache"]
     facts = {k: v for k, v in worker.model.facts.items() if k != S.max_model_len}
     if not _fits(worker, facts, 1, available):
@@ -194,6 +281,10 @@ def _largest_len(worker: Worker, spec: ModelSpec) -> int:
 
 def _fits(worker: Worker, facts: dict, length: int, available: int) -> bool:
     """vLLM V1 needs one request's blocks in every layer; V0 needs ``blocks x B_blk >= L``."""
+    import sympy
+
+    from formulas import symbols as S
+
     subs = {**facts, S.max_model_len: sympy.Integer(length)}
     if worker.model.inputs.get("version") == "0.6":
         return int(worker.quantities["kv_cache_tokens"].xreplace(subs)) >= length

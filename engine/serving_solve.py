@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 from engine.errors import InfeasibleError, InputError
 from engine.gpus import parse_utilization
-from engine.profiles import get, refuse_unread_knobs
-from engine.profiles.vllm import settings_from
-from engine.profiles.vllm_settings import DEFAULT_UTILIZATION
+from engine.profiles import refuse_unread_knobs
+from engine.profiles.vllm_settings import DEFAULT_UTILIZATION, knob_profile, settings_from
 from engine.scenario import Scenario
 from engine.serving import ServePrediction, serve
 from engine.units import parse_bytes, size_reading
@@ -96,7 +95,7 @@ def _flags(model, config, budget, gpu, num_gpus, utilization, knobs: dict) -> tu
     tp, pp, parallel = parallel_sizes(num_gpus, knobs)
     scenario = Scenario(**{**knobs, "profile": "vllm", "tp": tp, "pp": pp})
     try:
-        refuse_unread_knobs(get("vllm"), scenario)
+        refuse_unread_knobs(knob_profile(), scenario)
         settings = settings_from(scenario)
     except InputError as exc:
         raise InputError(f"{exc}; serving questions default to --profile vllm: {MEGATRON_HINT}") from None

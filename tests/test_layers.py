@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine.architecture",),
     # engine.evaluation, engine.exact, engine.fast_cache: the SymPy-free side of a cached estimate
     ("engine.knob_checks", "engine.scenario", "engine.model", "engine.evaluation", "engine.exact", "engine.fast_cache"),
-    ("engine.terms", "engine.profiles.*", "engine.fast"),
+    ("engine.terms", "engine.profiles.*", "engine.fast", "engine.serving_cache"),
     ("engine.api",),
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
     ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.questions", "engine.serving",

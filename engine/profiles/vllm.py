@@ -28,7 +28,8 @@ from engine import architecture
 from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile, vllm_hybrid, vllm_quant
-from engine.profiles.vllm_settings import VllmSettings, check, defaults_for, kv_layout, quant_scheme, serving_dtypes
+from engine.profiles.vllm_settings import (KNOBS, MODES, REFUSAL_NOTE, SCHEME_METHODS, SUMMARY, VllmSettings, check, defaults_for,  # noqa: F401
+                                           kv_layout, quant_scheme, serving_dtypes, settings_from)
 from engine.quantization import Quantization
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
@@ -355,25 +356,6 @@ def smallest_worker(workers: list[Worker]) -> Worker:
         return workers[-1]
 
 
-# memsym weight schemes -> the vLLM --quantization that stores them so
-SCHEME_METHODS = {None: None, "none": None, "int4": "gptq", "fp8": "fp8", "nf4": "bitsandbytes"}  # None: not given
-KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "block_size", "tp", "pp"})
-
-
-def settings_from(scenario: Scenario) -> VllmSettings:
-    """vLLM's settings for memsym's knobs: ``--seq-len`` is ``max_model_len``; the GPU's
-    total (``cuda_total_bytes``) stays a symbol, the other flags take vLLM's defaults."""
-    if scenario.weight_quant not in SCHEME_METHODS:
-        raise InputError(f"--profile vllm: --weight-quant {scenario.weight_quant} is not modelled "
-                         f"(choose from {', '.join(k for k in SCHEME_METHODS if k)})")
-    return VllmSettings(
-        max_model_len=scenario.seq_len, block_size=scenario.block_size or VllmSettings.block_size,
-        dtype="float32" if scenario.weight_bytes() == 4 else "auto",
-        kv_cache_dtype="fp8" if scenario.kv_bytes() == 1 else "auto",
-        quantization=SCHEME_METHODS[scenario.weight_quant],
-    )
-
-
 def check_scenario(spec: ModelSpec, scenario: Scenario) -> None:
     check(spec, scenario, settings_from(scenario))
 
@@ -385,10 +367,10 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
 
 PROFILE = Profile(
     name="vllm",
-    summary="what vLLM 0.19 (V1) computes at start-up: weights, profile-run peak, available KV cache",
-    modes=("inference",),
+    summary=SUMMARY,
+    modes=MODES,
     knobs=KNOBS,
     build=build,
     check=check_scenario,
-    refusal_note="vLLM's own flags are on 'memsym serve'",
+    refusal_note=REFUSAL_NOTE,
 )

@@ -258,6 +258,44 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
         raise InputError(f"--max-model-len: {spec.name}'s config has no max_position_embeddings; give one")
 
 
+# memsym weight schemes -> the vLLM --quantization that stores them so
+SCHEME_METHODS = {None: None, "none": None, "int4": "gptq", "fp8": "fp8", "nf4": "bitsandbytes"}  # None: not given
+KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "block_size", "tp", "pp"})
+
+
+def settings_from(scenario: Scenario) -> VllmSettings:
+    """vLLM's settings for memsym's knobs: ``--seq-len`` is ``max_model_len``; the GPU's
+    total (``cuda_total_bytes``) stays a symbol, the other flags take vLLM's defaults."""
+    if scenario.weight_quant not in SCHEME_METHODS:
+        raise InputError(f"--profile vllm: --weight-quant {scenario.weight_quant} is not modelled "
+                         f"(choose from {', '.join(k for k in SCHEME_METHODS if k)})")
+    return VllmSettings(
+        max_model_len=scenario.seq_len, block_size=scenario.block_size or VllmSettings.block_size,
+        dtype="float32" if scenario.weight_bytes() == 4 else "auto",
+        kv_cache_dtype="fp8" if scenario.kv_bytes() == 1 else "auto",
+        quantization=SCHEME_METHODS[scenario.weight_quant],
+    )
+
+
+SUMMARY = "what vLLM 0.19 (V1) computes at start-up: weights, profile-run peak, available KV cache"
+REFUSAL_NOTE = "vLLM's own flags are on 'memsym serve'"
+MODES = ("inference",)
+
+
+def knob_profile():
+    """The vllm profile as ``refuse_unread_knobs`` reads it (name, modes, knobs, note) without
+    importing its SymPy build (engine/profiles/vllm.py ``PROFILE`` is built from the same names)."""
+    from engine.profiles import Profile
+
+    return Profile(name="vllm", summary=SUMMARY, modes=MODES, knobs=KNOBS, build=_build, refusal_note=REFUSAL_NOTE)
+
+
+def _build(spec: ModelSpec, scenario: Scenario):
+    from engine.profiles import get
+
+    return get("vllm").build(spec, scenario)  # the registered plug-in (engine/profiles/vllm.py)
+
+
 SERVING_VARIABLES = ("concurrency", "seq_len", "batch_size")  # answered as vLLM sizes its cache
 
 
