@@ -71,3 +71,11 @@ def test_awq_keeps_its_zero_points_and_fp8_blocks_keep_their_scales():
     tensor = _terms("llama-3.1-8b", {"quant_method": "fp8", "activation_scheme": "dynamic"})
     block = _terms("llama-3.1-8b", {"quant_method": "fp8", "weight_block_size": [128, 128]})
     assert block["weights/attention"] - tensor["weights/attention"] == 32 * 4 * (48 * 32 + 32 * 32 - 4)
+
+
+def test_asymmetric_gptq_act_order_keeps_only_the_argsorted_g_idx():
+    """sym=False runs GPTQLinearMethod: act order keeps g_idx as its int32 argsort, 4 bytes
+    per input column (no separate sort indices)."""
+    asym = {**GPTQ, "sym": False}
+    plain, ordered = _terms("llama-3.1-8b", asym), _terms("llama-3.1-8b", {**asym, "desc_act": True})
+    assert ordered["weights"] - plain["weights"] == 32 * 4 * (4 * 4096 + 2 * 4096 + 14336)

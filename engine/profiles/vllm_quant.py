@@ -39,6 +39,9 @@ from engine.spec import ModelSpec
 from formulas.weights import StoredFormat
 
 MARLIN_ACT_ORDER_BYTES = Fraction(8)  # int32 g_idx + int32 g_idx_sort_indices per input column
+# gptq.py GPTQLinearMethod.process_weights_after_loading: with act order g_idx becomes its
+# int32 argsort in place (4 bytes per input column), without it an empty tensor
+GPTQ_ACT_ORDER_BYTES = Fraction(4)
 MARLIN_BITS = (4, 8)  # gptq_marlin.py GPTQMarlinConfig.TYPE_MAP: (4, True), (8, True)
 
 
@@ -101,7 +104,7 @@ def gptq_formats(spec: ModelSpec, forced: str | None) -> tuple[StoredFormat, Sto
     value = Fraction(bits, 8)
     layout, group = ("channel", None) if group in (None, -1) else ("group", group)
     dense_zero = Fraction(0) if marlin and symmetric else value
-    per_column = MARLIN_ACT_ORDER_BYTES if act_order else Fraction(0)
+    per_column = Fraction(0) if not act_order else MARLIN_ACT_ORDER_BYTES if marlin else GPTQ_ACT_ORDER_BYTES
     dense = StoredFormat(f"gptq-marlin-int{bits}", value, Fraction(2), group, layout, dense_zero, per_column)
     experts = StoredFormat(f"gptq-marlin-moe-int{bits}", value, Fraction(2), group, layout, expert_zero, per_column)
     return dense, experts
