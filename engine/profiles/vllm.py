@@ -27,7 +27,7 @@ import sympy
 from engine import architecture
 from engine.errors import InputError
 from engine.model import MemoryModel
-from engine.profiles import Profile, vllm_hybrid
+from engine.profiles import Profile, vllm_hybrid, vllm_quant
 from engine.profiles.vllm_settings import (KNOBS, MODES, REFUSAL_NOTE, SCHEME_METHODS, SUMMARY, VllmSettings, check, defaults_for,  # noqa: F401
                                            kv_layout, quant_scheme, serving_dtypes, settings_from)
 from engine.quantization import Quantization
@@ -137,10 +137,13 @@ def _share(tensor: P.WeightTensor) -> sympy.Expr:
 MXFP4_EXPERTS = Quantization(STORED_FORMATS["mxfp4"], "vLLM Mxfp4MoEMethod", experts_only=True)
 
 
-def _tensor_bytes(tensor: P.WeightTensor, scheme: str) -> sympy.Expr:
-    """One tensor as vLLM holds it under ``scheme``. MXFP4 experts as the Triton backend (the
-    H100 default without FlashInfer's opt-in) keeps them: ``f_e / t`` padded to a multiple of
-    64, two copies of the scales (the ``beta_sc`` fact, :func:`_facts`), float32 biases."""
+def _tensor_bytes(tensor: P.WeightTensor, scheme: str, marlin=None) -> sympy.Expr:
+    """One tensor as vLLM holds it under ``scheme``. ``marlin``: the (dense, experts)
+    formats of engine/profiles/vllm_quant.py where vLLM's kernels hold another layout. MXFP4 experts as the Triton
+    backend (the H100 default without FlashInfer's opt-in) keeps them: ``f_e / t`` padded to a
+    multiple of 64, two copies of the scales (the ``beta_sc`` fact, :func:`_facts`), float32 biases."""
+    if marlin is not None:
+        return W.tensor_bytes(tensor, marlin[1] if tensor.parallel == "expert" else marlin[0])
     if scheme != "mxfp4":
         return W.tensor_bytes(tensor, scheme)
     if tensor.parallel != "expert":
@@ -152,14 +155,14 @@ def _tensor_bytes(tensor: P.WeightTensor, scheme: str) -> sympy.Expr:
     return stored.xreplace({S.moe_intermediate_size: F.mxfp4_padded_expert_width() * S.tensor_parallel})
 
 
-def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool) -> dict[str, sympy.Expr]:
+def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool, marlin=None) -> dict[str, sympy.Expr]:
     """weights and weights/<component> of one stage's worker, vocab padded to 64."""
     padded = {S.vocab_size: F.padded_vocab()}
     parts: dict[str, sympy.Expr] = {}
     for t in _stage_tensors(spec, first, last):
         if t.component in ("embedding", "lm_head"):
             t = replace(t, rows=t.rows.xreplace(padded))
-        parts[t.component] = parts.get(t.component, 0) + _tensor_bytes(t, scheme) * _share(t)
+        parts[t.component] = parts.get(t.component, 0) + _tensor_bytes(t, scheme, marlin) * _share(t)
     if spec.rope_cache_positions and spec.rotary_dim:
         parts["rotary_cache"] = F.rotary_cache_bytes()
     if is_mla(spec):
@@ -246,7 +249,8 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
     if not 0 <= stage < scenario.pp:
         raise InputError(f"stage {stage} is not one of the {scenario.pp} pipeline stages")
     first, last = stage == 0, stage == scenario.pp - 1
-    terms = weight_terms(spec, quant_scheme(spec, settings), first, last)
+    marlin = vllm_quant.linear_formats(spec, settings.quantization)
+    terms = weight_terms(spec, quant_scheme(spec, settings), first, last, marlin)
     terms.update(activation_terms(spec, last, settings.dtype == "float32"))
     terms["non_torch"] = S.non_torch_bytes
     terms["cuda_graphs"] = sympy.Integer(0)
@@ -293,6 +297,9 @@ def _facts(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, layers: 
     configured = spec.quantization.get("group_size", spec.quantization.get("q_group_size"))
     if group and isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
         group = configured  # the checkpoint's own group size (GPTQ/AWQ quantization_config)
+    marlin = vllm_quant.linear_formats(spec, settings.quantization)
+    if marlin is not None:  # the linears as vLLM's kernels hold them (vllm_quant.py)
+        quant_bytes, scale_bytes, group = marlin[0].value_bytes, marlin[0].scale_bytes, marlin[0].group
     resolved = defaults_for(spec, scenario, settings)
     widths = {
         S.weight_bytes: weight_width, S.activation_bytes: weight_width, S.kv_cache_bytes: kv_width,
@@ -328,6 +335,10 @@ def model_assumptions(spec: ModelSpec, settings: VllmSettings) -> list[str]:
     if spec.layer_count(mixer="chunked_attention"):
         notes.append("chunked layers in their own KV groups (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1, "
                      "0.19's default)")
+    held = vllm_quant.linear_formats(spec, settings.quantization)
+    if held is not None:
+        notes.append(f"quantized linears as vLLM's kernels hold them after loading: {held[0].name} "
+                     "(engine/profiles/vllm_quant.py)")
     if quant_scheme(spec, settings) == "mxfp4":
         notes.append("MXFP4 experts as the Triton backend holds them (sm90/sm100; Marlin differs)")
     if is_multimodal(spec):
