@@ -1,0 +1,82 @@
+"""What a transformers 5.24 mixture-of-experts MLP saves for backward (Qwen3-MoE, Mixtral).
+
+Read off ``transformers/models/qwen3_moe/modeling_qwen3_moe.py`` (``Qwen3MoeTopKRouter.forward``,
+``Qwen3MoeSparseMoeBlock.forward``), ``models/mixtral/modeling_mixtral.py``
+(``MixtralTopKRouter.forward``) and ``integrations/moe.py`` ``grouped_mm_experts_forward``,
+the experts' default implementation (``torch.nn.functional.grouped_mm``, which has a CPU kernel
+in torch 2.13), with what each op saves (torch ``tools/autograd/derivatives.yaml``). Not fitted:
+``tests/test_transformers_moe.py`` compares the profile with tools/measure/moe_peaks.py.
+
+``T = b s`` tokens, each routed to ``k_e`` of ``E`` experts: the experts see ``T k_e`` rows
+whatever the routing, so nothing here depends on which experts the router picks. The
+post-attention RMSNorm's output (saved by the router's ``F.linear``) is counted by
+:func:`formulas.frameworks.transformers.layer_saved` as for a dense MLP.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from formulas.frameworks.transformers import FLOAT32_BYTES, INT64_BYTES
+from formulas.parameters import WeightTensor
+from formulas.symbols import (
+    activation_bytes as beta,
+    batch_size,
+    hidden_size,
+    moe_intermediate_size,
+    num_experts,
+    num_experts_per_tok,
+    seq_len,
+)
+
+INT32_BYTES = 4  # torch.int32: grouped_mm's offsets (torch.cumsum(..., dtype=torch.int32))
+
+T, h, E, k, f_e = batch_size * seq_len, hidden_size, num_experts, num_experts_per_tok, moe_intermediate_size
+
+
+def router_saved(renormalized: bool) -> sympy.Expr:
+    """The router after its linear: ``softmax(logits, dtype=float)`` saves its fp32 output
+    ``T x E``; ``topk`` its int64 indices ``T x k_e``; the in-place renormalisation
+    ``router_top_value /= router_top_value.sum(-1, keepdim=True)`` (Mixtral always, Qwen3 with
+    ``norm_topk_prob``) the fp32 divisor ``T`` and the original values ``T x k_e`` (``div_``
+    saves self's value before it overwrites it)."""
+    kept = FLOAT32_BYTES * T * E + INT64_BYTES * T * k
+    return kept + (FLOAT32_BYTES * (T + T * k) if renormalized else 0)
+
+
+def experts_saved(fp32_weights: bool) -> sympy.Expr:
+    """``grouped_mm_experts_forward``: the int64 sort permutation ``perm`` (saved by the
+    routing weights' gather), ``perm // k_e`` (by the tokens' gather) and ``inv_perm`` (by the
+    un-permuting gather), ``3 x 8 T k_e``; the int32 ``offsets`` ``E`` (both grouped_mm); the
+    gathered tokens ``T k_e x h`` (up grouped_mm's input); the fused gate/up output ``2 f_e``
+    wide (SiLU's and the product's input), SiLU's output and the product (down grouped_mm's
+    input), ``4 beta_a T k_e f_e`` as a dense gated MLP of ``T k_e`` rows; the down output
+    ``T k_e x h`` and the gathered routing weights ``T k_e`` (the weighting multiply saves both).
+    The routing weights are fp32 when the router keeps them so (``fp32_weights``: Mixtral does
+    not cast; Qwen3 casts to the logits' dtype)."""
+    rows = T * k
+    indices = 3 * INT64_BYTES * rows + INT32_BYTES * E
+    weights = (FLOAT32_BYTES if fp32_weights else beta) * rows
+    return indices + 2 * beta * rows * h + 4 * beta * rows * f_e + weights
+
+
+def moe_saved(renormalized: bool, fp32_weights: bool) -> sympy.Expr:
+    """Bytes one MoE MLP saves beyond its input: :func:`router_saved` + :func:`experts_saved`."""
+    return router_saved(renormalized) + experts_saved(fp32_weights)
+
+
+EXPERT_PREFIX = "moe_experts/"  # formulas/layers/moe.py: the routed experts' per-expert tensors
+
+
+def held_tensors(tensors: list[WeightTensor]) -> list[WeightTensor]:
+    """The parameters as transformers holds them: the routed experts of a layer fused into
+    ``gate_up_proj`` ``E x 2 f_e x h`` and ``down_proj`` ``E x h x f_e``, two tensors per MoE
+    layer (``Qwen3MoeExperts.__init__``, ``MixtralExperts.__init__``), the sizes and the tensor
+    count AdamW's single-tensor step and its step counters see."""
+    experts = [t for t in tensors if t.name.startswith(EXPERT_PREFIX)]
+    if not experts:
+        return tensors
+    layers = experts[0].count / E
+    fused = [WeightTensor("moe_experts/gate_up_proj", E * 2 * f_e, h, layers),
+             WeightTensor("moe_experts/down_proj", E * h, f_e, layers)]
+    return [t for t in tensors if not t.name.startswith(EXPERT_PREFIX)] + fused
