@@ -87,11 +87,11 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
         raise InputError(f"--profile transformers: model_type {spec.model_type!r} ({spec.architecture}) is not "
                          f"modelled; it covers dense {', '.join(FAMILIES)} decoders (no MoE or MLA) "
                          "(--profile megatron models any layout with Megatron-LM's kernels)")
-    if _moe(spec) and (scenario.mode == "inference" or _amp(scenario) or scenario.lora_rank is not None
+    if _moe(spec) and (scenario.mode == "inference" or scenario.lora_rank is not None
                        or any(g.mlp != "moe" for g in spec.layers)):
         raise InputError(f"--profile transformers: {spec.name} ({spec.model_type}) is modelled for full training "
-                         "of all-MoE layers in the model's dtype only (not inference, --precision amp or "
-                         "--lora-rank); use --profile megatron")
+                         "of all-MoE layers only (not inference or --lora-rank); use "
+                         "--profile megatron")
     if scenario.mode == "inference" and any(g.mixer == "sliding_attention" for g in spec.layers):
         raise InputError(f"--profile transformers: the sliding-window prefill of {spec.name} is not modelled "
                          "(training is); use --profile megatron or vllm")
@@ -149,7 +149,7 @@ def _linear_count(tensors: list[P.WeightTensor]) -> tuple[sympy.Expr, sympy.Expr
     """(every linear layer's parameters, one decoder layer's): what autocast casts to bf16.
 
     The projections and their biases, and ``lm_head`` (the embedding's ``V x h`` when tied)."""
-    linear = [t for t in tensors if t.quantizable or (t.name.endswith(".bias") and t.count != 1)]
+    linear = [t for t in tensors if M.autocast_linear(t) or (t.name.endswith(".bias") and t.count != 1)]
     layers = sympy.Add(*(t.numel for t in linear))
     head = S.vocab_size * S.hidden_size
     return layers + head, layers / S.num_hidden_layers
@@ -282,7 +282,7 @@ def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -
         layers = S.num_hidden_layers * F.checkpointed_layer_saved(amp) + F.checkpoint_shared_inputs(eager, amp)
         layers += F.sliding_checkpoint_mask() if sliding else 0
     else:
-        layers = S.num_hidden_layers * (F.layer_saved(eager, upcast, qk, amp) + _moe_mlp(spec)
+        layers = S.num_hidden_layers * (F.layer_saved(eager, upcast, qk, amp) + _moe_mlp(spec, amp)
                                         + (F.sliding_sdpa_saved() if sliding else 0))
     saved = {"activations/layers": layers, "activations/head": F.head_saved(amp),
              "activations/rope": F.rope_tables(amp), "activations/loss": F.loss_saved()}
@@ -293,19 +293,19 @@ def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -
     terms = {"activations": sympy.Add(*saved.values()), **saved,
              "loss_gradients": F.loss_gradients(), "head_gradients": F.head_gradients()}
     if checkpointing:
-        terms["recompute"] = F.recompute(eager, upcast, qk, amp) + _moe_mlp(spec) + (F.sliding_sdpa_saved() if sliding else 0)
+        terms["recompute"] = F.recompute(eager, upcast, qk, amp) + _moe_mlp(spec, amp) + (F.sliding_sdpa_saved() if sliding else 0)
         if amp:  # the recomputed layer casts its weights again
             terms["recompute"] += F.autocast_weight_copies(per_layer)
     return terms
 
 
-def _moe_mlp(spec: ModelSpec) -> sympy.Expr:
+def _moe_mlp(spec: ModelSpec, amp: bool) -> sympy.Expr:
     """A MoE layer's MLP in place of the dense one (formulas/frameworks/transformers_moe.py); 0 if dense.
     Mixtral's router keeps fp32 routing weights (MixtralTopKRouter.forward), Qwen3's casts them."""
     if not _moe(spec):
         return sympy.Integer(0)
     renormalized = spec.layers[0].mlp_args.get("norm_topk_prob", True)
-    return M.moe_saved(renormalized, fp32_weights=spec.model_type == "mixtral") - F.mlp_saved()
+    return M.moe_in_place_of_dense(renormalized, spec.model_type == "mixtral", amp)
 
 
 def _lora_saved(spec: ModelSpec, scenario: Scenario, targets: list[P.WeightTensor]) -> dict[str, sympy.Expr]:

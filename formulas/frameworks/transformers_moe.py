@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sympy
 
-from formulas.frameworks.transformers import FLOAT32_BYTES, INT64_BYTES
+from formulas.frameworks.transformers import FLOAT32_BYTES, INT64_BYTES, mlp_saved
 from formulas.parameters import WeightTensor
 from formulas.symbols import (
     activation_bytes as beta,
@@ -27,6 +27,7 @@ from formulas.symbols import (
     num_experts,
     num_experts_per_tok,
     seq_len,
+    weight_bytes,
 )
 
 INT32_BYTES = 4  # torch.int32: grouped_mm's offsets (torch.cumsum(..., dtype=torch.int32))
@@ -44,7 +45,7 @@ def router_saved(renormalized: bool) -> sympy.Expr:
     return kept + (FLOAT32_BYTES * (T + T * k) if renormalized else 0)
 
 
-def experts_saved(fp32_weights: bool) -> sympy.Expr:
+def experts_saved(fp32_weights: bool, width: sympy.Expr = beta) -> sympy.Expr:
     """``grouped_mm_experts_forward``: the int64 sort permutation ``perm`` (saved by the
     routing weights' gather), ``perm // k_e`` (by the tokens' gather) and ``inv_perm`` (by the
     un-permuting gather), ``3 x 8 T k_e``; the int32 ``offsets`` ``E`` (both grouped_mm); the
@@ -53,16 +54,33 @@ def experts_saved(fp32_weights: bool) -> sympy.Expr:
     input), ``4 beta_a T k_e f_e`` as a dense gated MLP of ``T k_e`` rows; the down output
     ``T k_e x h`` and the gathered routing weights ``T k_e`` (the weighting multiply saves both).
     The routing weights are fp32 when the router keeps them so (``fp32_weights``: Mixtral does
-    not cast; Qwen3 casts to the logits' dtype)."""
+    not cast; Qwen3 casts to the logits' dtype). ``width``: the experts' bytes per element, the
+    model dtype, or under AMP the fp32 weights' (grouped_mm is no autocast op, and ``_grouped_mm``
+    casts its input to the weight's dtype)."""
     rows = T * k
     indices = 3 * INT64_BYTES * rows + INT32_BYTES * E
     weights = (FLOAT32_BYTES if fp32_weights else beta) * rows
-    return indices + 2 * beta * rows * h + 4 * beta * rows * f_e + weights
+    return indices + 2 * width * rows * h + 4 * width * rows * f_e + weights
 
 
 def moe_saved(renormalized: bool, fp32_weights: bool) -> sympy.Expr:
     """Bytes one MoE MLP saves beyond its input: :func:`router_saved` + :func:`experts_saved`."""
     return router_saved(renormalized) + experts_saved(fp32_weights)
+
+
+def moe_in_place_of_dense(renormalized: bool, fp32_weights: bool, amp: bool) -> sympy.Expr:
+    """What a MoE layer saves minus what :func:`formulas.frameworks.transformers.layer_saved`
+    counts for a dense MLP (``mlp_saved``). Under AMP the experts are float32 (``weight_bytes``)
+    and only the router casts the normed input to bf16: one autocast copy fewer than gate and up."""
+    width = weight_bytes if amp else beta
+    fewer_casts = beta * T * h if amp else 0
+    return router_saved(renormalized) + experts_saved(fp32_weights, width) - mlp_saved() - fewer_casts
+
+
+def autocast_linear(tensor: WeightTensor) -> bool:
+    """Whether AMP casts ``tensor``'s weight to bf16: ``F.linear`` weights (the router's too),
+    not the fused experts, which grouped_mm reads as they are."""
+    return not tensor.name.startswith(EXPERT_PREFIX) and (tensor.quantizable or tensor.name.startswith("router/"))
 
 
 EXPERT_PREFIX = "moe_experts/"  # formulas/layers/moe.py: the routed experts' per-expert tensors

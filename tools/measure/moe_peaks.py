@@ -36,6 +36,7 @@ peaks.MODELS["mixtral-tiny"] = ("mixtral-8x7b-v0.1", dict(
     hidden_size=256, intermediate_size=512, num_local_experts=8, num_experts_per_tok=2,
     num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, vocab_size=16384))
 SHAPES = ((1, 256), (2, 128), (2, 256))
+AMP_SHAPES = ((2, 512, False), (4, 256, False), (2, 512, True), (1, 256, False))
 
 
 def _points() -> list[dict]:
@@ -48,7 +49,8 @@ def _points() -> list[dict]:
         for dtype, attention in (("float32", "sdpa"), ("bfloat16", "eager")):
             points.append(dict(model=model, mode="training", batch_size=1, seq_len=256, gradient_checkpointing=False,
                                foreach=False, attention=attention, dtype=dtype, mechanism="moe"))
-        for (b, s, gc) in ((1, 256, False), (2, 128, False), (1, 256, True)):  # hf_peaks.py's accelerate bf16 AMP
+        # hf_peaks.py's accelerate bf16 AMP; long enough that backward, not the fp32 optimizer step, peaks
+        for (b, s, gc) in AMP_SHAPES:
             points.append(dict(model=model, mode="training", batch_size=b, seq_len=s, gradient_checkpointing=gc,
                                foreach=False, attention="sdpa", dtype="bfloat16", mechanism="amp"))
     return points
