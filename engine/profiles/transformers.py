@@ -42,8 +42,7 @@ from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 # model_type values whose decoder layer is the Llama layout the profile's formulas read.
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
-# MoE families whose routed experts run integrations/moe.py grouped_mm_experts_forward (training only)
-MOE_FAMILIES = ("qwen3_moe", "mixtral")
+MOE_FAMILIES = tuple(M.ROUTING_WEIGHTS_FP32)  # routed experts through grouped_mm (training only)
 MOE_OPTIONS = frozenset({"num_experts", "num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob"})
 # optimizer -> moments kept per parameter, in the parameters' dtype (torch.optim)
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
@@ -61,7 +60,8 @@ KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "attentio
 
 
 def _modelled(group: LayerGroup) -> bool:
-    """The one layer kind the profile's formulas describe: full attention, gated dense MLP."""
+    """The layer kinds the profile's formulas describe: (sliding) attention, a gated dense MLP or
+    routed experts without shared experts or biases (formulas/frameworks/transformers_moe.py)."""
     mlp = (group.mlp == "dense" and group.mlp_args.get("gated", True)
            or group.mlp == "moe" and set(group.mlp_args) <= MOE_OPTIONS)
     return group.mixer in ("attention", "sliding_attention") and mlp
@@ -69,6 +69,11 @@ def _modelled(group: LayerGroup) -> bool:
 
 def _moe(spec: ModelSpec) -> bool:
     return spec.model_type in MOE_FAMILIES
+
+
+def _moe_mlp(spec: ModelSpec, amp: bool) -> sympy.Expr:
+    """A MoE layer's MLP in place of the dense one (formulas/frameworks/transformers_moe.py); 0 if dense."""
+    return M.moe_in_place_of_dense(spec.model_type, spec.layers[0].mlp_args, amp) if _moe(spec) else 0
 
 
 def _sliding(spec: ModelSpec, scenario: Scenario) -> bool:
@@ -85,7 +90,8 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
     """Refuse what the profile's formulas do not describe, naming the value."""
     if spec.model_type not in (*FAMILIES, *MOE_FAMILIES) or not all(_modelled(group) for group in spec.layers):
         raise InputError(f"--profile transformers: model_type {spec.model_type!r} ({spec.architecture}) is not "
-                         f"modelled; it covers dense {', '.join(FAMILIES)} decoders (no MoE or MLA) "
+                         f"modelled; it covers dense {', '.join(FAMILIES)} and MoE {', '.join(MOE_FAMILIES)} "
+                         "decoders (no MLA) "
                          "(--profile megatron models any layout with Megatron-LM's kernels)")
     if _moe(spec) and (scenario.mode == "inference" or scenario.lora_rank is not None
                        or any(g.mlp != "moe" for g in spec.layers)):
@@ -265,7 +271,8 @@ def _state_terms(terms: dict[str, sympy.Expr], trained: list[P.WeightTensor], sc
     """``gradients`` and ``optimizer`` of the trained tensors into ``terms``; the paged host part."""
     count = P.parameter_count(trained)
     terms["gradients"] = count * S.gradient_bytes
-    counters = F.step_counters(sum((t.count for t in M.held_tensors(trained)), sympy.Integer(0)), on_device=scenario.device == "cpu")
+    held = sum((t.count for t in M.held_tensors(trained)), sympy.Integer(0))  # fused experts: 2 tensors a layer
+    counters = F.step_counters(held, on_device=scenario.device == "cpu")
     terms["optimizer"] = count * S.optimizer_bytes + (counters if scenario.optimizer in ("adamw", "adam") else 0)
     if scenario.optimizer not in BNB:
         return {}
@@ -293,19 +300,11 @@ def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -
     terms = {"activations": sympy.Add(*saved.values()), **saved,
              "loss_gradients": F.loss_gradients(), "head_gradients": F.head_gradients()}
     if checkpointing:
-        terms["recompute"] = F.recompute(eager, upcast, qk, amp) + _moe_mlp(spec, amp) + (F.sliding_sdpa_saved() if sliding else 0)
+        terms["recompute"] = (F.recompute(eager, upcast, qk, amp) + _moe_mlp(spec, amp)
+                              + (F.sliding_sdpa_saved() if sliding else 0))
         if amp:  # the recomputed layer casts its weights again
             terms["recompute"] += F.autocast_weight_copies(per_layer)
     return terms
-
-
-def _moe_mlp(spec: ModelSpec, amp: bool) -> sympy.Expr:
-    """A MoE layer's MLP in place of the dense one (formulas/frameworks/transformers_moe.py); 0 if dense.
-    Mixtral's router keeps fp32 routing weights (MixtralTopKRouter.forward), Qwen3's casts them."""
-    if not _moe(spec):
-        return sympy.Integer(0)
-    renormalized = spec.layers[0].mlp_args.get("norm_topk_prob", True)
-    return M.moe_in_place_of_dense(renormalized, spec.model_type == "mixtral", amp)
 
 
 def _lora_saved(spec: ModelSpec, scenario: Scenario, targets: list[P.WeightTensor]) -> dict[str, sympy.Expr]:

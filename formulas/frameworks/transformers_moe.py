@@ -31,6 +31,9 @@ from formulas.symbols import (
 )
 
 INT32_BYTES = 4  # torch.int32: grouped_mm's offsets (torch.cumsum(..., dtype=torch.int32))
+# model_type -> whether its router hands the experts fp32 routing weights: MixtralTopKRouter.forward
+# keeps softmax's fp32, Qwen3MoeTopKRouter.forward casts them to the logits' dtype
+ROUTING_WEIGHTS_FP32 = {"qwen3_moe": False, "mixtral": True}
 
 T, h, E, k, f_e = batch_size * seq_len, hidden_size, num_experts, num_experts_per_tok, moe_intermediate_size
 
@@ -68,10 +71,13 @@ def moe_saved(renormalized: bool, fp32_weights: bool) -> sympy.Expr:
     return router_saved(renormalized) + experts_saved(fp32_weights)
 
 
-def moe_in_place_of_dense(renormalized: bool, fp32_weights: bool, amp: bool) -> sympy.Expr:
-    """What a MoE layer saves minus what :func:`formulas.frameworks.transformers.layer_saved`
-    counts for a dense MLP (``mlp_saved``). Under AMP the experts are float32 (``weight_bytes``)
-    and only the router casts the normed input to bf16: one autocast copy fewer than gate and up."""
+def moe_in_place_of_dense(model_type: str, options: dict, amp: bool) -> sympy.Expr:
+    """What a MoE layer of ``model_type`` (its layer ``options``: ``norm_topk_prob``) saves minus
+    what :func:`formulas.frameworks.transformers.layer_saved` counts for a dense MLP
+    (``mlp_saved``). Under AMP the experts are float32 (``weight_bytes``) and only the router
+    casts the normed input to bf16: one autocast copy fewer than gate and up."""
+    renormalized = model_type == "mixtral" or options.get("norm_topk_prob", True)
+    fp32_weights = ROUTING_WEIGHTS_FP32[model_type]
     width = weight_bytes if amp else beta
     fewer_casts = beta * T * h if amp else 0
     return router_saved(renormalized) + experts_saved(fp32_weights, width) - mlp_saved() - fewer_casts
