@@ -71,6 +71,8 @@ def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
         moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
     )
+    if not config_bool(config, "norm_topk_prob", False, w):  # Qwen3MoeTopKRouter.forward: no renormalisation
+        moe["norm_topk_prob"] = False
     step = config_int(config, "decoder_sparse_step", default=1, where=w)
     dense_only = set(check_layer_indices(w, "mlp_only_layers", config_int_list(config, "mlp_only_layers", w),
                                          fields["num_hidden_layers"]))

@@ -29,7 +29,8 @@ FIXTURES = {"cpu": os.path.join(ROOT, "tests", "fixtures", "peaks_cpu.json"),
             "cuda": os.path.join(ROOT, "tests", "fixtures", "peaks_cuda.json")}
 # Hugging Face fine-tuning mechanisms measured on CPU (tools/measure/hf_peaks.py, bnb_peaks.py)
 MECHANISM_FIXTURES = (os.path.join(ROOT, "tests", "fixtures", "hf_peaks_cpu.json"),
-                      os.path.join(ROOT, "tests", "fixtures", "bnb_peaks_cpu.json"))
+                      os.path.join(ROOT, "tests", "fixtures", "bnb_peaks_cpu.json"),
+                      os.path.join(ROOT, "tests", "fixtures", "moe_peaks_cpu.json"))
 DOC = os.path.join(ROOT, "docs", "accuracy.md")
 # The issue's aims: |predicted - measured| / measured per point.
 AIMS = {"training": Fraction(3, 100), "inference": Fraction(5, 100)}
@@ -290,7 +291,8 @@ def mechanism_section() -> list[str]:
     lines = ["## CPU: Hugging Face fine-tuning mechanisms", "",
              "`tools/measure/hf_peaks.py` (accelerate's bf16 AMP on an fp32 model; PEFT LoRA; QLoRA: a "
              "bitsandbytes NF4 base loaded by `from_pretrained` with double quantization; a Mistral-shaped model "
-             "past and within its sliding window) and "
+             "past and within its sliding window), `tools/measure/moe_peaks.py` (tiny Qwen3-MoE and Mixtral, 8 "
+             "experts, top-2, transformers' default grouped_mm experts) and "
              "`tools/measure/bnb_peaks.py` (bitsandbytes AdamW8bit): the same tiny models and loop. Measured = "
              "MemTracker peak + the bitsandbytes `quant_state` tensors (which MemTracker does not see). "
              f"{len(table)} points: median abs error {float(statistics.median(errors)) * 100:.4f} %, worst "

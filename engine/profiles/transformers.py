@@ -31,6 +31,7 @@ from engine.profiles import Profile
 from engine.scenario import Scenario
 from engine.spec import LayerGroup, ModelSpec
 from formulas.frameworks import transformers as F
+from formulas.frameworks import transformers_moe as M
 from formulas.frameworks import transformers_peft as FP
 from formulas import peft
 from formulas import optimizer as O
@@ -41,6 +42,8 @@ from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 # model_type values whose decoder layer is the Llama layout the profile's formulas read.
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
+MOE_FAMILIES = tuple(M.ROUTING_WEIGHTS_FP32)  # routed experts through grouped_mm (training only)
+MOE_OPTIONS = frozenset({"num_experts", "num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob"})
 # optimizer -> moments kept per parameter, in the parameters' dtype (torch.optim)
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
 # bitsandbytes optimizers (Trainer's optim="adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
@@ -57,9 +60,20 @@ KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "attentio
 
 
 def _modelled(group: LayerGroup) -> bool:
-    """The one layer kind the profile's formulas describe: full attention, gated dense MLP."""
-    return (group.mixer in ("attention", "sliding_attention") and group.mlp == "dense"
-            and group.mlp_args.get("gated", True))
+    """The layer kinds the profile's formulas describe: (sliding) attention, a gated dense MLP or
+    routed experts without shared experts or biases (formulas/frameworks/transformers_moe.py)."""
+    mlp = (group.mlp == "dense" and group.mlp_args.get("gated", True)
+           or group.mlp == "moe" and set(group.mlp_args) <= MOE_OPTIONS)
+    return group.mixer in ("attention", "sliding_attention") and mlp
+
+
+def _moe(spec: ModelSpec) -> bool:
+    return spec.model_type in MOE_FAMILIES
+
+
+def _moe_mlp(spec: ModelSpec, amp: bool) -> sympy.Expr:
+    """A MoE layer's MLP in place of the dense one (formulas/frameworks/transformers_moe.py); 0 if dense."""
+    return M.moe_in_place_of_dense(spec.model_type, spec.layers[0].mlp_args, amp) if _moe(spec) else 0
 
 
 def _sliding(spec: ModelSpec, scenario: Scenario) -> bool:
@@ -74,10 +88,16 @@ def _qk_norm(spec: ModelSpec) -> bool:
 
 def check(spec: ModelSpec, scenario: Scenario) -> None:
     """Refuse what the profile's formulas do not describe, naming the value."""
-    if spec.model_type not in FAMILIES or not all(_modelled(group) for group in spec.layers):
+    if spec.model_type not in (*FAMILIES, *MOE_FAMILIES) or not all(_modelled(group) for group in spec.layers):
         raise InputError(f"--profile transformers: model_type {spec.model_type!r} ({spec.architecture}) is not "
-                         f"modelled; it covers dense {', '.join(FAMILIES)} decoders (no MoE or MLA) "
+                         f"modelled; it covers dense {', '.join(FAMILIES)} and MoE {', '.join(MOE_FAMILIES)} "
+                         "decoders (no MLA) "
                          "(--profile megatron models any layout with Megatron-LM's kernels)")
+    if _moe(spec) and (scenario.mode == "inference" or scenario.lora_rank is not None
+                       or any(g.mlp != "moe" for g in spec.layers)):
+        raise InputError(f"--profile transformers: {spec.name} ({spec.model_type}) is modelled for full training "
+                         "of all-MoE layers only (not inference or --lora-rank); use "
+                         "--profile megatron")
     if scenario.mode == "inference" and any(g.mixer == "sliding_attention" for g in spec.layers):
         raise InputError(f"--profile transformers: the sliding-window prefill of {spec.name} is not modelled "
                          "(training is); use --profile megatron or vllm")
@@ -135,7 +155,7 @@ def _linear_count(tensors: list[P.WeightTensor]) -> tuple[sympy.Expr, sympy.Expr
     """(every linear layer's parameters, one decoder layer's): what autocast casts to bf16.
 
     The projections and their biases, and ``lm_head`` (the embedding's ``V x h`` when tied)."""
-    linear = [t for t in tensors if t.quantizable or (t.name.endswith(".bias") and t.count != 1)]
+    linear = [t for t in tensors if M.autocast_linear(t) or (t.name.endswith(".bias") and t.count != 1)]
     layers = sympy.Add(*(t.numel for t in linear))
     head = S.vocab_size * S.hidden_size
     return layers + head, layers / S.num_hidden_layers
@@ -251,7 +271,8 @@ def _state_terms(terms: dict[str, sympy.Expr], trained: list[P.WeightTensor], sc
     """``gradients`` and ``optimizer`` of the trained tensors into ``terms``; the paged host part."""
     count = P.parameter_count(trained)
     terms["gradients"] = count * S.gradient_bytes
-    counters = F.step_counters(sum((t.count for t in trained), sympy.Integer(0)), on_device=scenario.device == "cpu")
+    held = sum((t.count for t in M.held_tensors(trained)), sympy.Integer(0))  # fused experts: 2 tensors a layer
+    counters = F.step_counters(held, on_device=scenario.device == "cpu")
     terms["optimizer"] = count * S.optimizer_bytes + (counters if scenario.optimizer in ("adamw", "adam") else 0)
     if scenario.optimizer not in BNB:
         return {}
@@ -268,7 +289,8 @@ def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -
         layers = S.num_hidden_layers * F.checkpointed_layer_saved(amp) + F.checkpoint_shared_inputs(eager, amp)
         layers += F.sliding_checkpoint_mask() if sliding else 0
     else:
-        layers = S.num_hidden_layers * (F.layer_saved(eager, upcast, qk, amp) + (F.sliding_sdpa_saved() if sliding else 0))
+        layers = S.num_hidden_layers * (F.layer_saved(eager, upcast, qk, amp) + _moe_mlp(spec, amp)
+                                        + (F.sliding_sdpa_saved() if sliding else 0))
     saved = {"activations/layers": layers, "activations/head": F.head_saved(amp),
              "activations/rope": F.rope_tables(amp), "activations/loss": F.loss_saved()}
     every, per_layer = _linear_count(tensors)
@@ -278,7 +300,8 @@ def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -
     terms = {"activations": sympy.Add(*saved.values()), **saved,
              "loss_gradients": F.loss_gradients(), "head_gradients": F.head_gradients()}
     if checkpointing:
-        terms["recompute"] = F.recompute(eager, upcast, qk, amp) + (F.sliding_sdpa_saved() if sliding else 0)
+        terms["recompute"] = (F.recompute(eager, upcast, qk, amp) + _moe_mlp(spec, amp)
+                              + (F.sliding_sdpa_saved() if sliding else 0))
         if amp:  # the recomputed layer casts its weights again
             terms["recompute"] += F.autocast_weight_copies(per_layer)
     return terms
@@ -320,7 +343,7 @@ def _adapter_width(scenario: Scenario) -> int:
 def _optimizer_temporaries(tensors: list[P.WeightTensor], scenario: Scenario) -> sympy.Expr:
     if scenario.optimizer not in ("adamw", "adam"):
         return sympy.Integer(0)  # torch.optim.SGD updates momentum and parameters in place
-    largest = sympy.Max(*(t.rows * t.cols for t in tensors))
+    largest = sympy.Max(*(t.rows * t.cols for t in M.held_tensors(tensors)))
     return F.adamw_temporaries(scenario.device == "cuda", largest, P.parameter_count(tensors))
 
 

@@ -1,0 +1,93 @@
+"""The transformers profile's MoE training against CPU measurements.
+
+tests/fixtures/moe_peaks_cpu.json (tools/measure/moe_peaks.py): peaks.py's training step on
+tiny Qwen3-MoE and Mixtral models (8 experts, top-2, transformers' default grouped_mm experts),
+in the model's dtype and under accelerate's bf16 AMP.
+Every point within the issue's aim for training steps (3 %), the persistent pieces to the
+byte, the peak in the measured phase; what the profile does not model is refused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from engine.errors import InputError
+from engine.families import spec_from_config
+from engine.profiles import build
+from engine.scenario import Scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = json.loads((ROOT / "tests" / "fixtures" / "moe_peaks_cpu.json").read_text())
+POINTS = DATA["points"]
+AIM = Fraction(3, 100)
+EXACT = Fraction(1, 100_000)  # what the profile reaches today: within 1,024 B of ~100-400 MB
+MEASURED_PHASE = {"loss_backward": "backward", "head_backward": "backward", "recompute": "backward",
+                  "backward_end": "backward", "optimizer_step": "optimizer"}
+
+
+def _knobs():
+    path = ROOT / "tools" / "accuracy_table.py"
+    spec = importlib.util.spec_from_file_location("accuracy_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.mechanism_knobs
+
+
+KNOBS = _knobs()
+
+
+def _spec(point: dict):
+    return spec_from_config(DATA["models"][point["model"]]["config"], point["model"])
+
+
+def _evaluate(point: dict):
+    return build(_spec(point), Scenario(**KNOBS(point))).evaluate()
+
+
+def _error(point: dict) -> Fraction:
+    measured = point["measured"]["peak_bytes"]
+    return Fraction(_evaluate(point).total_bytes - measured, measured)
+
+
+def _id(point: dict) -> str:
+    return (f"{point['model']}-{point['attention']}-{point['dtype']}-b{point['batch_size']}-s{point['seq_len']}"
+            f"-gc{int(point['gradient_checkpointing'])}")
+
+
+def test_fixture_ran_grouped_mm():
+    assert {p["measured"]["experts_implementation"] for p in POINTS} == {"grouped_mm"}
+    assert {p["model"] for p in POINTS} == {"qwen3-moe-tiny", "mixtral-tiny"}
+    amp_peaks = {p["measured"]["peak_phase"] for p in POINTS if p["mechanism"] == "amp"}
+    assert amp_peaks == {"backward", "optimizer"}  # the AMP activations decide some points
+
+
+@pytest.mark.parametrize("point", POINTS, ids=[_id(p) for p in POINTS])
+def test_point_within_aim_and_phase(point):
+    ev = _evaluate(point)
+    assert abs(_error(point)) <= EXACT, (ev.total_bytes, point["measured"]["peak_bytes"])
+    assert MEASURED_PHASE[ev.peak_phase] == point["measured"]["peak_phase"]
+
+
+@pytest.mark.parametrize("point", POINTS[::3], ids=[_id(p) for p in POINTS[::3]])
+def test_persistent_terms_exact(point):
+    """Weights, AdamW state (2 moments + one step counter per fused expert tensor), token ids."""
+    ev, measured = _evaluate(point), point["measured"]
+    assert ev.terms["weights"] == measured["parameter_bytes"] + measured["buffer_bytes"]
+    assert ev.terms["optimizer"] == measured["optimizer_state_bytes"]
+    assert ev.terms["input_ids"] == measured["input_bytes"]
+
+
+def test_median_error():
+    assert statistics.median(abs(_error(p)) for p in POINTS) <= AIM
+
+
+@pytest.mark.parametrize("knobs", [dict(mode="inference"), dict(mode="training", lora_rank=8)])
+def test_unmeasured_moe_refused(knobs):
+    with pytest.raises(InputError, match="--profile transformers: .*megatron"):
+        build(_spec(POINTS[0]), Scenario(profile="transformers", dtype="bfloat16", **knobs))
