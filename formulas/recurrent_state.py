@@ -22,6 +22,17 @@ from formulas.symbols import activation_bytes, batch_size, pipeline_parallel, st
 RECURRENT_STATE_DTYPE = "float32"
 
 
+def no_cached_elements(mla_layout: str | None = None, **options) -> sympy.Expr:
+    """A recurrent mixer's ``cache_elements`` (formulas/layers/ protocol): no tokens, the state
+    is constant in ``s`` (the kind's ``state_elements``)."""
+    return sympy.Integer(0)
+
+
+def no_cached_tokens(paged: bool = False) -> sympy.Expr:
+    """A recurrent mixer's ``cached_tokens``: none."""
+    return sympy.Integer(0)
+
+
 def state_bytes_per_sequence(rows: list[tuple[sympy.Expr, sympy.Expr, sympy.Expr]],
                              conv_bytes: sympy.Expr = activation_bytes,
                              recurrent_bytes: sympy.Expr = state_bytes) -> sympy.Expr:

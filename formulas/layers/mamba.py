@@ -14,6 +14,7 @@ from __future__ import annotations
 import sympy
 
 from formulas.parameters import ONE, WeightTensor, linear, norm
+from formulas.recurrent_state import no_cached_elements, no_cached_tokens
 from formulas.symbols import (
     activation_bytes,
     batch_size,
@@ -59,13 +60,8 @@ def facts(**options) -> dict[sympy.Symbol, int]:
     return {sym: options[name] for name, sym in OPTIONS}
 
 
-def cache_elements(mla_layout: str | None = None, **options) -> sympy.Expr:
-    """No tokens: the state is constant in ``s`` (``state_elements``)."""
-    return sympy.Integer(0)
-
-
-def cached_tokens(paged: bool = False) -> sympy.Expr:
-    return sympy.Integer(0)
+cache_elements = no_cached_elements  # no tokens: the state is constant in s (state_elements)
+cached_tokens = no_cached_tokens
 
 
 def state_elements(**options) -> tuple[sympy.Expr, sympy.Expr]:
