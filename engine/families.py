@@ -18,7 +18,7 @@ from engine import families_multimodal as multimodal_families
 from engine import families_recurrent
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
-                                  mixer_kinds, qwen_layer_types, where)
+                                  local_experts, mixer_kinds, qwen_layer_types, where)
 from engine.spec import LayerGroup, ModelSpec, config_bool, config_int, config_int_list, shown
 from engine.validate import check_heads_divide, check_layer_indices, check_spec
 
@@ -85,11 +85,7 @@ def parse_mixtral(config: dict, name: str) -> ModelSpec:
     w = where(name)
     fields = common_fields(config, name)
     mixers, options = mixer_kinds(config, name, all_sliding_if_window(config))
-    moe = dict(
-        num_experts=config_int(config, "num_local_experts", where=w),
-        num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
-        moe_intermediate_size=fields["intermediate_size"],
-    )
+    moe = local_experts(config, fields, w)
     return ModelSpec(
         **fields,
         tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, attention_kinds, common_fields, dense_layers, layer_groups,
-                                  where)
+                                  local_experts, where)
 from engine.spec import ModelSpec, config_bool, config_int, config_int_list, shown
 from engine.validate import check_layer_indices
 
@@ -206,11 +206,7 @@ def parse_granitemoe(config: dict, name: str) -> ModelSpec:
     fields = common_fields(config, name)
     bias = config_bool(config, "attention_bias", False, w)
     mixers, options = attention_kinds(config, name, all_sliding_if_window(config), qkv_bias=bias, out_bias=bias)
-    moe = dict(
-        num_experts=config_int(config, "num_local_experts", where=w),
-        num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
-        moe_intermediate_size=fields["intermediate_size"],
-    )
+    moe = local_experts(config, fields, w)
     return ModelSpec(**fields, tie_word_embeddings=_tied(config, name, False),
                      layers=layer_groups(mixers, ["moe"] * len(mixers), options, {"moe": moe}))
 
@@ -285,11 +281,7 @@ def parse_phimoe(config: dict, name: str) -> ModelSpec:
     fields = common_fields(config, name)
     bias = config_bool(config, "attention_bias", False, w)
     mixers, options = attention_kinds(config, name, all_sliding_if_window(config), qkv_bias=bias, out_bias=bias)
-    moe = dict(
-        num_experts=config_int(config, "num_local_experts", where=w),
-        num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
-        moe_intermediate_size=fields["intermediate_size"],
-    )
+    moe = local_experts(config, fields, w)
     return ModelSpec(**fields, tie_word_embeddings=_tied(config, name, False), layer_norm_bias=True,
                      lm_head_bias=config_bool(config, "lm_head_bias", False, w),
                      layers=layer_groups(mixers, ["moe"] * len(mixers), options, {"moe": moe}))

@@ -142,3 +142,12 @@ def qwen_layer_types(config: dict, where: str = "config") -> list[str]:
         return ["full_attention"] * layers
     first = config_int(config, "max_window_layers", default=layers, minimum=0, where=where)
     return ["sliding_attention" if i >= first else "full_attention" for i in range(layers)]
+
+
+def local_experts(config: dict, fields: dict, w: str) -> dict:
+    """The MoE options of Mixtral-style experts (modeling_mixtral.py ``MixtralSparseMoeBlock``,
+    and GraniteMoE / PhiMoE the same): ``num_local_experts`` experts of width
+    ``intermediate_size``, ``num_experts_per_tok`` routed per token."""
+    return dict(num_experts=config_int(config, "num_local_experts", where=w),
+                num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
+                moe_intermediate_size=fields["intermediate_size"])
