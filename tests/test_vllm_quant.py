@@ -105,7 +105,8 @@ def _layer_bytes(quantization: dict, parallel: str = "tensor") -> int:
 
 CT_W8A8 = {"quant_method": "compressed-tensors", "format": "int-quantized", "ignore": ["lm_head"],
            "config_groups": {"group_0": {"targets": ["Linear"],
-                                         "weights": {"type": "int", "num_bits": 8, "strategy": "channel", "symmetric": True},
+                                         "weights": {"type": "int", "num_bits": 8, "strategy": "channel",
+                                                     "symmetric": True},
                                          "input_activations": {"type": "int", "num_bits": 8, "strategy": "token",
                                                                "dynamic": True, "symmetric": True}}}}
 CT_W4A16 = {"quant_method": "compressed-tensors", "format": "pack-quantized", "ignore": ["lm_head"],
