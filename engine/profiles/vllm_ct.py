@@ -20,8 +20,8 @@ get ``UnquantizedLinearMethod`` (``should_ignore_layer``). What each scheme hold
   .create_weights): ``weight_packed`` uint8 pairs, an fp8 ``weight_scale`` per 16 inputs,
   float32 ``weight_global_scale`` and ``input_global_scale`` per matrix.
 
-Anything else (more than one config group, another format, 2:4 sparsity, transforms,
-asymmetric int8 activations) is an error naming the field.
+Anything else (more than one config group, targets other than ``["Linear"]``, another
+format, 2:4 sparsity, transforms, asymmetric int8 activations) is an error naming the field.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def formats(config: dict, forced: str | None, where: str):
     w = f"{where}.config_groups.{name}"
     if not isinstance(group, dict) or not isinstance(group.get("weights"), dict):
         raise ConfigError(f"{w}.weights must be an object, got {shown(group)}")
+    if group.get("targets") != ["Linear"]:  # other targets (Embedding, named modules) change what is quantized
+        raise ConfigError(f"{w}.targets {shown(group.get('targets'))} is not modelled (modelled: ['Linear'])")
     fmt_name = group.get("format") or config.get("format") or "naive-quantized"
     if fmt_name not in FORMATS:
         raise ConfigError(f"{where}.format {shown(fmt_name)} is not modelled (modelled: {', '.join(FORMATS)})")
