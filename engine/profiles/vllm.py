@@ -325,8 +325,14 @@ def _inputs(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> dict
     weight_width, kv_width = serving_dtypes(spec, scenario, settings)
     return {"model": spec.name, "profile": "vllm", "tp": scenario.tp, "pp": scenario.pp,
             **resolved.as_inputs(), "weight_bytes": _number(weight_width), "kv_cache_bytes": _number(kv_width),
-            "quantization": quant_scheme(spec, settings), "kv_layout": kv_layout(spec),
+            "quantization": _quant_name(spec, settings), "kv_layout": kv_layout(spec),
             "assumptions": model_assumptions(spec, settings)}
+
+
+def _quant_name(spec: ModelSpec, settings: VllmSettings) -> str:
+    """The held format's name (vllm_quant.py) where the checkpoint has one, else the scheme."""
+    held = vllm_quant.held_formats(spec, settings.quantization)
+    return held.name if held is not None else quant_scheme(spec, settings)
 
 
 def model_assumptions(spec: ModelSpec, settings: VllmSettings) -> list[str]:
@@ -337,8 +343,9 @@ def model_assumptions(spec: ModelSpec, settings: VllmSettings) -> list[str]:
                      "0.19's default)")
     held = vllm_quant.held_formats(spec, settings.quantization)
     if held is not None:
-        notes.append(f"quantized linears as vLLM's kernels hold them after loading: {held.name} "
-                     "(engine/profiles/vllm_quant.py)")
+        notes.append(f"quantized linears as vLLM's kernels hold them after loading: {held.name}, read from the "
+                     f"config's quantization_config (quant_method {spec.quantization.get('quant_method')!r}; "
+                     "engine/profiles/vllm_quant.py)")
     if quant_scheme(spec, settings) == "mxfp4":
         notes.append("MXFP4 experts as the Triton backend holds them (sm90/sm100; Marlin differs)")
     if is_multimodal(spec):
