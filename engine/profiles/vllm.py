@@ -138,12 +138,12 @@ MXFP4_EXPERTS = Quantization(STORED_FORMATS["mxfp4"], "vLLM Mxfp4MoEMethod", exp
 
 
 def _tensor_bytes(tensor: P.WeightTensor, scheme: str, marlin=None) -> sympy.Expr:
-    """One tensor as vLLM holds it under ``scheme``. ``marlin``: the (dense, experts)
-    formats of engine/profiles/vllm_quant.py where vLLM's kernels hold another layout. MXFP4 experts as the Triton
+    """One tensor as vLLM holds it under ``scheme``. ``marlin``: the checkpoint's formats as
+    vLLM's kernels hold them (engine/profiles/vllm_quant.py ``Held``). MXFP4 experts as the Triton
     backend (the H100 default without FlashInfer's opt-in) keeps them: ``f_e / t`` padded to a
     multiple of 64, two copies of the scales (the ``beta_sc`` fact, :func:`_facts`), float32 biases."""
     if marlin is not None:
-        return W.tensor_bytes(tensor, marlin[1] if tensor.parallel == "expert" else marlin[0])
+        return marlin.tensor_bytes(tensor)
     if scheme != "mxfp4":
         return W.tensor_bytes(tensor, scheme)
     if tensor.parallel != "expert":
@@ -249,7 +249,7 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
     if not 0 <= stage < scenario.pp:
         raise InputError(f"stage {stage} is not one of the {scenario.pp} pipeline stages")
     first, last = stage == 0, stage == scenario.pp - 1
-    marlin = vllm_quant.linear_formats(spec, settings.quantization)
+    marlin = vllm_quant.held_formats(spec, settings.quantization)
     terms = weight_terms(spec, quant_scheme(spec, settings), first, last, marlin)
     terms.update(activation_terms(spec, last, settings.dtype == "float32"))
     terms["non_torch"] = S.non_torch_bytes
@@ -297,9 +297,9 @@ def _facts(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, layers: 
     configured = spec.quantization.get("group_size", spec.quantization.get("q_group_size"))
     if group and isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
         group = configured  # the checkpoint's own group size (GPTQ/AWQ quantization_config)
-    marlin = vllm_quant.linear_formats(spec, settings.quantization)
+    marlin = vllm_quant.held_formats(spec, settings.quantization)
     if marlin is not None:  # the linears as vLLM's kernels hold them (vllm_quant.py)
-        quant_bytes, scale_bytes, group = marlin[0].value_bytes, marlin[0].scale_bytes, marlin[0].group
+        quant_bytes, scale_bytes, group = marlin.dense.value_bytes, marlin.dense.scale_bytes, marlin.dense.group
     resolved = defaults_for(spec, scenario, settings)
     widths = {
         S.weight_bytes: weight_width, S.activation_bytes: weight_width, S.kv_cache_bytes: kv_width,
@@ -325,8 +325,14 @@ def _inputs(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> dict
     weight_width, kv_width = serving_dtypes(spec, scenario, settings)
     return {"model": spec.name, "profile": "vllm", "tp": scenario.tp, "pp": scenario.pp,
             **resolved.as_inputs(), "weight_bytes": _number(weight_width), "kv_cache_bytes": _number(kv_width),
-            "quantization": quant_scheme(spec, settings), "kv_layout": kv_layout(spec),
+            "quantization": _quant_name(spec, settings), "kv_layout": kv_layout(spec),
             "assumptions": model_assumptions(spec, settings)}
+
+
+def _quant_name(spec: ModelSpec, settings: VllmSettings) -> str:
+    """The held format's name (vllm_quant.py) where the checkpoint has one, else the scheme."""
+    held = vllm_quant.held_formats(spec, settings.quantization)
+    return held.name if held is not None else quant_scheme(spec, settings)
 
 
 def model_assumptions(spec: ModelSpec, settings: VllmSettings) -> list[str]:
@@ -335,10 +341,11 @@ def model_assumptions(spec: ModelSpec, settings: VllmSettings) -> list[str]:
     if spec.layer_count(mixer="chunked_attention"):
         notes.append("chunked layers in their own KV groups (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1, "
                      "0.19's default)")
-    held = vllm_quant.linear_formats(spec, settings.quantization)
+    held = vllm_quant.held_formats(spec, settings.quantization)
     if held is not None:
-        notes.append(f"quantized linears as vLLM's kernels hold them after loading: {held[0].name} "
-                     "(engine/profiles/vllm_quant.py)")
+        notes.append(f"quantized linears as vLLM's kernels hold them after loading: {held.name}, read from the "
+                     f"config's quantization_config (quant_method {spec.quantization.get('quant_method')!r}; "
+                     "engine/profiles/vllm_quant.py)")
     if quant_scheme(spec, settings) == "mxfp4":
         notes.append("MXFP4 experts as the Triton backend holds them (sm90/sm100; Marlin differs)")
     if is_multimodal(spec):

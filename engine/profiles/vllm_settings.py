@@ -183,8 +183,10 @@ def _compressed_tensors_scheme(config: dict) -> str:
         return "fp8"
     if kind == "int" and bits in (4, 8):
         return "int4" if bits == 4 else "int8"
+    if kind == "float" and bits == 4:  # NVFP4: the layout is engine/profiles/vllm_ct.py's
+        return "int4"
     raise InputError(f"--quantization compressed-tensors: weights {shown(weights)} are not modelled "
-                     "(modelled: 8-bit float, 4- and 8-bit int)")
+                     "(modelled: 4- and 8-bit float, 4- and 8-bit int)")
 
 
 def kv_layout(spec: ModelSpec) -> str:
