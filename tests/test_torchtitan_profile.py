@@ -95,8 +95,26 @@ def test_cpu_offload_moves_parameters_gradients_and_the_step():
 
 def test_loss_keeps_fp32_log_softmax_sharded_over_tensor_ranks():
     one, two = _ev().terms, _ev(tp=2).terms
-    assert one["activations/logits"] == 4096 * (2 * H + 4 * V)
+    assert one["activations/logits"] == 4096 * 4 * V
     assert two["activations/logits"] * 2 == one["activations/logits"]
+
+
+def test_head_input_is_gathered_over_the_sequence_under_tp():
+    """ColwiseParallel(input_layouts=Shard(1)) all-gathers the final norm's output: the output
+    projection saves all 4096 tokens' 2h bytes on each tensor rank; the norm itself keeps its
+    sequence shard's input (2h) and fp32 rstd (4 B)."""
+    one, two = _ev().terms, _ev(tp=2).terms
+    assert one["activations/head_input"] == two["activations/head_input"] == 4096 * 2 * H
+    assert one["activations/final_norm"] == 4096 * (2 * H + 4)
+    assert two["activations/final_norm"] == 2048 * (2 * H + 4)
+
+
+def test_loss_parallel_backward_holds_three_fp32_logits():
+    """_nll_loss_and_log_softmax_backward: zeros_like(x), exp(x) and their sum (12 V per token of
+    the vocabulary shard) beside the saved log-softmax; without TP nll_loss's and log_softmax's
+    gradients (8 V). Llama-3.1-8B, b s = 4096, tp 2: 4096 * 12 * 64128 B."""
+    assert _ev().terms["loss_backward"] == 4096 * 8 * V
+    assert _ev(tp=2).terms["loss_backward"] == 4096 * 12 * (V // 2) == 3_152_019_456
 
 
 @pytest.mark.parametrize("knob, values", [("dp", [1, 2, 8, 64]), ("tp", [1, 2, 4, 8]), ("cp", [1, 2, 4])])
