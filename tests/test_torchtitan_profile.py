@@ -3,13 +3,15 @@ float8 all-gather, CPU offload and refusals, each worked by hand from torchtitan
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from engine.api import estimate
 from engine.errors import InputError
 from engine.families import spec_from_config
 from engine.profiles import build
-from engine.registry import find
+from engine.registry import find, load_spec
 from engine.scenario import Scenario
 from formulas.frameworks import torchtitan as F
 
@@ -185,3 +187,61 @@ def test_interleaved_rank_0_holds_its_virtual_stages(layers, ranks, virtual):
     assert F.stage_layers(layers, ranks * virtual) == counts
     expected = sum(counts[i] for i in reference_stage_indices(0, ranks, ranks * virtual))
     assert F.first_stage_layers(layers, ranks, virtual) == expected
+
+
+BLOCK = 2 * H * H + 2 * KV * H + 3 * H * F_ + 2 * H  # 218,112,000: q, o; k, v; gate, up, down; two norms
+
+
+def test_stream_pools_and_the_logits_hole_are_reserved_not_allocated():
+    """FSDP2's all-gather copy-in pool holds the largest unit ([norm, lm_head]: V h + h bf16)
+    and a block; the reduce-scatter pool the fp32 gradient shards; the freed bf16 logits
+    (2 V per token) stay reserved at the start of backward. None is in total_bytes."""
+    mm = build(load_spec("llama-3.1-8b"), Scenario(mode="training", profile="torchtitan", dp=8, seq_len=4096, batch_size=1))
+    ev = mm.evaluate()
+    t = ev.terms
+    assert t["reserved_all_gather_pool"] == 2 * (V * H + H) + 2 * BLOCK == 1_486_905_344
+    assert t["reserved_reduce_scatter_pool"] == t["gradients"] == 4 * LLAMA_8B // 8
+    assert t["reserved_logits_hole"] == 2 * V * 4096 == 1_050_673_152
+    assert mm.reserved_only["backward"] == ("reserved_all_gather_pool", "reserved_reduce_scatter_pool",
+                                            "reserved_logits_hole")
+    assert "reserved_reduce_scatter_pool" not in mm.reserved_only["backward_end"]  # its shards are live there
+    assert not any(n.startswith("reserved_") for names in mm.phases.values() for n in names)
+    backward = sum(t[n] for n in mm.phases["backward"])
+    assert ev.total_bytes == backward
+    bare = replace(mm, reserved_only={}).evaluate().reserved_bytes
+    cached = t["reserved_all_gather_pool"] + t["reserved_reduce_scatter_pool"] + t["reserved_logits_hole"]
+    # the large pool is mapped in 20 MiB pages (expandable segments): the sum, to one page
+    assert abs(ev.reserved_bytes - bare - cached) < 20 * 2**20
+
+
+def test_pp_keeps_stage_outputs_and_receive_buffers():
+    """First rank, 1F1B, p = 8 micro-batches: 8 in-flight stage outputs and 8 gradient receive
+    buffers of b s h bf16 (tp 1: 4096 x 8192 B each); interleaved (v = 2) adds the second
+    stage's 8 gradient and 8 input buffers, and its warm-up is capped at every micro-batch."""
+    config = dict(find("llama-3.1-8b").config, num_hidden_layers=126)
+    spec = spec_from_config(config, "llama-126")
+    one = dict(mode="training", profile="torchtitan", pp=8, dp=8, seq_len=4096, batch_size=1, recompute="full")
+    flat = build(spec, Scenario(**one)).evaluate().terms
+    looped = build(spec, Scenario(**one, vpp=2)).evaluate().terms
+    output = 2 * H * 4096
+    assert flat["pp_buffers"] == output * (8 + 8) == 536_870_912
+    assert looped["pp_buffers"] == output * (8 + 3 * 8)
+    # 16 stages of 126 + 2 effective layers: rank 0 holds stages 0 (7 blocks) and 8 (8 blocks)
+    assert flat["activations/layers"] == 2 * H * 4096 * 15 * 8
+    assert looped["activations/layers"] == 2 * H * 4096 * 15 * 8
+
+
+@pytest.mark.parametrize("recompute, per_token", [
+    # the norms' outputs, k, and SwiGLU's w3 output, silu's and the product, two fp32 rstd
+    ("op", 2 * (2 * H + KV + 3 * F_) + 8),
+    # everything but the block's input
+    ("full", 2 * (3 * H + 2 * H + 2 * KV + 4 * F_) + 8 + 4 * A),
+])
+def test_a_block_backward_rebuilds_what_the_policy_did_not_save(recompute, per_token):
+    """Without PP the rebuilt block lives after the loss's temporaries are freed: its own phase."""
+    mm = build(load_spec("llama-3.1-8b"), Scenario(mode="training", profile="torchtitan", dp=8, seq_len=4096, batch_size=1,
+                                     recompute=recompute))
+    t = mm.evaluate().terms
+    assert t["recomputed_block"] == per_token * 4096
+    assert "recomputed_block" in mm.phases["block_backward"]
+    assert "recomputed_block" not in mm.phases["backward"]

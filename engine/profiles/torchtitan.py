@@ -144,8 +144,8 @@ def _pools(spec: ModelSpec, scenario: Scenario, tensors, gradient_shards) -> dic
     if scenario.offload == "both":  # CPUOffloadPolicy copies each shard to the host: one block's in flight
         gradient_shards = F.FP32_BYTES * _count(tensors, 1 / S.num_hidden_layers, per_layer=True) / (
             S.data_parallel * S.context_parallel)
-    return {"allocator_all_gather_pool": F.all_gather_pool(largest, per_block),
-            "allocator_reduce_scatter_pool": F.reduce_scatter_pool(gradient_shards)}
+    return {"reserved_all_gather_pool": F.all_gather_pool(largest, per_block),
+            "reserved_reduce_scatter_pool": F.reduce_scatter_pool(gradient_shards)}
 
 
 def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
@@ -172,7 +172,7 @@ def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
         if scenario.recompute != "none":
             built["recomputed_block"] = rebuilt
         built["loss_backward"] = F.loss_backward(loss_parallel=scenario.tp > 1) * tokens
-        built["allocator_logits_hole"] = F.logits_hole() * tokens
+        built["reserved_logits_hole"] = F.logits_hole() * tokens
     else:
         stage_output = S.activation_bytes * S.hidden_size * tokens
         built["pp_buffers"] = F.pp_buffers(stage_output, in_flight, S.pipeline_parallel, scenario.vpp or 1)
@@ -224,8 +224,8 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
         if "recomputed_block" in built:  # the last block's backward: the loss and head are freed
             phases["block_backward"] = [*held, "fsdp_gathered", "activations/layers", "activations/input_ids",
                                         "recomputed_block", "fsdp_reduce_scatter"]
-    pools = ("allocator_all_gather_pool", "allocator_reduce_scatter_pool")
-    cached = {"backward": (*pools, *(["allocator_logits_hole"] if scenario.pp == 1 else [])),
+    pools = ("reserved_all_gather_pool", "reserved_reduce_scatter_pool")
+    cached = {"backward": (*pools, *(["reserved_logits_hole"] if scenario.pp == 1 else [])),
               "backward_end": pools[:1], "head_backward": pools, "block_backward": pools}
     sums = [sympy.Add(*(built[n] for n in names)) for names in phases.values()]
     built.update(terms.overhead_terms(sympy.Max(*sums)))
@@ -268,15 +268,15 @@ SOURCES = {
     "activations": "what torchtitan's Llama-3 block saves per op (models/llama3/model.py; SelectiveAC "
                    "and FullAC in distributed/activation_checkpoint.py; loss: components/loss.py "
                    "cross_entropy_loss); first stage of _generate_llm_fqn_per_model_part, 2026",
-    "allocator_all_gather_pool": "reserved only: FSDP2 allocates all-gather outputs on all_gather_copy_in_stream "
+    "reserved_all_gather_pool": "reserved only: FSDP2 allocates all-gather outputs on all_gather_copy_in_stream "
                                  "(torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_all_gather) "
                                  "and holds one until the next copy-in (_fsdp_param_group.py wait_for_unshard); "
                                  "c10/cuda/CUDACachingAllocator.cpp get_free_block never lends a block across "
                                  "streams",
-    "allocator_reduce_scatter_pool": "reserved only: the fp32 gradient shards are views of reduce-scatter outputs "
+    "reserved_reduce_scatter_pool": "reserved only: the fp32 gradient shards are views of reduce-scatter outputs "
                                      "allocated on reduce_scatter_stream (_fsdp_collectives.py foreach_reduce), freed "
                                      "into that stream's pool by optimizers.zero_grad() before the forward",
-    "allocator_logits_hole": "reserved only: pred (bf16) freed by `del pred` before loss.backward() (torchtitan "
+    "reserved_logits_hole": "reserved only: pred (bf16) freed by `del pred` before loss.backward() (torchtitan "
                              "train.py) leaves a block the fp32 gradients of the logits do not fit "
                              "(CUDACachingAllocator.cpp get_free_block best fit, expandable segments grow at the end)",
     "pp_buffers": "torch/distributed/pipelining/stage.py _PipelineStageBase: fwd_cache stage outputs, "
@@ -299,9 +299,9 @@ DESCRIPTIONS = {
     "recomputed_block": "one block's tensors its backward rebuilds (those --recompute did not save)",
     "activations/final_norm": "the final RMSNorm's input and fp32 rstd (outside the compiled blocks)",
     "activations/head_input": "the output projection's input, all-gathered over the sequence under TP",
-    "allocator_all_gather_pool": "reserved, not allocated: FSDP2's all-gather stream pool (largest unit + a block)",
-    "allocator_reduce_scatter_pool": "reserved, not allocated: the reduce-scatter stream's pool (the gradient shards)",
-    "allocator_logits_hole": "reserved, not allocated: the freed bf16 logits the fp32 gradients do not fit",
+    "reserved_all_gather_pool": "reserved, not allocated: FSDP2's all-gather stream pool (largest unit + a block)",
+    "reserved_reduce_scatter_pool": "reserved, not allocated: the reduce-scatter stream's pool (the gradient shards)",
+    "reserved_logits_hole": "reserved, not allocated: the freed bf16 logits the fp32 gradients do not fit",
     "pp_buffers": "PP: stage outputs of the in-flight micro-batches and the receive buffers of every micro-batch",
 }
 
