@@ -13,14 +13,22 @@ Per GPU of the first pipeline stage (:mod:`formulas.frameworks.torchtitan`):
   weights in fp8;
 - ``fsdp_unsharded_gradients`` (PP): gradients accumulated unsharded in fp32 over the
   micro-batches until the last one reduce-scatters (``set_requires_gradient_sync(False)``);
-- ``activations``: what each block saves (``--recompute none|op|full``), the first stage's
-  in-flight micro-batches (1F1B: ``p``; interleaved: Megatron's penalty), the loss's fp32
-  log-softmax without PP;
+- ``activations``: what each block saves (``--recompute none|op|full``), the first rank's
+  in-flight micro-batches (``p`` for 1F1B and Interleaved 1F1B), without PP the final norm's,
+  the output projection's (TP: its input all-gathered over the sequence) and the loss's fp32
+  log-softmax; ``recomputed_block`` / ``activations/recomputed``: what a block's backward
+  rebuilds; ``pp_buffers``: the pipelining stage outputs and receive buffers;
+- ``loss_backward``: the logits' fp32 gradients (loss parallel under TP: three of them);
 - ``fsdp_reduce_scatter``: one block's unsharded gradients and their fp32 reduce-scatter copy.
 
+Reserved only (``MemoryModel.reserved_only``, in ``reserved_bytes`` and never in
+``total_bytes``): the FSDP2 all-gather and reduce-scatter streams' pools and the freed bf16
+logits the loss's gradients do not fit (``reserved_*``).
+
 Phases: ``backward`` (its start: activations and the loss's gradients at their peak),
-``head_backward`` (no PP: the loss's temporaries freed, the head's gradients made) and
-``backward_end`` (every gradient shard, one reduce-scatter in flight). The fused AdamW step (``implementation =
+``head_backward`` (no PP: the loss's temporaries freed, the head's gradients made),
+``block_backward`` (no PP, with AC: the last block rebuilt) and ``backward_end`` (every
+gradient shard, one reduce-scatter in flight). The fused AdamW step (``implementation =
 "fused"``) makes no temporaries. ``--offload both`` is FSDP2's ``CPUOffloadPolicy``
 (``training.enable_cpu_offload``): parameters, gradients and the step on the CPU.
 """
@@ -133,18 +141,22 @@ def _gathered(spec: ModelSpec, scenario: Scenario, tensors, fraction) -> sympy.E
 
 def _pools(spec: ModelSpec, scenario: Scenario, tensors, gradient_shards) -> dict[str, sympy.Expr]:
     """The FSDP2 streams' pools (``F.all_gather_pool``, ``F.reduce_scatter_pool``): reserved,
-    never allocated at the peak. The embedding and ``[norm, lm_head]`` are units of their own
-    (``apply_fsdp_to_decoder``; tied: one unit with both)."""
+    never allocated at the peak. Forward all-gathers the embedding, the blocks in order, then
+    ``[norm, lm_head]`` (units of their own: ``apply_fsdp_to_decoder``; tied: one unit with both);
+    the largest of the consecutive pairs is the pool."""
     per_block, outer = _units(spec, scenario, tensors)
     heads = {}
     for name, size in outer:
         unit = "embedding" if name == "embedding" or spec.tie_word_embeddings else "head"
         heads[unit] = heads.get(unit, sympy.Integer(0)) + size
-    largest = sympy.Max(per_block, *heads.values())
+    shard = S.data_parallel * S.context_parallel
+    pairs = [F.all_gather_pool(heads.get("embedding", per_block), per_block, shard),
+             F.all_gather_pool(per_block, per_block, shard)]
+    if "head" in heads:
+        pairs.append(F.all_gather_pool(per_block, heads["head"], shard))
     if scenario.offload == "both":  # CPUOffloadPolicy copies each shard to the host: one block's in flight
-        gradient_shards = F.FP32_BYTES * _count(tensors, 1 / S.num_hidden_layers, per_layer=True) / (
-            S.data_parallel * S.context_parallel)
-    return {"reserved_all_gather_pool": F.all_gather_pool(largest, per_block),
+        gradient_shards = F.FP32_BYTES * _count(tensors, 1 / S.num_hidden_layers, per_layer=True) / shard
+    return {"reserved_all_gather_pool": sympy.Max(*pairs),
             "reserved_reduce_scatter_pool": F.reduce_scatter_pool(gradient_shards)}
 
 
@@ -299,7 +311,7 @@ DESCRIPTIONS = {
     "recomputed_block": "one block's tensors its backward rebuilds (those --recompute did not save)",
     "activations/final_norm": "the final RMSNorm's input and fp32 rstd (outside the compiled blocks)",
     "activations/head_input": "the output projection's input, all-gathered over the sequence under TP",
-    "reserved_all_gather_pool": "reserved, not allocated: FSDP2's all-gather stream pool (largest unit + a block)",
+    "reserved_all_gather_pool": "reserved, not allocated: FSDP2's all-gather stream pool (two consecutive units)",
     "reserved_reduce_scatter_pool": "reserved, not allocated: the reduce-scatter stream's pool (the gradient shards)",
     "reserved_logits_hole": "reserved, not allocated: the freed bf16 logits the fp32 gradients do not fit",
     "pp_buffers": "PP: stage outputs of the in-flight micro-batches and the receive buffers of every micro-batch",

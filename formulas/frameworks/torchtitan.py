@@ -177,16 +177,18 @@ def reduce_scatter_block(block_parameters: sympy.Expr) -> sympy.Expr:
     return (activation_bytes + FP32_BYTES) * block_parameters
 
 
-def all_gather_pool(largest_unit: sympy.Expr, block: sympy.Expr) -> sympy.Expr:
-    """Bytes the all-gather copy-in stream's pool keeps: two units' flat all-gather outputs.
+def all_gather_pool(held: sympy.Expr, gathered: sympy.Expr, shard_degree: sympy.Expr) -> sympy.Expr:
+    """Bytes the all-gather copy-in stream's pool keeps while unit ``gathered`` is all-gathered
+    and the previous unit's output (``held``) still lives.
 
-    FSDP2 allocates each unit's all-gather output (its unsharded parameters, ``param_dtype``, fp8
-    for float8-gathered linears) on ``all_gather_copy_in_stream`` (``_fsdp_collectives.py``
-    ``foreach_all_gather``) and holds it until the next unit's copy-in has been made
-    (``FSDPParamGroup.wait_for_unshard``: ``comm_ctx.all_gather_state``): the largest unit and a
-    block are alive in that stream together. The caching allocator never lends one stream's
-    blocks to another (``get_free_block`` matches the stream), so the pool stays reserved."""
-    return largest_unit + block
+    FSDP2 allocates each unit's flat all-gather output (its unsharded parameters, ``param_dtype``,
+    fp8 for float8-gathered linears) on ``all_gather_copy_in_stream`` with the shards cast to
+    ``param_dtype`` in one flat buffer beside it (``_fsdp_collectives.py`` ``foreach_all_gather``,
+    ``_get_param_all_gather_inputs``: ``gathered / N_d``), and holds the previous unit's output
+    until this copy-in has been made (``FSDPParamGroup.wait_for_unshard``:
+    ``comm_ctx.all_gather_state``). The caching allocator never lends one stream's blocks to
+    another (``get_free_block`` matches the stream), so the pool stays reserved."""
+    return held + gathered + gathered / shard_degree
 
 
 def reduce_scatter_pool(gradient_shards: sympy.Expr) -> sympy.Expr:
