@@ -247,3 +247,10 @@ def test_a_block_backward_rebuilds_what_the_policy_did_not_save(recompute, per_t
     assert t["recomputed_block"] == per_token * 4096
     assert "recomputed_block" in mm.phases["block_backward"]
     assert "recomputed_block" not in mm.phases["backward"]
+
+
+def test_one_data_parallel_rank_has_no_fsdp_stream_pools():
+    """torchtitan applies fully_shard only when dp_shard x cp > 1: no FSDP streams to keep pools."""
+    t = _ev(dp=1).terms
+    assert t["reserved_all_gather_pool"] == t["reserved_reduce_scatter_pool"] == 0
+    assert _ev(dp=1, cp=2).terms["reserved_reduce_scatter_pool"] == 4 * LLAMA_8B // 2

@@ -156,8 +156,11 @@ def _pools(spec: ModelSpec, scenario: Scenario, tensors, gradient_shards) -> dic
         pairs.append(F.all_gather_pool(per_block, heads["head"], shard))
     if scenario.offload == "both":  # CPUOffloadPolicy copies each shard to the host: one block's in flight
         gradient_shards = F.FP32_BYTES * _count(tensors, 1 / S.num_hidden_layers, per_layer=True) / shard
-    return {"reserved_all_gather_pool": sympy.Max(*pairs),
-            "reserved_reduce_scatter_pool": F.reduce_scatter_pool(gradient_shards)}
+    pools = {"reserved_all_gather_pool": sympy.Max(*pairs),
+             "reserved_reduce_scatter_pool": F.reduce_scatter_pool(gradient_shards)}
+    if scenario.dp * scenario.cp == 1:  # no fully_shard (parallel_dims fsdp_enabled): no FSDP streams
+        return {name: sympy.Integer(0) for name in pools}
+    return pools
 
 
 def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
