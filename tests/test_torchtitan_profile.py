@@ -3,7 +3,9 @@ float8 all-gather, CPU offload and refusals, each worked by hand from torchtitan
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from engine.profiles import build
 from engine.registry import find, load_spec
 from engine.scenario import Scenario
 from formulas.frameworks import torchtitan as F
+from formulas.symbols import vocab_size
 
 LLAMA_8B = 8_030_261_248
 H, F_, KV, A, L, V = 4096, 14336, 1024, 32, 32, 128_256
@@ -254,3 +257,16 @@ def test_one_data_parallel_rank_has_no_fsdp_stream_pools():
     t = _ev(dp=1).terms
     assert t["reserved_all_gather_pool"] == t["reserved_reduce_scatter_pool"] == 0
     assert _ev(dp=1, cp=2).terms["reserved_reduce_scatter_pool"] == 4 * LLAMA_8B // 2
+
+
+def test_loss_peak_matches_the_cpu_measurement():
+    """tests/fixtures/titan_loss_cpu.json (tools/measure/titan_loss.py, torch 2.13 CPU): the
+    loss's peak beyond the projection's leaves is the saved log-softmax plus loss_backward,
+    12 and 16 bytes per token and vocabulary entry; the rest is per-token index tensors."""
+    data = json.loads((Path(__file__).parent / "fixtures" / "titan_loss_cpu.json").read_text())
+    for point in data["points"]:
+        tokens, vocab = point["tokens"], point["vocab"]
+        for key, parallel in (("plain_peak_bytes", False), ("loss_parallel_peak_bytes", True)):
+            per_token = (F.loss_saved() + F.loss_backward(loss_parallel=parallel)).subs(vocab_size, vocab)
+            predicted = int(per_token) * tokens
+            assert 0 <= point[key] - predicted <= 64 * tokens, (point, key)
