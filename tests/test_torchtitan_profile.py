@@ -16,6 +16,7 @@ from engine.profiles import build
 from engine.registry import find, load_spec
 from engine.scenario import Scenario
 from formulas.frameworks import torchtitan as F
+from formulas import symbols as S
 from formulas.symbols import vocab_size
 
 LLAMA_8B = 8_030_261_248
@@ -134,6 +135,7 @@ def test_per_gpu_memory_never_grows_with_a_degree(knob, values):
     (dict(zero=3, dp=8, offload="optimizer"), "--offload optimizer"),
     (dict(float8_all_gather=True), "--float8-all-gather"),
     (dict(attention="eager"), "--attention eager"),
+    (dict(compile_components="model"), "--compile-components model"),
 ])
 def test_refusals_name_the_knob(knobs, needle):
     with pytest.raises(InputError, match=f"--profile torchtitan: {needle}"):
@@ -264,9 +266,22 @@ def test_loss_peak_matches_the_cpu_measurement():
     loss's peak beyond the projection's leaves is the saved log-softmax plus loss_backward,
     12 and 16 bytes per token and vocabulary entry; the rest is per-token index tensors."""
     data = json.loads((Path(__file__).parent / "fixtures" / "titan_loss_cpu.json").read_text())
+    compiled = F.compiled_loss_saved() + F.compiled_loss_backward()
     for point in data["points"]:
         tokens, vocab = point["tokens"], point["vocab"]
-        for key, parallel in (("plain_peak_bytes", False), ("loss_parallel_peak_bytes", True)):
-            per_token = (F.loss_saved() + F.loss_backward(loss_parallel=parallel)).subs(vocab_size, vocab)
-            predicted = int(per_token) * tokens
+        for key, per_token in (("plain_peak_bytes", F.loss_saved() + F.loss_backward()),
+                               ("loss_parallel_peak_bytes", F.loss_saved() + F.loss_backward(loss_parallel=True)),
+                               ("compiled_peak_bytes", compiled)):
+            predicted = int(per_token.subs(vocab_size, vocab).subs(S.activation_bytes, 2)) * tokens
             assert 0 <= point[key] - predicted <= 64 * tokens, (point, key)
+
+
+def test_compiled_loss_keeps_pred_and_writes_a_bf16_gradient():
+    """compile.components with "loss" (the default): the compiled graph saves pred (2 V) and two
+    fp32 values per token; its backward writes the bf16 gradient (2 V); nothing is freed before
+    backward, so no hole. --compile-components model keeps the eager loss (torchtitan 9dec370)."""
+    eager, compiled = _ev(compile_components="model", torch_compile=True).terms, _ev(torch_compile=True).terms
+    assert compiled["activations/logits"] == 4096 * (2 * V + 8)
+    assert compiled["loss_backward"] == 4096 * 2 * V
+    assert compiled["reserved_logits_hole"] == 0
+    assert eager["activations/logits"] == 4096 * 4 * V and eager["loss_backward"] == 4096 * 8 * V

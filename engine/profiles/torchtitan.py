@@ -67,6 +67,8 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
          "FSDP2 keeps fp32 parameters and casts to --dtype (mixed_precision_param)"),
         (scenario.optimizer in FACTORED_OPTIMIZERS, f"--optimizer {scenario.optimizer}", "not a torch.optim choice"),
         (scenario.float8_all_gather and not scenario.float8, "--float8-all-gather", "it needs --float8"),
+        (scenario.compile_components is not None and not scenario.torch_compile,
+         f"--compile-components {scenario.compile_components}", "it needs --compile"),
         (scenario.pp > 1 and not _splits(spec, scenario),
          f"--pp {scenario.pp}" + (f" --vpp {scenario.vpp}" if scenario.vpp else ""),
          f"torchtitan's split (_generate_llm_fqn_per_model_part) leaves a stage no layer of "
@@ -178,16 +180,21 @@ def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     rebuilt = (F.block_saved("none", scenario.torch_compile) - saved) * tokens
     if scenario.recompute != "none" and scenario.pp > 1:
         parts["activations/recomputed"] = rebuilt
+    compiled_loss = scenario.torch_compile and scenario.compile_components != "model"
     if scenario.pp == 1:  # loss parallel keeps the vocabulary sharded over tensor ranks
         parts["activations/final_norm"] = F.final_norm_saved() * tokens
         parts["activations/head_input"] = F.head_input_saved() * F.tokens() / S.context_parallel
-        parts["activations/logits"] = F.loss_saved() * tokens
+        parts["activations/logits"] = (F.compiled_loss_saved() * tokens
+                                       + F.compiled_loss_stats() * F.tokens() / S.context_parallel
+                                       if compiled_loss else F.loss_saved() * tokens)
     built = {"activations": sympy.Add(*parts.values()), **parts}
     if scenario.pp == 1:
         if scenario.recompute != "none":
             built["recomputed_block"] = rebuilt
-        built["loss_backward"] = F.loss_backward(loss_parallel=scenario.tp > 1) * tokens
-        built["reserved_logits_hole"] = F.logits_hole() * tokens
+        built["loss_backward"] = (F.compiled_loss_backward() if compiled_loss
+                                  else F.loss_backward(loss_parallel=scenario.tp > 1)) * tokens
+        # the compiled graph keeps pred: nothing is freed before backward
+        built["reserved_logits_hole"] = sympy.Integer(0) if compiled_loss else F.logits_hole() * tokens
     else:
         stage_output = S.activation_bytes * S.hidden_size * tokens
         built["pp_buffers"] = F.pp_buffers(stage_output, in_flight, S.pipeline_parallel, scenario.vpp or 1)
@@ -322,7 +329,8 @@ DESCRIPTIONS = {
 
 KNOBS = frozenset({"batch_size", "seq_len", "dtype", "attention", "recompute", "optimizer", "precision",
                    "reserve_bytes", "tp", "pp", "dp", "cp", "vpp", "sequence_parallel", "zero", "offload",
-                   "float8", "float8_all_gather", "allocator_fraction", "comm_buffer_bytes", "torch_compile"})
+                   "float8", "float8_all_gather", "allocator_fraction", "comm_buffer_bytes", "torch_compile",
+                   "compile_components"})
 
 PROFILE = Profile(
     name="torchtitan",

@@ -113,6 +113,27 @@ def loss_backward(loss_parallel: bool = False) -> sympy.Expr:
     return (3 if loss_parallel else 2) * FP32_BYTES * vocab_size
 
 
+def compiled_loss_saved() -> sympy.Expr:
+    """Bytes per token of the vocabulary shard the *compiled* loss keeps (``compile.components``
+    with ``"loss"``, torchtitan's default: ``components/loss.py`` ``_maybe_compile``): inductor's
+    partition of ``cross_entropy(pred.float())`` saves ``pred`` itself (``beta_a V``; ``del pred``
+    frees nothing then) and two fp32 values per token (``amax``, ``log`` of the sum:
+    ``compiled_loss_stats``), no fp32 copy (the graph torch 2.13 makes, tools/measure/titan_loss.py)."""
+    return activation_bytes * vocab_size
+
+
+def compiled_loss_stats() -> sympy.Expr:
+    """Bytes per token (of the whole sequence) the compiled loss saves beside ``pred``: fp32
+    ``amax`` and ``log(sum(exp))``."""
+    return 2 * FP32_BYTES
+
+
+def compiled_loss_backward() -> sympy.Expr:
+    """Bytes per token of the vocabulary shard the compiled loss's backward makes: one fused
+    kernel writes the logits' gradient in ``beta_a`` (the graph's last ``convert_element_type``)."""
+    return activation_bytes * vocab_size
+
+
 def logits_hole() -> sympy.Expr:
     """Bytes per token reserved but free at the start of backward: ``pred`` (``beta_a V``).
 

@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """Peak memory of torchtitan's loss on CPU: the output projection, ``cross_entropy(pred.float())``,
-``del pred`` and ``loss.backward()``, with and without loss parallel.
+``del pred`` and ``loss.backward()``: eager, under loss parallel, and compiled.
 
 torchtitan's step (``train.py``; ``components/loss.py`` ``cross_entropy_loss``) computes
 ``pred = model(tokens)``, ``loss = cross_entropy(pred.flatten(0, 1).float(), labels)``, deletes
 ``pred`` and calls ``loss.backward()``; under TP the output projection is
 ``ColwiseParallel(output_layouts=Shard(-1), use_local_output=False)`` and the loss runs inside
-``torch.distributed.tensor.parallel.loss_parallel()``. This script runs both on a one-rank gloo
-mesh (the loss-parallel path runs its own ops, ``_log_softmax`` and
-``_nll_loss_and_log_softmax_backward``, whatever the degree) and measures the allocator's own
-reports (``torch.profiler`` ``[memory]`` events: the largest running sum of live bytes), with the
-leaves (the projection's input and weight) allocated before. The rows are in units of
-``tokens x vocabulary`` bytes, the unit of memsym's ``activations/logits`` and ``loss_backward``
-(formulas/frameworks/torchtitan.py ``loss_saved`` + ``loss_backward``).
+``torch.distributed.tensor.parallel.loss_parallel()`` (run here on a one-rank gloo mesh: the
+loss-parallel ops, ``_log_softmax`` and ``_nll_loss_and_log_softmax_backward``, run whatever the
+degree); with ``compile.components = ["model", "loss"]`` (torchtitan's default since 2025) the
+loss function is ``torch.compile``-d (inductor). Each variant runs once, then is measured by
+the allocator's own reports (``torch.profiler`` ``[memory]`` events: the largest running sum of
+live bytes), the leaves (the projection's input and weight) allocated before. In units of
+``tokens x vocabulary`` bytes: memsym's ``activations/logits`` + ``loss_backward``
+(formulas/frameworks/torchtitan.py ``loss_saved`` + ``loss_backward``, ``compiled_loss_*``).
 
 Usage (repository root)::
 
@@ -77,8 +78,17 @@ def measure(tokens: int, hidden: int, vocab: int, mesh) -> dict:
             loss.backward()
         x.grad = sharded.grad = None
 
+    compiled_ce = torch.compile(lambda pred, labels: F.cross_entropy(pred.float(), labels, reduction="sum"))
+
+    def compiled():  # compile.components with "loss" (torchtitan's default since 2025)
+        pred = x @ weight.t()
+        loss = compiled_ce(pred, labels)
+        del pred
+        loss.backward()
+        x.grad = weight.grad = None
+
     out = {"tokens": tokens, "hidden": hidden, "vocab": vocab}
-    for name, run in (("plain", plain), ("loss_parallel", parallel)):
+    for name, run in (("plain", plain), ("loss_parallel", parallel), ("compiled", compiled)):
         run()  # warm: lazy initialisations outside the measured run
         out[f"{name}_peak_bytes"] = allocator_peak(run)
     return out
@@ -99,7 +109,7 @@ def main(argv=None) -> int:
     finally:
         dist.destroy_process_group()
     data = {"what": "peak bytes of torchtitan's loss step (projection, cross_entropy(pred.float()), del pred, "
-                    "backward) with and without loss parallel, CPU (tools/measure/titan_loss.py)",
+                    "backward): eager, loss parallel and compiled, CPU (tools/measure/titan_loss.py)",
             "method": "torch.profiler [memory] events, largest running sum during the measured run; the "
                       "projection's input and weight allocated before it",
             "environment": {"torch": torch.__version__, "python": platform.python_version()},
