@@ -198,7 +198,7 @@ KNOBS: tuple[Knob, ...] = (
          metavar="NAMES", aliases=LORA_SPELLINGS),
     Knob("adapter_dtype", "--adapter-dtype", None, "LoRA adapter dtype  [default: --dtype]", "training", "dtype",
          choices=options.DTYPES[:3], allowed=DTYPE_NAMES, aliases=DTYPE_SPELLINGS),
-    Knob("torch_compile", "--compile", False, "torch.compile each layer (torchtune, torchtitan) and the chunked loss (torchtune).", "training", "switch"),
+    Knob("torch_compile", "--compile", False, "torch.compile each layer (torchtune, torchtitan) and the loss (torchtune: chunked; torchtitan: see --compile-components).", "training", "switch"),
     Knob("compile_components", "--compile-components", None, "With --compile, what torch.compile covers: "
          "model,loss or model (torchtitan's compile.components)  [default: model,loss]", "training",
          choices=("model,loss", "model"), allowed=(None, "model,loss", "model")),
