@@ -264,14 +264,17 @@ def test_one_data_parallel_rank_has_no_fsdp_stream_pools():
 def test_loss_peak_matches_the_cpu_measurement():
     """tests/fixtures/titan_loss_cpu.json (tools/measure/titan_loss.py, torch 2.13 CPU): the
     loss's peak beyond the projection's leaves is the saved log-softmax plus loss_backward,
-    12 and 16 bytes per token and vocabulary entry; the rest is per-token index tensors."""
+    12 and 16 bytes per token and vocabulary entry; compiled 4 (pred and its bf16 gradient)
+    and, torchtitan's TP loss, 10 at its forward peak; the rest is per-token index tensors."""
     data = json.loads((Path(__file__).parent / "fixtures" / "titan_loss_cpu.json").read_text())
     compiled = F.compiled_loss_saved() + F.compiled_loss_backward()
     for point in data["points"]:
         tokens, vocab = point["tokens"], point["vocab"]
         for key, per_token in (("plain_peak_bytes", F.loss_saved() + F.loss_backward()),
                                ("loss_parallel_peak_bytes", F.loss_saved() + F.loss_backward(loss_parallel=True)),
-                               ("compiled_peak_bytes", compiled)):
+                               ("compiled_peak_bytes", compiled),
+                               ("compiled_loss_parallel_peak_bytes",
+                                F.compiled_loss_parallel_saved() + F.compiled_loss_parallel_forward())):
             predicted = int(per_token.subs(vocab_size, vocab).subs(S.activation_bytes, 2)) * tokens
             assert 0 <= point[key] - predicted <= 64 * tokens, (point, key)
 
@@ -285,3 +288,15 @@ def test_compiled_loss_keeps_pred_and_writes_a_bf16_gradient():
     assert compiled["loss_backward"] == 4096 * 2 * V
     assert compiled["reserved_logits_hole"] == 0
     assert eager["activations/logits"] == 4096 * 4 * V and eager["loss_backward"] == 4096 * 8 * V
+
+
+def test_compiled_tp_loss_peaks_in_its_forward():
+    """torchtitan's _LossParallelCrossEntropy compiled: the fp32 sum it saves (4 V per token of
+    the vocabulary shard), pred and the one-hot buffer beside it in forward (2 + 4), the bf16
+    gradient in backward (2); Llama-3.1-8B, tp 2, b s = 4096: V / 2 = 64,128 per token."""
+    mm = build(load_spec("llama-3.1-8b"), Scenario(mode="training", profile="torchtitan", tp=2, seq_len=4096,
+                                                   batch_size=1, torch_compile=True))
+    t = mm.evaluate().terms
+    assert t["activations/logits"] == 4096 * 4 * 64_128
+    assert t["loss_forward"] == 4096 * 6 * 64_128 and t["loss_backward"] == 4096 * 2 * 64_128
+    assert "loss_forward" in mm.phases["loss_forward"] and "loss_forward" not in mm.phases["backward"]

@@ -184,21 +184,31 @@ def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     if scenario.pp == 1:  # loss parallel keeps the vocabulary sharded over tensor ranks
         parts["activations/final_norm"] = F.final_norm_saved() * tokens
         parts["activations/head_input"] = F.head_input_saved() * F.tokens() / S.context_parallel
-        parts["activations/logits"] = (F.compiled_loss_saved() * tokens
-                                       + F.compiled_loss_stats() * F.tokens() / S.context_parallel
-                                       if compiled_loss else F.loss_saved() * tokens)
+        parts["activations/logits"] = _logits_saved(scenario, compiled_loss, tokens)
     built = {"activations": sympy.Add(*parts.values()), **parts}
     if scenario.pp == 1:
         if scenario.recompute != "none":
             built["recomputed_block"] = rebuilt
         built["loss_backward"] = (F.compiled_loss_backward() if compiled_loss
                                   else F.loss_backward(loss_parallel=scenario.tp > 1)) * tokens
-        # the compiled graph keeps pred: nothing is freed before backward
+        if compiled_loss and scenario.tp > 1:  # its peak is in forward (F.compiled_loss_parallel_forward)
+            built["loss_forward"] = F.compiled_loss_parallel_forward() * tokens
+        # compiled: the graph keeps pred, or (TP) frees more than the backward's gradient needs
         built["reserved_logits_hole"] = sympy.Integer(0) if compiled_loss else F.logits_hole() * tokens
     else:
         stage_output = S.activation_bytes * S.hidden_size * tokens
         built["pp_buffers"] = F.pp_buffers(stage_output, in_flight, S.pipeline_parallel, scenario.vpp or 1)
     return built
+
+
+def _logits_saved(scenario: Scenario, compiled_loss: bool, tokens: sympy.Expr) -> sympy.Expr:
+    """What the loss keeps for backward: eager, the fp32 log-softmax; compiled, ``pred`` and two
+    fp32 values per token, or under TP the fp32 sum the partitioner moved into the forward."""
+    if not compiled_loss:
+        return F.loss_saved() * tokens
+    if scenario.tp > 1:
+        return F.compiled_loss_parallel_saved() * tokens
+    return F.compiled_loss_saved() * tokens + F.compiled_loss_stats() * F.tokens() / S.context_parallel
 
 
 def _head_backward(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
@@ -243,12 +253,14 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     if scenario.pp == 1:  # the loss's temporaries are freed; the head's gradients are made
         built["fsdp_head_backward"] = _head_backward(spec, scenario)
         phases["head_backward"] = [*held, "fsdp_gathered", "activations", "fsdp_head_backward"]
+        if "loss_forward" in built:  # the compiled TP loss: its forward is its peak
+            phases["loss_forward"] = [*held, "fsdp_gathered", "activations", "loss_forward"]
         if "recomputed_block" in built:  # the last block's backward: the loss and head are freed
             phases["block_backward"] = [*held, "fsdp_gathered", "activations/layers", "activations/input_ids",
                                         "recomputed_block", "fsdp_reduce_scatter"]
     pools = ("reserved_all_gather_pool", "reserved_reduce_scatter_pool")
     cached = {"backward": (*pools, *(["reserved_logits_hole"] if scenario.pp == 1 else [])),
-              "backward_end": pools[:1], "head_backward": pools, "block_backward": pools}
+              "backward_end": pools[:1], "head_backward": pools, "block_backward": pools, "loss_forward": pools}
     sums = [sympy.Add(*(built[n] for n in names)) for names in phases.values()]
     built.update(terms.overhead_terms(sympy.Max(*sums)))
     built["overhead"] -= built.pop("overhead/reserve")  # the CUDA context: outside both totals
@@ -282,6 +294,8 @@ SOURCES = {
     "loss_backward": "nll_loss's and log_softmax's fp32 gradients of the logits (torchtitan components/loss.py "
                      "cross_entropy_loss; derivatives.yaml); loss parallel: torch/distributed/tensor/parallel/loss.py "
                      "_nll_loss_and_log_softmax_backward, 2026",
+    "loss_forward": "torchtitan components/loss.py _LossParallelCrossEntropy compiled (compile.components "
+                    "with loss): the partition torch 2.13 makes, measured on CPU (tools/measure/titan_loss.py)",
     "recomputed_block": "what a block's backward rebuilds under activation checkpointing (SelectiveAC's and "
                         "FullAC's recompute, distributed/activation_checkpoint.py), per op as block_saved counts it",
     "fsdp_head_backward": "the logits' gradient (loss parallel) and the [norm, lm_head] unit's unsharded "
@@ -319,6 +333,7 @@ DESCRIPTIONS = {
     "loss_backward": "the loss's fp32 gradients at the start of backward (loss parallel: three)",
     "activations/recomputed": "one block's tensors its backward rebuilds (those --recompute did not save)",
     "recomputed_block": "one block's tensors its backward rebuilds (those --recompute did not save)",
+    "loss_forward": "the compiled TP loss's forward: pred and the fp32 one-hot buffer beside what it saves",
     "activations/final_norm": "the final RMSNorm's input and fp32 rstd (outside the compiled blocks)",
     "activations/head_input": "the output projection's input, all-gathered over the sequence under TP",
     "reserved_all_gather_pool": "reserved, not allocated: FSDP2's all-gather stream pool (two consecutive units)",

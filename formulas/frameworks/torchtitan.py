@@ -134,6 +134,22 @@ def compiled_loss_backward() -> sympy.Expr:
     return activation_bytes * vocab_size
 
 
+def compiled_loss_parallel_saved() -> sympy.Expr:
+    """Bytes per token of the vocabulary shard torchtitan's TP loss keeps when compiled
+    (``components/loss.py`` ``_LossParallelCrossEntropy`` under ``torch.compile``): the
+    partitioner moves ``grad_input + exp(log_probs)``, which does not depend on the incoming
+    gradient, into the forward and saves it in fp32 (``4 V``)."""
+    return FP32_BYTES * vocab_size
+
+
+def compiled_loss_parallel_forward() -> sympy.Expr:
+    """Bytes per token of the vocabulary shard beside that saved sum at the compiled TP loss's
+    forward peak: ``pred`` (``beta_a V``) and the fp32 one-hot buffer ``index_put`` fills
+    (``4 V``); both are freed before backward, whose bf16 gradient (``compiled_loss_backward``)
+    fits in their blocks. 10 B per token and vocabulary entry measured on CPU."""
+    return (activation_bytes + FP32_BYTES) * vocab_size
+
+
 def logits_hole() -> sympy.Expr:
     """Bytes per token reserved but free at the start of backward: ``pred`` (``beta_a V``).
 

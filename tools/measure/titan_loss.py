@@ -9,7 +9,8 @@ torchtitan's step (``train.py``; ``components/loss.py`` ``cross_entropy_loss``) 
 ``torch.distributed.tensor.parallel.loss_parallel()`` (run here on a one-rank gloo mesh: the
 loss-parallel ops, ``_log_softmax`` and ``_nll_loss_and_log_softmax_backward``, run whatever the
 degree); with ``compile.components = ["model", "loss"]`` (torchtitan's default since 2025) the
-loss function is ``torch.compile``-d (inductor). Each variant runs once, then is measured by
+loss function is ``torch.compile``-d (inductor), plainly and as torchtitan's own TP loss
+(``_LossParallelCrossEntropy``, its algorithm re-written in ``_VocabParallelCE``). Each variant runs once, then is measured by
 the allocator's own reports (``torch.profiler`` ``[memory]`` events: the largest running sum of
 live bytes), the leaves (the projection's input and weight) allocated before. In units of
 ``tokens x vocabulary`` bytes: memsym's ``activations/logits`` + ``loss_backward``
@@ -32,6 +33,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
@@ -51,6 +53,40 @@ def allocator_peak(run) -> int:
         live += nbytes
         top = max(top, live)
     return top
+
+
+IGNORE_INDEX = -100  # torchtitan components/loss.py IGNORE_INDEX (PyTorch's default)
+
+
+class _VocabParallelCE(torch.autograd.Function):
+    """The algorithm of torchtitan's ``_LossParallelCrossEntropy`` (``components/loss.py`` at
+    b5bcd76c, its TP loss since 2026), re-written here for one rank: forward saves the fp32
+    log-probabilities and the labels; backward is ``(one_hot * -1 + exp(log_probs)) * grad``
+    with ignored labels masked, in the logits' dtype (fp32: the caller casts with ``.float()``).
+    Its all-reduces run on the one-rank group (identities, but they split inductor's kernels as
+    on a real TP group)."""
+
+    @staticmethod
+    def forward(ctx, logits, labels):
+        group = dist.group.WORLD  # the TP group: three all-reduces, as torchtitan's forward makes
+        top = funcol.all_reduce(torch.amax(logits, dim=-1, keepdim=True), reduceOp="max", group=group)
+        shifted = logits - top
+        total = funcol.all_reduce(torch.sum(torch.exp(shifted), dim=-1, keepdim=True), reduceOp="sum", group=group)
+        log_probs = shifted - torch.log(total)
+        kept = labels != IGNORE_INDEX
+        picked = torch.gather(log_probs, -1, torch.where(kept, labels, 0).unsqueeze(-1))
+        picked = funcol.all_reduce(picked, reduceOp="sum", group=group).squeeze(-1)
+        ctx.save_for_backward(log_probs, labels)
+        return torch.where(kept, -picked, 0).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        log_probs, labels = ctx.saved_tensors
+        kept = labels != IGNORE_INDEX
+        one_hot = torch.zeros_like(log_probs)
+        one_hot[torch.arange(labels.shape[0]), torch.where(kept, labels, 0)] = -1.0
+        grad = torch.where(kept.unsqueeze(-1), grad, 0)
+        return (one_hot + torch.exp(log_probs)) * grad, None
 
 
 def measure(tokens: int, hidden: int, vocab: int, mesh) -> dict:
@@ -87,8 +123,18 @@ def measure(tokens: int, hidden: int, vocab: int, mesh) -> dict:
         loss.backward()
         x.grad = weight.grad = None
 
+    compiled_vocab_parallel = torch.compile(lambda pred, labels: _VocabParallelCE.apply(pred.float(), labels))
+
+    def compiled_parallel():  # torchtitan's TP loss, compiled
+        pred = x @ weight.t()
+        loss = compiled_vocab_parallel(pred, labels)
+        del pred
+        loss.backward()
+        x.grad = weight.grad = None
+
     out = {"tokens": tokens, "hidden": hidden, "vocab": vocab}
-    for name, run in (("plain", plain), ("loss_parallel", parallel), ("compiled", compiled)):
+    for name, run in (("plain", plain), ("loss_parallel", parallel), ("compiled", compiled),
+                      ("compiled_loss_parallel", compiled_parallel)):
         run()  # warm: lazy initialisations outside the measured run
         out[f"{name}_peak_bytes"] = allocator_peak(run)
     return out
@@ -109,7 +155,8 @@ def main(argv=None) -> int:
     finally:
         dist.destroy_process_group()
     data = {"what": "peak bytes of torchtitan's loss step (projection, cross_entropy(pred.float()), del pred, "
-                    "backward): eager, loss parallel and compiled, CPU (tools/measure/titan_loss.py)",
+                    "backward): eager, loss parallel, compiled, and torchtitan's TP loss compiled, CPU "
+                    "(tools/measure/titan_loss.py)",
             "method": "torch.profiler [memory] events, largest running sum during the measured run; the "
                       "projection's input and weight allocated before it",
             "environment": {"torch": torch.__version__, "python": platform.python_version()},
