@@ -71,6 +71,10 @@ class MemoryModel:
     tensors: dict[str, tuple[tuple[sympy.Expr, sympy.Expr], ...]] = field(default_factory=dict)
     # device memory outside PyTorch's allocator (the CUDA context): in neither total
     outside_terms: dict[str, sympy.Expr] = field(default_factory=dict)
+    # per phase, terms the caching allocator keeps reserved while no live tensor uses them
+    # (another stream's pool, a freed block the next request does not fit): they count in
+    # that phase's reserved_bytes, never in total_bytes (in no phase of ``phases``)
+    reserved_only: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def source(self, name: str) -> str:
         """The source of term ``name`` (a sub-term's is its parent's)."""
@@ -108,7 +112,8 @@ class MemoryModel:
         if not self.allocator:
             return {}
         phases = self.phases or {"total": tuple(self.top_level)}
-        return {phase: [p for n in names for p in self.tensor_list(n)] for phase, names in phases.items()}
+        return {phase: [p for n in (*names, *self.reserved_only.get(phase, ())) for p in self.tensor_list(n)]
+                for phase, names in phases.items()}
 
     @property
     def total(self) -> sympy.Expr:

@@ -198,7 +198,10 @@ KNOBS: tuple[Knob, ...] = (
          metavar="NAMES", aliases=LORA_SPELLINGS),
     Knob("adapter_dtype", "--adapter-dtype", None, "LoRA adapter dtype  [default: --dtype]", "training", "dtype",
          choices=options.DTYPES[:3], allowed=DTYPE_NAMES, aliases=DTYPE_SPELLINGS),
-    Knob("torch_compile", "--compile", False, "torch.compile each layer (torchtune, torchtitan) and the chunked loss (torchtune).", "training", "switch"),
+    Knob("torch_compile", "--compile", False, "torch.compile each layer (torchtune, torchtitan) and the loss (torchtune: chunked; torchtitan: see --compile-components).", "training", "switch"),
+    Knob("compile_components", "--compile-components", None, "With --compile, what torch.compile covers: "
+         "model,loss or model (torchtitan's compile.components)  [default: model,loss]", "training",
+         choices=("model,loss", "model"), allowed=(None, "model,loss", "model")),
     Knob("loss_chunks", "--loss-chunks", None, "Chunked cross-entropy in N chunks (torchtune: 8).", "training", "count"),
     Knob("optimizer_in_backward", "--optimizer-in-backward", False, "Step and free each gradient in backward.", "training", "switch"),
     Knob("activation_offload", "--activation-offload", False, "Saved activations to CPU (needs --recompute full).", "training", "switch"),
@@ -316,6 +319,7 @@ class Scenario:
     flash_attn: str = "auto"  # llama.cpp -fa: auto (counted as on), on, off
     gpu_layers: int | None = None  # llama.cpp -ngl; None: every layer
     torch_compile: bool = False  # --compile: torch.compile of each decoder layer (and of the chunked loss)
+    compile_components: str | None = None  # torchtitan compile.components: "model,loss" (None) or "model"
     loss_chunks: int | None = None  # chunked cross-entropy (torchtune CEWithChunkedOutputLoss: 8)
     optimizer_in_backward: bool = False  # optimizer step fused into backward, one parameter at a time
     activation_offload: bool = False  # saved activations moved to CPU (torchtune OffloadActivations)

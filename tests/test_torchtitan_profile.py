@@ -3,15 +3,21 @@ float8 all-gather, CPU offload and refusals, each worked by hand from torchtitan
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from engine.api import estimate
 from engine.errors import InputError
 from engine.families import spec_from_config
 from engine.profiles import build
-from engine.registry import find
+from engine.registry import find, load_spec
 from engine.scenario import Scenario
 from formulas.frameworks import torchtitan as F
+from formulas import symbols as S
+from formulas.symbols import vocab_size
 
 LLAMA_8B = 8_030_261_248
 H, F_, KV, A, L, V = 4096, 14336, 1024, 32, 32, 128_256
@@ -95,8 +101,26 @@ def test_cpu_offload_moves_parameters_gradients_and_the_step():
 
 def test_loss_keeps_fp32_log_softmax_sharded_over_tensor_ranks():
     one, two = _ev().terms, _ev(tp=2).terms
-    assert one["activations/logits"] == 4096 * (2 * H + 4 * V)
+    assert one["activations/logits"] == 4096 * 4 * V
     assert two["activations/logits"] * 2 == one["activations/logits"]
+
+
+def test_head_input_is_gathered_over_the_sequence_under_tp():
+    """ColwiseParallel(input_layouts=Shard(1)) all-gathers the final norm's output: the output
+    projection saves all 4096 tokens' 2h bytes on each tensor rank; the norm itself keeps its
+    sequence shard's input (2h) and fp32 rstd (4 B)."""
+    one, two = _ev().terms, _ev(tp=2).terms
+    assert one["activations/head_input"] == two["activations/head_input"] == 4096 * 2 * H
+    assert one["activations/final_norm"] == 4096 * (2 * H + 4)
+    assert two["activations/final_norm"] == 2048 * (2 * H + 4)
+
+
+def test_loss_parallel_backward_holds_three_fp32_logits():
+    """_nll_loss_and_log_softmax_backward: zeros_like(x), exp(x) and their sum (12 V per token of
+    the vocabulary shard) beside the saved log-softmax; without TP nll_loss's and log_softmax's
+    gradients (8 V). Llama-3.1-8B, b s = 4096, tp 2: 4096 * 12 * 64128 B."""
+    assert _ev().terms["loss_backward"] == 4096 * 8 * V
+    assert _ev(tp=2).terms["loss_backward"] == 4096 * 12 * (V // 2) == 3_152_019_456
 
 
 @pytest.mark.parametrize("knob, values", [("dp", [1, 2, 8, 64]), ("tp", [1, 2, 4, 8]), ("cp", [1, 2, 4])])
@@ -111,6 +135,7 @@ def test_per_gpu_memory_never_grows_with_a_degree(knob, values):
     (dict(zero=3, dp=8, offload="optimizer"), "--offload optimizer"),
     (dict(float8_all_gather=True), "--float8-all-gather"),
     (dict(attention="eager"), "--attention eager"),
+    (dict(compile_components="model"), "--compile-components model"),
 ])
 def test_refusals_name_the_knob(knobs, needle):
     with pytest.raises(InputError, match=f"--profile torchtitan: {needle}"):
@@ -167,3 +192,111 @@ def test_interleaved_rank_0_holds_its_virtual_stages(layers, ranks, virtual):
     assert F.stage_layers(layers, ranks * virtual) == counts
     expected = sum(counts[i] for i in reference_stage_indices(0, ranks, ranks * virtual))
     assert F.first_stage_layers(layers, ranks, virtual) == expected
+
+
+BLOCK = 2 * H * H + 2 * KV * H + 3 * H * F_ + 2 * H  # 218,112,000: q, o; k, v; gate, up, down; two norms
+
+
+def test_stream_pools_and_the_logits_hole_are_reserved_not_allocated():
+    """FSDP2's all-gather copy-in pool holds the last block's output while [norm, lm_head]
+    (V h + h bf16) is gathered, with that unit's shards cast to bf16 (1/8 of it); the
+    reduce-scatter pool the fp32 gradient shards; the freed bf16 logits (2 V per token) stay
+    reserved at the start of backward. None is in total_bytes."""
+    mm = build(load_spec("llama-3.1-8b"), Scenario(mode="training", profile="torchtitan", dp=8, seq_len=4096, batch_size=1))
+    ev = mm.evaluate()
+    t = ev.terms
+    head = 2 * (V * H + H)
+    assert t["reserved_all_gather_pool"] == 2 * BLOCK + head + head // 8 == 1_618_240_512
+    assert t["reserved_reduce_scatter_pool"] == t["gradients"] == 4 * LLAMA_8B // 8
+    assert t["reserved_logits_hole"] == 2 * V * 4096 == 1_050_673_152
+    assert mm.reserved_only["backward"] == ("reserved_all_gather_pool", "reserved_reduce_scatter_pool",
+                                            "reserved_logits_hole")
+    assert "reserved_reduce_scatter_pool" not in mm.reserved_only["backward_end"]  # its shards are live there
+    assert not any(n.startswith("reserved_") for names in mm.phases.values() for n in names)
+    backward = sum(t[n] for n in mm.phases["backward"])
+    assert ev.total_bytes == backward
+    bare = replace(mm, reserved_only={}).evaluate().reserved_bytes
+    cached = t["reserved_all_gather_pool"] + t["reserved_reduce_scatter_pool"] + t["reserved_logits_hole"]
+    # the large pool is mapped in 20 MiB pages (expandable segments): the sum, to one page
+    assert abs(ev.reserved_bytes - bare - cached) < 20 * 2**20
+
+
+def test_pp_keeps_stage_outputs_and_receive_buffers():
+    """First rank, 1F1B, p = 8 micro-batches: 8 in-flight stage outputs and 8 gradient receive
+    buffers of b s h bf16 (tp 1: 4096 x 8192 B each); interleaved (v = 2) adds the second
+    stage's 8 gradient and 8 input buffers, and its warm-up is capped at every micro-batch."""
+    config = dict(find("llama-3.1-8b").config, num_hidden_layers=126)
+    spec = spec_from_config(config, "llama-126")
+    one = dict(mode="training", profile="torchtitan", pp=8, dp=8, seq_len=4096, batch_size=1, recompute="full")
+    flat = build(spec, Scenario(**one)).evaluate().terms
+    looped = build(spec, Scenario(**one, vpp=2)).evaluate().terms
+    output = 2 * H * 4096
+    assert flat["pp_buffers"] == output * (8 + 8) == 536_870_912
+    assert looped["pp_buffers"] == output * (8 + 3 * 8)
+    # 16 stages of 126 + 2 effective layers: rank 0 holds stages 0 (7 blocks) and 8 (8 blocks)
+    assert flat["activations/layers"] == 2 * H * 4096 * 15 * 8
+    assert looped["activations/layers"] == 2 * H * 4096 * 15 * 8
+
+
+@pytest.mark.parametrize("recompute, per_token", [
+    # the norms' outputs, k, and SwiGLU's w3 output, silu's and the product, two fp32 rstd
+    ("op", 2 * (2 * H + KV + 3 * F_) + 8),
+    # everything but the block's input
+    ("full", 2 * (3 * H + 2 * H + 2 * KV + 4 * F_) + 8 + 4 * A),
+])
+def test_a_block_backward_rebuilds_what_the_policy_did_not_save(recompute, per_token):
+    """Without PP the rebuilt block lives after the loss's temporaries are freed: its own phase."""
+    mm = build(load_spec("llama-3.1-8b"), Scenario(mode="training", profile="torchtitan", dp=8, seq_len=4096, batch_size=1,
+                                     recompute=recompute))
+    t = mm.evaluate().terms
+    assert t["recomputed_block"] == per_token * 4096
+    assert "recomputed_block" in mm.phases["block_backward"]
+    assert "recomputed_block" not in mm.phases["backward"]
+
+
+def test_one_data_parallel_rank_has_no_fsdp_stream_pools():
+    """torchtitan applies fully_shard only when dp_shard x cp > 1: no FSDP streams to keep pools."""
+    t = _ev(dp=1).terms
+    assert t["reserved_all_gather_pool"] == t["reserved_reduce_scatter_pool"] == 0
+    assert _ev(dp=1, cp=2).terms["reserved_reduce_scatter_pool"] == 4 * LLAMA_8B // 2
+
+
+def test_loss_peak_matches_the_cpu_measurement():
+    """tests/fixtures/titan_loss_cpu.json (tools/measure/titan_loss.py, torch 2.13 CPU): the
+    loss's peak beyond the projection's leaves is the saved log-softmax plus loss_backward,
+    12 and 16 bytes per token and vocabulary entry; compiled 4 (pred and its bf16 gradient)
+    and, torchtitan's TP loss, 10 at its forward peak; the rest is per-token index tensors."""
+    data = json.loads((Path(__file__).parent / "fixtures" / "titan_loss_cpu.json").read_text())
+    compiled = F.compiled_loss_saved() + F.compiled_loss_backward()
+    for point in data["points"]:
+        tokens, vocab = point["tokens"], point["vocab"]
+        for key, per_token in (("plain_peak_bytes", F.loss_saved() + F.loss_backward()),
+                               ("loss_parallel_peak_bytes", F.loss_saved() + F.loss_backward(loss_parallel=True)),
+                               ("compiled_peak_bytes", compiled),
+                               ("compiled_loss_parallel_peak_bytes",
+                                F.compiled_loss_parallel_saved() + F.compiled_loss_parallel_forward())):
+            predicted = int(per_token.subs(vocab_size, vocab).subs(S.activation_bytes, 2)) * tokens
+            assert 0 <= point[key] - predicted <= 64 * tokens, (point, key)
+
+
+def test_compiled_loss_keeps_pred_and_writes_a_bf16_gradient():
+    """compile.components with "loss" (the default): the compiled graph saves pred (2 V) and two
+    fp32 values per token; its backward writes the bf16 gradient (2 V); nothing is freed before
+    backward, so no hole. --compile-components model keeps the eager loss (torchtitan 9dec370)."""
+    eager, compiled = _ev(compile_components="model", torch_compile=True).terms, _ev(torch_compile=True).terms
+    assert compiled["activations/logits"] == 4096 * (2 * V + 8)
+    assert compiled["loss_backward"] == 4096 * 2 * V
+    assert compiled["reserved_logits_hole"] == 0
+    assert eager["activations/logits"] == 4096 * 4 * V and eager["loss_backward"] == 4096 * 8 * V
+
+
+def test_compiled_tp_loss_peaks_in_its_forward():
+    """torchtitan's _LossParallelCrossEntropy compiled: the fp32 sum it saves (4 V per token of
+    the vocabulary shard), pred and the one-hot buffer beside it in forward (2 + 4), the bf16
+    gradient in backward (2); Llama-3.1-8B, tp 2, b s = 4096: V / 2 = 64,128 per token."""
+    mm = build(load_spec("llama-3.1-8b"), Scenario(mode="training", profile="torchtitan", tp=2, seq_len=4096,
+                                                   batch_size=1, torch_compile=True))
+    t = mm.evaluate().terms
+    assert t["activations/logits"] == 4096 * 4 * 64_128
+    assert t["loss_forward"] == 4096 * 6 * 64_128 and t["loss_backward"] == 4096 * 2 * 64_128
+    assert "loss_forward" in mm.phases["loss_forward"] and "loss_forward" not in mm.phases["backward"]

@@ -13,14 +13,22 @@ Per GPU of the first pipeline stage (:mod:`formulas.frameworks.torchtitan`):
   weights in fp8;
 - ``fsdp_unsharded_gradients`` (PP): gradients accumulated unsharded in fp32 over the
   micro-batches until the last one reduce-scatters (``set_requires_gradient_sync(False)``);
-- ``activations``: what each block saves (``--recompute none|op|full``), the first stage's
-  in-flight micro-batches (1F1B: ``p``; interleaved: Megatron's penalty), the loss's fp32
-  log-softmax without PP;
+- ``activations``: what each block saves (``--recompute none|op|full``), the first rank's
+  in-flight micro-batches (``p`` for 1F1B and Interleaved 1F1B), without PP the final norm's,
+  the output projection's (TP: its input all-gathered over the sequence) and the loss's fp32
+  log-softmax; ``recomputed_block`` / ``activations/recomputed``: what a block's backward
+  rebuilds; ``pp_buffers``: the pipelining stage outputs and receive buffers;
+- ``loss_backward``: the logits' fp32 gradients (loss parallel under TP: three of them);
 - ``fsdp_reduce_scatter``: one block's unsharded gradients and their fp32 reduce-scatter copy.
 
+Reserved only (``MemoryModel.reserved_only``, in ``reserved_bytes`` and never in
+``total_bytes``): the FSDP2 all-gather and reduce-scatter streams' pools and the freed bf16
+logits the loss's gradients do not fit (``reserved_*``).
+
 Phases: ``backward`` (its start: activations and the loss's gradients at their peak),
-``head_backward`` (no PP: the loss's temporaries freed, the head's gradients made) and
-``backward_end`` (every gradient shard, one reduce-scatter in flight). The fused AdamW step (``implementation =
+``head_backward`` (no PP: the loss's temporaries freed, the head's gradients made),
+``block_backward`` (no PP, with AC: the last block rebuilt) and ``backward_end`` (every
+gradient shard, one reduce-scatter in flight). The fused AdamW step (``implementation =
 "fused"``) makes no temporaries. ``--offload both`` is FSDP2's ``CPUOffloadPolicy``
 (``training.enable_cpu_offload``): parameters, gradients and the step on the CPU.
 """
@@ -59,6 +67,8 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
          "FSDP2 keeps fp32 parameters and casts to --dtype (mixed_precision_param)"),
         (scenario.optimizer in FACTORED_OPTIMIZERS, f"--optimizer {scenario.optimizer}", "not a torch.optim choice"),
         (scenario.float8_all_gather and not scenario.float8, "--float8-all-gather", "it needs --float8"),
+        (scenario.compile_components is not None and not scenario.torch_compile,
+         f"--compile-components {scenario.compile_components}", "it needs --compile"),
         (scenario.pp > 1 and not _splits(spec, scenario),
          f"--pp {scenario.pp}" + (f" --vpp {scenario.vpp}" if scenario.vpp else ""),
          f"torchtitan's split (_generate_llm_fqn_per_model_part) leaves a stage no layer of "
@@ -106,43 +116,99 @@ def _count(tensors, fraction, per_layer: bool | None = None, linear_only: bool =
     return total
 
 
-def _gathered(spec: ModelSpec, scenario: Scenario, tensors, fraction) -> sympy.Expr:
-    """bf16 (fp8 for float8-gathered linears) unsharded parameters at the start of backward."""
-    width, fp8 = S.weight_bytes, scenario.float8_all_gather
-    linear_width = F.FP8_BYTES if fp8 else width
+def _units(spec: ModelSpec, scenario: Scenario, tensors) -> tuple[sympy.Expr, list[tuple[str, sympy.Expr]]]:
+    """(one block's all-gathered bytes, [(component, bytes)] of the units outside the blocks):
+    bf16 ``param_dtype``, fp8 for float8-gathered linears."""
+    width = S.weight_bytes
+    linear_width = F.FP8_BYTES if scenario.float8_all_gather else width
     block = _count(tensors, 1 / S.num_hidden_layers, per_layer=True)
     block_linear = _count(tensors, 1 / S.num_hidden_layers, per_layer=True, linear_only=True)
+    per_block = width * (block - block_linear) + linear_width * block_linear
+    outer = [(t.component, (linear_width if t.component == "lm_head" else width) * t.numel * _tp_share(t))
+             for t in tensors if not par.is_per_layer(t)]
+    return per_block, outer
+
+
+def _gathered(spec: ModelSpec, scenario: Scenario, tensors, fraction) -> sympy.Expr:
+    """bf16 (fp8 for float8-gathered linears) unsharded parameters at the start of backward."""
+    per_block, outer = _units(spec, scenario, tensors)
     blocks = _rank_layers(spec, scenario) if scenario.pp > 1 else par.ZERO3_LIVE_LAYERS
     blocks = sympy.Min(blocks, S.num_hidden_layers)
-    per_block = width * (block - block_linear) + linear_width * block_linear
     # pp == 1: [norm, lm_head] is never resharded after forward (tied: with the embedding);
     # pp > 1: the first stage's embedding unit is not resharded either
-    kept = [t for t in tensors if not par.is_per_layer(t)]
     if scenario.pp == 1 and not spec.tie_word_embeddings:
-        kept = [t for t in kept if t.component != "embedding"]
-    outer = sympy.Integer(0)
-    for t in kept:
-        outer += (linear_width if t.component == "lm_head" else width) * t.numel * _tp_share(t)
-    return blocks * per_block + outer
+        outer = [(name, size) for name, size in outer if name != "embedding"]
+    return blocks * per_block + sympy.Add(*(size for _, size in outer))
+
+
+def _pools(spec: ModelSpec, scenario: Scenario, tensors, gradient_shards) -> dict[str, sympy.Expr]:
+    """The FSDP2 streams' pools (``F.all_gather_pool``, ``F.reduce_scatter_pool``): reserved,
+    never allocated at the peak. Forward all-gathers the embedding, the blocks in order, then
+    ``[norm, lm_head]`` (units of their own: ``apply_fsdp_to_decoder``; tied: one unit with both);
+    the largest of the consecutive pairs is the pool."""
+    per_block, outer = _units(spec, scenario, tensors)
+    heads = {}
+    for name, size in outer:
+        unit = "embedding" if name == "embedding" or spec.tie_word_embeddings else "head"
+        heads[unit] = heads.get(unit, sympy.Integer(0)) + size
+    shard = S.data_parallel * S.context_parallel
+    pairs = [F.all_gather_pool(heads.get("embedding", per_block), per_block, shard),
+             F.all_gather_pool(per_block, per_block, shard)]
+    if "head" in heads:
+        pairs.append(F.all_gather_pool(per_block, heads["head"], shard))
+    if scenario.offload == "both":  # CPUOffloadPolicy copies each shard to the host: one block's in flight
+        gradient_shards = F.FP32_BYTES * _count(tensors, 1 / S.num_hidden_layers, per_layer=True) / shard
+    pools = {"reserved_all_gather_pool": sympy.Max(*pairs),
+             "reserved_reduce_scatter_pool": F.reduce_scatter_pool(gradient_shards)}
+    if scenario.dp * scenario.cp == 1:  # no fully_shard (parallel_dims fsdp_enabled): no FSDP streams
+        return {name: sympy.Integer(0) for name in pools}
+    return pools
 
 
 def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     tokens = F.tokens() / (S.tensor_parallel * S.context_parallel)
     layers = _rank_layers(spec, scenario)
-    in_flight = sympy.Integer(1)
-    if scenario.pp > 1:
-        in_flight = par.pipeline_in_flight() if scenario.vpp is not None else S.pipeline_parallel
+    # 1F1B holds p micro-batches on the first rank; Interleaved 1F1B's warm-up is capped at
+    # every micro-batch of every local stage (schedules.py _get_warmup_ops), p of them with
+    # torchtitan's default p micro-batches: p micro-batches of all the rank's layers either way
+    in_flight = S.pipeline_parallel if scenario.pp > 1 else sympy.Integer(1)
     saved = F.block_saved(scenario.recompute, scenario.torch_compile)
     parts = {"activations/layers": saved * tokens * layers * in_flight,
              "activations/input_ids": 8 * F.tokens() / S.context_parallel * in_flight}
-    if scenario.recompute == "full":  # backward rebuilds one block
-        parts["activations/recomputed"] = F.block_saved("none") * tokens
+    # a block's backward rebuilds what the policy did not save (the saved ones are the same
+    # tensors); with PP while other micro-batches are in flight, without PP after the loss
+    rebuilt = (F.block_saved("none", scenario.torch_compile) - saved) * tokens
+    if scenario.recompute != "none" and scenario.pp > 1:
+        parts["activations/recomputed"] = rebuilt
+    compiled_loss = scenario.torch_compile and scenario.compile_components != "model"
     if scenario.pp == 1:  # loss parallel keeps the vocabulary sharded over tensor ranks
-        parts["activations/logits"] = F.loss_saved() * tokens
+        parts["activations/final_norm"] = F.final_norm_saved() * tokens
+        parts["activations/head_input"] = F.head_input_saved() * F.tokens() / S.context_parallel
+        parts["activations/logits"] = _logits_saved(scenario, compiled_loss, tokens)
     built = {"activations": sympy.Add(*parts.values()), **parts}
     if scenario.pp == 1:
-        built["loss_backward"] = F.loss_backward() * tokens
+        if scenario.recompute != "none":
+            built["recomputed_block"] = rebuilt
+        built["loss_backward"] = (F.compiled_loss_backward() if compiled_loss
+                                  else F.loss_backward(loss_parallel=scenario.tp > 1)) * tokens
+        if compiled_loss and scenario.tp > 1:  # its peak is in forward (F.compiled_loss_parallel_forward)
+            built["loss_forward"] = F.compiled_loss_parallel_forward() * tokens
+        # compiled: the graph keeps pred, or (TP) frees more than the backward's gradient needs
+        built["reserved_logits_hole"] = sympy.Integer(0) if compiled_loss else F.logits_hole() * tokens
+    else:
+        stage_output = S.activation_bytes * S.hidden_size * tokens
+        built["pp_buffers"] = F.pp_buffers(stage_output, in_flight, S.pipeline_parallel, scenario.vpp or 1)
     return built
+
+
+def _logits_saved(scenario: Scenario, compiled_loss: bool, tokens: sympy.Expr) -> sympy.Expr:
+    """What the loss keeps for backward: eager, the fp32 log-softmax; compiled, ``pred`` and two
+    fp32 values per token, or under TP the fp32 sum the partitioner moved into the forward."""
+    if not compiled_loss:
+        return F.loss_saved() * tokens
+    if scenario.tp > 1:
+        return F.compiled_loss_parallel_saved() * tokens
+    return F.compiled_loss_saved() * tokens + F.compiled_loss_stats() * F.tokens() / S.context_parallel
 
 
 def _head_backward(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
@@ -166,6 +232,7 @@ def _state(spec: ModelSpec, scenario: Scenario) -> tuple[dict[str, sympy.Expr], 
         "optimizer": S.optimizer_bytes * trained / shard,
         "fsdp_gathered": _gathered(spec, scenario, tensors, fraction),
         "fsdp_reduce_scatter": F.reduce_scatter_block(block),
+        **_pools(spec, scenario, tensors, F.fsdp_gradient_shard(trained, shard)),
     }
     if scenario.pp > 1:
         built["fsdp_unsharded_gradients"] = F.FP32_BYTES * _count(tensors, fraction)
@@ -180,12 +247,20 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     built, host = _state(spec, scenario)
     built.update(_activations(spec, scenario))
     held = ["weights", "optimizer"]
-    last = ["loss_backward"] if scenario.pp == 1 else ["fsdp_unsharded_gradients"]
+    last = ["loss_backward"] if scenario.pp == 1 else ["fsdp_unsharded_gradients", "pp_buffers"]
     phases = {"backward": [*held, "fsdp_gathered", "activations", *last],
               "backward_end": [*held, "gradients", "fsdp_reduce_scatter"]}
     if scenario.pp == 1:  # the loss's temporaries are freed; the head's gradients are made
         built["fsdp_head_backward"] = _head_backward(spec, scenario)
         phases["head_backward"] = [*held, "fsdp_gathered", "activations", "fsdp_head_backward"]
+        if "loss_forward" in built:  # the compiled TP loss: its forward is its peak
+            phases["loss_forward"] = [*held, "fsdp_gathered", "activations", "loss_forward"]
+        if "recomputed_block" in built:  # the last block's backward: the loss and head are freed
+            phases["block_backward"] = [*held, "fsdp_gathered", "activations/layers", "activations/input_ids",
+                                        "recomputed_block", "fsdp_reduce_scatter"]
+    pools = ("reserved_all_gather_pool", "reserved_reduce_scatter_pool")
+    cached = {"backward": (*pools, *(["reserved_logits_hole"] if scenario.pp == 1 else [])),
+              "backward_end": pools[:1], "head_backward": pools, "block_backward": pools, "loss_forward": pools}
     sums = [sympy.Add(*(built[n] for n in names)) for names in phases.values()]
     built.update(terms.overhead_terms(sympy.Max(*sums)))
     built["overhead"] -= built.pop("overhead/reserve")  # the CUDA context: outside both totals
@@ -198,6 +273,7 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
         parameters=parameters, active_parameters=active, host_terms=host,
         sources={**sources, "host_terms": SOURCES["host_terms"], "outside_terms": SOURCES["outside_terms"]},
         allocator="expandable", outside_terms={"cuda_context": S.reserve_bytes},
+        reserved_only={name: names for name, names in cached.items() if name in phases},
     )
 
 
@@ -216,13 +292,32 @@ SOURCES = {
     "fsdp_reduce_scatter": "one block's unsharded gradients and the fp32 reduce-scatter input (FSDP2 "
                            "_fsdp_collectives.py foreach_reduce), torchtitan 2026",
     "loss_backward": "nll_loss's and log_softmax's fp32 gradients of the logits (torchtitan components/loss.py "
-                     "cross_entropy_loss; derivatives.yaml), 2026",
+                     "cross_entropy_loss; derivatives.yaml); loss parallel: torch/distributed/tensor/parallel/loss.py "
+                     "_nll_loss_and_log_softmax_backward, 2026",
+    "loss_forward": "torchtitan components/loss.py _LossParallelCrossEntropy compiled (compile.components "
+                    "with loss): the partition torch 2.13 makes, measured on CPU (tools/measure/titan_loss.py)",
+    "recomputed_block": "what a block's backward rebuilds under activation checkpointing (SelectiveAC's and "
+                        "FullAC's recompute, distributed/activation_checkpoint.py), per op as block_saved counts it",
     "fsdp_head_backward": "the logits' gradient (loss parallel) and the [norm, lm_head] unit's unsharded "
                           "gradient with its fp32 reduce-scatter copy (FSDP2 _fsdp_collectives.py foreach_reduce), "
                           "torchtitan 2026",
     "activations": "what torchtitan's Llama-3 block saves per op (models/llama3/model.py; SelectiveAC "
                    "and FullAC in distributed/activation_checkpoint.py; loss: components/loss.py "
                    "cross_entropy_loss); first stage of _generate_llm_fqn_per_model_part, 2026",
+    "reserved_all_gather_pool": "reserved only: FSDP2 allocates all-gather outputs on all_gather_copy_in_stream "
+                                 "(torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_all_gather) "
+                                 "and holds one until the next copy-in (_fsdp_param_group.py wait_for_unshard); "
+                                 "c10/cuda/CUDACachingAllocator.cpp get_free_block never lends a block across "
+                                 "streams",
+    "reserved_reduce_scatter_pool": "reserved only: the fp32 gradient shards are views of reduce-scatter outputs "
+                                     "allocated on reduce_scatter_stream (_fsdp_collectives.py foreach_reduce), freed "
+                                     "into that stream's pool by optimizers.zero_grad() before the forward",
+    "reserved_logits_hole": "reserved only: pred (bf16) freed by `del pred` before loss.backward() (torchtitan "
+                             "train.py) leaves a block the fp32 gradients of the logits do not fit "
+                             "(CUDACachingAllocator.cpp get_free_block best fit, expandable segments grow at the end)",
+    "pp_buffers": "torch/distributed/pipelining/stage.py _PipelineStageBase: fwd_cache stage outputs, "
+                  "_create_grad_recv_info and _create_act_recv_info buffers per micro-batch (torchtitan's "
+                  "default: pipeline_parallel_microbatches = p)",
     "outside_terms": "the user's --reserve: the CUDA context, outside the caching allocator's counters; torchtitan "
                      "runs with PYTORCH_ALLOC_CONF=expandable_segments:True (run_train.sh), whose rule "
                      "c10/cuda/CUDACachingAllocator.cpp Note [Expandable Segments] gives reserved_bytes",
@@ -235,13 +330,22 @@ DESCRIPTIONS = {
     "fsdp_reduce_scatter": "FSDP2: one block's unsharded gradients and their fp32 reduce-scatter copy",
     "fsdp_head_backward": "the head's backward: the logits' gradient, the head's unsharded gradient and its fp32 copy",
     "activations/input_ids": "token ids (int64) of the in-flight micro-batches",
-    "loss_backward": "the loss's two fp32 gradients at the start of backward",
-    "activations/recomputed": "one block rebuilt for its backward (full recompute)",
+    "loss_backward": "the loss's fp32 gradients at the start of backward (loss parallel: three)",
+    "activations/recomputed": "one block's tensors its backward rebuilds (those --recompute did not save)",
+    "recomputed_block": "one block's tensors its backward rebuilds (those --recompute did not save)",
+    "loss_forward": "the compiled TP loss's forward: pred and the fp32 one-hot buffer beside what it saves",
+    "activations/final_norm": "the final RMSNorm's input and fp32 rstd (outside the compiled blocks)",
+    "activations/head_input": "the output projection's input, all-gathered over the sequence under TP",
+    "reserved_all_gather_pool": "reserved, not allocated: FSDP2's all-gather stream pool (two consecutive units)",
+    "reserved_reduce_scatter_pool": "reserved, not allocated: the reduce-scatter stream's pool (the gradient shards)",
+    "reserved_logits_hole": "reserved, not allocated: the freed bf16 logits the fp32 gradients do not fit",
+    "pp_buffers": "PP: stage outputs of the in-flight micro-batches and the receive buffers of every micro-batch",
 }
 
 KNOBS = frozenset({"batch_size", "seq_len", "dtype", "attention", "recompute", "optimizer", "precision",
                    "reserve_bytes", "tp", "pp", "dp", "cp", "vpp", "sequence_parallel", "zero", "offload",
-                   "float8", "float8_all_gather", "allocator_fraction", "comm_buffer_bytes", "torch_compile"})
+                   "float8", "float8_all_gather", "allocator_fraction", "comm_buffer_bytes", "torch_compile",
+                   "compile_components"})
 
 PROFILE = Profile(
     name="torchtitan",
