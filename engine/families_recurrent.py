@@ -155,7 +155,7 @@ def parse_jamba(config: dict, name: str) -> ModelSpec:
     hidden, layers = fields["hidden_size"], fields["num_hidden_layers"]
     period = {f: config_int(config, f, default=d, minimum=m, where=w) for f, d, m in (
         ("attn_layer_period", 8, 1), ("attn_layer_offset", 4, 0), ("expert_layer_period", 2, 1), ("expert_layer_offset", 1, 0))}
-    experts = config_int(config, "num_experts", default=16, where=w)
+    experts = config_int(config, "num_experts", "num_local_experts", default=16, where=w)  # JambaConfig.attribute_map
     mixers = ["attention" if i % period["attn_layer_period"] == period["attn_layer_offset"] else "mamba" for i in range(layers)]
     mlps = ["moe" if experts > 1 and i % period["expert_layer_period"] == period["expert_layer_offset"] else "dense"
             for i in range(layers)]
@@ -203,7 +203,8 @@ def parse_granitemoehybrid(config: dict, name: str) -> ModelSpec:
     fields = common_fields(config, name)
     hidden, layers = fields["hidden_size"], fields["num_hidden_layers"]
     known = {"mamba": "mamba2", "linear_attention": "mamba2", "attention": "attention", "full_attention": "attention"}
-    mixers = _types(config, name, "layer_types", ["mamba"] * layers, known)
+    field = "layers_block_type" if config.get("layer_types") is None and "layers_block_type" in config else "layer_types"
+    mixers = _types(config, name, field, ["mamba"] * layers, known)  # attribute_map: layers_block_type -> layer_types
     if len(mixers) != layers:
         raise ConfigError(f"{w}: field 'layer_types' has {len(mixers)} entries for {layers} layers")
     inner = config_int(config, "mamba_expand", default=2, where=w) * hidden
@@ -258,6 +259,12 @@ SSM_CACHE_DTYPES = ("auto", "float32", "float16", "bfloat16")
 NEMOTRON_H_FIELDS = {"num_heads": "mamba_num_heads", "head_dim": "mamba_head_dim", "n_groups": "n_groups",
                      "state_size": "ssm_state_size", "conv_kernel": "conv_kernel", "proj_bias": "use_bias",
                      "conv_bias": "use_conv_bias"}
+
+
+# configuration_nemotron_h.py NemotronHConfig.__post_init__: legacy spellings that, when present,
+# replace the field (mamba_n_groups -> n_groups, ...)
+NEMOTRON_H_ALIASES = {"mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel", "mamba_expand": "expand",
+                      "mamba_conv_bias": "use_conv_bias", "mamba_chunk_size": "chunk_size"}
 
 
 def _nemotron_h_types(config: dict, name: str) -> list[str]:
@@ -318,6 +325,7 @@ def parse_nemotron_h(config: dict, name: str) -> ModelSpec:
     as vLLM's nemotron_h.py (``QKVParallelLinear(bias=False)``, its own ``ParallelLMHead``)."""
     w = where(name)
     _no_window(config, name)
+    config = {**config, **{field: config[alias] for alias, field in NEMOTRON_H_ALIASES.items() if alias in config}}
     types = _nemotron_h_types(config, name)
     _nemotron_h_refusals(config, name, types)
     fields = common_fields({**config, "num_hidden_layers": len(types)}, name, head_dim_default=128)

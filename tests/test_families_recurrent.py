@@ -250,3 +250,26 @@ def test_nemotron_h_ssm_cache_dtype_leaves_transformers_state_in_fp32():
 def test_nemotron_h_unknown_ssm_cache_dtype_is_named():
     with pytest.raises(ConfigError, match="mamba_ssm_cache_dtype"):
         spec_from_config({**_nemotron(), "mamba_ssm_cache_dtype": "fp8"}, "x")
+
+
+# transformers 5.24 parameter counts of XConfig() with one legacy spelling changed (meta device):
+# NemotronHConfig.__post_init__ (mamba_n_groups, mamba_d_conv, mamba_conv_bias replace the field),
+# GraniteMoeHybridConfig.attribute_map (layers_block_type -> layer_types), JambaConfig.attribute_map
+# (num_local_experts -> num_experts)
+@pytest.mark.parametrize("mid,change,parameters", [
+    ("default-nemotron-h", {"mamba_n_groups": 2}, 1_962_056_576),
+    ("default-nemotron-h", {"mamba_d_conv": 8}, 1_968_396_672),
+    ("default-nemotron-h", {"mamba_conv_bias": False}, 1_968_345_472),
+    ("default-granitemoehybrid", {"num_hidden_layers": 4, "layer_types": None,
+                                  "layers_block_type": ["mamba", "attention", "mamba", "attention"]}, 4_982_056_704),
+])
+def test_legacy_spellings_are_read_as_transformers_reads_them(mid, change, parameters):
+    config = {**_config(dict(RECORDS)[mid]), **change}
+    assert architecture.count_parameters(spec_from_config(config, "x"))["parameters"] == parameters
+
+
+def test_jamba_num_local_experts_is_num_experts():
+    config = {k: v for k, v in _config(dict(RECORDS)["jamba-v0.1"]).items() if k != "num_experts"}
+    four = architecture.count_parameters(spec_from_config({**config, "num_local_experts": 4}, "x"))["parameters"]
+    named = architecture.count_parameters(spec_from_config({**config, "num_experts": 4}, "x"))["parameters"]
+    assert four == named < architecture.count_parameters(spec_from_config(config, "x"))["parameters"]
