@@ -18,7 +18,7 @@ from engine import families_multimodal as multimodal_families
 from engine import families_recurrent
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
-                                  local_experts, mixer_kinds, qwen_layer_types, where)
+                                  local_experts, mixer_kinds, qwen_layer_types, renamed, where)
 from engine.spec import LayerGroup, ModelSpec, config_bool, config_int, config_int_list, shown
 from engine.validate import check_heads_divide, check_layer_indices, check_spec
 
@@ -47,10 +47,12 @@ def parse_qwen2(config: dict, name: str) -> ModelSpec:
     )
 
 
-def _qwen3_fields(config: dict, name: str) -> tuple[dict, list[str], dict[str, dict]]:
-    """Qwen3: RMSNorm on queries and keys; ``head_dim`` defaults to 128, not h / a."""
+def _qwen3_fields(config: dict, name: str, head_dim_default: int | None = 128) -> tuple[dict, list[str], dict[str, dict]]:
+    """Qwen3: RMSNorm on queries and keys; ``head_dim`` defaults to 128 (Qwen3Config), not h / a;
+    Qwen3-MoE's config class has no such field (modeling_qwen3_moe.py: ``getattr(config,
+    "head_dim", hidden_size // num_attention_heads)``)."""
     w = where(name)
-    fields = common_fields(config, name, head_dim_default=128)
+    fields = common_fields(config, name, head_dim_default=head_dim_default)
     bias = config_bool(config, "attention_bias", False, w)
     mixers, options = mixer_kinds(config, name, qwen_layer_types(config, where(name)), qkv_bias=bias, out_bias=bias, qk_norm=True)
     fields["tie_word_embeddings"] = config_bool(config, "tie_word_embeddings", False, w)
@@ -65,9 +67,9 @@ def parse_qwen3(config: dict, name: str) -> ModelSpec:
 def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
     """Qwen3-MoE: layer i is MoE unless in ``mlp_only_layers`` or off ``decoder_sparse_step``."""
     w = where(name)
-    fields, mixers, options = _qwen3_fields(config, name)
+    fields, mixers, options = _qwen3_fields(config, name, head_dim_default=None)
     moe = dict(
-        num_experts=config_int(config, "num_experts", where=w),
+        num_experts=config_int(config, "num_experts", "num_local_experts", where=w),  # Qwen3MoeConfig.attribute_map
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
         moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
     )
@@ -83,6 +85,7 @@ def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
 def parse_mixtral(config: dict, name: str) -> ModelSpec:
     """Mixtral: every layer's MLP is ``num_local_experts`` experts of ``intermediate_size``."""
     w = where(name)
+    config = renamed(config, {"num_experts": "num_local_experts"}, w)  # MixtralConfig.attribute_map
     fields = common_fields(config, name)
     mixers, options = mixer_kinds(config, name, all_sliding_if_window(config))
     moe = local_experts(config, fields, w)
@@ -97,6 +100,8 @@ def _deepseek_moe(config: dict, name: str, layers: int) -> tuple[dict | None, li
     """(MoE options or None, each layer's MLP kind): MoE from ``first_k_dense_replace``
     every ``moe_layer_freq`` layers when ``n_routed_experts`` is set."""
     w = where(name)
+    alias = "num_experts" if config["model_type"] == "deepseek_v2" else "num_local_experts"  # attribute_map
+    config = renamed(config, {alias: "n_routed_experts"}, w)
     experts = config_int(config, "n_routed_experts", default=None, where=w)
     if experts is None:
         return None, ["dense"] * layers

@@ -151,3 +151,18 @@ def local_experts(config: dict, fields: dict, w: str) -> dict:
     return dict(num_experts=config_int(config, "num_local_experts", where=w),
                 num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
                 moe_intermediate_size=fields["intermediate_size"])
+
+
+def renamed(config: dict, aliases: dict[str, str], w: str) -> dict:
+    """``config`` with each alias's value under the field it names (a config class's
+    ``attribute_map``: ``{"num_local_experts": "n_routed_experts"}``), so a default for the
+    field cannot hide it; an alias and its field that disagree are an error naming both."""
+    out = dict(config)
+    for alias, field in aliases.items():
+        if config.get(alias) is None:
+            continue
+        if config.get(field) is not None and config[field] != config[alias]:
+            raise ConfigError(f"{w}: fields {alias!r} ({shown(config[alias])}) and {field!r} ({shown(config[field])}) "
+                              "name one value and disagree")
+        out[field] = config[alias]
+    return out
