@@ -273,3 +273,12 @@ def test_jamba_num_local_experts_is_num_experts():
     four = architecture.count_parameters(spec_from_config({**config, "num_local_experts": 4}, "x"))["parameters"]
     named = architecture.count_parameters(spec_from_config({**config, "num_experts": 4}, "x"))["parameters"]
     assert four == named < architecture.count_parameters(spec_from_config(config, "x"))["parameters"]
+
+
+def test_nemotron_nano_9b_v2_entry_gives_vllms_logged_block_size():
+    """vllm#24280 quotes a 672-token attention block for nvidia/NVIDIA-Nemotron-Nano-9B-v2 when
+    NemotronH's SSM cache was float16 (tests/fixtures/vllm_hybrid_logs.json); the registry entry,
+    whose shapes come from other copies of the config, gives the same block."""
+    from engine.serving import serve
+    values = serve("nemotron-nano-9b-v2", max_model_len=8192, gpu_name="h100-80gb", mamba_ssm_cache_dtype="float16").values
+    assert values["attention_block_size"] == 672
