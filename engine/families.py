@@ -47,14 +47,20 @@ def parse_qwen2(config: dict, name: str) -> ModelSpec:
     )
 
 
-def _qwen3_fields(config: dict, name: str, head_dim_default: int | None = 128) -> tuple[dict, list[str], dict[str, dict]]:
-    """Qwen3: RMSNorm on queries and keys; ``head_dim`` defaults to 128 (Qwen3Config), not h / a;
-    Qwen3-MoE's config class has no such field (modeling_qwen3_moe.py: ``getattr(config,
-    "head_dim", hidden_size // num_attention_heads)``)."""
+def _qwen3_fields(config: dict, name: str, moe: bool = False) -> tuple[dict, list[str], dict[str, dict]]:
+    """Qwen3: RMSNorm on queries and keys; ``head_dim`` defaults to 128 (Qwen3Config), not h / a.
+    Qwen3-MoE's config class has neither ``head_dim`` (modeling_qwen3_moe.py: ``getattr(config,
+    "head_dim", hidden_size // num_attention_heads)``) nor ``max_window_layers``: with
+    ``use_sliding_window`` every layer slides (Qwen3MoeConfig.__post_init__, DynamicCache)."""
     w = where(name)
-    fields = common_fields(config, name, head_dim_default=head_dim_default)
+    fields = common_fields(config, name, head_dim_default=None if moe else 128)
     bias = config_bool(config, "attention_bias", False, w)
-    mixers, options = mixer_kinds(config, name, qwen_layer_types(config, where(name)), qkv_bias=bias, out_bias=bias, qk_norm=True)
+    if moe:
+        windowed = config_bool(config, "use_sliding_window", False, w) and config.get("sliding_window") is not None
+        default = ["sliding_attention" if windowed else "full_attention"] * fields["num_hidden_layers"]
+    else:
+        default = qwen_layer_types(config, w)
+    mixers, options = mixer_kinds(config, name, default, qkv_bias=bias, out_bias=bias, qk_norm=True)
     fields["tie_word_embeddings"] = config_bool(config, "tie_word_embeddings", False, w)
     return fields, mixers, options
 
@@ -67,7 +73,7 @@ def parse_qwen3(config: dict, name: str) -> ModelSpec:
 def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
     """Qwen3-MoE: layer i is MoE unless in ``mlp_only_layers`` or off ``decoder_sparse_step``."""
     w = where(name)
-    fields, mixers, options = _qwen3_fields(config, name, head_dim_default=None)
+    fields, mixers, options = _qwen3_fields(config, name, moe=True)
     moe = dict(
         num_experts=config_int(config, "num_experts", "num_local_experts", where=w),  # Qwen3MoeConfig.attribute_map
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
@@ -118,8 +124,13 @@ def _deepseek_moe(config: dict, name: str, layers: int) -> tuple[dict | None, li
 
 
 def parse_deepseek(config: dict, name: str) -> ModelSpec:
-    """DeepSeek-V2/V3: MLA attention; MoE from ``first_k_dense_replace`` every ``moe_layer_freq``."""
+    """DeepSeek-V2/V3: MLA attention; MoE from ``first_k_dense_replace`` every ``moe_layer_freq``.
+    A ``sliding_window`` is refused: the attention has none (modeling_deepseek_v3.py: "no
+    sliding" mask) while transformers' DynamicCache would keep only the window."""
     w = where(name)
+    if config.get("sliding_window") is not None:
+        raise ConfigError(f"{w}: field 'sliding_window' ({shown(config['sliding_window'])}) is not modelled for "
+                          f"model_type {shown(config['model_type'])}")
     fields = common_fields(config, name)
     rope = config_int(config, "qk_rope_head_dim", where=w)
     mla = dict(

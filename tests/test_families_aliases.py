@@ -52,3 +52,16 @@ def test_qwen3_moe_without_head_dim_derives_it_from_the_hidden_size():
     config = {k: v for k, v in find("qwen3-30b-a3b").config.items() if k != "head_dim"}
     assert _parameters(config) == 30_079_131_648
     assert spec_from_config(config, "x").head_dim == 64
+
+
+def test_qwen3_moe_with_a_window_slides_every_layer():
+    """Qwen3MoeConfig has no max_window_layers: use_sliding_window makes every layer's cache a
+    window (transformers 5.24 DynamicCache: 4 of 4 DynamicSlidingWindowLayer), unlike Qwen3."""
+    config = {**find("qwen3-30b-a3b").config, "use_sliding_window": True, "sliding_window": 4096}
+    spec = spec_from_config(config, "x")
+    assert spec.layer_count(mixer="sliding_attention") == spec.num_hidden_layers == 48
+
+
+def test_a_window_on_deepseek_is_named():
+    with pytest.raises(ConfigError, match="sliding_window"):
+        spec_from_config({**find("deepseek-v3").config, "sliding_window": 4096}, "x")
