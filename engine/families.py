@@ -131,6 +131,8 @@ def parse_deepseek(config: dict, name: str) -> ModelSpec:
     if config.get("sliding_window") is not None:
         raise ConfigError(f"{w}: field 'sliding_window' ({shown(config['sliding_window'])}) is not modelled for "
                           f"model_type {shown(config['model_type'])}")
+    if config_bool(config, "mlp_bias", False, w):  # DeepseekV2MLP: bias=config.mlp_bias on every MLP linear
+        raise ConfigError(f"{w}: field 'mlp_bias' true (biased MLP and expert projections) is not modelled")
     fields = common_fields(config, name)
     rope = config_int(config, "qk_rope_head_dim", where=w)
     mla = dict(
@@ -181,8 +183,12 @@ def parse_phi3(config: dict, name: str) -> ModelSpec:
 
 
 def parse_gpt2(config: dict, name: str) -> ModelSpec:
-    """GPT-2: ``n_embd``/``n_layer``/``n_head``; learned positions, LayerNorm, biases, tied."""
+    """GPT-2: ``n_embd``/``n_layer``/``n_head``; learned positions, LayerNorm, biases, tied.
+    ``add_cross_attention`` (an encoder-decoder's cross-attention in every block,
+    modeling_gpt2.py ``GPT2Block``) is refused: it is not modelled."""
     w = where(name)
+    if config_bool(config, "add_cross_attention", False, w):
+        raise ConfigError(f"{w}: field 'add_cross_attention' true (cross-attention in every block) is not modelled")
     hidden = config_int(config, "n_embd", "hidden_size", where=w)
     heads = config_int(config, "n_head", "num_attention_heads", where=w)
     layers = config_int(config, "n_layer", "num_hidden_layers", where=w)
