@@ -186,6 +186,9 @@ def llama4_vision(vision: dict, text_hidden: int, w: str) -> tuple[tuple[str, in
 # --- mllama (Llama 3.2 Vision) ----------------------------------------------------------
 
 MLLAMA_EXTRA_EMBEDDING_ROWS = 8  # modeling_mllama.py MllamaTextModel: Embedding(vocab_size + 8, H)
+# configuration_mllama.py MllamaTextConfig.__post_init__: cross_attention_layers when absent;
+# MllamaTextModel makes layer i cross-attention iff i is in it (indices past the depth do nothing)
+MLLAMA_CROSS_ATTENTION_LAYERS = (3, 8, 13, 18, 23, 28, 33, 38)
 
 
 def parse_mllama_text(config: dict, name: str) -> ModelSpec:
@@ -196,8 +199,11 @@ def parse_mllama_text(config: dict, name: str) -> ModelSpec:
     w = where(name)
     fields = common_fields(config, name)
     layers = fields["num_hidden_layers"]
-    cross = set(check_layer_indices(w, "cross_attention_layers",
-                                    config_int_list(config, "cross_attention_layers", w), layers))
+    if config.get("cross_attention_layers") is None:  # MllamaTextConfig's default, the indices below the depth
+        cross = {i for i in MLLAMA_CROSS_ATTENTION_LAYERS if i < layers}
+    else:
+        cross = set(check_layer_indices(w, "cross_attention_layers",
+                                        config_int_list(config, "cross_attention_layers", w), layers))
     mixers = ["cross_attention" if i in cross else "attention" for i in range(layers)]
     spec = ModelSpec(
         **fields,
@@ -321,4 +327,5 @@ def parse_llava(config: dict, name: str, parsers: dict) -> ModelSpec:
     h = spec.hidden_size
     projector = hv * features * h + h * bias + h * h + h * bias
     tied = config_bool(config, "tie_word_embeddings", False, where(name)) or spec.tie_word_embeddings
-    return with_vision(spec, (("vision/tower", tower(vision, w)), ("vision/projector", projector)), config, tied)
+    spec = replace(spec, tie_word_embeddings=tied)  # with_vision(None) keeps it: the outer field must not undo it
+    return with_vision(spec, (("vision/tower", tower(vision, w)), ("vision/projector", projector)), config, None)

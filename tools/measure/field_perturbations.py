@@ -5,7 +5,7 @@ family's transformers config class, changed one at a time, on the meta device.
 For each ``model_type`` memsym parses that transformers 5.24 has a config class for, this
 script takes ``XConfig().to_dict()`` (multimodal: the text model cut to 2 layers, its
 per-layer lists dropped; Gemma-3's SigLIP head off), then changes each integer field
-(doubled, 0 -> 1) and each boolean field (flipped), at the top level and in
+(doubled, 0 -> 1) and each boolean field (flipped), at the top level and in ``text_config`` and
 ``vision_config``, and records the unique parameter count transformers instantiates
 (``AutoModelForCausalLM``; ``AutoModelForImageTextToText`` for the multimodal types). A
 change transformers refuses to build is left out. ``tests/test_field_perturbations.py``
@@ -86,10 +86,11 @@ def parameters(model_type: str, config: dict) -> int:
 
 
 def changes(config: dict):
-    """(path, new value) for every integer and boolean field, top level and vision_config."""
+    """(path, new value) for every integer and boolean field: top level, text_config and vision_config."""
     places = [((), config)]
-    if isinstance(config.get("vision_config"), dict):
-        places.append((("vision_config",), config["vision_config"]))
+    for sub in ("text_config", "vision_config"):
+        if isinstance(config.get(sub), dict):
+            places.append(((sub,), config[sub]))
     for prefix, where in places:
         for key, value in sorted(where.items()):
             if key in SKIP or key == "model_type":
