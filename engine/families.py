@@ -18,7 +18,7 @@ from engine import families_multimodal as multimodal_families
 from engine import families_recurrent
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
-                                  local_experts, mixer_kinds, qwen_layer_types, renamed, where)
+                                  local_experts, mixer_kinds, qwen_layer_types, refuse_window, renamed, where)
 from engine.spec import LayerGroup, ModelSpec, config_bool, config_int, config_int_list, shown
 from engine.validate import check_heads_divide, check_layer_indices, check_spec
 
@@ -128,9 +128,7 @@ def parse_deepseek(config: dict, name: str) -> ModelSpec:
     A ``sliding_window`` is refused: the attention has none (modeling_deepseek_v3.py: "no
     sliding" mask) while transformers' DynamicCache would keep only the window."""
     w = where(name)
-    if config.get("sliding_window") is not None:
-        raise ConfigError(f"{w}: field 'sliding_window' ({shown(config['sliding_window'])}) is not modelled for "
-                          f"model_type {shown(config['model_type'])}")
+    refuse_window(config, w)
     if config_bool(config, "mlp_bias", False, w):  # DeepseekV2MLP: bias=config.mlp_bias on every MLP linear
         raise ConfigError(f"{w}: field 'mlp_bias' true (biased MLP and expert projections) is not modelled")
     fields = common_fields(config, name)
@@ -187,6 +185,7 @@ def parse_gpt2(config: dict, name: str) -> ModelSpec:
     ``add_cross_attention`` (an encoder-decoder's cross-attention in every block,
     modeling_gpt2.py ``GPT2Block``) is refused: it is not modelled."""
     w = where(name)
+    refuse_window(config, w)
     if config_bool(config, "add_cross_attention", False, w):
         raise ConfigError(f"{w}: field 'add_cross_attention' true (cross-attention in every block) is not modelled")
     hidden = config_int(config, "n_embd", "hidden_size", where=w)
@@ -213,8 +212,9 @@ def parse_gpt2(config: dict, name: str) -> ModelSpec:
 
 
 def parse_falcon(config: dict, name: str) -> ModelSpec:
-    """Falcon: fused QKV, LayerNorms, MQA (``multi_query``) or ``num_kv_heads`` (new arch)."""
+    """Falcon: fused QKV, LayerNorms, MQA (``multi_query``) or ``num_kv_heads`` (new arch); no window."""
     w = where(name)
+    refuse_window(config, w)
     hidden = config_int(config, "hidden_size", "n_embd", where=w)
     heads = config_int(config, "num_attention_heads", "n_head", where=w)
     check_heads_divide(w, hidden, heads, "hidden_size", "num_attention_heads")

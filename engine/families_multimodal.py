@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.errors import ConfigError, UnsupportedModelError
-from engine.family_fields import common_fields, layer_groups, layer_types, where
+from engine.family_fields import common_fields, layer_groups, layer_types, refuse_window, where
 from engine.spec import ModelSpec, config_bool, config_int, config_int_list, shown
 from engine.validate import check_layer_indices
 
@@ -197,6 +197,7 @@ def parse_mllama_text(config: dict, name: str) -> ModelSpec:
     whatever ``tie_word_embeddings`` says (``MllamaForCausalLM`` has no ``_tied_weights_keys``;
     measured)."""
     w = where(name)
+    refuse_window(config, w)
     fields = common_fields(config, name)
     layers = fields["num_hidden_layers"]
     if config.get("cross_attention_layers") is None:  # MllamaTextConfig's default, the indices below the depth

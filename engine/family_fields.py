@@ -166,3 +166,12 @@ def renamed(config: dict, aliases: dict[str, str], w: str) -> dict:
                               "name one value and disagree")
         out[field] = config[alias]
     return out
+
+
+def refuse_window(config: dict, w: str) -> None:
+    """A family whose attention reads every token: a ``sliding_window`` would still make
+    transformers' ``DynamicCache`` keep only the window (``DynamicSlidingWindowLayer``), a model
+    no framework runs as configured; an error naming the field rather than either answer."""
+    if config.get("sliding_window") is not None:
+        raise ConfigError(f"{w}: field 'sliding_window' ({shown(config['sliding_window'])}) is not modelled for "
+                          f"model_type {shown(config.get('model_type'))}")

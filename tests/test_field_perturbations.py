@@ -60,3 +60,30 @@ def test_every_changed_field_is_counted_as_transformers_counts_it_or_named(model
         if ours != record["parameters"]:
             wrong.append((record["field"], record["value"], ours - record["parameters"]))
     assert not wrong, wrong
+
+
+WINDOWED = ("sliding_attention", "chunked_attention")  # transformers' DynamicSlidingWindowLayer / chunked
+
+
+def _text(config: dict) -> dict:
+    text = config.get("text_config")
+    return dict(text) if isinstance(text, dict) and "model_type" in text else dict(config)
+
+
+@pytest.mark.parametrize("model_type", sorted(m for m, f in FAMILIES.items() if f.get("windows")))
+def test_a_window_slides_the_layers_transformers_cache_slides_or_is_named(model_type):
+    """With sliding_window 4 (and use_sliding_window), memsym's windowed layers are the cache
+    layers transformers' DynamicCache makes sliding, or the window is refused by name."""
+    family = FAMILIES[model_type]
+    for record in family["windows"]:
+        config = {**_text(family["config"]), **record["window"]}
+        config.setdefault("model_type", model_type)
+        for key in ("layer_types", "no_rope_layers", "moe_layers", "cross_attention_layers"):
+            config.pop(key, None)
+        try:
+            spec = spec_from_config(config, model_type)
+        except (ConfigError, UnsupportedModelError) as exc:
+            assert "sliding_window" in str(exc), exc
+            continue
+        assert spec.num_hidden_layers == record["layers"]
+        assert sum(spec.layer_count(mixer=kind) for kind in WINDOWED) == record["sliding_layers"], record

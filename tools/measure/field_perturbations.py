@@ -8,9 +8,10 @@ per-layer lists dropped; Gemma-3's SigLIP head off), then changes each integer f
 (doubled, 0 -> 1) and each boolean field (flipped), at the top level and in ``text_config`` and
 ``vision_config``, and records the unique parameter count transformers instantiates
 (``AutoModelForCausalLM``; ``AutoModelForImageTextToText`` for the multimodal types). A
-change transformers refuses to build is left out. ``tests/test_field_perturbations.py``
-asserts memsym gives the same count for every record, or refuses the config with an
-error naming the field.
+change transformers refuses to build is left out. For the attention families it also records,
+with ``sliding_window`` 4 (and ``use_sliding_window``), how many cache layers transformers'
+``DynamicCache`` makes sliding. ``tests/test_field_perturbations.py`` asserts memsym gives the
+same counts, or refuses the config with an error naming the field.
 
 Usage (repository root)::
 
@@ -39,6 +40,7 @@ MULTIMODAL = ("llama4", "mllama", "llava", "mistral3", "gemma3")
 SKIP = {"pad_token_id", "bos_token_id", "eos_token_id", "image_token_index", "image_token_id",
         "boi_token_index", "eoi_token_index", "decoder_start_token_id", "sep_token_id"}
 DROP = ("transformers_version", "architectures", "dtype", "torch_dtype", "_name_or_path", "id2label", "label2id")
+RECURRENT = ("mamba", "mamba2", "jamba", "nemotron_h", "bamba", "granitemoehybrid", "falcon_h1", "qwen3_next")
 PER_LAYER_LISTS = ("layer_types", "no_rope_layers", "moe_layers", "cross_attention_layers")
 
 
@@ -101,6 +103,30 @@ def changes(config: dict):
                 yield prefix + (key,), 2 * value if value else 1
 
 
+WINDOWS = ({"sliding_window": 4}, {"sliding_window": 4, "use_sliding_window": True})
+
+
+def sliding_layers(model_type: str, config: dict) -> list[dict]:
+    """For each window setting of WINDOWS: how many of the text model's cache layers transformers'
+    ``DynamicCache(config=...)`` makes sliding-window layers (per-layer lists dropped, so the
+    config class derives them)."""
+    text = dict(config.get("text_config") or config)
+    for key in PER_LAYER_LISTS:
+        text.pop(key, None)
+    out = []
+    for window in WINDOWS:
+        changed = {**text, **window}
+        text_type = changed.get("model_type", model_type)
+        try:
+            cfg = AutoConfig.for_model(text_type, **{k: v for k, v in changed.items() if k != "model_type"})
+            layers = transformers.DynamicCache(config=cfg.get_text_config()).layers
+        except Exception:
+            continue
+        out.append({"window": window, "sliding_layers": sum("Sliding" in type(layer).__name__ for layer in layers),
+                    "layers": len(layers)})
+    return out
+
+
 def measure(model_type: str) -> dict:
     base = base_config(model_type)
     records = []
@@ -115,7 +141,10 @@ def measure(model_type: str) -> dict:
         except Exception:  # transformers refuses the combination: nothing to compare
             continue
         records.append({"field": ".".join(path), "value": value, "parameters": count})
-    return {"config": base, "parameters": parameters(model_type, base), "changes": records}
+    result = {"config": base, "parameters": parameters(model_type, base), "changes": records}
+    if model_type not in RECURRENT:
+        result["windows"] = sliding_layers(model_type, base)
+    return result
 
 
 def main() -> int:
