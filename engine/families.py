@@ -18,7 +18,7 @@ from engine import families_multimodal as multimodal_families
 from engine import families_recurrent
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, checkpoint_dtype, common_fields, dense_layers, layer_groups,
-                                  local_experts, mixer_kinds, qwen_layer_types, where)
+                                  local_experts, mixer_kinds, qwen_layer_types, refuse_window, renamed, where)
 from engine.spec import LayerGroup, ModelSpec, config_bool, config_int, config_int_list, shown
 from engine.validate import check_heads_divide, check_layer_indices, check_spec
 
@@ -47,12 +47,20 @@ def parse_qwen2(config: dict, name: str) -> ModelSpec:
     )
 
 
-def _qwen3_fields(config: dict, name: str) -> tuple[dict, list[str], dict[str, dict]]:
-    """Qwen3: RMSNorm on queries and keys; ``head_dim`` defaults to 128, not h / a."""
+def _qwen3_fields(config: dict, name: str, moe: bool = False) -> tuple[dict, list[str], dict[str, dict]]:
+    """Qwen3: RMSNorm on queries and keys; ``head_dim`` defaults to 128 (Qwen3Config), not h / a.
+    Qwen3-MoE's config class has neither ``head_dim`` (modeling_qwen3_moe.py: ``getattr(config,
+    "head_dim", hidden_size // num_attention_heads)``) nor ``max_window_layers``: with
+    ``use_sliding_window`` every layer slides (Qwen3MoeConfig.__post_init__, DynamicCache)."""
     w = where(name)
-    fields = common_fields(config, name, head_dim_default=128)
+    fields = common_fields(config, name, head_dim_default=None if moe else 128)
     bias = config_bool(config, "attention_bias", False, w)
-    mixers, options = mixer_kinds(config, name, qwen_layer_types(config, where(name)), qkv_bias=bias, out_bias=bias, qk_norm=True)
+    if moe:
+        windowed = config_bool(config, "use_sliding_window", False, w) and config.get("sliding_window") is not None
+        default = ["sliding_attention" if windowed else "full_attention"] * fields["num_hidden_layers"]
+    else:
+        default = qwen_layer_types(config, w)
+    mixers, options = mixer_kinds(config, name, default, qkv_bias=bias, out_bias=bias, qk_norm=True)
     fields["tie_word_embeddings"] = config_bool(config, "tie_word_embeddings", False, w)
     return fields, mixers, options
 
@@ -65,9 +73,9 @@ def parse_qwen3(config: dict, name: str) -> ModelSpec:
 def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
     """Qwen3-MoE: layer i is MoE unless in ``mlp_only_layers`` or off ``decoder_sparse_step``."""
     w = where(name)
-    fields, mixers, options = _qwen3_fields(config, name)
+    fields, mixers, options = _qwen3_fields(config, name, moe=True)
     moe = dict(
-        num_experts=config_int(config, "num_experts", where=w),
+        num_experts=config_int(config, "num_experts", "num_local_experts", where=w),  # Qwen3MoeConfig.attribute_map
         num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
         moe_intermediate_size=config_int(config, "moe_intermediate_size", where=w),
     )
@@ -83,6 +91,7 @@ def parse_qwen3_moe(config: dict, name: str) -> ModelSpec:
 def parse_mixtral(config: dict, name: str) -> ModelSpec:
     """Mixtral: every layer's MLP is ``num_local_experts`` experts of ``intermediate_size``."""
     w = where(name)
+    config = renamed(config, {"num_experts": "num_local_experts"}, w)  # MixtralConfig.attribute_map
     fields = common_fields(config, name)
     mixers, options = mixer_kinds(config, name, all_sliding_if_window(config))
     moe = local_experts(config, fields, w)
@@ -97,6 +106,8 @@ def _deepseek_moe(config: dict, name: str, layers: int) -> tuple[dict | None, li
     """(MoE options or None, each layer's MLP kind): MoE from ``first_k_dense_replace``
     every ``moe_layer_freq`` layers when ``n_routed_experts`` is set."""
     w = where(name)
+    alias = "num_experts" if config["model_type"] == "deepseek_v2" else "num_local_experts"  # attribute_map
+    config = renamed(config, {alias: "n_routed_experts"}, w)
     experts = config_int(config, "n_routed_experts", default=None, where=w)
     if experts is None:
         return None, ["dense"] * layers
@@ -113,8 +124,13 @@ def _deepseek_moe(config: dict, name: str, layers: int) -> tuple[dict | None, li
 
 
 def parse_deepseek(config: dict, name: str) -> ModelSpec:
-    """DeepSeek-V2/V3: MLA attention; MoE from ``first_k_dense_replace`` every ``moe_layer_freq``."""
+    """DeepSeek-V2/V3: MLA attention; MoE from ``first_k_dense_replace`` every ``moe_layer_freq``.
+    A ``sliding_window`` is refused: the attention has none (modeling_deepseek_v3.py: "no
+    sliding" mask) while transformers' DynamicCache would keep only the window."""
     w = where(name)
+    refuse_window(config, w)
+    if config_bool(config, "mlp_bias", False, w):  # DeepseekV2MLP: bias=config.mlp_bias on every MLP linear
+        raise ConfigError(f"{w}: field 'mlp_bias' true (biased MLP and expert projections) is not modelled")
     fields = common_fields(config, name)
     rope = config_int(config, "qk_rope_head_dim", where=w)
     mla = dict(
@@ -165,8 +181,13 @@ def parse_phi3(config: dict, name: str) -> ModelSpec:
 
 
 def parse_gpt2(config: dict, name: str) -> ModelSpec:
-    """GPT-2: ``n_embd``/``n_layer``/``n_head``; learned positions, LayerNorm, biases, tied."""
+    """GPT-2: ``n_embd``/``n_layer``/``n_head``; learned positions, LayerNorm, biases, tied.
+    ``add_cross_attention`` (an encoder-decoder's cross-attention in every block,
+    modeling_gpt2.py ``GPT2Block``) is refused: it is not modelled."""
     w = where(name)
+    refuse_window(config, w)
+    if config_bool(config, "add_cross_attention", False, w):
+        raise ConfigError(f"{w}: field 'add_cross_attention' true (cross-attention in every block) is not modelled")
     hidden = config_int(config, "n_embd", "hidden_size", where=w)
     heads = config_int(config, "n_head", "num_attention_heads", where=w)
     layers = config_int(config, "n_layer", "num_hidden_layers", where=w)
@@ -191,8 +212,9 @@ def parse_gpt2(config: dict, name: str) -> ModelSpec:
 
 
 def parse_falcon(config: dict, name: str) -> ModelSpec:
-    """Falcon: fused QKV, LayerNorms, MQA (``multi_query``) or ``num_kv_heads`` (new arch)."""
+    """Falcon: fused QKV, LayerNorms, MQA (``multi_query``) or ``num_kv_heads`` (new arch); no window."""
     w = where(name)
+    refuse_window(config, w)
     hidden = config_int(config, "hidden_size", "n_embd", where=w)
     heads = config_int(config, "num_attention_heads", "n_head", where=w)
     check_heads_divide(w, hidden, heads, "hidden_size", "num_attention_heads")

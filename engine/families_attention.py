@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.errors import ConfigError, UnsupportedModelError
 from engine.family_fields import (all_sliding_if_window, attention_kinds, common_fields, dense_layers, layer_groups,
-                                  local_experts, where)
+                                  local_experts, renamed, where)
 from engine.spec import ModelSpec, config_bool, config_int, config_int_list, shown
 from engine.validate import check_layer_indices
 
@@ -219,7 +219,7 @@ def parse_glm4_moe(config: dict, name: str) -> ModelSpec:
     ``e_score_correction_bias`` buffer (``Glm4MoeTopkRouter``). The next-n (MTP) layer is
     not instantiated by transformers and is not counted."""
     w = where(name)
-    config = with_defaults(config, GLM4_MOE_DEFAULTS)
+    config = with_defaults(renamed(config, {"num_local_experts": "n_routed_experts"}, w), GLM4_MOE_DEFAULTS)  # attribute_map
     fields = common_fields(config, name)
     attention = dict(qkv_bias=config_bool(config, "attention_bias", False, w),
                      qk_norm=config_bool(config, "use_qk_norm", False, w))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.errors import ConfigError, UnsupportedModelError
-from engine.family_fields import common_fields, layer_groups, layer_types, where
+from engine.family_fields import common_fields, layer_groups, layer_types, refuse_window, where
 from engine.spec import ModelSpec, config_bool, config_int, config_int_list, shown
 from engine.validate import check_layer_indices
 
@@ -104,12 +104,16 @@ def text_spec(config: dict, name: str, default_text_type: str, parsers: dict) ->
     return parser(text, name)
 
 
-def with_vision(spec: ModelSpec, vision: tuple[tuple[str, int], ...], config: dict, tied_default: bool) -> ModelSpec:
+def with_vision(spec: ModelSpec, vision: tuple[tuple[str, int], ...], config: dict, tied_default: bool | None) -> ModelSpec:
     """``spec`` with the vision tower's and projector's parameter counts. The head is tied
     as the top-level config says (transformers 5.24 ties by the outer config, whose class
-    default differs: configuration_mistral3.py ``Mistral3Config.tie_word_embeddings = True``,
-    configuration_llama4.py ``Llama4Config.tie_word_embeddings = False``)."""
-    tied = config_bool(config, "tie_word_embeddings", tied_default, where(spec.name))
+    default differs: configuration_mistral3.py ``Mistral3Config.tie_word_embeddings = True``),
+    or, with ``tied_default`` None, as the text config says (Llama 4: measured on the meta
+    device, the outer ``tie_word_embeddings`` changes nothing, ``text_config``'s ties)."""
+    if tied_default is None:
+        tied = spec.tie_word_embeddings
+    else:
+        tied = config_bool(config, "tie_word_embeddings", tied_default, where(spec.name))
     return replace(spec, model_type=config["model_type"], extra_tensors=spec.extra_tensors + vision,
                    tie_word_embeddings=tied)
 
@@ -154,7 +158,7 @@ def parse_llama4(config: dict, name: str, parsers: dict) -> ModelSpec:
     """Llama 4 (``Llama4ForConditionalGeneration``): ``llama4_text`` plus its vision model."""
     spec = text_spec(config, name, "llama4_text", parsers)
     vision, w = _vision_config(config, name)
-    return with_vision(spec, llama4_vision(vision, spec.hidden_size, w), config, False)
+    return with_vision(spec, llama4_vision(vision, spec.hidden_size, w), config, None)
 
 
 def llama4_vision(vision: dict, text_hidden: int, w: str) -> tuple[tuple[str, int], ...]:
@@ -182,20 +186,29 @@ def llama4_vision(vision: dict, text_hidden: int, w: str) -> tuple[tuple[str, in
 # --- mllama (Llama 3.2 Vision) ----------------------------------------------------------
 
 MLLAMA_EXTRA_EMBEDDING_ROWS = 8  # modeling_mllama.py MllamaTextModel: Embedding(vocab_size + 8, H)
+# configuration_mllama.py MllamaTextConfig.__post_init__: cross_attention_layers when absent;
+# MllamaTextModel makes layer i cross-attention iff i is in it (indices past the depth do nothing)
+MLLAMA_CROSS_ATTENTION_LAYERS = (3, 8, 13, 18, 23, 28, 33, 38)
 
 
 def parse_mllama_text(config: dict, name: str) -> ModelSpec:
     """``MllamaTextModel``: Llama layers, ``cross_attention_layers`` reading the image
-    features (formulas/layers/cross_attention.py), 8 extra embedding rows, untied head."""
+    features (formulas/layers/cross_attention.py), 8 extra embedding rows, an untied head
+    whatever ``tie_word_embeddings`` says (``MllamaForCausalLM`` has no ``_tied_weights_keys``;
+    measured)."""
     w = where(name)
+    refuse_window(config, w)
     fields = common_fields(config, name)
     layers = fields["num_hidden_layers"]
-    cross = set(check_layer_indices(w, "cross_attention_layers",
-                                    config_int_list(config, "cross_attention_layers", w), layers))
+    if config.get("cross_attention_layers") is None:  # MllamaTextConfig's default, the indices below the depth
+        cross = {i for i in MLLAMA_CROSS_ATTENTION_LAYERS if i < layers}
+    else:
+        cross = set(check_layer_indices(w, "cross_attention_layers",
+                                        config_int_list(config, "cross_attention_layers", w), layers))
     mixers = ["cross_attention" if i in cross else "attention" for i in range(layers)]
     spec = ModelSpec(
         **fields,
-        tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w),
+        tie_word_embeddings=False,
         layers=layer_groups(mixers, ["dense"] * layers, {"attention": {}, "cross_attention": {}},
                             {"dense": {"gated": True}}),
     )
@@ -232,10 +245,11 @@ def mllama_vision(vision: dict, text_hidden: int, w: str) -> tuple[tuple[str, in
 
 def parse_mllama(config: dict, name: str, parsers: dict) -> ModelSpec:
     """Llama 3.2 Vision (``MllamaForConditionalGeneration``): ``mllama_text_model`` plus its
-    vision model; the head is tied as the outer ``MllamaConfig`` says (default False)."""
+    vision model; the head is never tied (its ``_tied_weights_keys`` is commented out in
+    modeling_mllama.py: measured, neither ``tie_word_embeddings`` changes the count)."""
     spec = text_spec(config, name, "mllama_text_model", parsers)
     vision, w = _vision_config(config, name)
-    return with_vision(spec, mllama_vision(vision, spec.hidden_size, w), config, False)
+    return with_vision(spec, mllama_vision(vision, spec.hidden_size, w), config, None)
 
 
 # --- gemma3 (Gemma-3 with its SigLIP tower) -----------------------------------------------
@@ -314,4 +328,5 @@ def parse_llava(config: dict, name: str, parsers: dict) -> ModelSpec:
     h = spec.hidden_size
     projector = hv * features * h + h * bias + h * h + h * bias
     tied = config_bool(config, "tie_word_embeddings", False, where(name)) or spec.tie_word_embeddings
-    return with_vision(spec, (("vision/tower", tower(vision, w)), ("vision/projector", projector)), config, tied)
+    spec = replace(spec, tie_word_embeddings=tied)  # with_vision(None) keeps it: the outer field must not undo it
+    return with_vision(spec, (("vision/tower", tower(vision, w)), ("vision/projector", projector)), config, None)

@@ -155,7 +155,7 @@ def parse_jamba(config: dict, name: str) -> ModelSpec:
     hidden, layers = fields["hidden_size"], fields["num_hidden_layers"]
     period = {f: config_int(config, f, default=d, minimum=m, where=w) for f, d, m in (
         ("attn_layer_period", 8, 1), ("attn_layer_offset", 4, 0), ("expert_layer_period", 2, 1), ("expert_layer_offset", 1, 0))}
-    experts = config_int(config, "num_experts", default=16, where=w)
+    experts = config_int(config, "num_experts", "num_local_experts", default=16, where=w)  # JambaConfig.attribute_map
     mixers = ["attention" if i % period["attn_layer_period"] == period["attn_layer_offset"] else "mamba" for i in range(layers)]
     mlps = ["moe" if experts > 1 and i % period["expert_layer_period"] == period["expert_layer_offset"] else "dense"
             for i in range(layers)]
@@ -203,7 +203,8 @@ def parse_granitemoehybrid(config: dict, name: str) -> ModelSpec:
     fields = common_fields(config, name)
     hidden, layers = fields["hidden_size"], fields["num_hidden_layers"]
     known = {"mamba": "mamba2", "linear_attention": "mamba2", "attention": "attention", "full_attention": "attention"}
-    mixers = _types(config, name, "layer_types", ["mamba"] * layers, known)
+    field = "layers_block_type" if config.get("layer_types") is None and "layers_block_type" in config else "layer_types"
+    mixers = _types(config, name, field, ["mamba"] * layers, known)  # attribute_map: layers_block_type -> layer_types
     if len(mixers) != layers:
         raise ConfigError(f"{w}: field 'layer_types' has {len(mixers)} entries for {layers} layers")
     inner = config_int(config, "mamba_expand", default=2, where=w) * hidden
@@ -251,9 +252,19 @@ NEMOTRON_H_BLOCKS = {  # layer type -> (mixer kind, MLP kind): one mixer per Nem
     "attention": ("attention", "none"), "mlp": ("none", "dense"), "moe": ("none", "moe"),
 }
 NEMOTRON_H_PATTERN = {"M": "linear_attention", "*": "full_attention", "-": "mlp", "E": "moe"}
+# vllm/config/cache.py MambaDType: the values vLLM's NemotronHForCausalLMConfig
+# (model_executor/models/config.py update_mamba_ssm_cache_dtype) copies from the config's
+# ``mamba_ssm_cache_dtype``; NemotronHConfig's default (and vLLM's when it is absent) is float32
+SSM_CACHE_DTYPES = ("auto", "float32", "float16", "bfloat16")
 NEMOTRON_H_FIELDS = {"num_heads": "mamba_num_heads", "head_dim": "mamba_head_dim", "n_groups": "n_groups",
                      "state_size": "ssm_state_size", "conv_kernel": "conv_kernel", "proj_bias": "use_bias",
                      "conv_bias": "use_conv_bias"}
+
+
+# configuration_nemotron_h.py NemotronHConfig.__post_init__: legacy spellings that, when present,
+# replace the field (mamba_n_groups -> n_groups, ...)
+NEMOTRON_H_ALIASES = {"mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel", "mamba_expand": "expand",
+                      "mamba_conv_bias": "use_conv_bias", "mamba_chunk_size": "chunk_size"}
 
 
 def _nemotron_h_types(config: dict, name: str) -> list[str]:
@@ -271,21 +282,54 @@ def _nemotron_h_types(config: dict, name: str) -> list[str]:
     return [NEMOTRON_H_PATTERN[c] for c in pattern]
 
 
-def parse_nemotron_h(config: dict, name: str) -> ModelSpec:
-    """Nemotron-H: one mixer per layer (Mamba-2, attention, a relu2 MLP or a non-gated MoE with a
-    shared expert and a correction-bias buffer) behind one RMSNorm; ``num_hidden_layers`` is the
-    pattern's length (configuration_nemotron_h.py)."""
+def _ssm_cache_dtype(config: dict, name: str) -> str:
+    """Nemotron-H's ``mamba_ssm_cache_dtype`` (default float32): the SSM state dtype vLLM serves
+    with; transformers' own cache ignores it and keeps the state in fp32 (measured)."""
+    value = config.get("mamba_ssm_cache_dtype")
+    if value is None:
+        return "float32"
+    if value not in SSM_CACHE_DTYPES:
+        raise ConfigError(f"{where(name)}: field 'mamba_ssm_cache_dtype' is {shown(value)}; "
+                          f"known: {', '.join(SSM_CACHE_DTYPES)}")
+    return value
+
+
+def _nemotron_h_refusals(config: dict, name: str, types: list[str]) -> None:
+    """Fields transformers 5.24 and vLLM build differently, or that neither reads into memsym's
+    shapes: an error naming the field rather than one framework's answer."""
     w = where(name)
-    _no_window(config, name)
-    types = _nemotron_h_types(config, name)
     if not types:
         raise ConfigError(f"{w}: the layer pattern is empty")
     if config.get("moe_latent_size") is not None:
         raise ConfigError(f"{w}: field 'moe_latent_size' ({shown(config['moe_latent_size'])}) adds latent "
                           "projections to the MoE layers; it is not modelled")
+    if config.get("block_configs") is not None:  # vLLM get_nemotron_h_config_for_layer: per-layer shapes
+        raise ConfigError(f"{w}: field 'block_configs' gives per-layer shapes; it is not modelled")
+    if "moe" not in types:
+        return
+    if config_bool(config, "mlp_bias", False, w):  # NemotronHMoE: transformers biases the shared expert, vLLM not
+        raise ConfigError(f"{w}: field 'mlp_bias' true with MoE layers: transformers 5.24 gives the shared expert "
+                          "biases, vLLM does not; not modelled")
+    shared = config.get("n_shared_experts", 1)
+    if shared != 1:  # transformers builds one shared expert whatever it says; vLLM widens it n times
+        raise ConfigError(f"{w}: field 'n_shared_experts' is {shown(shared)}: transformers 5.24 builds one shared "
+                          "expert, vLLM that many; only 1 is modelled")
+
+
+def parse_nemotron_h(config: dict, name: str) -> ModelSpec:
+    """Nemotron-H: one mixer per layer (Mamba-2, attention, a relu2 MLP or a non-gated MoE with a
+    shared expert and a correction-bias buffer) behind one RMSNorm; ``num_hidden_layers`` is the
+    pattern's length (configuration_nemotron_h.py). Attention has no biases and the head is never
+    tied, whatever ``attention_bias`` and ``tie_word_embeddings`` say: transformers 5.24's
+    ``NemotronHAttention`` (bias=False) and ``NemotronHForCausalLM`` (``_tied_weights_keys = {}``),
+    as vLLM's nemotron_h.py (``QKVParallelLinear(bias=False)``, its own ``ParallelLMHead``)."""
+    w = where(name)
+    _no_window(config, name)
+    config = {**config, **{field: config[alias] for alias, field in NEMOTRON_H_ALIASES.items() if alias in config}}
+    types = _nemotron_h_types(config, name)
+    _nemotron_h_refusals(config, name, types)
     fields = common_fields({**config, "num_hidden_layers": len(types)}, name, head_dim_default=128)
     mamba = _mamba2(config, name, fields["hidden_size"], NEMOTRON_H_FIELDS, {**MAMBA2_DEFAULTS, "n_groups": 8})
-    bias = config_bool(config, "attention_bias", False, w)
     moe = dict(num_experts=config_int(config, "n_routed_experts", "num_local_experts", default=8, where=w),
                num_experts_per_tok=config_int(config, "num_experts_per_tok", default=2, where=w),
                moe_intermediate_size=config_int(config, "moe_intermediate_size", default=7688, where=w),
@@ -293,9 +337,9 @@ def parse_nemotron_h(config: dict, name: str) -> ModelSpec:
                gated=False, router_correction_bias=True)
     mlp_bias = config_bool(config, "mlp_bias", False, w)
     blocks = [NEMOTRON_H_BLOCKS[t] for t in types]
-    return ModelSpec(**fields, tie_word_embeddings=config_bool(config, "tie_word_embeddings", False, w), norms_per_layer=1,
+    return ModelSpec(**fields, tie_word_embeddings=False, norms_per_layer=1, ssm_cache_dtype=_ssm_cache_dtype(config, name),
                      layers=layer_groups([b[0] for b in blocks], [b[1] for b in blocks],
-                                         {"attention": {"qkv_bias": bias, "out_bias": bias}, "mamba2": mamba, "none": {}},
+                                         {"attention": {}, "mamba2": mamba, "none": {}},
                                          {"dense": {"gated": False, "bias": mlp_bias}, "moe": moe, "none": {}}))
 
 

@@ -151,3 +151,27 @@ def local_experts(config: dict, fields: dict, w: str) -> dict:
     return dict(num_experts=config_int(config, "num_local_experts", where=w),
                 num_experts_per_tok=config_int(config, "num_experts_per_tok", where=w),
                 moe_intermediate_size=fields["intermediate_size"])
+
+
+def renamed(config: dict, aliases: dict[str, str], w: str) -> dict:
+    """``config`` with each alias's value under the field it names (a config class's
+    ``attribute_map``: ``{"num_local_experts": "n_routed_experts"}``), so a default for the
+    field cannot hide it; an alias and its field that disagree are an error naming both."""
+    out = dict(config)
+    for alias, field in aliases.items():
+        if config.get(alias) is None:
+            continue
+        if config.get(field) is not None and config[field] != config[alias]:
+            raise ConfigError(f"{w}: fields {alias!r} ({shown(config[alias])}) and {field!r} ({shown(config[field])}) "
+                              "name one value and disagree")
+        out[field] = config[alias]
+    return out
+
+
+def refuse_window(config: dict, w: str) -> None:
+    """A family whose attention reads every token: a ``sliding_window`` would still make
+    transformers' ``DynamicCache`` keep only the window (``DynamicSlidingWindowLayer``), a model
+    no framework runs as configured; an error naming the field rather than either answer."""
+    if config.get("sliding_window") is not None:
+        raise ConfigError(f"{w}: field 'sliding_window' ({shown(config['sliding_window'])}) is not modelled for "
+                          f"model_type {shown(config.get('model_type'))}")

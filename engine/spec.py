@@ -89,6 +89,9 @@ class ModelSpec:
     rotary_dim: int | None = None  # rotary dimensions of one head
     # the checkpoint's own storage, when the config states it
     torch_dtype: str | None = None
+    # the recurrent (SSM) state dtype the config asks a server for: Nemotron-H's
+    # ``mamba_ssm_cache_dtype``, which vLLM reads (transformers keeps the state in fp32)
+    ssm_cache_dtype: str | None = None
     quantization: dict = field(default_factory=dict, compare=False, hash=False)
     # bytes a GGUF file stores per ggml type (("Q4_K", n), ...); set by engine.gguf_file's callers
     stored_bytes_by_type: tuple[tuple[str, int], ...] = ()

@@ -165,3 +165,27 @@ def test_llava_unknown_vision_tower_is_refused():
     config = {"model_type": "llava", "text_config": LLAVA_TEXT, "vision_config": {"model_type": "dinov2"}}
     with pytest.raises(UnsupportedModelError, match="dinov2"):
         spec_from_config(config, "llava")
+
+
+def test_llama4_head_is_tied_by_its_text_config():
+    """transformers 5.24 (meta device, Llama4Config()): the outer tie_word_embeddings changes
+    nothing; text_config's true drops the head, 202,048 x 5,120 = 1,034,485,760 parameters."""
+    from engine.registry import find
+    config = find("llama-4-scout-17b-16e-instruct").config
+    base = count_parameters(spec_from_config(config, "x"))["parameters"]
+    outer = {**config, "tie_word_embeddings": True}
+    inner = {**config, "text_config": {**config["text_config"], "tie_word_embeddings": True}}
+    assert count_parameters(spec_from_config(outer, "x"))["parameters"] == base
+    assert count_parameters(spec_from_config(inner, "x"))["parameters"] == base - 1_034_485_760
+
+
+def test_mllama_head_is_never_tied():
+    """MllamaForConditionalGeneration's _tied_weights_keys is commented out and MllamaForCausalLM
+    has none: measured, neither tie_word_embeddings changes the count."""
+    _, config = _record("default-mllama")
+    base = count_parameters(spec_from_config(config, "x"))["parameters"]
+    for changed in ({**config, "tie_word_embeddings": True},
+                    {**config, "text_config": {**config["text_config"], "tie_word_embeddings": True}}):
+        assert count_parameters(spec_from_config(changed, "x"))["parameters"] == base
+    text = {**config["text_config"], "model_type": "mllama_text_model", "tie_word_embeddings": True}
+    assert spec_from_config(text, "x").tie_word_embeddings is False

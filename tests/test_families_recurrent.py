@@ -119,11 +119,33 @@ def test_nemotron_h_pattern_string_is_read():
 @pytest.mark.parametrize("change,field", [
     ({"hybrid_override_pattern": "M-X"}, "hybrid_override_pattern"),
     ({"moe_latent_size": 1024}, "moe_latent_size"),
+    ({"mlp_bias": True}, "mlp_bias"),  # the default pattern has MoE layers: the frameworks disagree
+    ({"n_shared_experts": 2}, "n_shared_experts"),
+    ({"block_configs": [{"block_type": "moe"}]}, "block_configs"),
 ])
 def test_nemotron_h_unknown_shape_fields_are_named(change, field):
     config = {k: v for k, v in _nemotron().items() if k != "layers_block_type"}
     with pytest.raises(ConfigError, match=field):
         spec_from_config({**config, **change}, "x")
+
+
+@pytest.mark.parametrize("change", [{"attention_bias": True}, {"tie_word_embeddings": True}])
+def test_nemotron_h_fields_both_frameworks_ignore_change_nothing(change):
+    """transformers 5.24 (NemotronHAttention bias=False, _tied_weights_keys = {}) and vLLM
+    (QKVParallelLinear bias=False, its own ParallelLMHead) build the same model either way."""
+    config = _nemotron()
+    base = architecture.count_parameters(spec_from_config(config, "x"))["parameters"]
+    assert architecture.count_parameters(spec_from_config({**config, **change}, "x"))["parameters"] == base
+
+
+def test_nemotron_h_mlp_bias_without_moe_layers_biases_the_dense_mlps():
+    """Without MoE layers both frameworks bias the relu2 MLP's up and down projections."""
+    config = {k: v for k, v in _nemotron().items() if k != "layers_block_type"}
+    config["hybrid_override_pattern"] = "M-*-"
+    spec = spec_from_config(config, "x")
+    biased = spec_from_config({**config, "mlp_bias": True}, "x")
+    extra = architecture.count_parameters(biased)["parameters"] - architecture.count_parameters(spec)["parameters"]
+    assert extra == 2 * (config["intermediate_size"] + config["hidden_size"])
 
 
 def test_unknown_layer_types_are_named():
@@ -197,3 +219,66 @@ def test_granite_hybrid_attention_layer_caches_what_was_measured():
     assert architecture.kv_cache_bytes(spec).xreplace({**values, S.seq_len: 1}) == per_layer["full_attention"]["bytes_per_token"]
     state = architecture.recurrent_state_bytes(spec).xreplace(values)
     assert state == (config["num_hidden_layers"] - 1) * per_layer["linear_attention"]["constant_bytes"]
+
+
+@pytest.mark.parametrize("field,state_page", [(None, 61_440 + 4_194_304), ("float32", 61_440 + 4_194_304),
+                                              ("bfloat16", 61_440 + 2_097_152), ("float16", 61_440 + 2_097_152),
+                                              ("auto", 61_440 + 2_097_152)])
+def test_nemotron_h_config_ssm_cache_dtype_sets_vllms_state_dtype(tmp_path, field, state_page):
+    """vLLM's NemotronHForCausalLMConfig.update_mamba_ssm_cache_dtype copies the config's
+    ``mamba_ssm_cache_dtype`` (absent: float32; auto: the bf16 conv dtype). Default config:
+    conv 3 x (128 x 64 + 2 x 8 x 128) x 2 B = 61,440; SSM 128 x 64 x 128 x (4 or 2) B."""
+    from engine.serving import serve
+    config = {k: v for k, v in _nemotron().items() if k not in ("mamba_ssm_cache_dtype", "time_step_limit")}
+    if field is not None:
+        config["mamba_ssm_cache_dtype"] = field
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    values = serve(str(tmp_path), max_model_len=4096, gpu_name="h100-80gb").values
+    assert values["state_page_bytes"] == state_page
+    flag = serve(str(tmp_path), max_model_len=4096, gpu_name="h100-80gb", mamba_ssm_cache_dtype="float32").values
+    assert flag["state_page_bytes"] == 61_440 + 4_194_304  # the flag wins over the config
+
+
+def test_nemotron_h_ssm_cache_dtype_leaves_transformers_state_in_fp32():
+    """transformers' NemotronH cache ignores the field: the recurrent state stays fp32 (measured
+    with mamba_ssm_cache_dtype float32, bfloat16 and float16 on a bf16 model)."""
+    config = {**_nemotron(), "mamba_ssm_cache_dtype": "bfloat16"}
+    model = build(spec_from_config(config, "x"), Scenario())
+    assert model.facts[S.state_bytes] == 4
+
+
+def test_nemotron_h_unknown_ssm_cache_dtype_is_named():
+    with pytest.raises(ConfigError, match="mamba_ssm_cache_dtype"):
+        spec_from_config({**_nemotron(), "mamba_ssm_cache_dtype": "fp8"}, "x")
+
+
+# transformers 5.24 parameter counts of XConfig() with one legacy spelling changed (meta device):
+# NemotronHConfig.__post_init__ (mamba_n_groups, mamba_d_conv, mamba_conv_bias replace the field),
+# GraniteMoeHybridConfig.attribute_map (layers_block_type -> layer_types), JambaConfig.attribute_map
+# (num_local_experts -> num_experts)
+@pytest.mark.parametrize("mid,change,parameters", [
+    ("default-nemotron-h", {"mamba_n_groups": 2}, 1_962_056_576),
+    ("default-nemotron-h", {"mamba_d_conv": 8}, 1_968_396_672),
+    ("default-nemotron-h", {"mamba_conv_bias": False}, 1_968_345_472),
+    ("default-granitemoehybrid", {"num_hidden_layers": 4, "layer_types": None,
+                                  "layers_block_type": ["mamba", "attention", "mamba", "attention"]}, 4_982_056_704),
+])
+def test_legacy_spellings_are_read_as_transformers_reads_them(mid, change, parameters):
+    config = {**_config(dict(RECORDS)[mid]), **change}
+    assert architecture.count_parameters(spec_from_config(config, "x"))["parameters"] == parameters
+
+
+def test_jamba_num_local_experts_is_num_experts():
+    config = {k: v for k, v in _config(dict(RECORDS)["jamba-v0.1"]).items() if k != "num_experts"}
+    four = architecture.count_parameters(spec_from_config({**config, "num_local_experts": 4}, "x"))["parameters"]
+    named = architecture.count_parameters(spec_from_config({**config, "num_experts": 4}, "x"))["parameters"]
+    assert four == named < architecture.count_parameters(spec_from_config(config, "x"))["parameters"]
+
+
+def test_nemotron_nano_9b_v2_entry_gives_vllms_logged_block_size():
+    """vllm#24280 quotes a 672-token attention block for nvidia/NVIDIA-Nemotron-Nano-9B-v2 when
+    NemotronH's SSM cache was float16 (tests/fixtures/vllm_hybrid_logs.json); the registry entry,
+    whose shapes come from other copies of the config, gives the same block."""
+    from engine.serving import serve
+    values = serve("nemotron-nano-9b-v2", max_model_len=8192, gpu_name="h100-80gb", mamba_ssm_cache_dtype="float16").values
+    assert values["attention_block_size"] == 672

@@ -42,8 +42,9 @@ RECURRENT_KINDS = tuple(M.STATE_SHAPES)
 # Nemotron-H's MLP-only blocks (no KV-cache spec)
 COMPANION_KINDS = ("attention", "none")
 # vllm/model_executor/models/config.py NemotronHForCausalLMConfig.DEFAULT_MAMBA_SSM_CACHE_DTYPE:
-# its SSM state defaults to float32 ("only float32 is known to have no accuracy issues");
-# a config's own ``mamba_ssm_cache_dtype`` field is not read by memsym (pass the flag).
+# its SSM state defaults to float32 ("only float32 is known to have no accuracy issues") when
+# the config has no ``mamba_ssm_cache_dtype`` (update_mamba_ssm_cache_dtype reads the config's
+# field first: ModelSpec.ssm_cache_dtype, set by engine/families_recurrent.py).
 SSM_DTYPE_BY_TYPE = {"nemotron_h": "float32"}
 
 # vllm/model_executor/models/config.py MambaModelConfig.verify_and_update_config: with prefix
@@ -99,11 +100,11 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
 def state_widths(spec: ModelSpec, settings, model_width) -> tuple:
     """(conv, SSM) bytes per element: ``MambaStateDtypeCalculator._mamba_state_dtype``
     (``mamba_cache_dtype`` auto: the model dtype; ``mamba_ssm_cache_dtype`` auto: the conv dtype,
-    after a family's own default)."""
+    after the config's own ``mamba_ssm_cache_dtype``, else the family's default)."""
     conv = model_width if settings.mamba_cache_dtype == "auto" else DTYPE_BYTES[settings.mamba_cache_dtype]
     ssm_name = settings.mamba_ssm_cache_dtype
     if ssm_name == "auto":
-        ssm_name = SSM_DTYPE_BY_TYPE.get(spec.model_type, "auto")
+        ssm_name = spec.ssm_cache_dtype or SSM_DTYPE_BY_TYPE.get(spec.model_type, "auto")
     return conv, conv if ssm_name == "auto" else DTYPE_BYTES[ssm_name]
 
 
