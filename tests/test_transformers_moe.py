@@ -1,8 +1,10 @@
 """The transformers profile's MoE training against CPU measurements.
 
 tests/fixtures/moe_peaks_cpu.json (tools/measure/moe_peaks.py): peaks.py's training step on
-tiny Qwen3-MoE and Mixtral models (8 experts, top-2, transformers' default grouped_mm experts),
-in the model's dtype and under accelerate's bf16 AMP.
+tiny Qwen3-MoE, Mixtral, Qwen2-MoE (a shared expert behind a sigmoid gate) and GLM-4.5 (sigmoid
+router, a shared expert, a dense first layer, partial rotary) models (8 experts, top-2,
+transformers' default grouped_mm experts), in the model's dtype, under accelerate's bf16 AMP and
+with PEFT LoRA on the attention of the frozen model.
 Every point within the issue's aim for training steps (3 %), the persistent pieces to the
 byte, the peak in the measured phase; what the profile does not model is refused.
 """
@@ -20,7 +22,10 @@ import pytest
 from engine.errors import InputError
 from engine.families import spec_from_config
 from engine.profiles import build
+from engine.registry import load_spec
 from engine.scenario import Scenario
+from formulas import symbols as S
+from formulas.frameworks import transformers_moe as M
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = json.loads((ROOT / "tests" / "fixtures" / "moe_peaks_cpu.json").read_text())
@@ -62,7 +67,8 @@ def _id(point: dict) -> str:
 
 def test_fixture_ran_grouped_mm():
     assert {p["measured"]["experts_implementation"] for p in POINTS} == {"grouped_mm"}
-    assert {p["model"] for p in POINTS} == {"qwen3-moe-tiny", "mixtral-tiny"}
+    assert {p["model"] for p in POINTS} == {"qwen3-moe-tiny", "mixtral-tiny", "qwen2-moe-tiny"}
+    assert {p["mechanism"] for p in POINTS} == {"moe", "amp"}
     amp_peaks = {p["measured"]["peak_phase"] for p in POINTS if p["mechanism"] == "amp"}
     assert amp_peaks == {"backward", "optimizer"}  # the AMP activations decide some points
 
@@ -78,7 +84,7 @@ def test_point_within_aim_and_phase(point):
 def test_persistent_terms_exact(point):
     """Weights, AdamW state (2 moments + one step counter per fused expert tensor), token ids."""
     ev, measured = _evaluate(point), point["measured"]
-    assert ev.terms["weights"] == measured["parameter_bytes"] + measured["buffer_bytes"]
+    assert ev.terms["weights"] + ev.terms.get("adapters", 0) == measured["parameter_bytes"] + measured["buffer_bytes"]
     assert ev.terms["optimizer"] == measured["optimizer_state_bytes"]
     assert ev.terms["input_ids"] == measured["input_bytes"]
 
@@ -87,7 +93,38 @@ def test_median_error():
     assert statistics.median(abs(_error(p)) for p in POINTS) <= AIM
 
 
-@pytest.mark.parametrize("knobs", [dict(mode="inference"), dict(mode="training", lora_rank=8)])
+@pytest.mark.parametrize("knobs", [dict(mode="inference"), dict(mode="training", lora_rank=8),
+                                   dict(mode="training", lora_rank=8, lora_targets=("q_proj", "gate_proj"))])
 def test_unmeasured_moe_refused(knobs):
-    with pytest.raises(InputError, match="--profile transformers: .*megatron"):
+    with pytest.raises(InputError, match="--profile transformers: .*(megatron|LoRA on its attention only)"):
         build(_spec(POINTS[0]), Scenario(profile="transformers", dtype="bfloat16", **knobs))
+
+
+def test_dense_layers_among_moe_refused_outside_dense_first_families():
+    """Qwen3-MoE's mlp_only_layers: the recomputed last layer's kind is not in the spec."""
+    config = dict(DATA["models"]["qwen3-moe-tiny"]["config"], mlp_only_layers=[1])
+    with pytest.raises(InputError, match="dense layers among MoE"):
+        build(spec_from_config(config, "mixed"), Scenario(profile="transformers", mode="training"))
+
+
+def test_mla_moe_refused():
+    with pytest.raises(InputError, match="no MLA"):
+        build(load_spec("deepseek-v2-lite"), Scenario(profile="transformers", mode="training"))
+
+
+def test_qwen2_gated_shared_expert_terms():
+    """Qwen2MoeSparseMoeBlock: the shared MLP's 4 outputs, the gate's sigmoid and the shared output."""
+    T = S.batch_size * S.seq_len
+    beta = S.activation_bytes
+    gated = M.shared_expert_saved(S.shared_expert_intermediate_size, True, False)
+    assert gated == 4 * beta * T * S.shared_expert_intermediate_size + beta * T * S.hidden_size + beta * T
+    ungated_amp = M.shared_expert_saved(S.moe_intermediate_size, False, True)  # GLM: gate_proj, up_proj casts
+    assert ungated_amp == 4 * beta * T * S.moe_intermediate_size + 2 * beta * T * S.hidden_size
+
+
+def test_full_size_shared_expert_models_build():
+    """Qwen1.5-MoE-A2.7B and GLM-4.5-Air (46 layers, the first dense) train under the profile."""
+    for name in ("qwen1.5-moe-a2.7b", "glm-4.5-air"):
+        ev = build(load_spec(name), Scenario(profile="transformers", mode="training", dtype="bfloat16",
+                                             seq_len=1024)).evaluate()
+        assert ev.terms["activations/layers"] > 0 and ev.peak_phase in MEASURED_PHASE
