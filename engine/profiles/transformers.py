@@ -172,7 +172,7 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
     terms["overhead"] = overhead.reserve()
     return MemoryModel(
         name=spec.name, mode=mode, terms=terms, facts=facts, phases=phases or {},
-        descriptions={**shared.DESCRIPTIONS, **PROFILE_DESCRIPTIONS}, inputs=inputs,
+        descriptions={**shared.DESCRIPTIONS, **PROFILE_DESCRIPTIONS, **TM.DESCRIPTIONS}, inputs=inputs,
         parameters=P.parameter_count(tensors), active_parameters=P.active_parameter_count(tensors),
         sources={name: SOURCES[name] for name in terms if "/" not in name},
     )
@@ -220,14 +220,17 @@ def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     terms["input_ids"] = F.input_ids()
     terms.update(shared.kv_cache_terms(spec, scenario))  # recurrent families are refused by check
     eager = scenario.attention == "eager"
-    base = F.prefill_base(eager)
+    base = F.prefill_base(eager, TM.rotary_width(spec)) + TM.prefill_masks(spec, eager)
     moments = F.prefill_moments(eager, _upcast(scenario), grouped=spec.num_attention_heads > spec.num_key_value_heads,
                                 qk_norm=_qk_norm(spec))
+    if TM.is_moe(spec):  # the last layer's MoE MLP in place of the dense one
+        del moments["mlp"]
+        moments.update(TM.prefill_mlp_moments(spec, eager))
     peaks = {f"activations/{name}": base + expr for name, expr in moments.items()}
     peaks["activations/logits"] = F.prefill_logits(scenario.logits)
     terms["activations"] = sympy.Max(*peaks.values())
     terms.update(peaks)
-    return _model(spec, scenario, "inference", terms, shared.facts(spec, scenario))
+    return _model(spec, scenario, "inference", terms, {**shared.facts(spec, scenario), **TM.rotary_facts(spec)})
 
 
 def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -262,7 +265,7 @@ def _state_terms(terms: dict[str, sympy.Expr], trained: list[P.WeightTensor], sc
     terms["optimizer"] = count * S.optimizer_bytes + (counters if scenario.optimizer in ("adamw", "adam") else 0)
     if scenario.optimizer not in BNB:
         return {}
-    terms["optimizer"], paged = shared.optimizer_state(trained, scenario.optimizer)
+    terms["optimizer"], paged = shared.optimizer_state(M.held_tensors(trained), scenario.optimizer)
     return {"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {}
 
 

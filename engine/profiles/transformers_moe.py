@@ -17,6 +17,7 @@ from engine.spec import LayerGroup, ModelSpec
 from formulas import symbols as S
 from formulas.frameworks import transformers as F
 from formulas.frameworks import transformers_moe as M
+from formulas.frameworks import transformers_moe_prefill as MP
 
 MOE_FAMILIES = tuple(M.ROUTING_WEIGHTS_FP32)
 # families whose dense layers come first (Glm4MoeDecoderLayer: MoE from first_k_dense_replace on), so
@@ -28,6 +29,14 @@ MOE_OPTIONS = frozenset({"num_experts", "num_experts_per_tok", "moe_intermediate
 # PEFT target_modules measured on MoE models: the attention projections (the fused experts are 3-D
 # parameters, nn.Linear only in the shared experts and Qwen2-MoE's gate)
 ATTENTION_TARGETS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj"})
+
+
+DESCRIPTIONS = {
+    "activations/moe_gate": "prefill: the experts' gate/up output, SiLU and product (grouped_mm)",
+    "activations/moe_unpermute": "prefill: the weighted expert rows put back in token order",
+    "activations/moe_sum": "prefill: the per-token sum of the expert rows",
+    "activations/moe_shared": "prefill: the shared expert's MLP",
+}
 
 
 def is_moe(spec: ModelSpec) -> bool:
@@ -49,10 +58,13 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
     if not is_moe(spec):
         return
     mixed = any(g.mlp != "moe" for g in spec.layers) and spec.model_type not in DENSE_FIRST
-    if scenario.mode == "inference" or mixed:
-        raise InputError(f"--profile transformers: {spec.name} ({spec.model_type}) is modelled for training "
-                         f"of MoE layers only (not inference or dense layers among MoE ones outside "
-                         f"{', '.join(sorted(DENSE_FIRST))}); use --profile megatron")
+    if mixed:
+        raise InputError(f"--profile transformers: {spec.name} ({spec.model_type}) is modelled with MoE layers "
+                         f"only (dense layers among MoE ones only in {', '.join(sorted(DENSE_FIRST))}, whose "
+                         "last layer is a MoE one); use --profile megatron")
+    if (scenario.weight_quant or "none") != "none":
+        raise InputError(f"--profile transformers: --weight-quant {scenario.weight_quant} is not modelled on the MoE "
+                         f"model {spec.name} (bitsandbytes quantizes nn.Linear layers, not the fused 3-D experts)")
     modules = scenario.lora_modules()
     if scenario.lora_rank is not None and (modules is None or not set(modules) <= ATTENTION_TARGETS):
         raise InputError(f"--profile transformers: --lora-targets {','.join(modules or ('all-linear',))} is not "
@@ -87,6 +99,23 @@ def frozen_last_layer_saved(spec: ModelSpec, upcast: bool) -> sympy.Expr:
     if not is_moe(spec):
         return sympy.Integer(0)
     return M.frozen_in_place_of_dense(spec.model_type, _moe_group(spec).mlp_args, upcast)
+
+
+def prefill_mlp_moments(spec: ModelSpec, eager: bool) -> dict[str, sympy.Expr]:
+    """The last layer's MoE MLP moments of a prefill in place of the dense ``mlp`` one
+    (formulas/frameworks/transformers.py ``prefill_moments``): the residual and the normed
+    input, :func:`formulas.frameworks.transformers_moe_prefill.moe_moments`, and eager's returned
+    probabilities. A dense first layer (GLM) peaks with one layer's cache, not all: not counted."""
+    options = _moe_group(spec).mlp_args
+    returned = S.activation_bytes * S.batch_size * S.num_attention_heads * S.seq_len**2 if eager else 0
+    around = 2 * S.activation_bytes * S.batch_size * S.seq_len * S.hidden_size + returned
+    moments = MP.moe_moments(spec.model_type, M.shared_expert_width(options))
+    return {name: around + expr for name, expr in moments.items()}
+
+
+def prefill_masks(spec: ModelSpec, eager: bool) -> sympy.Expr:
+    """Masks a prefill holds that no layer reads (Qwen2-MoE's zero-window sliding mask)."""
+    return MP.zero_window_mask(eager) if spec.model_type in MP.ZERO_WINDOW_MASK else sympy.Integer(0)
 
 
 def partial_rotary(spec: ModelSpec) -> bool:

@@ -263,13 +263,14 @@ def one_layer_kv_cache() -> sympy.Expr:
     return 2 * b * s * a_kv * d * kv_cache_bytes
 
 
-def prefill_base(eager: bool) -> sympy.Expr:
+def prefill_base(eager: bool, rope_width: sympy.Expr = d) -> sympy.Expr:
     """Alive through every layer of a prefill: ``inputs_embeds`` (held by the model's
     forward), the last layer's input (held by the loop; the same tensor when L = 1, hence
     ``min(L - 1, 1)``), ``cos``/``sin``, the int64 ``position_ids``; eager also holds the
-    additive ``(b, 1, s, s)`` causal mask in the model dtype (sdpa passes ``is_causal``)."""
+    additive ``(b, 1, s, s)`` causal mask in the model dtype (sdpa passes ``is_causal``).
+    ``rope_width``: the rotary part of a head (:func:`rope_tables`)."""
     layer_input = sympy.Min(L - 1, 1) * beta * b * s * h
-    base = beta * b * s * h + layer_input + rope_tables() + INT64_BYTES * s
+    base = beta * b * s * h + layer_input + rope_tables(width=rope_width) + INT64_BYTES * s
     return base + (beta * b * s**2 if eager else 0)
 
 

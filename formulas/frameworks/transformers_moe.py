@@ -5,9 +5,10 @@ Read off ``transformers/models/qwen3_moe/modeling_qwen3_moe.py`` (``Qwen3MoeTopK
 ``Qwen3MoeSparseMoeBlock.forward``), ``models/mixtral/modeling_mixtral.py``
 (``MixtralTopKRouter.forward``), ``models/qwen2_moe/modeling_qwen2_moe.py``
 (``Qwen2MoeSparseMoeBlock.forward``: a shared expert behind a sigmoid gate),
-``models/glm4_moe/modeling_glm4_moe.py`` (``Glm4MoeTopkRouter.forward``, ``Glm4MoeMoE.forward``) and ``integrations/moe.py`` ``grouped_mm_experts_forward``,
-the experts' default implementation (``torch.nn.functional.grouped_mm``, which has a CPU kernel
-in torch 2.13), with what each op saves (torch ``tools/autograd/derivatives.yaml``). Not fitted:
+``models/glm4_moe/modeling_glm4_moe.py`` (``Glm4MoeTopkRouter.forward``, ``Glm4MoeMoE.forward``)
+and ``integrations/moe.py`` ``grouped_mm_experts_forward``, the experts' default implementation
+(``torch.nn.functional.grouped_mm``, which has a CPU kernel in torch 2.13), with what each op
+saves (torch ``tools/autograd/derivatives.yaml``). Not fitted:
 ``tests/test_transformers_moe.py`` compares the profile with tools/measure/moe_peaks.py.
 
 ``T = b s`` tokens, each routed to ``k_e`` of ``E`` experts: the experts see ``T k_e`` rows

@@ -54,6 +54,9 @@ MOE_MODELS = ("qwen3-moe-tiny", "mixtral-tiny", "qwen2-moe-tiny", "glm4-moe-tiny
 SHAPES = ((1, 256), (2, 128), (2, 256))
 AMP_SHAPES = ((2, 512, False), (4, 256, False), (2, 512, True), (1, 256, False))
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+PREFILL_SHAPES = ((1, 256, "last", "sdpa", "bfloat16"), (2, 512, "last", "sdpa", "bfloat16"),
+                  (1, 256, "all", "sdpa", "bfloat16"), (2, 256, "last", "eager", "bfloat16"),
+                  (2, 256, "last", "sdpa", "float32"))
 LORA_SHAPES = ((1, 256, False, ATTENTION), (2, 128, True, ATTENTION), (2, 256, False, ("q_proj", "v_proj")))
 
 
@@ -71,6 +74,10 @@ def _points() -> list[dict]:
         for (b, s, gc) in AMP_SHAPES:
             points.append(dict(model=model, mode="training", batch_size=b, seq_len=s, gradient_checkpointing=gc,
                                foreach=False, attention="sdpa", dtype="bfloat16", mechanism="amp"))
+    for model in MOE_MODELS:  # peaks.py's no-grad prefill into a DynamicCache
+        for (b, s, logits, attention, dtype) in PREFILL_SHAPES:
+            points.append(dict(model=model, mode="inference", batch_size=b, seq_len=s, logits=logits,
+                               attention=attention, dtype=dtype, mechanism="prefill"))
     for model in MOE_MODELS:  # hf_peaks.py's PEFT LoRA (fp32 adapters) on the attention of a frozen MoE model
         for (b, s, gc, targets) in LORA_SHAPES[:3 if model == "qwen3-moe-tiny" else 2]:
             points.append(dict(model=model, mode="training", batch_size=b, seq_len=s, gradient_checkpointing=gc,
@@ -81,8 +88,12 @@ def _points() -> list[dict]:
 
 def measure(point: dict) -> dict:
     start = time.perf_counter()
-    hf = point["mechanism"] in ("amp", "lora")
-    measured = hf_peaks.measure_training(point) if hf else peaks.measure_training(point)
+    if point["mode"] == "inference":
+        measured = peaks.measure_inference(point)
+    elif point["mechanism"] in ("amp", "lora"):
+        measured = hf_peaks.measure_training(point)
+    else:
+        measured = peaks.measure_training(point)
     model = peaks.build_model(peaks.model_config(point["model"]), point["attention"], point["dtype"])
     measured["experts_implementation"] = model.config._experts_implementation
     return dict(point, measured=measured, seconds=round(time.perf_counter() - start, 2))
@@ -93,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stdout", action="store_true")
     parser.add_argument("--only", nargs="*", choices=MOE_MODELS,
                         help="measure these models' points and replace them in the existing fixture")
-    parser.add_argument("--mechanism", nargs="*", choices=("moe", "amp", "lora"),
+    parser.add_argument("--mechanism", nargs="*", choices=("moe", "amp", "lora", "prefill"),
                         help="measure these mechanisms' points and replace them in the existing fixture")
     parser.add_argument("--no-allocator", action="store_true",
                         help="skip the profiler's allocator cross-check (allocator_peak_bytes left out)")
