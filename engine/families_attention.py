@@ -232,6 +232,8 @@ def parse_glm4_moe(config: dict, name: str) -> ModelSpec:
         num_shared_experts=config_int(config, "n_shared_experts", minimum=0, where=w),
         router_correction_bias=True,
     )
+    if not config_bool(config, "norm_topk_prob", True, w):  # Glm4MoeTopkRouter.forward: no renormalisation
+        moe["norm_topk_prob"] = False
     mlps = ["moe" if i >= first else "dense" for i in range(len(mixers))]
     return ModelSpec(**fields, tie_word_embeddings=_tied(config, name, False),
                      layers=layer_groups(mixers, mlps, options, {"dense": {"gated": True}, "moe": moe}))
@@ -265,6 +267,8 @@ def parse_qwen2_moe(config: dict, name: str) -> ModelSpec:
         shared_expert_intermediate_size=config_int(config, "shared_expert_intermediate_size", where=w),
         shared_expert_gate=True,
     )
+    if config_bool(config, "norm_topk_prob", False, w):  # Qwen2MoeTopKRouter.forward: renormalise top-k
+        moe["norm_topk_prob"] = True
     step = config_int(config, "decoder_sparse_step", default=1, where=w)
     dense_only = set(check_layer_indices(w, "mlp_only_layers", config_int_list(config, "mlp_only_layers", w), layers))
     mlps = ["moe" if i not in dense_only and (i + 1) % step == 0 else "dense" for i in range(layers)]

@@ -149,7 +149,11 @@ def _rows(device: str, data: dict) -> list[dict]:
 
 
 def mechanism_knobs(point: dict) -> dict:
-    """The scenario of one mechanism point (AMP, LoRA, QLoRA, a bitsandbytes optimizer)."""
+    """The scenario of one mechanism point (AMP, LoRA, QLoRA, a bitsandbytes optimizer, a MoE prefill)."""
+    if point["mode"] == "inference":
+        return dict(mode="inference", profile="transformers", device="cpu", dtype=point["dtype"],
+                    attention=point["attention"], batch_size=point["batch_size"], seq_len=point["seq_len"],
+                    logits=point["logits"])
     out = dict(mode="training", profile="transformers", device="cpu", dtype=point["dtype"],
                attention=point["attention"], batch_size=point["batch_size"], seq_len=point["seq_len"],
                recompute="full" if point["gradient_checkpointing"] else "none")
@@ -280,8 +284,10 @@ def _mechanism_label(point: dict) -> str:
         parts.append(f"r={point['lora_rank']} {','.join(point.get('lora_targets', ['all-linear']))}")
     if point.get("adapter_dtype"):
         parts.append(f"adapters {point['adapter_dtype']}")
-    if point["gradient_checkpointing"]:
+    if point.get("gradient_checkpointing"):
         parts.append("checkpointing")
+    if point["mode"] == "inference":
+        parts.append(f"logits {point['logits']}")
     return ", ".join(parts)
 
 
@@ -291,8 +297,9 @@ def mechanism_section() -> list[str]:
     lines = ["## CPU: Hugging Face fine-tuning mechanisms", "",
              "`tools/measure/hf_peaks.py` (accelerate's bf16 AMP on an fp32 model; PEFT LoRA; QLoRA: a "
              "bitsandbytes NF4 base loaded by `from_pretrained` with double quantization; a Mistral-shaped model "
-             "past and within its sliding window), `tools/measure/moe_peaks.py` (tiny Qwen3-MoE and Mixtral, 8 "
-             "experts, top-2, transformers' default grouped_mm experts) and "
+             "past and within its sliding window), `tools/measure/moe_peaks.py` (tiny Qwen3-MoE, Mixtral, Qwen2-MoE "
+             "and GLM-4.5, 8 experts, top-2, transformers' default grouped_mm experts: training, AMP, attention "
+             "LoRA and no-grad prefills) and "
              "`tools/measure/bnb_peaks.py` (bitsandbytes AdamW8bit): the same tiny models and loop. Measured = "
              "MemTracker peak + the bitsandbytes `quant_state` tensors (which MemTracker does not see). "
              f"{len(table)} points: median abs error {float(statistics.median(errors)) * 100:.4f} %, worst "

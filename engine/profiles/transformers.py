@@ -32,6 +32,7 @@ from engine.scenario import Scenario
 from engine.spec import LayerGroup, ModelSpec
 from formulas.frameworks import transformers as F
 from formulas.frameworks import transformers_moe as M
+from engine.profiles import transformers_moe as TM
 from formulas.frameworks import transformers_peft as FP
 from formulas import peft
 from formulas import optimizer as O
@@ -42,8 +43,7 @@ from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 # model_type values whose decoder layer is the Llama layout the profile's formulas read.
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
-MOE_FAMILIES = tuple(M.ROUTING_WEIGHTS_FP32)  # routed experts through grouped_mm (training only)
-MOE_OPTIONS = frozenset({"num_experts", "num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob"})
+MOE_FAMILIES = TM.MOE_FAMILIES  # routed experts through grouped_mm (training only)
 # optimizer -> moments kept per parameter, in the parameters' dtype (torch.optim)
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
 # bitsandbytes optimizers (Trainer's optim="adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
@@ -61,19 +61,8 @@ KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "attentio
 
 def _modelled(group: LayerGroup) -> bool:
     """The layer kinds the profile's formulas describe: (sliding) attention, a gated dense MLP or
-    routed experts without shared experts or biases (formulas/frameworks/transformers_moe.py)."""
-    mlp = (group.mlp == "dense" and group.mlp_args.get("gated", True)
-           or group.mlp == "moe" and set(group.mlp_args) <= MOE_OPTIONS)
-    return group.mixer in ("attention", "sliding_attention") and mlp
-
-
-def _moe(spec: ModelSpec) -> bool:
-    return spec.model_type in MOE_FAMILIES
-
-
-def _moe_mlp(spec: ModelSpec, amp: bool) -> sympy.Expr:
-    """A MoE layer's MLP in place of the dense one (formulas/frameworks/transformers_moe.py); 0 if dense."""
-    return M.moe_in_place_of_dense(spec.model_type, spec.layers[0].mlp_args, amp) if _moe(spec) else 0
+    routed experts without biases (engine/profiles/transformers_moe.py)."""
+    return group.mixer in ("attention", "sliding_attention") and TM.modelled_mlp(group)
 
 
 def _sliding(spec: ModelSpec, scenario: Scenario) -> bool:
@@ -93,11 +82,7 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
                          f"modelled; it covers dense {', '.join(FAMILIES)} and MoE {', '.join(MOE_FAMILIES)} "
                          "decoders (no MLA) "
                          "(--profile megatron models any layout with Megatron-LM's kernels)")
-    if _moe(spec) and (scenario.mode == "inference" or scenario.lora_rank is not None
-                       or any(g.mlp != "moe" for g in spec.layers)):
-        raise InputError(f"--profile transformers: {spec.name} ({spec.model_type}) is modelled for full training "
-                         "of all-MoE layers only (not inference or --lora-rank); use "
-                         "--profile megatron")
+    TM.check(spec, scenario)
     if scenario.mode == "inference" and any(g.mixer == "sliding_attention" for g in spec.layers):
         raise InputError(f"--profile transformers: the sliding-window prefill of {spec.name} is not modelled "
                          "(training is); use --profile megatron or vllm")
@@ -152,10 +137,11 @@ def _amp(scenario: Scenario) -> bool:
 
 
 def _linear_count(tensors: list[P.WeightTensor]) -> tuple[sympy.Expr, sympy.Expr]:
-    """(every linear layer's parameters, one decoder layer's): what autocast casts to bf16.
+    """(every linear layer's weights, one decoder layer's): the bf16 casts autocast keeps saved.
 
-    The projections and their biases, and ``lm_head`` (the embedding's ``V x h`` when tied)."""
-    linear = [t for t in tensors if M.autocast_linear(t) or (t.name.endswith(".bias") and t.count != 1)]
+    The projections' weights and ``lm_head`` (the embedding's ``V x h`` when tied); a bias's
+    cast is saved by nothing (its gradient is the output gradient's sum; measured on Qwen2-MoE)."""
+    linear = [t for t in tensors if M.autocast_linear(t) and not t.name.endswith(".bias")]
     layers = sympy.Add(*(t.numel for t in linear))
     head = S.vocab_size * S.hidden_size
     return layers + head, layers / S.num_hidden_layers
@@ -170,9 +156,9 @@ def _weights(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     if shared.weight_format(spec, scenario).name == "nf4":  # QLoRA: from_pretrained keeps the buffers fp32
         quantized = sum((t.count for t in architecture.parameter_tensors(spec) if t.quantizable), sympy.Integer(0))
         terms["weights/quant_codes"] = FP.bnb_4bit_codes(quantized)
-        terms["weights/rotary_buffers"] = S.head_dim * FLOAT32
+        terms["weights/rotary_buffers"] = TM.rotary_width(spec) * FLOAT32
     else:
-        terms["weights/rotary_buffers"] = S.head_dim * S.weight_bytes
+        terms["weights/rotary_buffers"] = TM.rotary_width(spec) * S.weight_bytes
     terms["weights"] = sympy.Add(*(v for k, v in terms.items() if k != "weights"))
     return terms
 
@@ -186,7 +172,7 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
     terms["overhead"] = overhead.reserve()
     return MemoryModel(
         name=spec.name, mode=mode, terms=terms, facts=facts, phases=phases or {},
-        descriptions={**shared.DESCRIPTIONS, **PROFILE_DESCRIPTIONS}, inputs=inputs,
+        descriptions={**shared.DESCRIPTIONS, **PROFILE_DESCRIPTIONS, **TM.DESCRIPTIONS}, inputs=inputs,
         parameters=P.parameter_count(tensors), active_parameters=P.active_parameter_count(tensors),
         sources={name: SOURCES[name] for name in terms if "/" not in name},
     )
@@ -234,14 +220,17 @@ def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     terms["input_ids"] = F.input_ids()
     terms.update(shared.kv_cache_terms(spec, scenario))  # recurrent families are refused by check
     eager = scenario.attention == "eager"
-    base = F.prefill_base(eager)
+    base = F.prefill_base(eager, TM.rotary_width(spec)) + TM.prefill_masks(spec, eager)
     moments = F.prefill_moments(eager, _upcast(scenario), grouped=spec.num_attention_heads > spec.num_key_value_heads,
                                 qk_norm=_qk_norm(spec))
+    if TM.is_moe(spec):  # the last layer's MoE MLP in place of the dense one
+        del moments["mlp"]
+        moments.update(TM.prefill_mlp_moments(spec, eager))
     peaks = {f"activations/{name}": base + expr for name, expr in moments.items()}
     peaks["activations/logits"] = F.prefill_logits(scenario.logits)
     terms["activations"] = sympy.Max(*peaks.values())
     terms.update(peaks)
-    return _model(spec, scenario, "inference", terms, shared.facts(spec, scenario))
+    return _model(spec, scenario, "inference", terms, {**shared.facts(spec, scenario), **TM.rotary_facts(spec)})
 
 
 def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -276,7 +265,7 @@ def _state_terms(terms: dict[str, sympy.Expr], trained: list[P.WeightTensor], sc
     terms["optimizer"] = count * S.optimizer_bytes + (counters if scenario.optimizer in ("adamw", "adam") else 0)
     if scenario.optimizer not in BNB:
         return {}
-    terms["optimizer"], paged = shared.optimizer_state(trained, scenario.optimizer)
+    terms["optimizer"], paged = shared.optimizer_state(M.held_tensors(trained), scenario.optimizer)
     return {"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {}
 
 
@@ -289,10 +278,11 @@ def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -
         layers = S.num_hidden_layers * F.checkpointed_layer_saved(amp) + F.checkpoint_shared_inputs(eager, amp)
         layers += F.sliding_checkpoint_mask() if sliding else 0
     else:
-        layers = S.num_hidden_layers * (F.layer_saved(eager, upcast, qk, amp) + _moe_mlp(spec, amp)
-                                        + (F.sliding_sdpa_saved() if sliding else 0))
+        layer = F.layer_saved(eager, upcast, qk, amp) + (F.sliding_sdpa_saved() if sliding else 0)
+        layer += TM.rotary_layer_saved(spec, eager)
+        layers = S.num_hidden_layers * layer + TM.layers_saved(spec, amp, upcast)
     saved = {"activations/layers": layers, "activations/head": F.head_saved(amp),
-             "activations/rope": F.rope_tables(amp), "activations/loss": F.loss_saved()}
+             "activations/rope": F.rope_tables(amp, TM.rotary_width(spec)), "activations/loss": F.loss_saved()}
     every, per_layer = _linear_count(tensors)
     if amp:
         head_only = S.vocab_size * S.hidden_size
@@ -300,7 +290,8 @@ def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -
     terms = {"activations": sympy.Add(*saved.values()), **saved,
              "loss_gradients": F.loss_gradients(), "head_gradients": F.head_gradients()}
     if checkpointing:
-        terms["recompute"] = (F.recompute(eager, upcast, qk, amp) + _moe_mlp(spec, amp)
+        terms["recompute"] = (F.recompute(eager, upcast, qk, amp) + TM.last_layer_saved(spec, amp, upcast)
+                              + TM.rotary_layer_saved(spec, eager)
                               + (F.sliding_sdpa_saved() if sliding else 0))
         if amp:  # the recomputed layer casts its weights again
             terms["recompute"] += F.autocast_weight_copies(per_layer)
@@ -312,7 +303,7 @@ def _lora_saved(spec: ModelSpec, scenario: Scenario, targets: list[P.WeightTenso
     eager, upcast, qk = scenario.attention == "eager", _upcast(scenario), _qk_norm(spec)
     cast = _adapter_width(scenario) != DTYPE_BYTES[canonical_dtype(scenario.dtype)]
     unshared = frozenset({"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj", peft.OUTPUT_HEAD}
-                         | ({"o_proj"} if eager else set()))
+                         | ({"o_proj"} if eager or TM.partial_rotary(spec) else set()))
     per_layer = {peft.module_name(t): t.cols for t in targets if t.count != 1}
     head = {peft.module_name(t): t.cols for t in targets if t.count == 1}
     layer = FP.base_layer_saved(eager, upcast, qk) + FP.adapter_saved(per_layer, cast, unshared)
@@ -323,12 +314,13 @@ def _lora_saved(spec: ModelSpec, scenario: Scenario, targets: list[P.WeightTenso
         layers += F.sliding_checkpoint_mask() if sliding else 0
     else:
         layers = S.num_hidden_layers * layer - FP.first_layer_unsaved(qk, frozenset(per_layer))
+        layers += TM.frozen_layers_saved(spec, upcast)
     saved = {"activations/layers": layers, "activations/head": FP.head_saved() + FP.adapter_saved(head, cast, unshared),
-             "activations/rope": F.rope_tables(), "activations/loss": F.loss_saved()}
+             "activations/rope": F.rope_tables(width=TM.rotary_width(spec)), "activations/loss": F.loss_saved()}
     terms = {"activations": sympy.Add(*saved.values()), **saved,
              "loss_gradients": F.loss_gradients(), "head_gradients": FP.head_gradients()}
     if scenario.recompute == "full":
-        terms["recompute"] = layer + FP.recompute_backward()
+        terms["recompute"] = layer + FP.recompute_backward() + TM.frozen_last_layer_saved(spec, upcast)
     return terms
 
 
@@ -365,7 +357,7 @@ def _phases(terms: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
 def _training_facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, sympy.Expr]:
     """Everything in the model's dtype: weights, activations, gradients, AdamW moments; under
     AMP the parameters, gradients and moments in float32 and the activations in ``--dtype``."""
-    facts = shared.facts(spec, scenario)
+    facts = {**shared.facts(spec, scenario), **TM.rotary_facts(spec)}
     width = sympy.Rational(DTYPE_BYTES[canonical_dtype(scenario.dtype)])
     parameter = sympy.Rational(FLOAT32) if _amp(scenario) else width
     trained = sympy.Rational(_adapter_width(scenario)) if scenario.lora_rank is not None else parameter

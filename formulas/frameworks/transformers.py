@@ -94,6 +94,15 @@ def attention_saved(eager: bool, upcast: bool) -> sympy.Expr:
     return 4 * q + probabilities
 
 
+def partial_rotary_sdpa_copy() -> sympy.Expr:
+    """sdpa after a partial rotary embedding (GLM-4.5): ``apply_rotary_pos_emb`` ends in
+    ``torch.cat([q_embed, q_pass], dim=-1)``, a query contiguous as ``(b, a, s, d)`` where the
+    full rotation's elementwise ops keep ``q_proj``'s ``(b, s, a, d)`` strides; sdpa's output
+    follows the query's layout, so ``attn_output.reshape(...).contiguous()`` copies it and
+    ``o_proj`` saves the copy beside sdpa's own output: ``beta_a b s a d`` per layer more."""
+    return beta * b * s * a * d
+
+
 def mlp_saved() -> sympy.Expr:
     """Gated SiLU MLP: gate output (SiLU's input), SiLU output, up output, their product
     (``down_proj``'s input): ``4 beta_a b s f``."""
@@ -153,10 +162,12 @@ def head_saved(amp: bool = False) -> sympy.Expr:
     return rms_norm_residual_saved(b * s, amp) + beta * b * s * h
 
 
-def rope_tables(amp: bool = False) -> sympy.Expr:
+def rope_tables(amp: bool = False, width: sympy.Expr = d) -> sympy.Expr:
     """``cos`` and ``sin`` of shape ``(1, s, d)``, built once per forward and saved by every
-    layer's RoPE multiply: ``2 beta_a s d`` (``.to(x.dtype)``: the residual's dtype)."""
-    return 2 * residual(amp) * s * d
+    layer's RoPE multiply: ``2 beta_a s d`` (``.to(x.dtype)``: the residual's dtype). ``width``:
+    the rotary part of a head where it is partial (GLM-4.5, ``apply_rotary_pos_emb`` rotates
+    ``q[..., :rotary_dim]`` and concatenates the rest, saving nothing more)."""
+    return 2 * residual(amp) * s * width
 
 
 def loss_saved() -> sympy.Expr:
@@ -252,13 +263,14 @@ def one_layer_kv_cache() -> sympy.Expr:
     return 2 * b * s * a_kv * d * kv_cache_bytes
 
 
-def prefill_base(eager: bool) -> sympy.Expr:
+def prefill_base(eager: bool, rope_width: sympy.Expr = d) -> sympy.Expr:
     """Alive through every layer of a prefill: ``inputs_embeds`` (held by the model's
     forward), the last layer's input (held by the loop; the same tensor when L = 1, hence
     ``min(L - 1, 1)``), ``cos``/``sin``, the int64 ``position_ids``; eager also holds the
-    additive ``(b, 1, s, s)`` causal mask in the model dtype (sdpa passes ``is_causal``)."""
+    additive ``(b, 1, s, s)`` causal mask in the model dtype (sdpa passes ``is_causal``).
+    ``rope_width``: the rotary part of a head (:func:`rope_tables`)."""
     layer_input = sympy.Min(L - 1, 1) * beta * b * s * h
-    base = beta * b * s * h + layer_input + rope_tables() + INT64_BYTES * s
+    base = beta * b * s * h + layer_input + rope_tables(width=rope_width) + INT64_BYTES * s
     return base + (beta * b * s**2 if eager else 0)
 
 
