@@ -17,6 +17,10 @@ Between these, activations fall and gradients grow linearly layer by layer, so t
 of the backward pass is at one of its ends. Inference is a prefill that fills a
 ``DynamicCache``: weights + KV cache + the largest of the last layer's moments or the
 logits. tools/measure/peaks.py measures the same runs; docs/accuracy.md compares.
+
+Data parallelism (``--dp``, ``--zero``, ``--sharding``, ``--offload``: accelerate's DDP, FSDP1
+and DeepSpeed ZeRO) changes what each rank keeps, not what the layers save:
+engine/profiles/transformers_distributed.py (measured: tools/measure/accelerate_peaks.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from engine import terms as shared
 from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile
+from engine.profiles import transformers_distributed as D
 from engine.profiles import transformers_sources as W
 from engine.profiles.transformers_sources import BNB, STATE_COPIES
 from engine.scenario import Scenario
@@ -53,7 +58,7 @@ FLOAT32 = DTYPE_BYTES["float32"]
 # cache, allocator overheads) must keep its default, since nothing of it was measured.
 KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "attention", "logits", "mla_cache",
                    "quant_group_size", "recompute", "optimizer", "precision", "reserve_bytes", "device",
-                   "lora_rank", "lora_targets", "adapter_dtype", "weight_quant"})
+                   "lora_rank", "lora_targets", "adapter_dtype", "weight_quant", "dp", "zero", "offload", "sharding"})
 
 
 def _modelled(group: LayerGroup) -> bool:
@@ -101,6 +106,7 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
     if scenario.mode == "inference" and (scenario.weight_quant or "none") != "none":
         raise InputError(f"--profile transformers: --weight-quant {scenario.weight_quant} is not modelled for "
                          "inference (the profile's prefill is measured on unquantized weights)")
+    D.check(spec, scenario)
     kv = scenario.kv_cache_dtype
     if kv is not None and scenario.kv_dtype_name() != scenario.dtype_name():
         raise InputError(f"--profile transformers: --kv-cache-dtype {kv} is not modelled; DynamicCache keeps "
@@ -148,6 +154,12 @@ def _amp(scenario: Scenario) -> bool:
     return scenario.mode == "training" and scenario.precision == "amp"
 
 
+def _autocast(scenario: Scenario) -> bool:
+    """AMP whose layers compute under autocast from fp32 weights: not under FSDP or ZeRO, whose
+    layers run on 16-bit parameters (engine/profiles/transformers_distributed.py)."""
+    return _amp(scenario) and not D.sharded(scenario)
+
+
 def _linear_count(tensors: list[P.WeightTensor]) -> tuple[sympy.Expr, sympy.Expr]:
     """(every linear layer's parameters, one decoder layer's): what autocast casts to bf16.
 
@@ -178,14 +190,17 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
     tensors = architecture.parameter_tensors(spec)
     inputs = shared.inputs(spec, scenario)
     if mode == "training":
-        inputs["precision"] = "amp" if _amp(scenario) else "pure"
-        inputs["convention"] = W.convention(spec, scenario, facts, _amp(scenario))
+        inputs["precision"] = "zero16" if D.layout(scenario) == "deepspeed" else "amp" if _amp(scenario) else "pure"
+        inputs["convention"] = W.convention(spec, scenario, facts, _autocast(scenario))
+        if D.layout(scenario):
+            inputs["convention"] = D.convention(scenario, facts, inputs["convention"])
     terms["overhead"] = overhead.reserve()
+    sources = {**W.SOURCES, **D.SOURCES, **D.LAYOUT_SOURCES.get(D.layout(scenario) if mode == "training" else None, {})}
     return MemoryModel(
         name=spec.name, mode=mode, terms=terms, facts=facts, phases=phases or {},
-        descriptions={**shared.DESCRIPTIONS, **W.PROFILE_DESCRIPTIONS}, inputs=inputs,
+        descriptions={**shared.DESCRIPTIONS, **W.PROFILE_DESCRIPTIONS, **D.DESCRIPTIONS}, inputs=inputs,
         parameters=P.parameter_count(tensors), active_parameters=P.active_parameter_count(tensors),
-        sources={name: W.SOURCES[name] for name in terms if "/" not in name},
+        sources={name: sources[name] for name in terms if "/" not in name},
     )
 
 
@@ -223,9 +238,12 @@ def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     if spec.tie_word_embeddings and not lora:
         terms["tied_gradient_sum"] = F.tied_embedding_gradient_sum()
     terms["optimizer_temporaries"] = _optimizer_temporaries(trained, scenario)
-    model = _model(spec, scenario, "training", terms, _training_facts(spec, scenario), _phases(terms))
-    if host:
-        model.host_terms, model.sources["host_terms"] = host, W.HOST_SOURCE
+    offloaded = D.state_terms(spec, scenario, terms, trained)  # --dp/--zero: DDP, FSDP or DeepSpeed (accelerate)
+    phases = D.phases(scenario, terms, _phases(terms))
+    model = _model(spec, scenario, "training", terms, _training_facts(spec, scenario), phases)
+    if host or offloaded:
+        model.host_terms = {**host, **offloaded}
+        model.sources["host_terms"] = D.HOST_SOURCE[D.layout(scenario)] if offloaded else W.HOST_SOURCE
     return model
 
 
@@ -244,7 +262,7 @@ def _state_terms(terms: dict[str, sympy.Expr], trained: list[P.WeightTensor], sc
 
 def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -> dict[str, sympy.Expr]:
     """Full training: what the forward saves, the loss's and lm_head's gradients, the recomputed layer."""
-    eager, upcast, amp, qk = scenario.attention == "eager", _upcast(scenario), _amp(scenario), _qk_norm(spec)
+    eager, upcast, amp, qk = scenario.attention == "eager", _upcast(scenario), _autocast(scenario), _qk_norm(spec)
     checkpointing = scenario.recompute == "full"
     sliding = _sliding(spec, scenario)
     if checkpointing:
@@ -336,6 +354,7 @@ def _training_facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, s
                   S.optimizer_bytes: sympy.Rational(O.state_bytes_per_parameter(scenario.optimizer, trained))})
     if scenario.lora_rank is not None:
         facts[S.adapter_bytes] = trained
+    D.update_facts(scenario, facts)
     return facts
 
 
@@ -347,6 +366,6 @@ PROFILE = Profile(
     knobs=KNOBS,
     build=build,
     check=check,
-    refusal_note=("the transformers profile is one device: for accelerate's DeepSpeed ZeRO use --profile deepspeed, "
-                  "for FSDP2 or --tp/--pp/--cp --profile torchtitan, for Megatron-LM --profile megatron"),
+    refusal_note=("the transformers profile models data parallelism through accelerate (--dp, --zero, --sharding, "
+                  "--offload): for --tp/--pp/--cp or FSDP2 use --profile torchtitan, for Megatron-LM --profile megatron"),
 )
