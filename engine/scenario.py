@@ -184,6 +184,9 @@ KNOBS: tuple[Knob, ...] = (
              "--distributed-optimizer", 1,
              "Training: Megatron-LM's --use-distributed-optimizer, fp32 master and moments sharded over --dp "
              "(= --zero 1).")),
+    Knob("sharding", "--sharding", None, "--profile transformers: what accelerate shards --zero with: deepspeed "
+         "(ZeRO 1-3) or fsdp (FSDP1: --zero 3 FULL_SHARD, --zero 2 SHARD_GRAD_OP)  [default: deepspeed]",
+         "training", choices=("deepspeed", "fsdp"), allowed=(None, "deepspeed", "fsdp")),
     Knob("offload", "--offload", "none", "Move optimizer state and/or parameters to host memory.", "training",
          choices=options.OFFLOAD),
     Knob("float8", "--float8", False, "Training: float8 linears (torchao Float8Linear; --profile torchtitan).",
@@ -300,6 +303,7 @@ class Scenario:
     vpp: int | None = None  # model chunks per stage (interleaved 1F1B); None = not interleaved
     zero: int = 0
     offload: str = "none"
+    sharding: str | None = None  # transformers profile: accelerate's DeepSpeed (None: deepspeed) or FSDP plugin
     # parameter-efficient fine-tuning (formulas/peft.py)
     lora_rank: int | None = None
     lora_targets: tuple[str, ...] | None = None  # None: every attention and MLP linear layer

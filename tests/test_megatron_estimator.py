@@ -189,3 +189,28 @@ def test_optimizer_offload_copies_gradients_to_the_host():
     assert ev.terms["gradients"] == 4 * P
     assert ev.host["gradients"] == 4 * P // 8
     assert ev.host["optimizer"] == 8 * P // 8 and ev.terms["optimizer"] == 0
+
+
+# The transformers profile's data-parallel layouts beside the estimator's model states
+# (Llama-3.1-8B, tp = pp = 1, dp = 8): docs/training.md's table. Per parameter: Megatron keeps
+# bf16 weights (2), an fp32 main_grad buffer (4), fp32 master and moments (12, / N_d with the
+# distributed optimizer); DDP under Trainer(bf16=True) an fp32 model (4), fp32 .grad (4), fp32
+# moments (8) and the reducer's bucket copy of the gradients (4); DeepSpeed ZeRO-1 bf16
+# parameters and gradients (2 + 2) and the fp32 master, gradient and moments of its partition (16 / N_d).
+DATA_PARALLEL = [  # (transformers knobs, Megatron's distributed optimizer, bytes per parameter in transformers)
+    (dict(dp=8, precision="amp"), False, Fraction(20)),
+    (dict(dp=8), False, Fraction(10)),
+    (dict(dp=8, zero=1), True, 4 + Fraction(16, 8)),
+]
+
+
+@pytest.mark.parametrize("knobs, distributed, per_parameter", DATA_PARALLEL)
+def test_transformers_data_parallel_model_states_beside_the_estimator(knobs, distributed, per_parameter):
+    P = megatron_parameters(LLAMA_8B, 1, 1)
+    assert P == 8_030_261_248
+    t = api.estimate("llama-3.1-8b", mode="training", profile="transformers", seq_len=4096, **knobs).evaluation.terms
+    states = ("weights", "gradients", "master_weights", "optimizer", "ddp_buckets")
+    ours = sum(t.get(n, 0) for n in states) - t["weights/rotary_buffers"]
+    counters = 0  # AdamW's step counters stay on the host on CUDA
+    assert abs(ours - counters - per_parameter * P) <= 8
+    assert megatron_bytes_per_parameter(distributed, 8) == (Fraction(15, 2) if distributed else 18)

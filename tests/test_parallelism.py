@@ -218,7 +218,8 @@ def test_codegen_and_latex_keep_parallel_degrees_symbolic(run_cli, tmp_path):
     import numpy as np
 
     out = tmp_path / "llama_tp.py"
-    args = ["--model", "llama-3.1-8b", "--mode", "training", "--zero", "3", "--dp", "2", "--tp", "2"]
+    args = ["--model", "llama-3.1-8b", "--mode", "training", "--profile", "megatron", "--zero", "3", "--dp", "2",
+            "--tp", "2"]
     result = run_cli("codegen", *args, "--free", "tp", "--free", "dp", "-o", str(out))
     assert result.exit_code == 0, result.output
     spec = importlib.util.spec_from_file_location("llama_tp", out)
@@ -228,7 +229,8 @@ def test_codegen_and_latex_keep_parallel_degrees_symbolic(run_cli, tmp_path):
     got = module.total_bytes(batch_size=2, seq_len=4096, tensor_parallel=np.array([t for t, _ in degrees]),
                              data_parallel=np.array([d for _, d in degrees]))
     for (tp, dp), value in zip(degrees, got):
-        expected = json.loads(run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", "--zero", "3",
+        expected = json.loads(run_cli("estimate", "--model", "llama-3.1-8b", "--mode", "training", "--profile",
+                                      "megatron", "--zero", "3",
                                       "--batch-size", "2", "--seq-len", "4096", "--tp", str(tp), "--dp", str(dp),
                                       "--json").stdout)["total_bytes"]
         assert abs(value - expected) <= 1e-12 * expected

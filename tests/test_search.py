@@ -36,7 +36,8 @@ def _peak_by_substitution(mode, s, tp, pp, dp, zero):
     """Build once per structure (ZeRO stage, pipelined), substitute the degrees."""
     key = (mode, s, zero, pp > 1)
     if key not in _BUILT:
-        _BUILT[key] = memory_model("gpt2", mode=mode, seq_len=s, batch_size=4, pp=pp, zero=zero, dp=2)[1]
+        _BUILT[key] = memory_model("gpt2", mode=mode, seq_len=s, batch_size=4, pp=pp, zero=zero, dp=2,
+                                   profile="megatron")[1]  # the search's layout profile
     return _BUILT[key].evaluate(tensor_parallel=tp, pipeline_parallel=pp, data_parallel=dp).total_bytes
 
 

@@ -44,7 +44,8 @@ def test_torchtitan_uneven_pp(run_cli):
 
 @pytest.mark.parametrize("args, needle", [
     (["--profile", "megatron", "--float8"], "--profile megatron: --float8 is not modelled"),
-    (["--profile", "transformers", "--dp", "2", "--zero", "2"], "--profile deepspeed"),
+    (["--profile", "transformers", "--tp", "2"], "--profile torchtitan"),
+    (["--profile", "transformers", "--dp", "2", "--zero", "1", "--sharding", "fsdp"], "--zero 1 with --sharding fsdp"),
     (["--recompute", "op"], "--recompute op"),
     (["--profile", "torchtitan", "--float8-all-gather"], "--float8-all-gather"),
     (["--profile", "deepspeed"], "--zero 0"),

@@ -112,7 +112,8 @@ def test_training_defaults_to_transformers_and_layouts_to_megatron():
     spec = load_spec("llama-3.2-3b")
     assert build(spec, Scenario(mode="training")).profile == "transformers"
     assert build(spec, Scenario(mode="training", tp=2)).profile == "megatron"
-    assert build(spec, Scenario(mode="training", dp=8, zero=3)).profile == "megatron"
+    assert build(spec, Scenario(mode="training", dp=8, zero=3)).profile == "transformers"  # accelerate + DeepSpeed
+    assert build(spec, Scenario(mode="training", dp=8, pp=2)).profile == "megatron"
     assert build(spec, Scenario()).profile == "megatron"  # inference keeps its default
 
 
@@ -131,7 +132,7 @@ def test_every_training_output_names_profile_and_convention(run_cli):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (("--profile", "transformers", "--dp", "8", "--zero", "3"), "--profile deepspeed"),
+    (("--profile", "transformers", "--dp", "8", "--zero", "3", "--lora-rank", "8"), "--lora-rank 8 with --zero 3"),
     (("--profile", "transformers", "--tp", "2"), "--profile torchtitan"),
     (("--weight-quant", "int4", "--lora-rank", "8"), "--weight-quant int4"),
     (("--weight-quant", "nf4",), "QLoRA"),

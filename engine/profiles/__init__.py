@@ -35,8 +35,11 @@ REGISTRY: dict[str, str] = {
 ALIASES: dict[str, str] = {"paper": "megatron"}
 DEFAULT = "megatron"  # inference without --profile: the bare tensors; also parallel training layouts
 TRAINING_DEFAULT = "transformers"  # one-device training without --profile: HF transformers + PyTorch
-# knobs that make a training scenario a parallel layout (the transformers profile is one device)
-PARALLEL_KNOBS = ("zero", "offload")  # beside every knob of the "parallelism" group
+# parallel knobs the transformers profile models (DDP, FSDP1, DeepSpeed through accelerate);
+# every other knob of the "parallelism" group keeps a training scenario on megatron
+PARALLEL_KNOBS = ("dp",)
+# training precision conventions only megatron/deepspeed spell (the transformers profile: auto, pure, amp)
+MEGATRON_PRECISIONS = ("zero16", "megatron18", "deepspeed20", "fp8")
 # knob values only some profiles model: (field, value) -> the profiles that read it
 ONLY_IN: dict[tuple[str, object], tuple[str, ...]] = {("precision", "amp"): ("transformers",)}
 
@@ -79,15 +82,19 @@ def canonical(name: str) -> str:
 
 def default_for(scenario: "Scenario") -> str:
     """The profile a model is built with when ``--profile`` is not given: ``transformers`` for
-    training on one device (what most fine-tuning runs), ``megatron`` for inference and for a
-    parallel training layout (``--tp``, ``--pp``, ``--dp``, ``--zero``, ...), which the
-    transformers profile does not model; every output names the profile it used."""
+    training (what most fine-tuning runs; ``--dp``, ``--zero``, ``--offload`` as accelerate's DDP,
+    FSDP or DeepSpeed), ``megatron`` for inference and for a training layout the transformers
+    profile does not model (``--tp``, ``--pp``, ``--cp``, ``--ep``, ``--vpp``,
+    ``--sequence-parallel``, ``--comm-buffer``, Megatron's precision conventions with data
+    parallelism); every output names the profile it used."""
     from engine.scenario import changed_knobs
 
     if scenario.mode != "training":
         return DEFAULT
-    parallel = [k for k in changed_knobs(scenario) if k.group == "parallelism" or k.name in PARALLEL_KNOBS]
-    return DEFAULT if parallel else TRAINING_DEFAULT
+    parallel = [k for k in changed_knobs(scenario) if k.group == "parallelism" and k.name not in PARALLEL_KNOBS]
+    data_parallel = scenario.dp > 1 or scenario.zero or scenario.offload != "none"
+    megatron_precision = data_parallel and scenario.precision in MEGATRON_PRECISIONS
+    return DEFAULT if parallel or megatron_precision else TRAINING_DEFAULT
 
 
 def get(name: str) -> Profile:

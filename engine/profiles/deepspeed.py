@@ -78,7 +78,10 @@ def module_sizes(spec: ModelSpec, scenario: Scenario) -> tuple[sympy.Expr, sympy
     return sympy.Max(*largest, *([experts] if experts != 0 else [])), persistent
 
 
-def _state(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
+def model_states(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
+    """ZeRO's model states on one GPU (16-bit parameters and gradients, fp32 master, moments and
+    gradients, the ipg bucket, stage 3's gathered modules), before offload: also what the
+    transformers profile counts for DeepSpeed through accelerate."""
     stage, offload = scenario.zero, scenario.offload in ("optimizer", "both")
     P = terms.per_gpu_count(terms.first_stage(architecture.parameter_tensors(spec), scenario))
     share = 1 / S.data_parallel if stage == 3 else sympy.Integer(1)
@@ -88,14 +91,14 @@ def _state(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
                   "gradients": sympy.Add(*grads.values()), **grads, "reduce_buckets": F.reduce_buckets(stage)})
     if stage == 3:
         largest, persistent = module_sizes(spec, scenario)
-        gathered = {"zero3_gathered/parameters": F.gathered_parameters(largest, persistent),
+        gathered = {"zero3_gathered/parameters": F.gathered_parameters(largest, persistent, P),
                     "zero3_gathered/gradients": F.gathered_gradients(largest)}
         built.update({"zero3_gathered": sympy.Add(*gathered.values()), **gathered})
     return built
 
 
-def _offload(scenario: Scenario, built: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
-    """Host terms; the offloaded GPU terms become 0."""
+def offload_states(scenario: Scenario, built: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
+    """Host terms of ``--offload`` (ZeRO-Offload, ZeRO-Infinity); the offloaded GPU terms in ``built`` become 0."""
     moved = []
     if scenario.offload in ("optimizer", "both"):
         moved += ["master_weights", "optimizer", "gradients/fp32"]
@@ -117,8 +120,8 @@ def _offload(scenario: Scenario, built: dict[str, sympy.Expr]) -> dict[str, symp
 
 
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
-    built = _state(spec, scenario)
-    host = _offload(scenario, built)
+    built = model_states(spec, scenario)
+    host = offload_states(scenario, built)
     built.update(activation_terms(spec, scenario, []))
     held = ["weights", "master_weights", "optimizer"]
     backward = [*held, *(["gradients", "zero3_gathered"] if scenario.zero == 3 else []), "reduce_buckets",

@@ -17,6 +17,10 @@ Between these, activations fall and gradients grow linearly layer by layer, so t
 of the backward pass is at one of its ends. Inference is a prefill that fills a
 ``DynamicCache``: weights + KV cache + the largest of the last layer's moments or the
 logits. tools/measure/peaks.py measures the same runs; docs/accuracy.md compares.
+
+Data parallelism (``--dp``, ``--zero``, ``--sharding``, ``--offload``: accelerate's DDP, FSDP1
+and DeepSpeed ZeRO) changes what each rank keeps, not what the layers save:
+engine/profiles/transformers_distributed.py (measured: tools/measure/accelerate_peaks.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from engine import terms as shared
 from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile
+from engine.profiles import transformers_distributed as D
+from engine.profiles import transformers_sources as W
+from engine.profiles.transformers_sources import BNB, STATE_COPIES
 from engine.scenario import Scenario
 from engine.spec import LayerGroup, ModelSpec
 from formulas.frameworks import transformers as F
@@ -43,12 +50,7 @@ from formulas.dtypes import DTYPE_BYTES, canonical_dtype
 
 # model_type values whose decoder layer is the Llama layout the profile's formulas read.
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
-MOE_FAMILIES = TM.MOE_FAMILIES  # routed experts through grouped_mm (training only)
-# optimizer -> moments kept per parameter, in the parameters' dtype (torch.optim)
-STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
-# bitsandbytes optimizers (Trainer's optim="adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
-# state per tensor (engine.terms.optimizer_state), updated in place, no step temporaries
-BNB = tuple(O.BNB_OPTIMIZERS)
+MOE_FAMILIES = TM.MOE_FAMILIES  # routed experts through grouped_mm (engine/profiles/transformers_moe.py)
 FLOAT32 = DTYPE_BYTES["float32"]
 
 
@@ -56,7 +58,7 @@ FLOAT32 = DTYPE_BYTES["float32"]
 # cache, allocator overheads) must keep its default, since nothing of it was measured.
 KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "attention", "logits", "mla_cache",
                    "quant_group_size", "recompute", "optimizer", "precision", "reserve_bytes", "device",
-                   "lora_rank", "lora_targets", "adapter_dtype", "weight_quant"})
+                   "lora_rank", "lora_targets", "adapter_dtype", "weight_quant", "dp", "zero", "offload", "sharding"})
 
 
 def _modelled(group: LayerGroup) -> bool:
@@ -89,6 +91,7 @@ def check(spec: ModelSpec, scenario: Scenario) -> None:
     if scenario.mode == "inference" and (scenario.weight_quant or "none") != "none":
         raise InputError(f"--profile transformers: --weight-quant {scenario.weight_quant} is not modelled for "
                          "inference (the profile's prefill is measured on unquantized weights)")
+    D.check(spec, scenario)
     kv = scenario.kv_cache_dtype
     if kv is not None and scenario.kv_dtype_name() != scenario.dtype_name():
         raise InputError(f"--profile transformers: --kv-cache-dtype {kv} is not modelled; DynamicCache keeps "
@@ -136,6 +139,12 @@ def _amp(scenario: Scenario) -> bool:
     return scenario.mode == "training" and scenario.precision == "amp"
 
 
+def _autocast(scenario: Scenario) -> bool:
+    """AMP whose layers compute under autocast from fp32 weights: not under FSDP or ZeRO, whose
+    layers run on 16-bit parameters (engine/profiles/transformers_distributed.py)."""
+    return _amp(scenario) and not D.sharded(scenario)
+
+
 def _linear_count(tensors: list[P.WeightTensor]) -> tuple[sympy.Expr, sympy.Expr]:
     """(every linear layer's weights, one decoder layer's): the bf16 casts autocast keeps saved.
 
@@ -167,51 +176,20 @@ def _model(spec, scenario, mode, terms, facts, phases=None) -> MemoryModel:
     tensors = architecture.parameter_tensors(spec)
     inputs = shared.inputs(spec, scenario)
     if mode == "training":
-        inputs["precision"] = "amp" if _amp(scenario) else "pure"
-        inputs["convention"] = convention(spec, scenario, facts)
+        inputs["precision"] = "zero16" if D.layout(scenario) == "deepspeed" else "amp" if _amp(scenario) else "pure"
+        inputs["convention"] = W.convention(spec, scenario, facts, _autocast(scenario))
+        if D.layout(scenario):
+            inputs["convention"] = D.convention(scenario, facts, inputs["convention"])
     terms["overhead"] = overhead.reserve()
+    sources = {**W.SOURCES, **D.SOURCES, **D.LAYOUT_SOURCES.get(D.layout(scenario) if mode == "training" else None, {})}
     return MemoryModel(
         name=spec.name, mode=mode, terms=terms, facts=facts, phases=phases or {},
-        descriptions={**shared.DESCRIPTIONS, **PROFILE_DESCRIPTIONS, **TM.DESCRIPTIONS}, inputs=inputs,
+        descriptions={**shared.DESCRIPTIONS, **W.PROFILE_DESCRIPTIONS, **TM.DESCRIPTIONS, **D.DESCRIPTIONS},
+        inputs=inputs,
         parameters=P.parameter_count(tensors), active_parameters=P.active_parameter_count(tensors),
-        sources={name: SOURCES[name] for name in terms if "/" not in name},
+        sources={name: sources[name] for name in terms if "/" not in name},
     )
 
-
-def convention(spec: ModelSpec, scenario: Scenario, facts: dict[sympy.Symbol, sympy.Expr]) -> str:
-    """The bytes-per-parameter convention of a training model, in words, from the widths in
-    ``facts`` that its terms use, e.g. ``AMP bf16: fp32 master + fp32 grads + 2 fp32 adamw
-    moments = 16 B/param + a bf16 working copy``."""
-    dtype = _short(DTYPE_BYTES[canonical_dtype(scenario.dtype)], scenario.dtype)
-    weight, grad = facts[S.weight_bytes], facts[S.gradient_bytes]
-    state, name = facts[S.optimizer_bytes], scenario.optimizer
-    if scenario.optimizer in BNB:
-        moments = {"adamw8bit": "2 bitsandbytes 8-bit moments (2 B + fp32 absmax per 256)",
-                   "paged-adamw8bit": "2 bitsandbytes 8-bit moments, paged (unified memory, not counted)",
-                   "paged-adamw": "2 fp32 moments, paged (unified memory, not counted)"}[name]
-    else:
-        moments = f"{STATE_COPIES[name]} {_short(grad, scenario.dtype)} {name} moments"
-    paged = name in O.PAGED_OPTIMIZERS
-    if scenario.lora_rank is not None:
-        adapter = facts[S.adapter_bytes]
-        total = "" if paged else f" = {float(adapter + grad + state):g} B per adapter parameter"
-        quant = shared.weight_format(spec, scenario).name
-        base = f"{quant} 4-bit (bitsandbytes Linear4bit)" if quant == "nf4" else f"{_short(weight, dtype)}"
-        return (f"PEFT LoRA on a frozen {base} base ({_short(weight, dtype)} embeddings and norms): "
-                f"{_short(adapter, dtype)} adapters + {_short(grad, dtype)} grads + {moments}{total}")
-    total = "" if paged else f" = {float(weight + grad + state):g} B/param"
-    if _amp(scenario):
-        return (f"AMP {dtype}: fp32 master (the weights) + {_short(grad, dtype)} grads + {moments}{total} "
-                f"+ a {dtype} working copy of the linear weights (autocast)")
-    return (f"pure {dtype} (model.to(dtype)): {_short(weight, dtype)} weights + {_short(grad, dtype)} grads + "
-            f"{moments}{total}")
-
-
-def _short(width, dtype: str) -> str:
-    """fp32 for 4 bytes, else the 16-bit dtype's short name (bf16, fp16)."""
-    if int(width) == FLOAT32:
-        return "fp32"
-    return {"bfloat16": "bf16", "float16": "fp16"}.get(canonical_dtype(dtype), canonical_dtype(dtype))
 
 
 def build_inference(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -250,9 +228,12 @@ def build_training(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     if spec.tie_word_embeddings and not lora:
         terms["tied_gradient_sum"] = F.tied_embedding_gradient_sum()
     terms["optimizer_temporaries"] = _optimizer_temporaries(trained, scenario)
-    model = _model(spec, scenario, "training", terms, _training_facts(spec, scenario), _phases(terms))
-    if host:
-        model.host_terms, model.sources["host_terms"] = host, HOST_SOURCE
+    offloaded = D.state_terms(spec, scenario, terms, trained)  # --dp/--zero: DDP, FSDP or DeepSpeed (accelerate)
+    phases = D.phases(scenario, terms, _phases(terms))
+    model = _model(spec, scenario, "training", terms, _training_facts(spec, scenario), phases)
+    if host or offloaded:
+        model.host_terms = {**host, **offloaded}
+        model.sources["host_terms"] = D.HOST_SOURCE[D.layout(scenario)] if offloaded else W.HOST_SOURCE
     return model
 
 
@@ -271,7 +252,7 @@ def _state_terms(terms: dict[str, sympy.Expr], trained: list[P.WeightTensor], sc
 
 def _saved(spec: ModelSpec, scenario: Scenario, tensors: list[P.WeightTensor]) -> dict[str, sympy.Expr]:
     """Full training: what the forward saves, the loss's and lm_head's gradients, the recomputed layer."""
-    eager, upcast, amp, qk = scenario.attention == "eager", _upcast(scenario), _amp(scenario), _qk_norm(spec)
+    eager, upcast, amp, qk = scenario.attention == "eager", _upcast(scenario), _autocast(scenario), _qk_norm(spec)
     checkpointing = scenario.recompute == "full"
     sliding = _sliding(spec, scenario)
     if checkpointing:
@@ -366,66 +347,10 @@ def _training_facts(spec: ModelSpec, scenario: Scenario) -> dict[sympy.Symbol, s
                   S.optimizer_bytes: sympy.Rational(O.state_bytes_per_parameter(scenario.optimizer, trained))})
     if scenario.lora_rank is not None:
         facts[S.adapter_bytes] = trained
+    D.update_facts(scenario, facts)
     return facts
 
 
-HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314, sec. 3; bitsandbytes/functional.py "
-               "get_paged (cudaMallocManaged, outside torch's caching allocator)")
-
-PROFILE_DESCRIPTIONS: dict[str, str] = {
-    "optimizer_paged": "bitsandbytes paged state (CUDA unified memory, outside max_memory_allocated)",
-    "input_ids": "the batch of int64 token ids on the device",
-    "weights/rotary_buffers": "rotary inv_freq and original_inv_freq (non-persistent buffers)",
-    "weights/quant_codes": "bitsandbytes NF4: per-matrix fp32 codes and offset (quant_state)",
-    "activations/layers": "what every decoder layer saves for backward (its input only with checkpointing)",
-    "activations/head": "final RMSNorm and lm_head input",
-    "activations/rope": "cos and sin tables shared by every layer",
-    "activations/loss": "fp32 log-softmax of the logits and the shifted labels",
-    "loss_gradients": "start of backward: NLL and log-softmax gradients (fp32, b s V each)",
-    "head_gradients": "lm_head backward: logits gradient, hidden gradient, V x h weight gradient",
-    "recompute": "checkpointing: the last layer recomputed, its gradients in and out, lm_head gradient",
-    "tied_gradient_sum": "tied embeddings: dense embedding gradient and its sum with lm_head's",
-    "optimizer_temporaries": "AdamW step temporaries (2 x largest tensor single-tensor; P foreach)",
-    "activations/norm": "prefill: post-attention RMSNorm's fp32 copies",
-    "activations/q_norm": "prefill: q projection and its RMSNorm's fp32 copies",
-    "activations/k_norm": "prefill: k projection and its RMSNorm's fp32 copies",
-    "activations/rope_q": "prefill: rotary embedding of q",
-    "activations/rope_k": "prefill: rotary embedding of k",
-    "activations/attention": "prefill: attention of the last layer",
-    "activations/mlp": "prefill: gated MLP of the last layer",
-}
-
-
-_MODELING = "transformers 5.24 models/llama/modeling_llama.py and models/qwen3/modeling_qwen3.py"
-SOURCES: dict[str, str] = {
-    "weights": shared.SOURCES["weights"] + "; plus rotary inv_freq buffers (" + _MODELING
-               + ", LlamaRotaryEmbedding.__init__)",
-    "adapters": "peft 0.21 tuners/lora/layer.py LoraLayer.update_layer (lora_A r x in, lora_B out x r), kept in "
-                "float32 by get_peft_model(autocast_adapter_dtype=True) (tuners/tuners_utils.py "
-                "BaseTuner._cast_adapter_dtype); " + shared.SOURCES["adapters"],
-    "input_ids": "int64 token ids on the device: transformers 5.24 trainer.py Trainer._prepare_inputs, "
-                 "generation/utils.py GenerationMixin.generate",
-    "kv_cache": "transformers 5.24 cache_utils.py DynamicCache.update: key and value states per layer "
-                "in the model dtype",
-    "activations": "tensors autograd saves, read off " + _MODELING + " DecoderLayer.forward, and "
-                   "loss/loss_utils.py ForCausalLMLoss (fp32 logits.float(), log_softmax)",
-    "gradients": "torch 2.13 autograd AccumulateGrad (torch/csrc/autograd/functions/accumulate_grad.h): one "
-                 ".grad per trained parameter, in the parameter's dtype",
-    "optimizer": "torch 2.13 torch/optim/adamw.py AdamW._init_group: exp_avg and exp_avg_sq in the "
-                 "parameter's dtype, one step counter per parameter (fp32); bitsandbytes 0.50 "
-                 "optim/optimizer.py Optimizer8bit.init_state (measured: tests/fixtures/bnb_state_cpu.json)",
-    "loss_gradients": "torch 2.13 backward of nll_loss and log_softmax (fp32, b s x V each), "
-                      "transformers loss/loss_utils.py ForCausalLMLoss",
-    "head_gradients": "torch 2.13 backward of lm_head (torch/nn/modules/linear.py Linear.forward, addmm's "
-                      "derivative in tools/autograd/derivatives.yaml): logits, hidden and weight gradients",
-    "recompute": "torch 2.13 torch/utils/checkpoint.py (use_reentrant=False), as transformers "
-                 "gradient_checkpointing_enable sets it: the last layer recomputed in backward",
-    "tied_gradient_sum": "torch 2.13 autograd accumulation of the tied embedding's two gradients "
-                         "(out of place, torch/csrc/autograd/input_buffer.cpp)",
-    "optimizer_temporaries": "torch 2.13 torch/optim/adam.py _single_tensor_adam (CPU) and "
-                             "_multi_tensor_adam (foreach, CUDA) step temporaries",
-    "overhead": shared.SOURCES["overhead"],
-}
 
 PROFILE = Profile(
     name="transformers",
@@ -434,6 +359,6 @@ PROFILE = Profile(
     knobs=KNOBS,
     build=build,
     check=check,
-    refusal_note=("the transformers profile is one device: for accelerate's DeepSpeed ZeRO use --profile deepspeed, "
-                  "for FSDP2 or --tp/--pp/--cp --profile torchtitan, for Megatron-LM --profile megatron"),
+    refusal_note=("the transformers profile models data parallelism through accelerate (--dp, --zero, --sharding, "
+                  "--offload): for --tp/--pp/--cp or FSDP2 use --profile torchtitan, for Megatron-LM --profile megatron"),
 )

@@ -89,12 +89,16 @@ def reduce_buckets(stage: int) -> sympy.Expr:
     return gradient_bytes * REDUCE_BUCKET_SIZE * IPG_BUFFERS[stage]
 
 
-def gathered_parameters(largest_module: sympy.Expr, persistent: sympy.Expr) -> sympy.Expr:
+def gathered_parameters(largest_module: sympy.Expr, persistent: sympy.Expr,
+                        parameters: sympy.Expr | None = None) -> sympy.Expr:
     """Stage 3's full parameters alive at once: the module running (the largest one bounds
     it), what the prefetcher fetched ahead (``prefetch_bucket_size`` elements, within
-    ``max_live_parameters``), and the tensors below ``param_persistence_threshold`` that stay
-    gathered on every rank (``persistent``, elements)."""
+    ``max_live_parameters``, and no more than the ``parameters`` it gathers on demand: a
+    model smaller than the bucket), and the tensors below ``param_persistence_threshold``
+    that stay gathered on every rank (``persistent``, elements)."""
     ahead = sympy.Min(PREFETCH_BUCKET_SIZE, sympy.Max(0, MAX_LIVE_PARAMETERS - largest_module))
+    if parameters is not None:
+        ahead = sympy.Min(ahead, sympy.Max(0, parameters - persistent - largest_module))
     return weight_bytes * (largest_module + ahead + persistent)
 
 
