@@ -93,9 +93,22 @@ def _check_mechanisms(spec: ModelSpec, scenario: Scenario) -> None:
     if (scenario.dp > 1) != (scenario.zero == 3):
         raise InputError(f"--profile torchtune: --dp {scenario.dp} --zero {scenario.zero} is not a recipe; the "
                          "distributed recipes shard with FSDP2 (--dp N --zero 3), single device is --dp 1")
+    if scenario.torchtune_release == F.RELEASE_SLICED_LOGITS:
+        _check_release(scenario)
     if scenario.lora_targets and peft.OUTPUT_HEAD in scenario.lora_targets and spec.tie_word_embeddings:
         raise InputError(f"--lora-targets lm_head: {spec.name} ties its output projection to the embedding "
                          "(torchtune's builders raise for apply_lora_to_output with tied embeddings)")
+
+
+def _check_release(scenario: Scenario) -> None:
+    """torchtune <= 0.2.1 had no chunked loss (v0.3.0, #1390) nor activation offloading (v0.4.0);
+    its ``compile`` wrapped the whole model (utils.wrap_compile), which is not modelled."""
+    later = [knob for knob, on in (("--loss-chunks", scenario.loss_chunks is not None),
+                                   ("--activation-offload", scenario.activation_offload),
+                                   ("--compile", scenario.torch_compile)) if on]
+    if later:
+        raise InputError(f"--torchtune-release 0.2: {later[0]} is not modelled for torchtune <= 0.2.1 (chunked "
+                         "cross-entropy came in 0.3.0, activation offloading in 0.4.0, per-layer compile later)")
 
 
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -106,7 +119,7 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     built = shared.weight_terms(spec, scenario, par.zero_partition(scenario.zero, "weights"))
     if lora:
         built["adapters"] = shared.per_gpu_count(trained) * S.adapter_bytes * _shard(scenario)
-    built["input_ids"] = F.input_ids()
+    built["input_ids"] = F.sliced_input_ids() if _sliced(scenario) else F.input_ids()
     state, host = _optimizer_terms(spec, trained, scenario)
     built.update(state)
     built.update(_activation_terms(spec, scenario, targets))
@@ -213,18 +226,24 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
         layers = S.num_hidden_layers * F.checkpointed_layer_saved()
     else:
         layers = S.num_hidden_layers * F.layer_saved(compiled)
+    sliced = _sliced(scenario)
     parts = {"activations/layers": layers, "activations/head": F.head_saved(offloaded),
-             "activations/loss": F.loss_saved(chunks, compiled)}
+             "activations/loss": F.sliced_loss_saved() if sliced else F.loss_saved(chunks, compiled)}
     if lora_targets and not checkpointing:
         parts["activations/lora"] = peft.lora_activations(lora_targets)
     built = {"activations": sympy.Add(*parts.values()), **parts}
-    built["loss_forward"] = F.loss_forward(chunks, compiled)
-    built["loss_gradients"] = F.loss_gradients(chunks, compiled)
+    built["loss_forward"] = F.sliced_loss_forward() if sliced else F.loss_forward(chunks, compiled)
+    built["loss_gradients"] = F.sliced_loss_gradients() if sliced else F.loss_gradients(chunks, compiled)
     if chunks is not None and chunks >= 2 and scenario.lora_rank is None:
         built["head_backward"] = F.chunked_head_backward(chunks)
     if checkpointing:
         built["recompute"] = F.layer_saved(compiled) + F.recompute_backward()
     return built
+
+
+def _sliced(scenario: Scenario) -> bool:
+    """``--torchtune-release 0.2``: the loop keeps the sliced fp32 logits (F.sliced_logits)."""
+    return scenario.torchtune_release == F.RELEASE_SLICED_LOGITS
 
 
 def _host_activations(scenario: Scenario) -> dict[str, sympy.Expr]:
@@ -343,6 +362,8 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 _RECIPE = "torchtune recipes/full_finetune_single_device.py FullFinetuneRecipeSingleDevice"
+_SLICED = ("torchtune <= 0.2.1 (30c75d4) recipes' train: logits[..., :-1, :].contiguous() kept through backward "
+           "(del logits came in v0.3.0, 8a98fbaa3 #1235); aten/src/ATen/native/cuda/SoftMax.cu host_softmax")
 SOURCES: dict[str, str] = {
     "weights": shared.SOURCES["weights"] + "; torchtune loads them in cfg.dtype (training/precision.py get_dtype)",
     "adapters": "torchtune modules/peft/lora.py LoRALinear.__init__ (lora_a r x in, lora_b out x r); "
@@ -359,10 +380,11 @@ SOURCES: dict[str, str] = {
                    "modules/attention.py MultiHeadAttention.forward, modules/loss/ce_chunked_output_loss.py; "
                    "compiled: torch/_functorch/partitioners.py min_cut_rematerialization_partition",
     "loss_forward": "torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss.forward, "
-                    "modules/transformer.py TransformerDecoder.forward (output(h).float()) and chunked_output",
+                    "modules/transformer.py TransformerDecoder.forward (output(h).float()) and chunked_output; "
+                    "--torchtune-release 0.2: " + _SLICED,
     "loss_gradients": "torch nll_loss / log_softmax backward (fp32); compiled: torch/_decomp/decompositions.py "
                       "_nll_loss_backward lowered pointwise (torch/_inductor/config.py "
-                      "optimize_scatter_upon_const_tensor)",
+                      "optimize_scatter_upon_const_tensor); --torchtune-release 0.2: " + _SLICED,
     "recompute": "torch/utils/checkpoint.py (non-reentrant), torchtune training/_activation_checkpointing.py "
                  "set_activation_checkpointing",
     "head_backward": "torchtune modules/transformer.py TransformerDecoder.chunked_output (one output matmul per "
@@ -387,7 +409,7 @@ HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314
 KNOBS = frozenset({
     "batch_size", "seq_len", "dtype", "weight_quant", "recompute", "optimizer", "precision", "reserve_bytes",
     "dp", "zero", "offload", "lora_rank", "lora_targets", "adapter_dtype", "torch_compile", "loss_chunks",
-    "optimizer_in_backward", "activation_offload", "optimizer_impl",
+    "optimizer_in_backward", "activation_offload", "optimizer_impl", "torchtune_release",
 })
 
 PROFILE = Profile(

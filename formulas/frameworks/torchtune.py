@@ -197,6 +197,49 @@ def chunked_head_backward_tensors(chunks: int) -> tuple[tuple[sympy.Expr, sympy.
     return ((3, beta * V * h), (chunks - 2, beta * b * s * V / chunks), (2, beta * b * s * h / chunks))
 
 
+# --- torchtune <= 0.2.1: the loop kept the sliced fp32 logits ---------------------------------
+
+# The release whose recipes' loop is modelled by the ``sliced_*`` functions below: every
+# recipe's ``train`` up to v0.2.1 (2024-07-25; pytorch/torchtune 30c75d4, May 2024) sliced the
+# fp32 logits and kept them through backward; #1235 (8a98fbaa3, 2024-07-28, in v0.3.0) added
+# ``del logits`` and #1390 (4fba6cd44, in v0.3.0) shifted the labels instead.
+RELEASE_SLICED_LOGITS = "0.2"
+
+
+def sliced_logits() -> sympy.Expr:
+    """One fp32 tensor over the sliced logits, ``4 b (s - 1) V``: torchtune <= 0.2.1's loop
+    (recipes/full_finetune_single_device.py ``train`` at 30c75d4) runs
+    ``logits = logits[..., :-1, :].contiguous()`` on the model's fp32 ``output(h).float()``,
+    then ``logits.transpose(1, 2)`` and ``nn.CrossEntropyLoss`` over ``(b, V, s - 1)``."""
+    return FLOAT32_BYTES * b * (s - 1) * V
+
+
+def sliced_loss_saved() -> sympy.Expr:
+    """What the loss saves: ``log_softmax``'s fp32 output (one :func:`sliced_logits`)."""
+    return sliced_logits()
+
+
+def sliced_loss_forward() -> sympy.Expr:
+    """The loss's bytes at the end of ``log_softmax``'s forward, ``3 x 4 b (s - 1) V``: the
+    sliced logits (the loop's ``logits`` still names them), the contiguous copy ``log_softmax``
+    makes of its transposed input (aten/src/ATen/native/cuda/SoftMax.cu ``host_softmax``:
+    ``input_.contiguous()``; SoftMax.cpp on CPU) and its output. (The moment before, the full
+    fp32 logits and their sliced copy, ``4 b s V + 4 b (s - 1) V``, is smaller.)"""
+    return 3 * sliced_logits()
+
+
+def sliced_loss_gradients() -> sympy.Expr:
+    """Start of backward, beside :func:`sliced_loss_saved`: the sliced logits the loop still
+    holds (no ``del logits`` before ``loss.backward()``), ``nll_loss2d``'s gradient
+    (``zeros_like``) and ``log_softmax``'s, ``3 x 4 b (s - 1) V``."""
+    return 3 * sliced_logits()
+
+
+def sliced_input_ids() -> sympy.Expr:
+    """int64 tokens and labels, and ``labels[..., 1:].contiguous()``: ``8 (2 b s + b (s - 1))``."""
+    return INT64_BYTES * (2 * b * s + b * (s - 1))
+
+
 # --- optimizer --------------------------------------------------------------------------
 
 def foreach_temporaries(numel: sympy.Expr, weight_width: sympy.Expr) -> sympy.Expr:

@@ -10,7 +10,10 @@ labels by ``torch.hstack``, ``CEWithChunkedOutputLoss`` op for op, ``del logits`
 torchtune/training/memory.py register_optim_in_bwd_hooks does it (one AdamW per parameter,
 stepped and zeroed in its post-accumulate-grad hook). AdamW runs ``foreach=True``, the CUDA
 default the profile models. Measured with MemTracker on the second step (optimizer state
-exists), as tools/measure/peaks.py does.
+exists), as tools/measure/peaks.py does. Points with ``release`` "0.2" run torchtune <= 0.2.1's
+loop instead (recipes/full_finetune_single_device.py ``train`` at 30c75d4): the fp32 logits
+sliced with ``logits[..., :-1, :].contiguous()``, transposed, ``nn.CrossEntropyLoss`` over
+``(b, V, s - 1)``, and ``logits`` still alive through ``backward`` (no ``del``).
 
 Usage: ``python tools/measure/torchtune_peaks.py [--stdout]`` -> tests/fixtures/torchtune_peaks_cpu.json
 """
@@ -97,6 +100,8 @@ def measure(point: dict) -> dict:
         opt = torch.optim.AdamW(model.parameters(), foreach=True)
 
     def step():
+        if point.get("release") == "0.2":
+            return step_sliced()
         logits = model(tokens)
         labels = torch.hstack((labels_in[..., 1:], ignore[:b]))
         if chunks:
@@ -104,6 +109,18 @@ def measure(point: dict) -> dict:
         else:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
         del logits
+        loss.backward()
+        del loss
+        if opt is not None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    def step_sliced():
+        logits = model(tokens)
+        logits = logits[..., :-1, :].contiguous()
+        labels = labels_in[..., 1:].contiguous()
+        logits = logits.transpose(1, 2)
+        loss = nn.CrossEntropyLoss()(logits, labels)
         loss.backward()
         del loss
         if opt is not None:
@@ -126,6 +143,8 @@ def main() -> int:
     args = parser.parse_args()
     points = [dict(batch_size=b, seq_len=s, loss_chunks=c, optimizer_in_backward=o)
               for (b, s), c, o in itertools.product([(2, 64), (1, 256)], [None, 8], [False, True])]
+    points += [dict(batch_size=b, seq_len=s, loss_chunks=None, optimizer_in_backward=o, release="0.2")
+               for (b, s), o in itertools.product([(2, 64), (1, 256)], [False, True])]
     rows = [measure(p) for p in points]
     doc = {"about": "peak bytes (MemTracker, second step) of a torchtune-style bf16 training step on CPU; "
                     "model: CONFIG, a torchtune-shaped decoder (tools/measure/torchtune_peaks.py)",
