@@ -309,6 +309,28 @@ def test_release_0_2_keeps_the_sliced_fp32_logits():
     assert now["activations/loss"] + now["loss_gradients"] == 12 * 512 * 128_256
 
 
+def test_activation_offloading_keeps_the_final_norm_not_a_layer_input():
+    """OffloadActivations keeps the tensors of the last five pack calls on the GPU until backward
+    starts (``fwd_stash``). The measured order of saves (torchtune_peaks.py pack_order): the last
+    layer's input, then the final norm's five saves and its scale: the window holds the norm's
+    saved tensors, which F.head_saved counts, and no layer input (activations/layers is 0)."""
+    calls = json.loads(CPU_PEAKS.read_text())["pack_order"]["calls"]
+    window = calls[-F.OFFLOAD_FORWARD_STASH:]
+    assert not any(c["layer_input"] for c in window)
+    stashed = {c["storage"]: c["bytes"] for c in window if not c["parameter"]}
+    b, s, h = 2, 64, 128  # fp32 x (4 b s h) + fp32 rsqrt (4 b s) + bf16 x_normed (2 b s h)
+    assert sum(stashed.values()) == 4 * b * s * h + 4 * b * s + 2 * b * s * h
+    values = {S.batch_size: b, S.seq_len: s, S.hidden_size: h, S.activation_bytes: 2}
+    assert (F.head_saved() - 2 * b * s * h).subs(values) == sum(stashed.values())
+    offloaded = _tt(recompute="full", activation_offload=True).evaluate()
+    assert offloaded.terms["activations/layers"] == 0
+    # the recomputed layer's input and the previous one, brought back: 2 * 2 * 512 * 4096 bytes
+    plain = _tt(recompute="full").evaluate()
+    assert offloaded.terms["recompute"] - plain.terms["recompute"] == 2 * 2 * 512 * 4096
+    # host: 32 layer inputs + the norm's copies (x.float() and rsqrt twice, x_normed once)
+    assert offloaded.host["activations_offloaded"] == 512 * (32 * 2 * 4096 + 2 * 4 * 4096 + 2 * 4 + 2 * 4096)
+
+
 def test_bitsandbytes_state_matches_the_library():
     """tools/measure/bnb_state.py: the real AdamW8bit's state bytes per tensor (bitsandbytes
     0.50.2 on CPU), including the fp32 fallback under 4096 elements and partial blocks."""

@@ -165,9 +165,10 @@ def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
     if scenario.recompute != "full":
         listed["activations/layers"] = tuple(saved)
     else:
-        stashed = built["activations/layers"] / layer_input  # L inputs, or the offload stash's min(5, L)
-        listed["activations/layers"] = ((stashed, layer_input),)
-        listed["recompute"] = (*F.layer_saved_tensors(scenario.torch_compile), (2, layer_input))
+        stashed = built["activations/layers"] / layer_input  # L inputs, or none when offloaded
+        listed["activations/layers"] = ((stashed, layer_input),) if stashed != 0 else ()
+        brought_back = F.OFFLOAD_BACKWARD_INPUTS if scenario.activation_offload else 0
+        listed["recompute"] = (*F.layer_saved_tensors(scenario.torch_compile), (2 + brought_back, layer_input))
     chunks = scenario.loss_chunks
     if chunks is not None:
         for name in ("activations/loss", "loss_forward"):
@@ -221,13 +222,13 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
     checkpointing, compiled, chunks = scenario.recompute == "full", scenario.torch_compile, scenario.loss_chunks
     offloaded = checkpointing and scenario.activation_offload
     if offloaded:
-        layers = F.offload_stash()
+        layers = sympy.Integer(0)  # every layer input in pinned CPU memory (F.offload_recompute_inputs)
     elif checkpointing:
         layers = S.num_hidden_layers * F.checkpointed_layer_saved()
     else:
         layers = S.num_hidden_layers * F.layer_saved(compiled)
     sliced = _sliced(scenario)
-    parts = {"activations/layers": layers, "activations/head": F.head_saved(offloaded),
+    parts = {"activations/layers": layers, "activations/head": F.head_saved(),
              "activations/loss": F.sliced_loss_saved() if sliced else F.loss_saved(chunks, compiled)}
     if lora_targets and not checkpointing:
         parts["activations/lora"] = peft.lora_activations(lora_targets)
@@ -237,7 +238,8 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
     if chunks is not None and chunks >= 2 and scenario.lora_rank is None:
         built["head_backward"] = F.chunked_head_backward(chunks)
     if checkpointing:
-        built["recompute"] = F.layer_saved(compiled) + F.recompute_backward()
+        built["recompute"] = F.layer_saved(compiled) + F.recompute_backward() + (
+            F.offload_recompute_inputs() if offloaded else 0)
     return built
 
 
@@ -250,8 +252,7 @@ def _host_activations(scenario: Scenario) -> dict[str, sympy.Expr]:
     """Offloaded layer inputs and the final norm's tensors, in pinned CPU memory."""
     if not (scenario.activation_offload and scenario.recompute == "full"):
         return {}
-    return {"activations_offloaded": S.num_hidden_layers * F.checkpointed_layer_saved()
-            + F.head_saved(False) - F.head_saved(True)}
+    return {"activations_offloaded": F.offloaded_host_bytes()}
 
 
 def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor]) -> dict[str, sympy.Expr]:

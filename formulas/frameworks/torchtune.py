@@ -40,11 +40,14 @@ beta = activation_bytes
 # CEWithChunkedOutputLoss.__init__(num_output_chunks=8): the recipes' default chunk count.
 DEFAULT_LOSS_CHUNKS = 8
 # torchtune/training/_activation_offloading.py OffloadActivations.__init__: with streams the
-# forward keeps the last ``max_fwd_stash_size`` offloaded tensors on the GPU until their
-# copy is waited on (they are dropped when backward starts); tensors under
-# ``min_offload_size`` bytes stay on the GPU.
+# forward keeps the tensors of the last ``max_fwd_stash_size`` pack calls on the GPU until the
+# first backward node that unpacks one has run (pack_tensor's ``fwd_stash``); tensors under
+# ``min_offload_size`` bytes are not offloaded.
 OFFLOAD_FORWARD_STASH = 5
 OFFLOAD_MIN_BYTES = 1024
+# unpack_tensor_with_streams: a tensor brought back stays in ``bwd_tensor_stash`` until the
+# hook of the next node that unpacks: the layer being recomputed and the one before it.
+OFFLOAD_BACKWARD_INPUTS = 2
 
 
 # --- what one decoder layer saves for backward --------------------------------------------
@@ -96,11 +99,23 @@ def checkpointed_layer_saved() -> sympy.Expr:
     return beta * b * s * h
 
 
-def offload_stash() -> sympy.Expr:
-    """``enable_activation_offloading`` (it requires checkpointing): every layer input goes
-    to CPU; with streams the last ``min(5, L)`` stay on the GPU at the start of backward
-    (OffloadActivations.pack_tensor's ``fwd_stash``)."""
-    return sympy.Min(OFFLOAD_FORWARD_STASH, L) * checkpointed_layer_saved()
+def offload_recompute_inputs() -> sympy.Expr:
+    """``enable_activation_offloading`` (it requires checkpointing): every layer input goes to
+    pinned CPU memory, none stays on the GPU at the start of backward (the final norm's five
+    saved-tensor packs come after the last layer's input and push it out of the
+    ``min(5, .)``-pack ``fwd_stash``: see :func:`head_saved`). In backward a checkpointed
+    layer's recompute unpacks its input, brought back to the GPU and held in
+    ``bwd_tensor_stash`` beside the previous layer's until the next unpacking node's hook:
+    ``2 beta b s h`` beside :func:`recompute_backward`."""
+    return OFFLOAD_BACKWARD_INPUTS * checkpointed_layer_saved()
+
+
+def offloaded_host_bytes() -> sympy.Expr:
+    """The pinned CPU copies: one per pack call (pack_tensor copies every saved tensor, even
+    one saved twice): ``L`` layer inputs and the final norm's ``x.float()`` (saved by ``pow``
+    and by ``*``), ``rsqrt`` (saved by itself and by ``*``) and ``x_normed``."""
+    bs = b * s
+    return L * checkpointed_layer_saved() + 2 * FLOAT32_BYTES * bs * h + 2 * FLOAT32_BYTES * bs + beta * bs * h
 
 
 def recompute_backward() -> sympy.Expr:
@@ -111,12 +126,13 @@ def recompute_backward() -> sympy.Expr:
 
 # --- the output projection and the loss ---------------------------------------------------
 
-def head_saved(offloaded: bool) -> sympy.Expr:
-    """The final RMSNorm and the output projection's saved input. Offloading moves the norm's
-    tensors to CPU too; the output projection is kept on the GPU (get_act_offloading_ctx_manager
-    wraps ``model.output`` in NoOpManager)."""
-    norm = 0 if offloaded else rms_norm_saved(b * s, h)
-    return norm + beta * b * s * h
+def head_saved() -> sympy.Expr:
+    """The final RMSNorm's saved tensors and the output projection's saved input. With
+    activation offloading both stay on the GPU until backward reaches them: the output
+    projection runs under NoOpManager (get_act_offloading_ctx_manager), and the norm's
+    tensors are the last pack calls, kept in OffloadActivations' ``fwd_stash`` (measured
+    order of saves: tools/measure/torchtune_peaks.py ``pack_order``)."""
+    return rms_norm_saved(b * s, h) + beta * b * s * h
 
 
 def input_ids() -> sympy.Expr:

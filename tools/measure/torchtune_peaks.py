@@ -137,6 +137,32 @@ def measure(point: dict) -> dict:
     return {**point, "peak_bytes": int(snapshot["Total"]), "buffer_bytes": buffers}
 
 
+def pack_order(b: int = 2, s: int = 64) -> list[dict]:
+    """The saved-tensor pack calls of the last checkpointed layer and the final norm, in order,
+    as OffloadActivations.pack_tensor sees them (each call gets the next tensor id): which
+    tensors its ``fwd_stash`` of the last five calls holds when backward starts. (The rope
+    cache is a checkpoint argument here, a module buffer in torchtune; it comes first.)"""
+    torch.manual_seed(0)
+    model = Decoder(CONFIG).to(torch.bfloat16)
+    layer, norm = model.layers[-1], model.norm
+    x = torch.randn(b, s, CONFIG["hidden_size"], dtype=torch.bfloat16, requires_grad=True)
+    calls = []
+
+    def pack(t):
+        calls.append(dict(bytes=t.untyped_storage().nbytes(), storage=t.untyped_storage().data_ptr(),
+                          parameter=isinstance(t, nn.Parameter), layer_input=t is x))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        torch.utils.checkpoint.checkpoint(layer, x, model.cache[:s].float(), use_reentrant=False)
+        y = norm(x.detach().requires_grad_())
+    names: dict[int, int] = {}  # a storage's first call names it: a tensor saved twice shares it
+    for i, c in enumerate(calls):
+        c["storage"] = names.setdefault(c["storage"], i)
+    del y
+    return calls
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stdout", action="store_true")
@@ -148,7 +174,8 @@ def main() -> int:
     rows = [measure(p) for p in points]
     doc = {"about": "peak bytes (MemTracker, second step) of a torchtune-style bf16 training step on CPU; "
                     "model: CONFIG, a torchtune-shaped decoder (tools/measure/torchtune_peaks.py)",
-           "torch": torch.__version__, "config": CONFIG, "rows": rows}
+           "torch": torch.__version__, "config": CONFIG, "rows": rows,
+           "pack_order": {"b": 2, "s": 64, "calls": pack_order()}}
     text = json.dumps(doc, indent=1)
     if args.stdout:
         print(text)
