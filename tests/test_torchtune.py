@@ -331,6 +331,25 @@ def test_activation_offloading_keeps_the_final_norm_not_a_layer_input():
     assert offloaded.host["activations_offloaded"] == 512 * (32 * 2 * 4096 + 2 * 4 * 4096 + 2 * 4 + 2 * 4096)
 
 
+def test_qlora_base_is_torchaos_nf4_layout():
+    """torchao's NF4Tensor (tools/measure/nf4_bytes.py, torchao 0.7.0): codes, int8 scalers
+    per 64, a bf16 factor per 256 scalers, bf16 scaler_mean and 16-value table, to the byte."""
+    from fractions import Fraction
+
+    from formulas import weights as W
+    from formulas.parameters import WeightTensor
+
+    doc = json.loads((ROOT / "tests" / "fixtures" / "torchao_nf4_cpu.json").read_text())
+    facts = {S.quantized_weight_bytes: sympy.Rational(1, 2), S.quant_scale_bytes: 1, S.quant_group_size: 64}
+    for row in doc["rows"]:
+        tensor = WeightTensor("w", sympy.Integer(row["rows"]), sympy.Integer(row["cols"]), sympy.Integer(1), True)
+        assert W.stored_linear_bytes(tensor, F.torchao_nf4(Fraction(2))).subs(facts) == row["bytes"], row
+    # hand-worked 3072 x 8192: 12,582,912 codes + 393,216 scalers + 1,536 x 2 factors + 2 + 32
+    assert doc["rows"][0]["bytes"] == 12_582_912 + 393_216 + 3_072 + 34
+    qlora = _tt(lora_rank=8, weight_quant="nf4").evaluate().terms
+    assert qlora["weights/mlp"] == 32 * 3 * (4096 * 14336 // 2 + 4096 * 14336 // 64 + 4096 * 14336 // 8192 + 34)
+
+
 def test_bitsandbytes_state_matches_the_library():
     """tools/measure/bnb_state.py: the real AdamW8bit's state bytes per tensor (bitsandbytes
     0.50.2 on CPU), including the fp32 fallback under 4096 elements and partial blocks."""

@@ -22,9 +22,11 @@ host term (``optimizer_paged``), not in ``total_bytes``; offloaded activations a
 
 from __future__ import annotations
 
+import dataclasses
+
 import sympy
 
-from engine import architecture
+from engine import architecture, quantization
 from engine import terms as shared
 from engine.errors import InputError
 from engine.model import MemoryModel
@@ -116,7 +118,8 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     tensors = architecture.parameter_tensors(spec)
     lora = scenario.lora_rank is not None
     targets, trained = shared.lora_adapters(spec, scenario) if lora else ([], tensors)
-    built = shared.weight_terms(spec, scenario, par.zero_partition(scenario.zero, "weights"))
+    share = par.zero_partition(scenario.zero, "weights")
+    built = shared.weight_terms(spec, scenario, share, _weight_format(spec, scenario))
     if lora:
         built["adapters"] = shared.per_gpu_count(trained) * S.adapter_bytes * _shard(scenario)
     built["input_ids"] = F.sliced_input_ids() if _sliced(scenario) else F.input_ids()
@@ -146,7 +149,7 @@ def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
     torch/distributed/fsdp/_fully_shard/_fsdp_param.py FSDPParam), gradient and AdamW moment,
     and per layer what it saves; the rest, one tensor per term."""
     share, lora = _shard(scenario), scenario.lora_rank is not None
-    quant = shared.weight_format(spec, scenario)
+    quant = _weight_format(spec, scenario)
     weights = shared.first_stage(architecture.parameter_tensors(spec) + architecture.buffer_tensors(spec), scenario)
     width = S.adapter_bytes if lora else S.weight_bytes
     per_tensor = [(t.count, t.rows * t.cols * share) for t in trained]
@@ -178,6 +181,14 @@ def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
     if "head_backward" in built:
         listed["head_backward"] = F.chunked_head_backward_tensors(chunks)
     return listed
+
+
+def _weight_format(spec: ModelSpec, scenario: Scenario) -> quantization.Quantization:
+    """``--weight-quant nf4`` as torchao stores it (F.torchao_nf4), else the shared reading."""
+    quant = shared.weight_format(spec, scenario)
+    if quant.name != "nf4":
+        return quant
+    return dataclasses.replace(quant, scheme=F.torchao_nf4(scenario.weight_bytes()))
 
 
 def _shard(scenario: Scenario) -> sympy.Expr:
@@ -270,7 +281,7 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     other = 1 if scenario.offload == "both" else 1 - 1 / S.data_parallel
     tensors = architecture.parameter_tensors(spec)
     per_layer = [t for t in tensors if par.is_per_layer(t)]
-    quant = shared.weight_format(spec, scenario)
+    quant = _weight_format(spec, scenario)
     layer_bytes = sympy.Add(*(quant.tensor_bytes(t) for t in per_layer)) / S.num_hidden_layers
     root = sympy.Add(*(quant.tensor_bytes(t) for t in tensors if not par.is_per_layer(t)))
     layer_grads = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers * S.gradient_bytes

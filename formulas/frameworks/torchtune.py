@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import sympy
 
+from fractions import Fraction
+
 from formulas.frameworks.transformers import FLOAT32_BYTES, INT64_BYTES, rms_norm_saved
+from formulas.weights import StoredFormat
 from formulas.symbols import (
     activation_bytes,
     batch_size,
@@ -211,6 +214,27 @@ def chunked_head_backward(chunks: int) -> sympy.Expr:
 def chunked_head_backward_tensors(chunks: int) -> tuple[tuple[sympy.Expr, sympy.Expr], ...]:
     """:func:`chunked_head_backward` as its tensors, ``(count, bytes each)``."""
     return ((3, beta * V * h), (chunks - 2, beta * b * s * V / chunks), (2, beta * b * s * h / chunks))
+
+
+# --- QLoRA's base: torchao's NF4Tensor ------------------------------------------------------
+
+# torchao/dtypes/nf4tensor.py to_nf4 / NF4Tensor.from_tensor (torchtune modules/low_precision
+# FrozenNF4Linear and LoRALinear(quantize_base=True) call to_nf4 on every block linear): 4-bit
+# codes, one int8 scaler per block of 64, one quantization_factor per 256 scalers, a
+# scaler_mean and the 16-value NF4 table, those three in the input tensor's dtype.
+NF4_BLOCK_SIZE = 64
+NF4_SCALER_BLOCK_SIZE = 256
+NF4_TABLE_VALUES = 16
+
+
+def torchao_nf4(weight_width: Fraction) -> StoredFormat:
+    """torchao's NF4 layout of a ``rows x cols`` weight of ``weight_width`` bytes per element:
+    ``n / 2`` code bytes, ``n / 64`` int8 scalers, ``n / (64 x 256)`` factors and
+    ``1 + 16`` values per tensor in ``weight_width`` (measured: a bf16 3072 x 8192 weight is
+    12,979,234 bytes in torchao 0.7.0; bitsandbytes' double quantization keeps fp32 there)."""
+    return StoredFormat("nf4", Fraction(1, 2), Fraction(1), NF4_BLOCK_SIZE,
+                        per_matrix=(1 + NF4_TABLE_VALUES) * weight_width,
+                        second_level_groups=NF4_SCALER_BLOCK_SIZE, second_level_bytes=weight_width)
 
 
 # --- torchtune <= 0.2.1: the loop kept the sliced fp32 logits ---------------------------------
