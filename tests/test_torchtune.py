@@ -276,22 +276,42 @@ CPU_PEAKS = ROOT / "tests" / "fixtures" / "torchtune_peaks_cpu.json"
 
 def test_cpu_measured_chunked_loss_and_optimizer_in_backward():
     """tools/measure/torchtune_peaks.py: a torchtune-style step on CPU (MemTracker), unchunked
-    and chunked CE, with and without the optimizer in backward, and torchtune <= 0.2.1's loop
-    (``release`` 0.2: the sliced fp32 logits kept through backward). The model is within
-    ~100 B (Python scalars; the measured rope cache buffer aside) except the chunked head's
-    backward (8 KiB) and the two 0.2 points at b 1, s 256 (14 KiB, 0.05 %)."""
+    and chunked CE, with and without the optimizer in backward and checkpointing, torchtune
+    <= 0.2.1's loop (``release`` 0.2) and a layer-bound decoder (``wide``: the recompute
+    phases peak). Within ~1 KiB (Python scalars; the rope cache buffer aside) except the
+    chunked head's backward (8 KiB), the 0.2 points at b 1, s 256 (14 KiB, 0.05 %) and the
+    checkpointed eager chunked loss's forward (33 KiB at b 8 x 512, 0.03 %)."""
     doc = json.loads(CPU_PEAKS.read_text())
-    spec = spec_from_config(doc["config"], "torchtune-tiny")
-    gaps = []
+    specs = {None: spec_from_config(doc["config"], "torchtune-tiny"),
+             "wide": spec_from_config(doc["wide_config"], "torchtune-wide")}
+    gaps, phases = [], set()
     for row in doc["rows"]:
         scenario = Scenario(mode="training", profile="torchtune", batch_size=row["batch_size"],
                             seq_len=row["seq_len"], loss_chunks=row["loss_chunks"],
                             optimizer_in_backward=row["optimizer_in_backward"], optimizer_impl="foreach",
-                            torchtune_release=row.get("release"))
-        measured = row["peak_bytes"] - row["buffer_bytes"]
-        gaps.append(build(spec, scenario).evaluate().total_bytes - measured)
-    assert len(gaps) == 12 and all(abs(gap) <= 16 * 1024 for gap in gaps), gaps
-    assert sum(abs(gap) < 256 for gap in gaps) >= 9, gaps
+                            torchtune_release=row.get("release"), recompute=row.get("recompute", "none"))
+        evaluation = build(specs[row.get("config")], scenario).evaluate()
+        gaps.append(evaluation.total_bytes - (row["peak_bytes"] - row["buffer_bytes"]))
+        phases.add(evaluation.peak_phase)
+    assert len(gaps) == 24 and all(abs(gap) <= 33 * 1024 for gap in gaps), gaps
+    assert sum(abs(gap) < 1024 for gap in gaps) >= 17, gaps
+    assert {"recompute", "recompute_last", "loss_backward", "head_backward"} <= phases
+
+
+def test_recompute_holds_swiglus_backward_and_the_gradients_so_far():
+    """A recomputed layer's backward: its saved tensors, the incoming gradient and SwiGLU's
+    ``2 b s f`` net at MulBackward (w2's gradient already made unless stepped in backward);
+    the first layer's recompute, last in backward, has every other layer's gradients."""
+    values = {S.batch_size: 1, S.seq_len: 512, S.hidden_size: 4096, S.intermediate_size: 14336,
+              S.activation_bytes: 2}
+    assert F.recompute_backward().subs(values) == 2 * 512 * 4096 + 2 * 2 * 512 * 14336
+    plain = _tt(recompute="full").evaluate().terms
+    layer = 4096 * (4096 + 2 * 1024 + 4096) + 3 * 4096 * 14336 + 2 * 4096  # one llama-3.1-8b layer
+    assert plain["down_proj_gradient"] == 2 * 4096 * 14336
+    # every gradient but the first layer's and the embedding's (untied), and that layer's input
+    assert plain["recompute_gradients"] == plain["gradients"] - 2 * (layer + 128_256 * 4096) + 2 * 512 * 4096
+    stepped = _tt(recompute="full", optimizer_in_backward=True).evaluate()
+    assert "recompute_gradients" not in stepped.terms and "head_gradient" not in stepped.terms  # untied: stepped
 
 
 def test_release_0_2_keeps_the_sliced_fp32_logits():

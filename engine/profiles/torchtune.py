@@ -31,6 +31,7 @@ from engine import terms as shared
 from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile
+from engine.profiles.torchtune_sources import CONTEXT_SOURCE, DESCRIPTIONS, HOST_SOURCE, SOURCES
 from engine.scenario import Scenario
 from engine.spec import LayerGroup, ModelSpec
 from formulas import optimizer as O
@@ -129,6 +130,10 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     host.update(_host_activations(scenario))
     if scenario.dp > 1:
         built.update(_fsdp_unsharded(spec, scenario, trained))
+    if scenario.recompute == "full" and not scenario.optimizer_in_backward:
+        built["recompute_gradients"] = _recompute_gradients(spec, scenario, trained, built["gradients"])
+        if scenario.lora_rank is None and scenario.dp == 1:  # w2's gradient, made before MulBackward's
+            built["down_proj_gradient"] = S.hidden_size * S.intermediate_size * S.gradient_bytes
     if scenario.offload == "both":
         host.update(_cpu_offload(built))
     parameters, active = shared.counts(spec)
@@ -171,7 +176,9 @@ def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
         stashed = built["activations/layers"] / layer_input  # L inputs, or none when offloaded
         listed["activations/layers"] = ((stashed, layer_input),) if stashed != 0 else ()
         brought_back = F.OFFLOAD_BACKWARD_INPUTS if scenario.activation_offload else 0
-        listed["recompute"] = (*F.layer_saved_tensors(scenario.torch_compile), (2 + brought_back, layer_input))
+        listed["recompute"] = (*F.layer_saved_tensors(scenario.torch_compile), *F.recompute_backward_tensors())
+        if brought_back:
+            listed["recompute"] += ((brought_back, layer_input),)
     chunks = scenario.loss_chunks
     if chunks is not None:
         for name in ("activations/loss", "loss_forward"):
@@ -214,7 +221,9 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
         "optimizer_temporaries": (F.foreach_temporaries(stepped, width) if _foreach(scenario)
                                   else sympy.Integer(0)),
     }
-    if scenario.lora_rank is None:  # the output weight's gradient, alive through the layers' backward
+    # the output weight's gradient, alive through the layers' backward (stepped and freed at once
+    # in backward unless tied: the tied weight's AccumulateGrad waits for the embedding's)
+    if scenario.lora_rank is None and (spec.tie_word_embeddings or not in_backward):
         terms["head_gradient"] = S.vocab_size * S.hidden_size * S.gradient_bytes * _shard(scenario)
     if scenario.lora_rank is None and spec.tie_word_embeddings:
         terms["tied_gradient_sum"] = tied_embedding_gradient_sum() * _shard(scenario)
@@ -257,6 +266,18 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
 def _sliced(scenario: Scenario) -> bool:
     """``--torchtune-release 0.2``: the loop keeps the sliced fp32 logits (F.sliced_logits)."""
     return scenario.torchtune_release == F.RELEASE_SLICED_LOGITS
+
+
+def _recompute_gradients(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
+                         gradients: sympy.Expr) -> sympy.Expr:
+    """Beside the first layer's recompute, the last of backward (``recompute_last``): every
+    gradient but that layer's and the untied embedding's (the output's is among them), and the
+    one layer input left of the stash (offloaded: in ``recompute``). With ``fsdp_cpu_offload``
+    the gradients are on the host."""
+    per_layer = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers
+    embedding = 0 if (scenario.lora_rank is not None or spec.tie_word_embeddings) else S.vocab_size * S.hidden_size
+    held = 0 if scenario.offload == "both" else gradients - (per_layer + embedding) * S.gradient_bytes * _shard(scenario)
+    return held + (0 if scenario.activation_offload else F.checkpointed_layer_saved())
 
 
 def _host_activations(scenario: Scenario) -> dict[str, sympy.Expr]:
@@ -314,7 +335,10 @@ def _phases(built: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
         phases["head_backward"] = (*held, "activations/layers", "activations/head", "head_backward")
     if "recompute" in built:
         head = ("head_gradient",) if "head_gradient" in built else ()
-        phases["recompute"] = (*held, "activations/layers", "recompute", *head, *reduced)
+        down = ("down_proj_gradient",) if "down_proj_gradient" in built else ()
+        phases["recompute"] = (*held, "activations/layers", "recompute", *head, *down, *reduced)
+    if "recompute_gradients" in built:
+        phases["recompute_last"] = (*held, "recompute", "recompute_gradients", *down, *reduced)
     phases["backward_end"] = (*held, "gradients", *tied, *reduced)
     phases["optimizer_step"] = (*held, "gradients", "optimizer_temporaries")
     return phases
@@ -356,67 +380,6 @@ def _inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
     echoed["convention"] = convention(scenario)
     return echoed
 
-
-DESCRIPTIONS: dict[str, str] = {
-    "input_ids": "int64 tokens, labels and shifted labels",
-    "activations/layers": "what every layer saves (its input only with checkpointing; offloaded: the GPU stash)",
-    "activations/head": "final RMSNorm and the output projection's input",
-    "activations/loss": "the loss's saved logits (fp32 log-softmax, or bf16 chunks when compiled)",
-    "loss_forward": "end of the loss's forward: its logits and log-softmax (all bf16 chunks when chunked)",
-    "loss_gradients": "start of backward: the loss's gradients (one chunk's when chunked)",
-    "recompute": "checkpointing: one layer recomputed, its gradients in and out",
-    "head_gradient": "the output projection's weight gradient during the layers' backward",
-    "head_backward": "chunked loss: the output weight's chunk gradients summed, the later chunks' logits alive",
-    "tied_gradient_sum": "tied embeddings: dense embedding gradient and its sum with the output's",
-    "optimizer_temporaries": "torch.optim foreach step: one intermediate the size of what it steps",
-    "optimizer_paged": "bitsandbytes paged state (CUDA unified memory, outside max_memory_allocated)",
-    "activations_offloaded": "offloaded layer inputs and final-norm tensors (pinned CPU memory)",
-}
-
-_RECIPE = "torchtune recipes/full_finetune_single_device.py FullFinetuneRecipeSingleDevice"
-_SLICED = ("torchtune <= 0.2.1 (30c75d4) recipes' train: logits[..., :-1, :].contiguous() kept through backward "
-           "(del logits came in v0.3.0, 8a98fbaa3 #1235); aten/src/ATen/native/cuda/SoftMax.cu host_softmax")
-SOURCES: dict[str, str] = {
-    "weights": shared.SOURCES["weights"] + "; torchtune loads them in cfg.dtype (training/precision.py get_dtype)",
-    "adapters": "torchtune modules/peft/lora.py LoRALinear.__init__ (lora_a r x in, lora_b out x r); "
-                + shared.SOURCES["adapters"],
-    "input_ids": _RECIPE + "._loss_step (tokens, labels, torch.hstack of the shifted labels)",
-    "gradients": "torch 2.x autograd AccumulateGrad, one .grad per trained parameter in its dtype; "
-                 "optimizer_in_bwd: torchtune training/memory.py register_optim_in_bwd_hooks (step and zero_grad "
-                 "per parameter in its post-accumulate-grad hook)",
-    "optimizer": "torch/optim/adamw.py AdamW._init_group (zeros_like(param): the parameter's dtype); "
-                 "bitsandbytes/optim/optimizer.py Optimizer8bit.init_state (uint8 states, fp32 absmax per 256)",
-    "optimizer_temporaries": "torch/optim/adamw.py _multi_tensor_adamw (_foreach_sqrt intermediate), "
-                             "pytorch/pytorch#97712 (2023)",
-    "activations": "torchtune modules/transformer.py TransformerSelfAttentionLayer.forward, modules/rms_norm.py, "
-                   "modules/attention.py MultiHeadAttention.forward, modules/loss/ce_chunked_output_loss.py; "
-                   "compiled: torch/_functorch/partitioners.py min_cut_rematerialization_partition",
-    "loss_forward": "torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss.forward, "
-                    "modules/transformer.py TransformerDecoder.forward (output(h).float()) and chunked_output; "
-                    "--torchtune-release 0.2: " + _SLICED,
-    "loss_gradients": "torch nll_loss / log_softmax backward (fp32); compiled: torch/_decomp/decompositions.py "
-                      "_nll_loss_backward lowered pointwise (torch/_inductor/config.py "
-                      "optimize_scatter_upon_const_tensor); --torchtune-release 0.2: " + _SLICED,
-    "recompute": "torch/utils/checkpoint.py (non-reentrant), torchtune training/_activation_checkpointing.py "
-                 "set_activation_checkpointing",
-    "head_backward": "torchtune modules/transformer.py TransformerDecoder.chunked_output (one output matmul per "
-                     "chunk); torch/csrc/autograd/input_buffer.cpp InputBuffer::accumulate (the chunks' weight "
-                     "gradients summed before AccumulateGrad), measured on CPU by tools/measure/torchtune_peaks.py (2026)",
-    "head_gradient": "torch autograd: the output Linear's weight gradient (tied: waiting in the input buffer of "
-                     "the embedding's AccumulateGrad, torch/csrc/autograd/input_buffer.cpp)",
-    "tied_gradient_sum": "torch autograd input_buffer.cpp: the tied weight's two gradients summed out of place "
-                         "(measured on CPU, docs/accuracy.md)",
-    "zero3_gathered": "FSDP2 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py FSDPParamGroup.unshard and "
-                      "post_backward, _fully_shard.py fully_shard (lazy_init sets the root's reshard_after_forward False) "
-                      "(torchtune training/_distributed.py shard_model)",
-}
-CONTEXT_SOURCE = ("the user's --reserve: the CUDA context and runtime, device memory outside PyTorch's caching "
-                  "allocator (CUDA C Programming Guide, 'Initialization'; c10/cuda/CUDACachingAllocator.cpp "
-                  "counts only its own segments in reserved_bytes)")
-HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314, sec. 3; bitsandbytes/functional.py "
-               "get_paged (cudaMallocManaged, outside torch's caching allocator); "
-               "torchtune training/_activation_offloading.py OffloadActivations.pack_tensor (pinned CPU copies); "
-               "fsdp_cpu_offload: torch/distributed/fsdp/_fully_shard/_fsdp_api.py CPUOffloadPolicy")
 
 KNOBS = frozenset({
     "batch_size", "seq_len", "dtype", "weight_quant", "recompute", "optimizer", "precision", "reserve_bytes",

@@ -122,9 +122,18 @@ def offloaded_host_bytes() -> sympy.Expr:
 
 
 def recompute_backward() -> sympy.Expr:
-    """Checkpointing, backward of one layer: the gradient flowing in and out, ``2 beta b s h``
-    (the recomputed layer's saved tensors are :func:`layer_saved`)."""
-    return 2 * beta * b * s * h
+    """Checkpointing, backward of one recomputed layer, beside its saved tensors
+    (:func:`layer_saved`): the gradient coming in, ``beta b s h``, and SwiGLU's backward at its
+    product (``w2(silu(w1 x) * w3 x)``): ``w2``'s backward makes the product's gradient
+    (``b s f``), then ``MulBackward`` both factors' (``2 b s f``) before the product and factors
+    saved for it are released, ``2 beta b s f`` net. Measured on CPU with a layer-bound decoder
+    (tools/measure/torchtune_peaks.py, ``wide`` rows)."""
+    return beta * b * s * h + 2 * beta * b * s * f
+
+
+def recompute_backward_tensors() -> tuple[tuple[sympy.Expr, sympy.Expr], ...]:
+    """:func:`recompute_backward` as its tensors, ``(count, bytes each)``."""
+    return ((1, beta * b * s * h), (2, beta * b * s * f))
 
 
 # --- the output projection and the loss ---------------------------------------------------

@@ -39,6 +39,9 @@ CONFIG = dict(model_type="llama", hidden_size=128, intermediate_size=384, num_hi
               num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=4096,
               max_position_embeddings=1024, rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False,
               attention_bias=False, mlp_bias=False, hidden_act="silu", torch_dtype="bfloat16")
+# A decoder whose checkpointed layers, not its loss, set the peak (small vocabulary, wide MLP).
+WIDE = dict(CONFIG, hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=8,
+            num_key_value_heads=2, vocab_size=512)
 IGNORE = -100
 
 
@@ -52,13 +55,17 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(h)
         self.output = nn.Linear(h, c["vocab_size"], bias=False)
         self.num_output_chunks = 0
+        self.checkpointing = False
         self.register_buffer("cache", torch.randn(c["max_position_embeddings"], d // 2, 2), persistent=False)
 
     def forward(self, tokens):
         h = self.tok_embeddings(tokens)
         cache = self.cache[: tokens.shape[1]]
         for layer in self.layers:
-            h = layer(h, cache)
+            if self.checkpointing:  # training.set_activation_checkpointing: non-reentrant checkpoint_wrapper
+                h = torch.utils.checkpoint.checkpoint(layer, h, cache, use_reentrant=False)
+            else:
+                h = layer(h, cache)
         h = self.norm(h)
         if self.num_output_chunks:
             return [self.output(chunk) for chunk in h.chunk(self.num_output_chunks, dim=1)]
@@ -78,12 +85,14 @@ def chunked_ce(logits: list, labels, chunks: int):
 
 def measure(point: dict) -> dict:
     torch.manual_seed(0)
-    model = Decoder(CONFIG).to(torch.bfloat16)
+    config = WIDE if point.get("config") == "wide" else CONFIG
+    model = Decoder(config).to(torch.bfloat16)
     model.cache = model.cache.float()
     chunks, in_backward = point["loss_chunks"], point["optimizer_in_backward"]
     model.num_output_chunks = chunks or 0
+    model.checkpointing = point.get("recompute") == "full"
     b, s = point["batch_size"], point["seq_len"]
-    tokens = torch.randint(0, CONFIG["vocab_size"], (b, s))
+    tokens = torch.randint(0, config["vocab_size"], (b, s))
     labels_in = tokens.clone()
     ignore = torch.full((b, 1), IGNORE)
     opt, optims = None, {}
@@ -171,10 +180,14 @@ def main() -> int:
               for (b, s), c, o in itertools.product([(2, 64), (1, 256)], [None, 8], [False, True])]
     points += [dict(batch_size=b, seq_len=s, loss_chunks=None, optimizer_in_backward=o, release="0.2")
                for (b, s), o in itertools.product([(2, 64), (1, 256)], [False, True])]
+    points += [dict(batch_size=b, seq_len=s, loss_chunks=c, optimizer_in_backward=o, recompute="full")
+               for (b, s), c, o in itertools.product([(4, 256), (8, 512)], [None, 8], [False, True])]
+    points += [dict(batch_size=b, seq_len=s, loss_chunks=None, optimizer_in_backward=o, recompute="full",
+                    config="wide") for (b, s), o in itertools.product([(4, 256), (8, 512)], [False, True])]
     rows = [measure(p) for p in points]
     doc = {"about": "peak bytes (MemTracker, second step) of a torchtune-style bf16 training step on CPU; "
                     "model: CONFIG, a torchtune-shaped decoder (tools/measure/torchtune_peaks.py)",
-           "torch": torch.__version__, "config": CONFIG, "rows": rows,
+           "torch": torch.__version__, "config": CONFIG, "wide_config": WIDE, "rows": rows,
            "pack_order": {"b": 2, "s": 64, "calls": pack_order()}}
     text = json.dumps(doc, indent=1)
     if args.stdout:
