@@ -276,7 +276,8 @@ def _recompute_gradients(spec: ModelSpec, scenario: Scenario, trained: list[P.We
     the gradients are on the host."""
     per_layer = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers
     embedding = 0 if (scenario.lora_rank is not None or spec.tie_word_embeddings) else S.vocab_size * S.hidden_size
-    held = 0 if scenario.offload == "both" else gradients - (per_layer + embedding) * S.gradient_bytes * _shard(scenario)
+    not_yet = (per_layer + embedding) * S.gradient_bytes * _shard(scenario)
+    held = 0 if scenario.offload == "both" else gradients - not_yet
     return held + (0 if scenario.activation_offload else F.checkpointed_layer_saved())
 
 
