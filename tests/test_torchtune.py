@@ -221,6 +221,8 @@ def test_other_profiles_refuse_the_mechanism_knobs():
         build(spec, Scenario(mode="training", profile="transformers", torch_compile=True))
     with pytest.raises(InputError, match="--profile megatron: --loss-chunks 8 is not modelled"):
         build(spec, Scenario(mode="training", loss_chunks=8, profile="megatron"))
+    with pytest.raises(InputError, match="--profile transformers: --torchtune-release 0.2 is not modelled"):
+        build(spec, Scenario(mode="training", torchtune_release="0.2", profile="transformers"))
 
 
 def test_fsdp2_shards_state_and_gathers_two_layers():
