@@ -50,6 +50,9 @@ TORCH_FOREACH = ("adamw", "adam")  # torch.optim: one P-sized intermediate (see 
 # 3B_lora_single_device.yaml, llama3_1/8B_lora_single_device.yaml, ... at 1814feb17): no step temporaries.
 DEFAULT_IMPL = "fused"
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
+# custom_sharded_layers: ['tok_embeddings', 'output'] (recipes/configs/llama3_1/70B_full.yaml, 8B_full.yaml at
+# 1814feb17): shard_model's shard_conditions fully_shard them apart from the root.
+SEPARATE_UNITS = ("embedding", "lm_head")
 
 
 def _modelled(group: LayerGroup) -> bool:
@@ -98,6 +101,9 @@ def _check_mechanisms(spec: ModelSpec, scenario: Scenario) -> None:
                          "distributed recipes shard with FSDP2 (--dp N --zero 3), single device is --dp 1")
     if scenario.torchtune_release == F.RELEASE_SLICED_LOGITS:
         _check_release(scenario)
+    if scenario.custom_sharded_layers and (scenario.dp == 1 or spec.tie_word_embeddings):
+        raise InputError("--custom-sharded-layers needs --dp N --zero 3 and an untied output (a TiedLinear reads "
+                         "tok_embeddings' weight outside its FSDP unit)")
     if scenario.lora_targets and peft.OUTPUT_HEAD in scenario.lora_targets and spec.tie_word_embeddings:
         raise InputError(f"--lora-targets lm_head: {spec.name} ties its output projection to the embedding "
                          "(torchtune's builders raise for apply_lora_to_output with tied embeddings)")
@@ -135,7 +141,7 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
         if scenario.lora_rank is None and scenario.dp == 1:  # w2's gradient, made before MulBackward's
             built["down_proj_gradient"] = S.hidden_size * S.intermediate_size * S.gradient_bytes
     if scenario.offload == "both":
-        host.update(_cpu_offload(built))
+        host.update(_cpu_offload(built, scenario))
     parameters, active = shared.counts(spec)
     return MemoryModel(
         name=spec.name, mode="training", terms=built, facts=_facts(spec, scenario), phases=_phases(built),
@@ -223,8 +229,11 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
     }
     # the output weight's gradient, alive through the layers' backward (stepped and freed at once
     # in backward unless tied: the tied weight's AccumulateGrad waits for the embedding's)
+    # FSDP2: the root's gradients are reduce-scattered last (the root post-backward final callback),
+    # so a root-kept output's is unsharded through the layers' backward; its own unit's right after it
     if scenario.lora_rank is None and (spec.tie_word_embeddings or not in_backward):
-        terms["head_gradient"] = S.vocab_size * S.hidden_size * S.gradient_bytes * _shard(scenario)
+        share = _shard(scenario) if scenario.custom_sharded_layers else sympy.Integer(1)
+        terms["head_gradient"] = S.vocab_size * S.hidden_size * S.gradient_bytes * share
     if scenario.lora_rank is None and spec.tie_word_embeddings:
         terms["tied_gradient_sum"] = tied_embedding_gradient_sum() * _shard(scenario)
     return terms, ({"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {})
@@ -292,9 +301,12 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     """What FSDP2 holds unsharded on a rank (torchtune training/_distributed.py shard_model:
     ``fully_shard`` per layer, then the root).
 
-    ``layers``: a layer is all-gathered before its forward and backward and resharded after
-    (``reshard_after_forward=True``); with the next one prefetched, ``min(2, L)`` layers at
-    once (FSDPParamGroup.unshard). ``root``: the root module's own parameters (embedding,
+    ``layers`` and ``next``: a layer is all-gathered before its forward and backward and
+    resharded after each (``reshard_after_forward=True``, post_backward's reshard); while one
+    computes the next is prefetched, ``min(2, L)`` layers at once (FSDPParamGroup.unshard,
+    _backward_prefetch). Between the last layer's forward and backward (the loss) none is
+    gathered but the one backward prefetches (``layers``); after the first layer's backward
+    none. ``root``: the root module's own parameters (embedding,
     final norm, output) are not resharded after forward ("The root FSDP state has its value
     specially set to False", fully_shard's docstring). Both are the other ranks' ``1 - 1/N_d``,
     or the whole when CPU offload keeps even the local shard on the host. ``gradients``: one
@@ -307,17 +319,25 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     layer_bytes = sympy.Add(*(quant.tensor_bytes(t) for t in per_layer)) / S.num_hidden_layers
     root = sympy.Add(*(quant.tensor_bytes(t) for t in tensors if not par.is_per_layer(t)))
     layer_grads = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers * S.gradient_bytes
-    parts = {"zero3_gathered/layers": sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) * layer_bytes * other,
+    separate = [t for t in tensors if scenario.custom_sharded_layers and t.component in SEPARATE_UNITS]
+    if separate:  # their own units (SEPARATE_UNITS): gathered in their forward and backward only
+        root -= sympy.Add(*(quant.tensor_bytes(t) for t in separate))
+    parts = {"zero3_gathered/layers": layer_bytes * other,
+             "zero3_gathered/next": (sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) - 1) * layer_bytes * other,
              "zero3_gathered/root": root * other,
              "zero3_gathered/gradients": layer_grads}
+    for t in separate:  # the output while backward reaches it, the embedding at its end (with its gradient)
+        grad = t.numel * S.gradient_bytes if scenario.lora_rank is None and t.component == "embedding" else 0
+        parts[f"zero3_gathered/{t.component}"] = quant.tensor_bytes(t) * other + grad
     return {"zero3_gathered": sympy.Add(*parts.values()), **parts}
 
 
-def _cpu_offload(built: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
+def _cpu_offload(built: dict[str, sympy.Expr], scenario: Scenario) -> dict[str, sympy.Expr]:
     """``fsdp_cpu_offload`` (CPUOffloadPolicy): sharded parameters, gradients and optimizer
-    state live on the host and the optimizer steps there; they leave the device total."""
-    moved = ("weights", "adapters", "gradients", "optimizer", "optimizer_temporaries", "head_gradient",
-             "tied_gradient_sum")
+    state live on the host and the optimizer steps there; they leave the device total (a
+    root-kept output's gradient is unsharded on the device until the root's reduce-scatter)."""
+    head = ("head_gradient",) if scenario.custom_sharded_layers else ()
+    moved = ("weights", "adapters", "gradients", "optimizer", "optimizer_temporaries", "tied_gradient_sum", *head)
     host = {name: built[name] for name in moved if name in built}
     for name in [n for n in built if n.split("/", 1)[0] in host]:
         built[name] = sympy.Integer(0)
@@ -325,22 +345,27 @@ def _cpu_offload(built: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
 
 
 def _phases(built: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
-    held = tuple(n for n in ("weights", "adapters", "optimizer", "input_ids", "zero3_gathered/layers",
-                             "zero3_gathered/root") if n in built)
+    held = tuple(n for n in ("weights", "adapters", "optimizer", "input_ids", "zero3_gathered/root") if n in built)
+    one = ("zero3_gathered/layers",) if "zero3_gathered/layers" in built else ()  # FSDP2: gathered layers
+    two = (*one, "zero3_gathered/next") if one else ()
     tied = ("tied_gradient_sum",) if "tied_gradient_sum" in built else ()
     # FSDP2: a layer's unsharded gradients exist in backward, before their reduce-scatter
     reduced = ("zero3_gathered/gradients",) if "zero3_gathered/gradients" in built else ()
+    output = ("zero3_gathered/lm_head",) if "zero3_gathered/lm_head" in built else ()
+    embedding = ("zero3_gathered/embedding",) if "zero3_gathered/embedding" in built else ()
     phases = {"loss_forward": (*held, "activations/layers", "activations/head", "loss_forward"),
-              "loss_backward": (*held, "activations", "loss_gradients")}
+              "loss_backward": (*held, *one, *output, "activations", "loss_gradients")}
+    if two:  # the last layer's forward, the next prefetched
+        phases["layers_forward"] = (*held, *two, "activations/layers")
     if "head_backward" in built:  # the chunked output projection's weight gradients summed
-        phases["head_backward"] = (*held, "activations/layers", "activations/head", "head_backward")
+        phases["head_backward"] = (*held, *one, *output, "activations/layers", "activations/head", "head_backward")
     if "recompute" in built:
         head = ("head_gradient",) if "head_gradient" in built else ()
         down = ("down_proj_gradient",) if "down_proj_gradient" in built else ()
-        phases["recompute"] = (*held, "activations/layers", "recompute", *head, *down, *reduced)
+        phases["recompute"] = (*held, *two, "activations/layers", "recompute", *head, *down, *reduced)
     if "recompute_gradients" in built:
-        phases["recompute_last"] = (*held, "recompute", "recompute_gradients", *down, *reduced)
-    phases["backward_end"] = (*held, "gradients", *tied, *reduced)
+        phases["recompute_last"] = (*held, *one, "recompute", "recompute_gradients", *down, *reduced)
+    phases["backward_end"] = (*held, "gradients", *tied, *reduced, *embedding)
     phases["optimizer_step"] = (*held, "gradients", "optimizer_temporaries")
     return phases
 
@@ -385,7 +410,7 @@ def _inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
 KNOBS = frozenset({
     "batch_size", "seq_len", "dtype", "weight_quant", "recompute", "optimizer", "precision", "reserve_bytes",
     "dp", "zero", "offload", "lora_rank", "lora_targets", "adapter_dtype", "torch_compile", "loss_chunks",
-    "optimizer_in_backward", "activation_offload", "optimizer_impl", "torchtune_release",
+    "optimizer_in_backward", "activation_offload", "optimizer_impl", "torchtune_release", "custom_sharded_layers",
 })
 
 PROFILE = Profile(
