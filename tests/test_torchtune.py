@@ -192,6 +192,18 @@ def test_compiled_layer_matches_the_measured_partition():
         assert F.layer_saved(True).subs(values) == row["compiled_saved_bytes"] - rope_cache
 
 
+def test_lora_leaves_the_frozen_heads_inputs_unsaved():
+    """LoRA: the frozen final-norm scale and output weight need no saved x_normed or h (a
+    product saves an operand only for the other's gradient; measured with saved-tensor hooks)."""
+    values = {S.batch_size: 2, S.seq_len: 8, S.hidden_size: 64, S.activation_bytes: 2}
+    # full: fp32 x 4096 + fp32 rsqrt 64 + x_normed 2048 + output input 2048
+    assert F.head_saved().subs(values) == 4 * 1024 + 4 * 16 + 2 * 1024 + 2 * 1024
+    assert F.head_saved(lora=True).subs(values) == 4 * 1024 + 4 * 16
+    assert F.head_saved(lora=True, output_adapter=True).subs(values) == 4 * 1024 + 4 * 16 + 2 * 1024
+    terms = _tt(lora_rank=8).evaluate().terms
+    assert terms["activations/head"] == 4 * 512 * 4096 + 4 * 512
+
+
 def test_lora_on_the_output_projection():
     base = _tt(lora_rank=8).evaluate()
     head = _tt(lora_rank=8, lora_targets=("all-linear", "lm_head")).evaluate()

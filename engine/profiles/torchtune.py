@@ -257,7 +257,8 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
     else:
         layers = S.num_hidden_layers * F.layer_saved(compiled)
     sliced = _sliced(scenario)
-    parts = {"activations/layers": layers, "activations/head": F.head_saved(),
+    head = F.head_saved(scenario.lora_rank is not None, peft.OUTPUT_HEAD in (scenario.lora_targets or ()))
+    parts = {"activations/layers": layers, "activations/head": head,
              "activations/loss": F.sliced_loss_saved() if sliced else F.loss_saved(chunks, compiled)}
     if lora_targets and not checkpointing:
         parts["activations/lora"] = peft.lora_activations(lora_targets)
@@ -294,7 +295,7 @@ def _host_activations(scenario: Scenario) -> dict[str, sympy.Expr]:
     """Offloaded layer inputs and the final norm's tensors, in pinned CPU memory."""
     if not (scenario.activation_offload and scenario.recompute == "full"):
         return {}
-    return {"activations_offloaded": F.offloaded_host_bytes()}
+    return {"activations_offloaded": F.offloaded_host_bytes(scenario.lora_rank is not None)}
 
 
 def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor]) -> dict[str, sympy.Expr]:

@@ -113,12 +113,14 @@ def offload_recompute_inputs() -> sympy.Expr:
     return OFFLOAD_BACKWARD_INPUTS * checkpointed_layer_saved()
 
 
-def offloaded_host_bytes() -> sympy.Expr:
+def offloaded_host_bytes(lora: bool = False) -> sympy.Expr:
     """The pinned CPU copies: one per pack call (pack_tensor copies every saved tensor, even
     one saved twice): ``L`` layer inputs and the final norm's ``x.float()`` (saved by ``pow``
-    and by ``*``), ``rsqrt`` (saved by itself and by ``*``) and ``x_normed``."""
+    and by ``*``), ``rsqrt`` (saved by itself and by ``*``) and, unless its scale is frozen
+    (:func:`head_saved`), ``x_normed``."""
     bs = b * s
-    return L * checkpointed_layer_saved() + 2 * FLOAT32_BYTES * bs * h + 2 * FLOAT32_BYTES * bs + beta * bs * h
+    normed = 0 if lora else beta * bs * h
+    return L * checkpointed_layer_saved() + 2 * FLOAT32_BYTES * bs * h + 2 * FLOAT32_BYTES * bs + normed
 
 
 def recompute_backward() -> sympy.Expr:
@@ -138,13 +140,19 @@ def recompute_backward_tensors() -> tuple[tuple[sympy.Expr, sympy.Expr], ...]:
 
 # --- the output projection and the loss ---------------------------------------------------
 
-def head_saved() -> sympy.Expr:
+def head_saved(lora: bool = False, output_adapter: bool = False) -> sympy.Expr:
     """The final RMSNorm's saved tensors and the output projection's saved input. With
     activation offloading both stay on the GPU until backward reaches them: the output
     projection runs under NoOpManager (get_act_offloading_ctx_manager), and the norm's
     tensors are the last pack calls, kept in OffloadActivations' ``fwd_stash`` (measured
-    order of saves: tools/measure/torchtune_peaks.py ``pack_order``)."""
-    return rms_norm_saved(b * s, h) + beta * b * s * h
+    order of saves: tools/measure/torchtune_peaks.py ``pack_order``).
+
+    LoRA: autograd saves a product's operand only for the other operand's gradient
+    (tools/autograd/derivatives.yaml ``mul``, ``mm``), so the frozen norm scale leaves
+    ``x_normed`` unsaved (the norm keeps its fp32 ``x`` and ``rsqrt``, ``4 b s h + 4 b s``)
+    and the frozen output weight ``h``, unless an adapter on the output saves it."""
+    norm = rms_norm_saved(b * s, h) - (beta * b * s * h if lora else 0)
+    return norm + (beta * b * s * h if output_adapter or not lora else 0)
 
 
 def input_ids() -> sympy.Expr:
