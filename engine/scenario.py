@@ -210,6 +210,12 @@ KNOBS: tuple[Knob, ...] = (
     Knob("activation_offload", "--activation-offload", False, "Saved activations to CPU (needs --recompute full).", "training", "switch"),
     Knob("optimizer_impl", "--optimizer-impl", None, "torch.optim AdamW's kernel: fused or foreach  [default: "
          "torchtune fused (its configs)]", "training", choices=("fused", "foreach"), allowed=(None, "fused", "foreach")),
+    Knob("custom_sharded_layers", "--custom-sharded-layers", False, "--profile torchtune with --dp: the configs' "
+         "custom_sharded_layers ['tok_embeddings', 'output'] (Llama 3/3.1 8B, 70B full): the embedding and output as "
+         "their own FSDP units", "training", "switch"),
+    Knob("torchtune_release", "--torchtune-release", None, "--profile torchtune: the recipes' loop as of a "
+         "release; 0.2 (<= 0.2.1, until July 2024) keeps the sliced fp32 logits through backward  [default: "
+         "Nov 2024 main, 1814feb17]", "training", choices=("0.2",), allowed=(None, "0.2")),
     Knob("tp", "--tp", 1, "Tensor-parallel degree.", "parallelism", "count", symbol="tensor_parallel",
          freeable=True),
     Knob("pp", "--pp", 1, "Pipeline-parallel degree.", "parallelism", "count", symbol="pipeline_parallel",
@@ -328,6 +334,8 @@ class Scenario:
     optimizer_in_backward: bool = False  # optimizer step fused into backward, one parameter at a time
     activation_offload: bool = False  # saved activations moved to CPU (torchtune OffloadActivations)
     optimizer_impl: str | None = None  # torch.optim AdamW's fused=True / foreach=True (None: the profile's default)
+    custom_sharded_layers: bool = False  # torchtune FSDP: tok_embeddings and output as their own fully_shard units
+    torchtune_release: str | None = None  # torchtune recipes' loop of an older release ("0.2"); None: Nov 2024
 
     def __post_init__(self):
         for k in KNOBS:

@@ -57,10 +57,12 @@ def per_gpu_count(tensors: list[P.WeightTensor]) -> sympy.Expr:
     return sympy.Add(*(t.numel * par.gpu_share(t) for t in tensors))
 
 
-def weight_terms(spec: ModelSpec, scenario: Scenario, share: sympy.Expr = sympy.Integer(1)) -> dict[str, sympy.Expr]:
-    """weights and weights/<component>: bytes on one GPU of the first stage."""
+def weight_terms(spec: ModelSpec, scenario: Scenario, share: sympy.Expr = sympy.Integer(1),
+                 quant: quantization.Quantization | None = None) -> dict[str, sympy.Expr]:
+    """weights and weights/<component>: bytes on one GPU of the first stage (in ``quant``, a
+    profile's own layout of the format, or :func:`weight_format`'s)."""
     tensors = first_stage(architecture.parameter_tensors(spec) + architecture.buffer_tensors(spec), scenario)
-    quant = weight_format(spec, scenario)
+    quant = quant or weight_format(spec, scenario)
     parts: dict[str, sympy.Expr] = {}
     for t in tensors:
         parts[t.component] = parts.get(t.component, 0) + quant.tensor_bytes(t) * par.gpu_share(t)

@@ -98,7 +98,9 @@ class StoredFormat:
     (``layout`` "group"), per output row ("channel"), per ``g x g`` block ("block") or per
     matrix ("tensor"); ``per_column``: bytes stored per input column (GPTQ's int32
     ``g_idx``); ``per_matrix``: bytes stored once per matrix (compressed-tensors'
-    ``weight_shape``, int64 x 2). The values become the facts ``beta_q``, ``beta_sc``, ``g``.
+    ``weight_shape``, int64 x 2); ``second_level_groups``/``second_level_bytes``: a double
+    quantization's constant per that many groups (torchao's NF4 ``quantization_factor``). The
+    values become the facts ``beta_q``, ``beta_sc``, ``g``.
     """
 
     name: str
@@ -109,6 +111,8 @@ class StoredFormat:
     zero_bytes: Fraction = Fraction(0)
     per_column: Fraction = Fraction(0)
     per_matrix: Fraction = Fraction(0)
+    second_level_groups: int | None = None
+    second_level_bytes: Fraction = Fraction(0)
 
 
 def stored_linear_bytes(tensor: WeightTensor, fmt: StoredFormat) -> sympy.Expr:
@@ -126,6 +130,9 @@ def stored_linear_bytes(tensor: WeightTensor, fmt: StoredFormat) -> sympy.Expr:
     else:
         raise ValueError(f"unknown scale layout {fmt.layout!r}")
     extra = cols * _rational(fmt.per_column) + _rational(fmt.per_matrix)
+    if fmt.second_level_groups:
+        groups = rows * sympy.ceiling(cols / quant_group_size)
+        extra += groups / fmt.second_level_groups * _rational(fmt.second_level_bytes)
     return count * (rows * cols * quantized_weight_bytes + scales + extra)
 
 

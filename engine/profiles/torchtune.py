@@ -22,13 +22,16 @@ host term (``optimizer_paged``), not in ``total_bytes``; offloaded activations a
 
 from __future__ import annotations
 
+import dataclasses
+
 import sympy
 
-from engine import architecture
+from engine import architecture, quantization
 from engine import terms as shared
 from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile
+from engine.profiles.torchtune_sources import CONTEXT_SOURCE, DESCRIPTIONS, HOST_SOURCE, SOURCES
 from engine.scenario import Scenario
 from engine.spec import LayerGroup, ModelSpec
 from formulas import optimizer as O
@@ -47,6 +50,9 @@ TORCH_FOREACH = ("adamw", "adam")  # torch.optim: one P-sized intermediate (see 
 # 3B_lora_single_device.yaml, llama3_1/8B_lora_single_device.yaml, ... at 1814feb17): no step temporaries.
 DEFAULT_IMPL = "fused"
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd-momentum": 1, "sgd": 0}
+# custom_sharded_layers: ['tok_embeddings', 'output'] (recipes/configs/llama3_1/70B_full.yaml, 8B_full.yaml at
+# 1814feb17): shard_model's shard_conditions fully_shard them apart from the root.
+SEPARATE_UNITS = ("embedding", "lm_head")
 
 
 def _modelled(group: LayerGroup) -> bool:
@@ -93,9 +99,25 @@ def _check_mechanisms(spec: ModelSpec, scenario: Scenario) -> None:
     if (scenario.dp > 1) != (scenario.zero == 3):
         raise InputError(f"--profile torchtune: --dp {scenario.dp} --zero {scenario.zero} is not a recipe; the "
                          "distributed recipes shard with FSDP2 (--dp N --zero 3), single device is --dp 1")
+    if scenario.torchtune_release == F.RELEASE_SLICED_LOGITS:
+        _check_release(scenario)
+    if scenario.custom_sharded_layers and (scenario.dp == 1 or spec.tie_word_embeddings):
+        raise InputError("--custom-sharded-layers needs --dp N --zero 3 and an untied output (a TiedLinear reads "
+                         "tok_embeddings' weight outside its FSDP unit)")
     if scenario.lora_targets and peft.OUTPUT_HEAD in scenario.lora_targets and spec.tie_word_embeddings:
         raise InputError(f"--lora-targets lm_head: {spec.name} ties its output projection to the embedding "
                          "(torchtune's builders raise for apply_lora_to_output with tied embeddings)")
+
+
+def _check_release(scenario: Scenario) -> None:
+    """torchtune <= 0.2.1 had no chunked loss (v0.3.0, #1390) nor activation offloading (v0.4.0);
+    its ``compile`` wrapped the whole model (utils.wrap_compile), which is not modelled."""
+    later = [knob for knob, on in (("--loss-chunks", scenario.loss_chunks is not None),
+                                   ("--activation-offload", scenario.activation_offload),
+                                   ("--compile", scenario.torch_compile)) if on]
+    if later:
+        raise InputError(f"--torchtune-release 0.2: {later[0]} is not modelled for torchtune <= 0.2.1 (chunked "
+                         "cross-entropy came in 0.3.0, activation offloading in 0.4.0, per-layer compile later)")
 
 
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -103,18 +125,23 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     tensors = architecture.parameter_tensors(spec)
     lora = scenario.lora_rank is not None
     targets, trained = shared.lora_adapters(spec, scenario) if lora else ([], tensors)
-    built = shared.weight_terms(spec, scenario, par.zero_partition(scenario.zero, "weights"))
+    share = par.zero_partition(scenario.zero, "weights")
+    built = shared.weight_terms(spec, scenario, share, _weight_format(spec, scenario))
     if lora:
         built["adapters"] = shared.per_gpu_count(trained) * S.adapter_bytes * _shard(scenario)
-    built["input_ids"] = F.input_ids()
+    built["input_ids"] = F.sliced_input_ids() if _sliced(scenario) else F.input_ids()
     state, host = _optimizer_terms(spec, trained, scenario)
     built.update(state)
     built.update(_activation_terms(spec, scenario, targets))
     host.update(_host_activations(scenario))
     if scenario.dp > 1:
         built.update(_fsdp_unsharded(spec, scenario, trained))
+    if scenario.recompute == "full" and not scenario.optimizer_in_backward:
+        built["recompute_gradients"] = _recompute_gradients(spec, scenario, trained, built["gradients"])
+        if scenario.lora_rank is None and scenario.dp == 1:  # w2's gradient, made before MulBackward's
+            built["down_proj_gradient"] = S.hidden_size * S.intermediate_size * S.gradient_bytes
     if scenario.offload == "both":
-        host.update(_cpu_offload(built))
+        host.update(_cpu_offload(built, scenario))
     parameters, active = shared.counts(spec)
     return MemoryModel(
         name=spec.name, mode="training", terms=built, facts=_facts(spec, scenario), phases=_phases(built),
@@ -133,7 +160,7 @@ def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
     torch/distributed/fsdp/_fully_shard/_fsdp_param.py FSDPParam), gradient and AdamW moment,
     and per layer what it saves; the rest, one tensor per term."""
     share, lora = _shard(scenario), scenario.lora_rank is not None
-    quant = shared.weight_format(spec, scenario)
+    quant = _weight_format(spec, scenario)
     weights = shared.first_stage(architecture.parameter_tensors(spec) + architecture.buffer_tensors(spec), scenario)
     width = S.adapter_bytes if lora else S.weight_bytes
     per_tensor = [(t.count, t.rows * t.cols * share) for t in trained]
@@ -152,9 +179,12 @@ def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
     if scenario.recompute != "full":
         listed["activations/layers"] = tuple(saved)
     else:
-        stashed = built["activations/layers"] / layer_input  # L inputs, or the offload stash's min(5, L)
-        listed["activations/layers"] = ((stashed, layer_input),)
-        listed["recompute"] = (*F.layer_saved_tensors(scenario.torch_compile), (2, layer_input))
+        stashed = built["activations/layers"] / layer_input  # L inputs, or none when offloaded
+        listed["activations/layers"] = ((stashed, layer_input),) if stashed != 0 else ()
+        brought_back = F.OFFLOAD_BACKWARD_INPUTS if scenario.activation_offload else 0
+        listed["recompute"] = (*F.layer_saved_tensors(scenario.torch_compile), *F.recompute_backward_tensors())
+        if brought_back:
+            listed["recompute"] += ((brought_back, layer_input),)
     chunks = scenario.loss_chunks
     if chunks is not None:
         for name in ("activations/loss", "loss_forward"):
@@ -164,6 +194,14 @@ def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
     if "head_backward" in built:
         listed["head_backward"] = F.chunked_head_backward_tensors(chunks)
     return listed
+
+
+def _weight_format(spec: ModelSpec, scenario: Scenario) -> quantization.Quantization:
+    """``--weight-quant nf4`` as torchao stores it (F.torchao_nf4), else the shared reading."""
+    quant = shared.weight_format(spec, scenario)
+    if quant.name != "nf4":
+        return quant
+    return dataclasses.replace(quant, scheme=F.torchao_nf4(scenario.weight_bytes()))
 
 
 def _shard(scenario: Scenario) -> sympy.Expr:
@@ -189,8 +227,13 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
         "optimizer_temporaries": (F.foreach_temporaries(stepped, width) if _foreach(scenario)
                                   else sympy.Integer(0)),
     }
-    if scenario.lora_rank is None:  # the output weight's gradient, alive through the layers' backward
-        terms["head_gradient"] = S.vocab_size * S.hidden_size * S.gradient_bytes * _shard(scenario)
+    # the output weight's gradient, alive through the layers' backward (stepped and freed at once
+    # in backward unless tied: the tied weight's AccumulateGrad waits for the embedding's)
+    # FSDP2: the root's gradients are reduce-scattered last (the root post-backward final callback),
+    # so a root-kept output's is unsharded through the layers' backward; its own unit's right after it
+    if scenario.lora_rank is None and (spec.tie_word_embeddings or not in_backward):
+        share = _shard(scenario) if scenario.custom_sharded_layers else sympy.Integer(1)
+        terms["head_gradient"] = S.vocab_size * S.hidden_size * S.gradient_bytes * share
     if scenario.lora_rank is None and spec.tie_word_embeddings:
         terms["tied_gradient_sum"] = tied_embedding_gradient_sum() * _shard(scenario)
     return terms, ({"optimizer_paged": paged} if scenario.optimizer in O.PAGED_OPTIMIZERS else {})
@@ -208,40 +251,63 @@ def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict
     checkpointing, compiled, chunks = scenario.recompute == "full", scenario.torch_compile, scenario.loss_chunks
     offloaded = checkpointing and scenario.activation_offload
     if offloaded:
-        layers = F.offload_stash()
+        layers = sympy.Integer(0)  # every layer input in pinned CPU memory (F.offload_recompute_inputs)
     elif checkpointing:
         layers = S.num_hidden_layers * F.checkpointed_layer_saved()
     else:
         layers = S.num_hidden_layers * F.layer_saved(compiled)
-    parts = {"activations/layers": layers, "activations/head": F.head_saved(offloaded),
-             "activations/loss": F.loss_saved(chunks, compiled)}
+    sliced = _sliced(scenario)
+    head = F.head_saved(scenario.lora_rank is not None, peft.OUTPUT_HEAD in (scenario.lora_targets or ()))
+    parts = {"activations/layers": layers, "activations/head": head,
+             "activations/loss": F.sliced_loss_saved() if sliced else F.loss_saved(chunks, compiled)}
     if lora_targets and not checkpointing:
         parts["activations/lora"] = peft.lora_activations(lora_targets)
     built = {"activations": sympy.Add(*parts.values()), **parts}
-    built["loss_forward"] = F.loss_forward(chunks, compiled)
-    built["loss_gradients"] = F.loss_gradients(chunks, compiled)
+    built["loss_forward"] = F.sliced_loss_forward() if sliced else F.loss_forward(chunks, compiled)
+    built["loss_gradients"] = F.sliced_loss_gradients() if sliced else F.loss_gradients(chunks, compiled)
     if chunks is not None and chunks >= 2 and scenario.lora_rank is None:
         built["head_backward"] = F.chunked_head_backward(chunks)
     if checkpointing:
-        built["recompute"] = F.layer_saved(compiled) + F.recompute_backward()
+        built["recompute"] = F.layer_saved(compiled) + F.recompute_backward() + (
+            F.offload_recompute_inputs() if offloaded else 0)
     return built
+
+
+def _sliced(scenario: Scenario) -> bool:
+    """``--torchtune-release 0.2``: the loop keeps the sliced fp32 logits (F.sliced_logits)."""
+    return scenario.torchtune_release == F.RELEASE_SLICED_LOGITS
+
+
+def _recompute_gradients(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
+                         gradients: sympy.Expr) -> sympy.Expr:
+    """Beside the first layer's recompute, the last of backward (``recompute_last``): every
+    gradient but that layer's and the untied embedding's (the output's is among them), and the
+    one layer input left of the stash (offloaded: in ``recompute``). With ``fsdp_cpu_offload``
+    the gradients are on the host."""
+    per_layer = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers
+    embedding = 0 if (scenario.lora_rank is not None or spec.tie_word_embeddings) else S.vocab_size * S.hidden_size
+    not_yet = (per_layer + embedding) * S.gradient_bytes * _shard(scenario)
+    held = 0 if scenario.offload == "both" else gradients - not_yet
+    return held + (0 if scenario.activation_offload else F.checkpointed_layer_saved())
 
 
 def _host_activations(scenario: Scenario) -> dict[str, sympy.Expr]:
     """Offloaded layer inputs and the final norm's tensors, in pinned CPU memory."""
     if not (scenario.activation_offload and scenario.recompute == "full"):
         return {}
-    return {"activations_offloaded": S.num_hidden_layers * F.checkpointed_layer_saved()
-            + F.head_saved(False) - F.head_saved(True)}
+    return {"activations_offloaded": F.offloaded_host_bytes(scenario.lora_rank is not None)}
 
 
 def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor]) -> dict[str, sympy.Expr]:
     """What FSDP2 holds unsharded on a rank (torchtune training/_distributed.py shard_model:
     ``fully_shard`` per layer, then the root).
 
-    ``layers``: a layer is all-gathered before its forward and backward and resharded after
-    (``reshard_after_forward=True``); with the next one prefetched, ``min(2, L)`` layers at
-    once (FSDPParamGroup.unshard). ``root``: the root module's own parameters (embedding,
+    ``layers`` and ``next``: a layer is all-gathered before its forward and backward and
+    resharded after each (``reshard_after_forward=True``, post_backward's reshard); while one
+    computes the next is prefetched, ``min(2, L)`` layers at once (FSDPParamGroup.unshard,
+    _backward_prefetch). Between the last layer's forward and backward (the loss) none is
+    gathered but the one backward prefetches (``layers``); after the first layer's backward
+    none. ``root``: the root module's own parameters (embedding,
     final norm, output) are not resharded after forward ("The root FSDP state has its value
     specially set to False", fully_shard's docstring). Both are the other ranks' ``1 - 1/N_d``,
     or the whole when CPU offload keeps even the local shard on the host. ``gradients``: one
@@ -250,21 +316,29 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     other = 1 if scenario.offload == "both" else 1 - 1 / S.data_parallel
     tensors = architecture.parameter_tensors(spec)
     per_layer = [t for t in tensors if par.is_per_layer(t)]
-    quant = shared.weight_format(spec, scenario)
+    quant = _weight_format(spec, scenario)
     layer_bytes = sympy.Add(*(quant.tensor_bytes(t) for t in per_layer)) / S.num_hidden_layers
     root = sympy.Add(*(quant.tensor_bytes(t) for t in tensors if not par.is_per_layer(t)))
     layer_grads = sympy.Add(*(t.numel for t in trained if t.count != 1)) / S.num_hidden_layers * S.gradient_bytes
-    parts = {"zero3_gathered/layers": sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) * layer_bytes * other,
+    separate = [t for t in tensors if scenario.custom_sharded_layers and t.component in SEPARATE_UNITS]
+    if separate:  # their own units (SEPARATE_UNITS): gathered in their forward and backward only
+        root -= sympy.Add(*(quant.tensor_bytes(t) for t in separate))
+    parts = {"zero3_gathered/layers": layer_bytes * other,
+             "zero3_gathered/next": (sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) - 1) * layer_bytes * other,
              "zero3_gathered/root": root * other,
              "zero3_gathered/gradients": layer_grads}
+    for t in separate:  # the output while backward reaches it, the embedding at its end (with its gradient)
+        grad = t.numel * S.gradient_bytes if scenario.lora_rank is None and t.component == "embedding" else 0
+        parts[f"zero3_gathered/{t.component}"] = quant.tensor_bytes(t) * other + grad
     return {"zero3_gathered": sympy.Add(*parts.values()), **parts}
 
 
-def _cpu_offload(built: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
+def _cpu_offload(built: dict[str, sympy.Expr], scenario: Scenario) -> dict[str, sympy.Expr]:
     """``fsdp_cpu_offload`` (CPUOffloadPolicy): sharded parameters, gradients and optimizer
-    state live on the host and the optimizer steps there; they leave the device total."""
-    moved = ("weights", "adapters", "gradients", "optimizer", "optimizer_temporaries", "head_gradient",
-             "tied_gradient_sum")
+    state live on the host and the optimizer steps there; they leave the device total (a
+    root-kept output's gradient is unsharded on the device until the root's reduce-scatter)."""
+    head = ("head_gradient",) if scenario.custom_sharded_layers else ()
+    moved = ("weights", "adapters", "gradients", "optimizer", "optimizer_temporaries", "tied_gradient_sum", *head)
     host = {name: built[name] for name in moved if name in built}
     for name in [n for n in built if n.split("/", 1)[0] in host]:
         built[name] = sympy.Integer(0)
@@ -272,19 +346,27 @@ def _cpu_offload(built: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
 
 
 def _phases(built: dict[str, sympy.Expr]) -> dict[str, tuple[str, ...]]:
-    held = tuple(n for n in ("weights", "adapters", "optimizer", "input_ids", "zero3_gathered/layers",
-                             "zero3_gathered/root") if n in built)
+    held = tuple(n for n in ("weights", "adapters", "optimizer", "input_ids", "zero3_gathered/root") if n in built)
+    one = ("zero3_gathered/layers",) if "zero3_gathered/layers" in built else ()  # FSDP2: gathered layers
+    two = (*one, "zero3_gathered/next") if one else ()
     tied = ("tied_gradient_sum",) if "tied_gradient_sum" in built else ()
     # FSDP2: a layer's unsharded gradients exist in backward, before their reduce-scatter
     reduced = ("zero3_gathered/gradients",) if "zero3_gathered/gradients" in built else ()
+    output = ("zero3_gathered/lm_head",) if "zero3_gathered/lm_head" in built else ()
+    embedding = ("zero3_gathered/embedding",) if "zero3_gathered/embedding" in built else ()
     phases = {"loss_forward": (*held, "activations/layers", "activations/head", "loss_forward"),
-              "loss_backward": (*held, "activations", "loss_gradients")}
+              "loss_backward": (*held, *one, *output, "activations", "loss_gradients")}
+    if two:  # the last layer's forward, the next prefetched
+        phases["layers_forward"] = (*held, *two, "activations/layers")
     if "head_backward" in built:  # the chunked output projection's weight gradients summed
-        phases["head_backward"] = (*held, "activations/layers", "activations/head", "head_backward")
+        phases["head_backward"] = (*held, *one, *output, "activations/layers", "activations/head", "head_backward")
     if "recompute" in built:
         head = ("head_gradient",) if "head_gradient" in built else ()
-        phases["recompute"] = (*held, "activations/layers", "recompute", *head, *reduced)
-    phases["backward_end"] = (*held, "gradients", *tied, *reduced)
+        down = ("down_proj_gradient",) if "down_proj_gradient" in built else ()
+        phases["recompute"] = (*held, *two, "activations/layers", "recompute", *head, *down, *reduced)
+    if "recompute_gradients" in built:
+        phases["recompute_last"] = (*held, *one, "recompute", "recompute_gradients", *down, *reduced)
+    phases["backward_end"] = (*held, "gradients", *tied, *reduced, *embedding)
     phases["optimizer_step"] = (*held, "gradients", "optimizer_temporaries")
     return phases
 
@@ -326,68 +408,10 @@ def _inputs(spec: ModelSpec, scenario: Scenario) -> dict[str, object]:
     return echoed
 
 
-DESCRIPTIONS: dict[str, str] = {
-    "input_ids": "int64 tokens, labels and shifted labels",
-    "activations/layers": "what every layer saves (its input only with checkpointing; offloaded: the GPU stash)",
-    "activations/head": "final RMSNorm and the output projection's input",
-    "activations/loss": "the loss's saved logits (fp32 log-softmax, or bf16 chunks when compiled)",
-    "loss_forward": "end of the loss's forward: its logits and log-softmax (all bf16 chunks when chunked)",
-    "loss_gradients": "start of backward: the loss's gradients (one chunk's when chunked)",
-    "recompute": "checkpointing: one layer recomputed, its gradients in and out",
-    "head_gradient": "the output projection's weight gradient during the layers' backward",
-    "head_backward": "chunked loss: the output weight's chunk gradients summed, the later chunks' logits alive",
-    "tied_gradient_sum": "tied embeddings: dense embedding gradient and its sum with the output's",
-    "optimizer_temporaries": "torch.optim foreach step: one intermediate the size of what it steps",
-    "optimizer_paged": "bitsandbytes paged state (CUDA unified memory, outside max_memory_allocated)",
-    "activations_offloaded": "offloaded layer inputs and final-norm tensors (pinned CPU memory)",
-}
-
-_RECIPE = "torchtune recipes/full_finetune_single_device.py FullFinetuneRecipeSingleDevice"
-SOURCES: dict[str, str] = {
-    "weights": shared.SOURCES["weights"] + "; torchtune loads them in cfg.dtype (training/precision.py get_dtype)",
-    "adapters": "torchtune modules/peft/lora.py LoRALinear.__init__ (lora_a r x in, lora_b out x r); "
-                + shared.SOURCES["adapters"],
-    "input_ids": _RECIPE + "._loss_step (tokens, labels, torch.hstack of the shifted labels)",
-    "gradients": "torch 2.x autograd AccumulateGrad, one .grad per trained parameter in its dtype; "
-                 "optimizer_in_bwd: torchtune training/memory.py register_optim_in_bwd_hooks (step and zero_grad "
-                 "per parameter in its post-accumulate-grad hook)",
-    "optimizer": "torch/optim/adamw.py AdamW._init_group (zeros_like(param): the parameter's dtype); "
-                 "bitsandbytes/optim/optimizer.py Optimizer8bit.init_state (uint8 states, fp32 absmax per 256)",
-    "optimizer_temporaries": "torch/optim/adamw.py _multi_tensor_adamw (_foreach_sqrt intermediate), "
-                             "pytorch/pytorch#97712 (2023)",
-    "activations": "torchtune modules/transformer.py TransformerSelfAttentionLayer.forward, modules/rms_norm.py, "
-                   "modules/attention.py MultiHeadAttention.forward, modules/loss/ce_chunked_output_loss.py; "
-                   "compiled: torch/_functorch/partitioners.py min_cut_rematerialization_partition",
-    "loss_forward": "torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss.forward, "
-                    "modules/transformer.py TransformerDecoder.forward (output(h).float()) and chunked_output",
-    "loss_gradients": "torch nll_loss / log_softmax backward (fp32); compiled: torch/_decomp/decompositions.py "
-                      "_nll_loss_backward lowered pointwise (torch/_inductor/config.py "
-                      "optimize_scatter_upon_const_tensor)",
-    "recompute": "torch/utils/checkpoint.py (non-reentrant), torchtune training/_activation_checkpointing.py "
-                 "set_activation_checkpointing",
-    "head_backward": "torchtune modules/transformer.py TransformerDecoder.chunked_output (one output matmul per "
-                     "chunk); torch/csrc/autograd/input_buffer.cpp InputBuffer::accumulate (the chunks' weight "
-                     "gradients summed before AccumulateGrad), measured on CPU by tools/measure/torchtune_peaks.py (2026)",
-    "head_gradient": "torch autograd: the output Linear's weight gradient (tied: waiting in the input buffer of "
-                     "the embedding's AccumulateGrad, torch/csrc/autograd/input_buffer.cpp)",
-    "tied_gradient_sum": "torch autograd input_buffer.cpp: the tied weight's two gradients summed out of place "
-                         "(measured on CPU, docs/accuracy.md)",
-    "zero3_gathered": "FSDP2 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py FSDPParamGroup.unshard and "
-                      "post_backward, _fully_shard.py fully_shard (lazy_init sets the root's reshard_after_forward False) "
-                      "(torchtune training/_distributed.py shard_model)",
-}
-CONTEXT_SOURCE = ("the user's --reserve: the CUDA context and runtime, device memory outside PyTorch's caching "
-                  "allocator (CUDA C Programming Guide, 'Initialization'; c10/cuda/CUDACachingAllocator.cpp "
-                  "counts only its own segments in reserved_bytes)")
-HOST_SOURCE = ("paged optimizers: Dettmers et al. 2023 (QLoRA), arXiv:2305.14314, sec. 3; bitsandbytes/functional.py "
-               "get_paged (cudaMallocManaged, outside torch's caching allocator); "
-               "torchtune training/_activation_offloading.py OffloadActivations.pack_tensor (pinned CPU copies); "
-               "fsdp_cpu_offload: torch/distributed/fsdp/_fully_shard/_fsdp_api.py CPUOffloadPolicy")
-
 KNOBS = frozenset({
     "batch_size", "seq_len", "dtype", "weight_quant", "recompute", "optimizer", "precision", "reserve_bytes",
     "dp", "zero", "offload", "lora_rank", "lora_targets", "adapter_dtype", "torch_compile", "loss_chunks",
-    "optimizer_in_backward", "activation_offload", "optimizer_impl",
+    "optimizer_in_backward", "activation_offload", "optimizer_impl", "torchtune_release", "custom_sharded_layers",
 })
 
 PROFILE = Profile(

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import sympy
 
+from fractions import Fraction
+
 from formulas.frameworks.transformers import FLOAT32_BYTES, INT64_BYTES, rms_norm_saved
+from formulas.weights import StoredFormat
 from formulas.symbols import (
     activation_bytes,
     batch_size,
@@ -40,11 +43,14 @@ beta = activation_bytes
 # CEWithChunkedOutputLoss.__init__(num_output_chunks=8): the recipes' default chunk count.
 DEFAULT_LOSS_CHUNKS = 8
 # torchtune/training/_activation_offloading.py OffloadActivations.__init__: with streams the
-# forward keeps the last ``max_fwd_stash_size`` offloaded tensors on the GPU until their
-# copy is waited on (they are dropped when backward starts); tensors under
-# ``min_offload_size`` bytes stay on the GPU.
+# forward keeps the tensors of the last ``max_fwd_stash_size`` pack calls on the GPU until the
+# first backward node that unpacks one has run (pack_tensor's ``fwd_stash``); tensors under
+# ``min_offload_size`` bytes are not offloaded.
 OFFLOAD_FORWARD_STASH = 5
 OFFLOAD_MIN_BYTES = 1024
+# unpack_tensor_with_streams: a tensor brought back stays in ``bwd_tensor_stash`` until the
+# hook of the next node that unpacks: the layer being recomputed and the one before it.
+OFFLOAD_BACKWARD_INPUTS = 2
 
 
 # --- what one decoder layer saves for backward --------------------------------------------
@@ -96,27 +102,57 @@ def checkpointed_layer_saved() -> sympy.Expr:
     return beta * b * s * h
 
 
-def offload_stash() -> sympy.Expr:
-    """``enable_activation_offloading`` (it requires checkpointing): every layer input goes
-    to CPU; with streams the last ``min(5, L)`` stay on the GPU at the start of backward
-    (OffloadActivations.pack_tensor's ``fwd_stash``)."""
-    return sympy.Min(OFFLOAD_FORWARD_STASH, L) * checkpointed_layer_saved()
+def offload_recompute_inputs() -> sympy.Expr:
+    """``enable_activation_offloading`` (it requires checkpointing): every layer input goes to
+    pinned CPU memory, none stays on the GPU at the start of backward (the final norm's five
+    saved-tensor packs come after the last layer's input and push it out of the
+    ``min(5, .)``-pack ``fwd_stash``: see :func:`head_saved`). In backward a checkpointed
+    layer's recompute unpacks its input, brought back to the GPU and held in
+    ``bwd_tensor_stash`` beside the previous layer's until the next unpacking node's hook:
+    ``2 beta b s h`` beside :func:`recompute_backward`."""
+    return OFFLOAD_BACKWARD_INPUTS * checkpointed_layer_saved()
+
+
+def offloaded_host_bytes(lora: bool = False) -> sympy.Expr:
+    """The pinned CPU copies: one per pack call (pack_tensor copies every saved tensor, even
+    one saved twice): ``L`` layer inputs and the final norm's ``x.float()`` (saved by ``pow``
+    and by ``*``), ``rsqrt`` (saved by itself and by ``*``) and, unless its scale is frozen
+    (:func:`head_saved`), ``x_normed``."""
+    bs = b * s
+    normed = 0 if lora else beta * bs * h
+    return L * checkpointed_layer_saved() + 2 * FLOAT32_BYTES * bs * h + 2 * FLOAT32_BYTES * bs + normed
 
 
 def recompute_backward() -> sympy.Expr:
-    """Checkpointing, backward of one layer: the gradient flowing in and out, ``2 beta b s h``
-    (the recomputed layer's saved tensors are :func:`layer_saved`)."""
-    return 2 * beta * b * s * h
+    """Checkpointing, backward of one recomputed layer, beside its saved tensors
+    (:func:`layer_saved`): the gradient coming in, ``beta b s h``, and SwiGLU's backward at its
+    product (``w2(silu(w1 x) * w3 x)``): ``w2``'s backward makes the product's gradient
+    (``b s f``), then ``MulBackward`` both factors' (``2 b s f``) before the product and factors
+    saved for it are released, ``2 beta b s f`` net. Measured on CPU with a layer-bound decoder
+    (tools/measure/torchtune_peaks.py, ``wide`` rows)."""
+    return beta * b * s * h + 2 * beta * b * s * f
+
+
+def recompute_backward_tensors() -> tuple[tuple[sympy.Expr, sympy.Expr], ...]:
+    """:func:`recompute_backward` as its tensors, ``(count, bytes each)``."""
+    return ((1, beta * b * s * h), (2, beta * b * s * f))
 
 
 # --- the output projection and the loss ---------------------------------------------------
 
-def head_saved(offloaded: bool) -> sympy.Expr:
-    """The final RMSNorm and the output projection's saved input. Offloading moves the norm's
-    tensors to CPU too; the output projection is kept on the GPU (get_act_offloading_ctx_manager
-    wraps ``model.output`` in NoOpManager)."""
-    norm = 0 if offloaded else rms_norm_saved(b * s, h)
-    return norm + beta * b * s * h
+def head_saved(lora: bool = False, output_adapter: bool = False) -> sympy.Expr:
+    """The final RMSNorm's saved tensors and the output projection's saved input. With
+    activation offloading both stay on the GPU until backward reaches them: the output
+    projection runs under NoOpManager (get_act_offloading_ctx_manager), and the norm's
+    tensors are the last pack calls, kept in OffloadActivations' ``fwd_stash`` (measured
+    order of saves: tools/measure/torchtune_peaks.py ``pack_order``).
+
+    LoRA: autograd saves a product's operand only for the other operand's gradient
+    (tools/autograd/derivatives.yaml ``mul``, ``mm``), so the frozen norm scale leaves
+    ``x_normed`` unsaved (the norm keeps its fp32 ``x`` and ``rsqrt``, ``4 b s h + 4 b s``)
+    and the frozen output weight ``h``, unless an adapter on the output saves it."""
+    norm = rms_norm_saved(b * s, h) - (beta * b * s * h if lora else 0)
+    return norm + (beta * b * s * h if output_adapter or not lora else 0)
 
 
 def input_ids() -> sympy.Expr:
@@ -195,6 +231,70 @@ def chunked_head_backward(chunks: int) -> sympy.Expr:
 def chunked_head_backward_tensors(chunks: int) -> tuple[tuple[sympy.Expr, sympy.Expr], ...]:
     """:func:`chunked_head_backward` as its tensors, ``(count, bytes each)``."""
     return ((3, beta * V * h), (chunks - 2, beta * b * s * V / chunks), (2, beta * b * s * h / chunks))
+
+
+# --- QLoRA's base: torchao's NF4Tensor ------------------------------------------------------
+
+# torchao/dtypes/nf4tensor.py to_nf4 / NF4Tensor.from_tensor (torchtune modules/low_precision
+# FrozenNF4Linear and LoRALinear(quantize_base=True) call to_nf4 on every block linear): 4-bit
+# codes, one int8 scaler per block of 64, one quantization_factor per 256 scalers, a
+# scaler_mean and the 16-value NF4 table, those three in the input tensor's dtype.
+NF4_BLOCK_SIZE = 64
+NF4_SCALER_BLOCK_SIZE = 256
+NF4_TABLE_VALUES = 16
+
+
+def torchao_nf4(weight_width: Fraction) -> StoredFormat:
+    """torchao's NF4 layout of a ``rows x cols`` weight of ``weight_width`` bytes per element:
+    ``n / 2`` code bytes, ``n / 64`` int8 scalers, ``n / (64 x 256)`` factors and
+    ``1 + 16`` values per tensor in ``weight_width`` (measured: a bf16 3072 x 8192 weight is
+    12,979,234 bytes in torchao 0.7.0; bitsandbytes' double quantization keeps fp32 there)."""
+    return StoredFormat("nf4", Fraction(1, 2), Fraction(1), NF4_BLOCK_SIZE,
+                        per_matrix=(1 + NF4_TABLE_VALUES) * weight_width,
+                        second_level_groups=NF4_SCALER_BLOCK_SIZE, second_level_bytes=weight_width)
+
+
+# --- torchtune <= 0.2.1: the loop kept the sliced fp32 logits ---------------------------------
+
+# The release whose recipes' loop is modelled by the ``sliced_*`` functions below: every
+# recipe's ``train`` up to v0.2.1 (2024-07-25; pytorch/torchtune 30c75d4, May 2024) sliced the
+# fp32 logits and kept them through backward; #1235 (8a98fbaa3, 2024-07-28, in v0.3.0) added
+# ``del logits`` and #1390 (4fba6cd44, in v0.3.0) shifted the labels instead.
+RELEASE_SLICED_LOGITS = "0.2"
+
+
+def sliced_logits() -> sympy.Expr:
+    """One fp32 tensor over the sliced logits, ``4 b (s - 1) V``: torchtune <= 0.2.1's loop
+    (recipes/full_finetune_single_device.py ``train`` at 30c75d4) runs
+    ``logits = logits[..., :-1, :].contiguous()`` on the model's fp32 ``output(h).float()``,
+    then ``logits.transpose(1, 2)`` and ``nn.CrossEntropyLoss`` over ``(b, V, s - 1)``."""
+    return FLOAT32_BYTES * b * (s - 1) * V
+
+
+def sliced_loss_saved() -> sympy.Expr:
+    """What the loss saves: ``log_softmax``'s fp32 output (one :func:`sliced_logits`)."""
+    return sliced_logits()
+
+
+def sliced_loss_forward() -> sympy.Expr:
+    """The loss's bytes at the end of ``log_softmax``'s forward, ``3 x 4 b (s - 1) V``: the
+    sliced logits (the loop's ``logits`` still names them), the contiguous copy ``log_softmax``
+    makes of its transposed input (aten/src/ATen/native/cuda/SoftMax.cu ``host_softmax``:
+    ``input_.contiguous()``; SoftMax.cpp on CPU) and its output. (The moment before, the full
+    fp32 logits and their sliced copy, ``4 b s V + 4 b (s - 1) V``, is smaller.)"""
+    return 3 * sliced_logits()
+
+
+def sliced_loss_gradients() -> sympy.Expr:
+    """Start of backward, beside :func:`sliced_loss_saved`: the sliced logits the loop still
+    holds (no ``del logits`` before ``loss.backward()``), ``nll_loss2d``'s gradient
+    (``zeros_like``) and ``log_softmax``'s, ``3 x 4 b (s - 1) V``."""
+    return 3 * sliced_logits()
+
+
+def sliced_input_ids() -> sympy.Expr:
+    """int64 tokens and labels, and ``labels[..., 1:].contiguous()``: ``8 (2 b s + b (s - 1))``."""
+    return INT64_BYTES * (2 * b * s + b * (s - 1))
 
 
 # --- optimizer --------------------------------------------------------------------------
