@@ -199,3 +199,11 @@ def test_sliding_and_chunked_layers_together_are_refused():
     mixed = replace(spec, layers=(chunked, replace(full, count=full.count - 1), sliding))
     with pytest.raises(InputError, match="sliding-window and chunked"):
         build_worker(mixed, Scenario(), VllmSettings(cuda_total_bytes=H100, max_model_len=4096))
+
+
+def test_mxfp4_backend_knob_reaches_the_vllm_profile_and_other_profiles_refuse_it(run_cli):
+    from engine.profiles.vllm_settings import settings_from
+
+    assert settings_from(Scenario(mxfp4_backend="marlin")).mxfp4_backend == "marlin"
+    result = run_cli("estimate", "--model", "gpt-oss-20b", "--mxfp4-backend", "marlin")
+    assert result.exit_code == 2 and "--mxfp4-backend marlin" in result.stderr

@@ -265,7 +265,8 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
 
 # memsym weight schemes -> the vLLM --quantization that stores them so
 SCHEME_METHODS = {None: None, "none": None, "int4": "gptq", "fp8": "fp8", "nf4": "bitsandbytes"}  # None: not given
-KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "block_size", "tp", "pp"})
+KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "block_size", "tp", "pp",
+                   "mxfp4_backend"})
 
 
 def settings_from(scenario: Scenario) -> VllmSettings:
@@ -278,7 +279,7 @@ def settings_from(scenario: Scenario) -> VllmSettings:
         max_model_len=scenario.seq_len, block_size=scenario.block_size or VllmSettings.block_size,
         dtype="float32" if scenario.weight_bytes() == 4 else "auto",
         kv_cache_dtype="fp8" if scenario.kv_bytes() == 1 else "auto",
-        quantization=SCHEME_METHODS[scenario.weight_quant],
+        quantization=SCHEME_METHODS[scenario.weight_quant], mxfp4_backend=scenario.mxfp4_backend,
     )
 
 
