@@ -150,7 +150,8 @@ def _tensor_bytes(tensor: P.WeightTensor, scheme: str, marlin=None, mxfp4=None) 
     stored = MXFP4_EXPERTS.tensor_bytes(tensor)
     if tensor.parallel != "expert":
         return stored
-    return vllm_mxfp4.expert_bytes(stored, not tensor.quantizable, tensor.numel, mxfp4 or vllm_mxfp4.choose("auto", None))
+    backend = mxfp4 or vllm_mxfp4.choose("auto", None)
+    return vllm_mxfp4.expert_bytes(stored, not tensor.quantizable, tensor.numel, backend)
 
 
 def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool, marlin=None,

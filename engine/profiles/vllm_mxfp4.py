@@ -57,12 +57,11 @@ def capability(gpu_name: str | None) -> tuple[int, int] | None:
     """The catalog GPU's CUDA compute capability; None without ``--gpu``."""
     if gpu_name is None:
         return None
-    text = catalog_gpu(gpu_name).compute_capability
-    if text is None:
+    cc = catalog_gpu(gpu_name).compute_capability
+    if cc is None:
         raise InputError(f"--gpu {gpu_name}: gpt-oss's MXFP4 experts on ROCm (get_padding_alignment) are not "
                          "modelled (modelled: NVIDIA GPUs)")
-    major, minor = text.split(".")
-    return int(major), int(minor)
+    return cc
 
 
 def choose(requested: str, gpu_name: str | None) -> Backend:
