@@ -285,6 +285,9 @@ def serve_options(func):
                show_default=True, group="serving", help="Conv-state dtype of Mamba/Gated DeltaNet layers."),
         option("--mamba-ssm-cache-dtype", type=click.Choice(("auto", "float32", "float16", "bfloat16")),
                default="auto", show_default=True, group="serving", help="SSM-state dtype (auto: the conv dtype)."),
+        option("--mxfp4-backend", type=click.Choice(("auto", "marlin", "triton", "flashinfer")), default="auto",
+               show_default=True, group="serving", help="gpt-oss's MoE backend (auto: vLLM's rule for the --gpu; "
+               "marlin: VLLM_MXFP4_USE_MARLIN=1 or no triton_kernels, as in 0.10.1)."),
         option("--enforce-eager", is_flag=True, group="serving",
                help="No CUDA graphs (0.19 does not subtract them either way)."),
         option("--vllm-version", type=click.Choice(("0.19", "0.6")), default="0.19", show_default=True,

@@ -46,6 +46,8 @@ class GPU:
     cuda_total_source: str | None = None
     # where no public log shows memory_bytes: the rule that chose it and its uncertainty
     estimate: str | None = None
+    # CUDA compute capability (major, minor) (None: not a CUDA device)
+    compute_capability: tuple[int, int] | None = None
 
     @property
     def estimate_note(self) -> str | None:
@@ -66,9 +68,13 @@ def catalog() -> dict[str, GPU]:
             memory_bytes=row["memory_bytes"], datasheet_memory=row["datasheet_memory"],
             datasheet_url=row["datasheet_url"], reported_source=row["reported_source"],
             cuda_total_bytes=row.get("cuda_total_bytes"), cuda_total_source=row.get("cuda_total_source"),
-            estimate=row.get("estimate"),
+            estimate=row.get("estimate"), compute_capability=_capability(row.get("compute_capability")),
         )
     return out
+
+
+def _capability(value: list | None) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
 
 
 @lru_cache(maxsize=1)

@@ -159,6 +159,9 @@ KNOBS: tuple[Knob, ...] = (
          symbol="allocator_fraction", freeable=True, parse=_allocator_fraction, metavar="F"),
     Knob("block_size", "--block-size", None, "Paged KV cache with blocks of N tokens.", "serving", "count",
          symbol="block_size", freeable=True, formula_free=True),
+    Knob("mxfp4_backend", "--mxfp4-backend", "auto", "--profile vllm: gpt-oss's MXFP4 MoE backend (auto: vLLM's "
+         "rule, an H100's Triton without --gpu; marlin: VLLM_MXFP4_USE_MARLIN=1).", "serving",
+         choices=("auto", "marlin", "triton", "flashinfer")),
     Knob("cache_type_k", "--cache-type-k", "f16", "--profile llamacpp: key-cache type (llama.cpp's flag).",
          "serving", choices=options.LLAMACPP_CACHE_TYPES, spellings=("-ctk",)),
     Knob("cache_type_v", "--cache-type-v", "f16", "--profile llamacpp: value-cache type (llama.cpp's flag).",
@@ -295,6 +298,7 @@ class Scenario:
     logits: str = "last"  # inference: "last" as generation projects; training uses all
     mla_cache: str = "latent"
     block_size: int | None = None  # paged KV cache; None = contiguous
+    mxfp4_backend: str = "auto"  # --profile vllm: engine/profiles/vllm_mxfp4.py
     recompute: str = "none"
     optimizer: str = "adamw"
     precision: str = "auto"

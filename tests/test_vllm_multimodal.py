@@ -18,6 +18,7 @@ import sympy
 from engine.architecture import count_parameters
 from engine.errors import ConfigError, InputError
 from engine.families import spec_from_config
+from engine.profiles import vllm_mxfp4
 from engine.profiles.vllm import build_worker
 from engine.profiles.vllm_settings import VllmSettings, kv_layout
 from engine.registry import load_spec
@@ -33,8 +34,8 @@ RECORDS = [r for r in json.loads((ROOT / "tests" / "fixtures" / "vllm_weights_is
            if "quantization_config" not in r]  # the quantized checkpoints: tests/test_vllm_quant.py
 
 
-def _worker(model, tp=1, **flags):
-    settings = VllmSettings(cuda_total_bytes=H100, gpu_name="h100-80gb", **flags)
+def _worker(model, tp=1, gpu_name="h100-80gb", **flags):
+    settings = VllmSettings(cuda_total_bytes=H100, gpu_name=gpu_name, **flags)
     return build_worker(load_spec(model), Scenario(tp=tp), settings)
 
 
@@ -61,7 +62,8 @@ def test_sliding_window_models_keep_their_groups():
 
 @pytest.mark.parametrize("record", RECORDS, ids=[r["source_url"].rsplit("/", 1)[-1] + "-" + r["model"] for r in RECORDS])
 def test_logged_weights_within_the_stated_tolerance(record):
-    worker = _worker(record["model"], tp=record["tensor_parallel_size"])
+    flags = {key: record[key] for key in ("gpu_name", "mxfp4_backend") if key in record}
+    worker = _worker(record["model"], tp=record["tensor_parallel_size"], **flags)
     predicted = worker.model.evaluate().terms["weights"] / GIB
     logged = float(record["model_loading_took"].split()[0])
     assert abs(predicted / logged - 1) <= record["tolerance"], (predicted, logged, record["why_tolerance"])
@@ -75,6 +77,39 @@ def test_mxfp4_quantizes_the_experts_only_and_pads_the_rank_width():
     # at most 1472 / 1440 of half (the down-projection bias does not grow with f_e)
     assert two["weights/moe_experts"] * 2 > one["weights/moe_experts"]
     assert two["weights/moe_experts"] * 2 * 1440 <= one["weights/moe_experts"] * 1472
+
+
+@pytest.mark.parametrize("gpu, backend", [("h100-80gb", "Triton"), ("h200", "Triton"), ("rtx-3090", "Marlin"),
+                                          ("a100-80gb", "Marlin"), ("l40s", "Marlin"), ("rtx-5090", "Marlin")])
+def test_auto_mxfp4_backend_follows_vllms_capability_rule(gpu, backend):
+    """get_mxfp4_backend: Triton on (9, 0) <= capability < (11, 0), else Marlin (no FlashInfer opt-in)."""
+    assert vllm_mxfp4.choose("auto", gpu).name == backend
+
+
+def test_marlin_pads_width_to_128_and_hidden_to_256_with_one_scale_copy():
+    """gpt-oss-20b on one GPU: Marlin holds 32 experts x 24 layers of w13 [5888, 3072/2] + w2 [3072, 2944/2]
+    values, one byte per 32 of scales, bf16 biases 5888 + 3072; Triton pads nothing (2880 = 45 x 64)."""
+    marlin = _worker("gpt-oss-20b", mxfp4_backend="marlin").model.evaluate().terms["weights/moe_experts"]
+    values = 2 * 2944 * 3072 // 2 + 3072 * 2944 // 2
+    scales = 2 * 2944 * 3072 // 32 + 3072 * 2944 // 32
+    assert marlin == 24 * 32 * (values + scales + 2 * (2 * 2944 + 3072))
+    triton = _worker("gpt-oss-20b").model.evaluate().terms["weights/moe_experts"]
+    assert triton == 24 * 32 * (3 * 2880 * 2880 // 2 + 2 * 3 * 2880 * 2880 // 32 + 4 * 3 * 2880)
+
+
+@pytest.mark.parametrize("gpu, backend, message", [("b200", "auto", "FlashInfer"), ("h100-80gb", "flashinfer", "FlashInfer"),
+                                                   ("t4", "auto", "compute capability 8.0"), ("mi300x", "auto", "ROCm")])
+def test_unmodelled_mxfp4_backends_are_refused(gpu, backend, message):
+    with pytest.raises(InputError, match=message):
+        _worker("gpt-oss-20b", gpu_name=gpu, mxfp4_backend=backend)
+
+
+def test_serve_names_the_chosen_mxfp4_backend(run_cli):
+    result = run_cli("serve", "--model", "gpt-oss-20b", "--gpu", "rtx-3090", "--max-model-len", "4096")
+    assert result.exit_code == 0, result.stderr
+    assert "MXFP4 experts as the Marlin backend holds them (rtx-3090, sm86" in result.stdout
+    bad = run_cli("serve", "--model", "gpt-oss-20b", "--gpu", "b200", "--max-model-len", "4096")
+    assert bad.exit_code == 2 and "--mxfp4-backend auto" in bad.stderr
 
 
 def test_mllama_is_refused_on_v1_with_vllms_reason():
@@ -164,3 +199,11 @@ def test_sliding_and_chunked_layers_together_are_refused():
     mixed = replace(spec, layers=(chunked, replace(full, count=full.count - 1), sliding))
     with pytest.raises(InputError, match="sliding-window and chunked"):
         build_worker(mixed, Scenario(), VllmSettings(cuda_total_bytes=H100, max_model_len=4096))
+
+
+def test_mxfp4_backend_knob_reaches_the_vllm_profile_and_other_profiles_refuse_it(run_cli):
+    from engine.profiles.vllm_settings import settings_from
+
+    assert settings_from(Scenario(mxfp4_backend="marlin")).mxfp4_backend == "marlin"
+    result = run_cli("estimate", "--model", "gpt-oss-20b", "--mxfp4-backend", "marlin")
+    assert result.exit_code == 2 and "--mxfp4-backend marlin" in result.stderr

@@ -113,7 +113,9 @@ def render_table() -> str:
 
 # hybrid and recurrent registry models on one H100 at 32k tokens (engine/profiles/vllm_hybrid.py)
 HYBRID_BEGIN, HYBRID_END = "<!-- hybrid-table:begin -->", "<!-- hybrid-table:end -->"
-HYBRID_RUNS = (("qwen3-next-80b-a3b", 4), ("jamba-v0.1", 2), ("bamba-9b", 1), ("mamba-2.8b", 1))
+HYBRID_RUNS = (("qwen3-next-80b-a3b", 4), ("jamba-v0.1", 2), ("bamba-9b", 1), ("mamba-2.8b", 1),
+               ("nemotron-nano-9b-v2", 1), ("nemotron-3-nano-30b-a3b", 1), ("granite-4.0-h-tiny", 1),
+               ("granite-4.0-h-1b", 1), ("falcon-h1-7b-instruct", 1), ("mamba-codestral-7b-v0.1", 1))
 HYBRID_LEN = 32768
 
 

@@ -27,7 +27,7 @@ import sympy
 from engine import architecture
 from engine.errors import InputError
 from engine.model import MemoryModel
-from engine.profiles import Profile, vllm_hybrid, vllm_quant
+from engine.profiles import Profile, vllm_hybrid, vllm_mxfp4, vllm_quant
 from engine.profiles.vllm_settings import (KNOBS, MODES, REFUSAL_NOTE, SCHEME_METHODS, SUMMARY, VllmSettings, check, defaults_for,  # noqa: F401
                                            kv_layout, quant_scheme, serving_dtypes, settings_from)
 from engine.quantization import Quantization
@@ -137,32 +137,32 @@ def _share(tensor: P.WeightTensor) -> sympy.Expr:
 MXFP4_EXPERTS = Quantization(STORED_FORMATS["mxfp4"], "vLLM Mxfp4MoEMethod", experts_only=True)
 
 
-def _tensor_bytes(tensor: P.WeightTensor, scheme: str, marlin=None) -> sympy.Expr:
+def _tensor_bytes(tensor: P.WeightTensor, scheme: str, marlin=None, mxfp4=None) -> sympy.Expr:
     """One tensor as vLLM holds it under ``scheme``. ``marlin``: the checkpoint's formats as
-    vLLM's kernels hold them (engine/profiles/vllm_quant.py ``Held``). MXFP4 experts as the Triton
-    backend (the H100 default without FlashInfer's opt-in) keeps them: ``f_e / t`` padded to a
-    multiple of 64, two copies of the scales (the ``beta_sc`` fact, :func:`_facts`), float32 biases."""
+    vLLM's kernels hold them (engine/profiles/vllm_quant.py ``Held``). MXFP4 experts as the chosen
+    backend (``mxfp4``, engine/profiles/vllm_mxfp4.py ``Backend``; Triton without one) keeps them:
+    padded rank width (and hidden size on Marlin), the scale copies (the ``beta_sc`` fact,
+    :func:`_facts`), the backend's bias dtype."""
     if marlin is not None:
         return marlin.tensor_bytes(tensor)
     if scheme != "mxfp4":
         return W.tensor_bytes(tensor, scheme)
+    stored = MXFP4_EXPERTS.tensor_bytes(tensor)
     if tensor.parallel != "expert":
-        return MXFP4_EXPERTS.tensor_bytes(tensor)
-    if tensor.quantizable:
-        stored = MXFP4_EXPERTS.tensor_bytes(tensor)
-    else:  # a bias
-        stored = tensor.numel * F.MXFP4_RESIDENT_BIAS_BYTES
-    return stored.xreplace({S.moe_intermediate_size: F.mxfp4_padded_expert_width() * S.tensor_parallel})
+        return stored
+    backend = mxfp4 or vllm_mxfp4.choose("auto", None)
+    return vllm_mxfp4.expert_bytes(stored, not tensor.quantizable, tensor.numel, backend)
 
 
-def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool, marlin=None) -> dict[str, sympy.Expr]:
+def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool, marlin=None,
+                 mxfp4=None) -> dict[str, sympy.Expr]:
     """weights and weights/<component> of one stage's worker, vocab padded to 64."""
     padded = {S.vocab_size: F.padded_vocab()}
     parts: dict[str, sympy.Expr] = {}
     for t in _stage_tensors(spec, first, last):
         if t.component in ("embedding", "lm_head"):
             t = replace(t, rows=t.rows.xreplace(padded))
-        parts[t.component] = parts.get(t.component, 0) + _tensor_bytes(t, scheme, marlin) * _share(t)
+        parts[t.component] = parts.get(t.component, 0) + _tensor_bytes(t, scheme, marlin, mxfp4) * _share(t)
     if spec.rope_cache_positions and spec.rotary_dim:
         parts["rotary_cache"] = F.rotary_cache_bytes()
     if is_mla(spec):
@@ -250,7 +250,7 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
         raise InputError(f"stage {stage} is not one of the {scenario.pp} pipeline stages")
     first, last = stage == 0, stage == scenario.pp - 1
     marlin = vllm_quant.held_formats(spec, settings.quantization)
-    terms = weight_terms(spec, quant_scheme(spec, settings), first, last, marlin)
+    terms = weight_terms(spec, quant_scheme(spec, settings), first, last, marlin, mxfp4_backend(spec, settings))
     terms.update(activation_terms(spec, last, settings.dtype == "float32"))
     terms["non_torch"] = S.non_torch_bytes
     terms["cuda_graphs"] = sympy.Integer(0)
@@ -293,7 +293,7 @@ def _facts(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, layers: 
     weight_width, kv_width = serving_dtypes(spec, scenario, settings)
     quant_bytes, scale_bytes, group = W.QUANT_SCHEMES[quant_scheme(spec, settings)]
     if quant_scheme(spec, settings) == "mxfp4":
-        scale_bytes *= F.MXFP4_RESIDENT_SCALE_COPIES
+        scale_bytes *= vllm_mxfp4.scale_factor(mxfp4_backend(spec, settings))
     configured = spec.quantization.get("group_size", spec.quantization.get("q_group_size"))
     if group and isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
         group = configured  # the checkpoint's own group size (GPTQ/AWQ quantization_config)
@@ -329,6 +329,13 @@ def _inputs(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> dict
             "assumptions": model_assumptions(spec, settings)}
 
 
+def mxfp4_backend(spec: ModelSpec, settings: VllmSettings):
+    """The MXFP4 MoE backend vLLM picks for ``settings`` (None: no MXFP4 experts)."""
+    if quant_scheme(spec, settings) != "mxfp4":
+        return None
+    return vllm_mxfp4.choose(settings.mxfp4_backend, settings.gpu_name)
+
+
 def _quant_name(spec: ModelSpec, settings: VllmSettings) -> str:
     """The held format's name (vllm_quant.py) where the checkpoint has one, else the scheme."""
     held = vllm_quant.held_formats(spec, settings.quantization)
@@ -347,7 +354,7 @@ def model_assumptions(spec: ModelSpec, settings: VllmSettings) -> list[str]:
                      f"config's quantization_config (quant_method {spec.quantization.get('quant_method')!r}; "
                      "engine/profiles/vllm_quant.py)")
     if quant_scheme(spec, settings) == "mxfp4":
-        notes.append("MXFP4 experts as the Triton backend holds them (sm90/sm100; Marlin differs)")
+        notes.append(mxfp4_backend(spec, settings).note)
     if is_multimodal(spec):
         notes.append("the vision encoder's own profile-run peak is not modelled (its dummy-image "
                      "embeddings are)")

@@ -19,6 +19,7 @@ from engine.spec import ModelSpec, shown
 from formulas.dtypes import DTYPE_BYTES
 
 GIB = 2**30
+MXFP4_BACKENDS = ("auto", "marlin", "triton", "flashinfer")  # --mxfp4-backend (engine/profiles/vllm_mxfp4.py)
 VERSIONS = ("0.19", "0.6")  # V1 (0.8 and later; 0.19 is the reference) and V0 (0.6.x)
 DTYPES = ("auto", "bfloat16", "half", "float16", "float32")
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
@@ -75,6 +76,7 @@ class VllmSettings:
     mamba_ssm_cache_dtype: str = "auto"
     mamba_cache_mode: str = "none"  # effective only with prefix caching (engine/profiles/vllm_hybrid.py)
     enable_prefix_caching: bool = False  # vLLM's default for hybrid models (arg_utils.py: opt-in)
+    mxfp4_backend: str = "auto"  # gpt-oss's MoE backend (engine/profiles/vllm_mxfp4.py; auto: vLLM's rule)
 
     def __post_init__(self):
         if not 0 < Fraction(self.gpu_memory_utilization) <= 1:
@@ -90,7 +92,8 @@ class VllmSettings:
                                      KV_CACHE_DTYPES), ("--vllm-version", self.version, VERSIONS),
                                     ("--mamba-cache-dtype", self.mamba_cache_dtype, MAMBA_DTYPES),
                                     ("--mamba-ssm-cache-dtype", self.mamba_ssm_cache_dtype, MAMBA_DTYPES),
-                                    ("--mamba-cache-mode", self.mamba_cache_mode, MAMBA_CACHE_MODES)):
+                                    ("--mamba-cache-mode", self.mamba_cache_mode, MAMBA_CACHE_MODES),
+                                    ("--mxfp4-backend", self.mxfp4_backend, MXFP4_BACKENDS)):
             if value not in allowed:
                 raise InputError(f"{flag}: unknown value {value!r} (choose from {', '.join(allowed)})")
         if self.quantization is not None and self.quantization not in QUANTIZATION:
@@ -262,7 +265,8 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
 
 # memsym weight schemes -> the vLLM --quantization that stores them so
 SCHEME_METHODS = {None: None, "none": None, "int4": "gptq", "fp8": "fp8", "nf4": "bitsandbytes"}  # None: not given
-KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "block_size", "tp", "pp"})
+KNOBS = frozenset({"batch_size", "seq_len", "dtype", "kv_cache_dtype", "weight_quant", "block_size", "tp", "pp",
+                   "mxfp4_backend"})
 
 
 def settings_from(scenario: Scenario) -> VllmSettings:
@@ -275,7 +279,7 @@ def settings_from(scenario: Scenario) -> VllmSettings:
         max_model_len=scenario.seq_len, block_size=scenario.block_size or VllmSettings.block_size,
         dtype="float32" if scenario.weight_bytes() == 4 else "auto",
         kv_cache_dtype="fp8" if scenario.kv_bytes() == 1 else "auto",
-        quantization=SCHEME_METHODS[scenario.weight_quant],
+        quantization=SCHEME_METHODS[scenario.weight_quant], mxfp4_backend=scenario.mxfp4_backend,
     )
 
 

@@ -107,9 +107,23 @@ MXFP4_RESIDENT_SCALE_COPIES = 2
 MXFP4_RESIDENT_BIAS_BYTES = FLOAT32_BYTES
 
 
-def mxfp4_padded_expert_width() -> sympy.Expr:
-    """``64 ceil(f_e / (64 t))``: one rank's expert width as vLLM's MXFP4 experts hold it."""
-    return MXFP4_TRITON_PADDING * sympy.ceiling(moe_intermediate_size / (MXFP4_TRITON_PADDING * tensor_parallel))
+# Mxfp4MoEMethod.create_weights, Marlin backend: "The moe marlin kernel requires that for each
+# linear n % 256 == 0 and k % 128 == 0": ``round_up(intermediate_size_per_partition, 128)`` and
+# ``round_up(hidden_size, 256)``; prepare_moe_fp4_layer_for_marlin repacks the values and the
+# E8M0 scales in place of the originals (one copy each) and keeps the biases in bf16.
+MXFP4_MARLIN_INTERMEDIATE_PADDING = 128
+MXFP4_MARLIN_HIDDEN_PADDING = 256
+
+
+def mxfp4_padded_expert_width(padding: int = MXFP4_TRITON_PADDING) -> sympy.Expr:
+    """``p ceil(f_e / (p t))``: one rank's expert width as vLLM's MXFP4 experts hold it
+    (p = 64 Triton, 128 Marlin)."""
+    return padding * sympy.ceiling(moe_intermediate_size / (padding * tensor_parallel))
+
+
+def mxfp4_marlin_hidden() -> sympy.Expr:
+    """``256 ceil(h / 256)``: the hidden size of the Marlin backend's MXFP4 experts."""
+    return MXFP4_MARLIN_HIDDEN_PADDING * sympy.ceiling(hidden_size / MXFP4_MARLIN_HIDDEN_PADDING)
 
 
 def rotary_cache_bytes() -> sympy.Expr:
