@@ -142,7 +142,8 @@ KNOBS: tuple[Knob, ...] = (
          "MLA cache: the latent (serving engines, transformers 5) or decompressed K/V (4.x).", "scenario",
          choices=options.MLA_LAYOUTS),
     # kind "profile": the names live in engine/profiles (a layer above), which checks them
-    Knob("profile", "--profile", None, "[default: transformers for --mode training, megatron for inference] "
+    Knob("profile", "--profile", None, "[default: transformers on one device; megatron for a parallel layout "
+         "and for an inference the transformers profile does not model, the profile line says why] "
          "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
          "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); deepspeed: "
          "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP; torchtune: its full/LoRA/QLoRA recipes "
@@ -308,7 +309,7 @@ class Scenario:
     float8: bool = False
     float8_all_gather: bool = False
     # which framework's allocations the formulas describe (engine/profiles/, which checks the name)
-    profile: str | None = None  # None: engine.profiles.default_for(mode)
+    profile: str | None = None  # None: engine.profiles.default_for(scenario, spec)
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"

@@ -113,7 +113,8 @@ def test_training_defaults_to_transformers_and_layouts_to_megatron():
     assert build(spec, Scenario(mode="training")).profile == "transformers"
     assert build(spec, Scenario(mode="training", tp=2)).profile == "megatron"
     assert build(spec, Scenario(mode="training", dp=8, zero=3)).profile == "megatron"
-    assert build(spec, Scenario()).profile == "megatron"  # inference keeps its default
+    assert build(spec, Scenario()).profile == "transformers"  # one-device inference defaults to it too (issue 12)
+    assert build(spec, Scenario(tp=2)).profile == "megatron"  # an inference layout keeps megatron
 
 
 def test_every_training_output_names_profile_and_convention(run_cli):

@@ -15,6 +15,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Callable
 
 from engine.errors import InputError
+from engine.profiles.default import DEFAULT, PARALLEL_DEFAULT, PARALLEL_KNOBS, choose
 
 if TYPE_CHECKING:  # annotations only: these layers sit below the profiles
     from engine.model import MemoryModel
@@ -33,10 +34,8 @@ REGISTRY: dict[str, str] = {
 }
 # spellings kept for compatibility -> profile name
 ALIASES: dict[str, str] = {"paper": "megatron"}
-DEFAULT = "megatron"  # inference without --profile: the bare tensors; also parallel training layouts
-TRAINING_DEFAULT = "transformers"  # one-device training without --profile: HF transformers + PyTorch
-# knobs that make a training scenario a parallel layout (the transformers profile is one device)
-PARALLEL_KNOBS = ("zero", "offload")  # beside every knob of the "parallelism" group
+# DEFAULT (transformers), PARALLEL_DEFAULT (megatron), PARALLEL_KNOBS: engine/profiles/default.py
+TRAINING_DEFAULT = DEFAULT  # the same profile since inference defaults to it too
 # knob values only some profiles model: (field, value) -> the profiles that read it
 ONLY_IN: dict[tuple[str, object], tuple[str, ...]] = {("precision", "amp"): ("transformers",)}
 
@@ -77,17 +76,12 @@ def canonical(name: str) -> str:
     return name
 
 
-def default_for(scenario: "Scenario") -> str:
-    """The profile a model is built with when ``--profile`` is not given: ``transformers`` for
-    training on one device (what most fine-tuning runs), ``megatron`` for inference and for a
-    parallel training layout (``--tp``, ``--pp``, ``--dp``, ``--zero``, ...), which the
-    transformers profile does not model; every output names the profile it used."""
-    from engine.scenario import changed_knobs
-
-    if scenario.mode != "training":
-        return DEFAULT
-    parallel = [k for k in changed_knobs(scenario) if k.group == "parallelism" or k.name in PARALLEL_KNOBS]
-    return DEFAULT if parallel else TRAINING_DEFAULT
+def default_for(scenario: "Scenario", spec: "ModelSpec | None" = None) -> str:
+    """The profile a model is built with when ``--profile`` is not given: ``transformers`` on one
+    device, ``megatron`` for a parallel layout (``--tp``, ``--pp``, ``--dp``, ``--zero``, ...) and,
+    in inference, for what the transformers profile does not model (``spec``'s kind, a knob, a
+    value; engine/profiles/default.py ``choose``, which also says why)."""
+    return choose(spec, scenario, get(DEFAULT))[0]
 
 
 def get(name: str) -> Profile:
@@ -116,13 +110,16 @@ def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
 
 def build(spec: "ModelSpec", scenario: "Scenario") -> "MemoryModel":
     """The memory model of ``spec`` under ``scenario``, as ``scenario.profile`` allocates it."""
-    profile = get(scenario.profile or default_for(scenario))
+    name, note = (scenario.profile, "") if scenario.profile else choose(spec, scenario, get(DEFAULT))
+    profile = get(name)
     refuse_unread_knobs(profile, scenario)
     resolved = scenario.resolved(spec.torch_dtype, spec.name)  # --dtype auto: the checkpoint's dtype
     profile.check(spec, resolved)
     model = profile.build(spec, resolved)
     model.profile = profile.name
     model.inputs["profile"] = profile.name
+    if note:  # the default fell back from transformers: the profile line says why
+        model.inputs["profile_note"] = note
     if resolved is not scenario:
         model.inputs["read_as"] = {**scenario.readings(), "--dtype": f"auto read as {resolved.dtype} (the "
                                    "checkpoint's torch_dtype, as transformers' torch_dtype='auto')"}

@@ -1,0 +1,99 @@
+"""The profile a model is built with when ``--profile`` is not given, and why.
+
+``transformers`` (what HF transformers + PyTorch allocate: ``model.generate``'s prefill,
+``Trainer``'s step; the most common single-GPU stack, measured in docs/accuracy.md) on one
+device; ``megatron`` (Korthikanti et al.'s kernels) for a parallel layout, which the
+transformers profile does not model, and in inference for anything else it does not model
+(a model kind, a knob, a value). A fallback is never silent: :func:`choose` returns the
+reason, which engine.profiles.build stores as ``inputs["profile_note"]`` and every report's
+profile line prints, e.g. ``profile megatron (the default transformers profile does not model
+--kv-cache-dtype float8)``. Training keeps its refusals: a one-device
+training knob the transformers profile does not read is refused by name, as before.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from engine.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: these layers sit below the profiles
+    from engine.scenario import Scenario
+    from engine.spec import ModelSpec
+
+# dtypes the transformers profile computes in (``model.to(dtype)``); float8/int8/int4 are storage formats
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+DEFAULT = "transformers"  # one device without --profile, inference and training: HF transformers + PyTorch
+PARALLEL_DEFAULT = "megatron"  # parallel layouts, and inference the transformers profile does not model
+# knobs that make a scenario a parallel layout (the transformers profile is one device)
+PARALLEL_KNOBS = ("zero", "offload")  # beside every knob of the "parallelism" group
+NOTE = "the default transformers profile does not model {reason}"
+
+
+def parallel_knob(scenario: "Scenario") -> str:
+    """``--flag value`` of the first knob that makes ``scenario`` a parallel layout, or ''."""
+    from engine.scenario import changed_knobs
+
+    for k in changed_knobs(scenario):
+        if k.group == "parallelism" or k.name in PARALLEL_KNOBS:
+            return k.shown(getattr(scenario, k.name))
+    return ""
+
+
+def choose(spec: "ModelSpec | None", scenario: "Scenario", transformers) -> tuple[str, str]:
+    """``(profile name, note)``: the default profile of ``scenario`` (``spec``'s, when given) and,
+    when it is not ``transformers``, why (the note for the profile line); ``('transformers', '')``
+    when it is. ``transformers`` is that profile's ``Profile`` (engine.profiles passes it)."""
+    layout = parallel_knob(scenario)
+    if layout:
+        return PARALLEL_DEFAULT, NOTE.format(reason=f"{layout}: it models one device")
+    if scenario.mode == "training":
+        return DEFAULT, ""  # its refusals name the knob (engine.profiles.refuse_unread_knobs)
+    reason = inference_gap(spec, scenario, transformers)
+    return (PARALLEL_DEFAULT, NOTE.format(reason=reason)) if reason else (DEFAULT, "")
+
+
+def inference_gap(spec: "ModelSpec | None", scenario: "Scenario", transformers) -> str:
+    """What the transformers profile does not model in this inference ``scenario``, a noun phrase, or ''.
+
+    In order: a knob it does not read; a dtype it does not compute in; quantized weights
+    (``--weight-quant`` or the checkpoint's ``quantization_config``: its prefill is measured on
+    unquantized weights); then whatever its own ``check`` refuses (a model kind: MLA, MoE,
+    recurrent or multimodal families, sliding windows; a ``--kv-cache-dtype`` other than the
+    model's), in the words of that refusal."""
+    from engine.scenario import unread_knobs
+
+    unread = unread_knobs(scenario, transformers.knobs | {"mode"})
+    if unread:
+        value = getattr(scenario, unread[0].name)
+        return unread[0].shown(float(value) if isinstance(value, Fraction) else value)  # 0.05, not 1/20
+    if spec is None:
+        return ""
+    resolved = scenario.resolved(spec.torch_dtype, spec.name)
+    if resolved.dtype_name() not in COMPUTE_DTYPES:
+        return f"--dtype {scenario.dtype} (it computes in {', '.join(COMPUTE_DTYPES)})"
+    from engine.terms import weight_format
+
+    quant = weight_format(spec, resolved).name
+    if quant != "none":
+        given = "--weight-quant" if resolved.weight_quant else "the checkpoint's quantization_config"
+        return f"{given} {quant} in inference (its prefill is measured on unquantized weights)"
+    try:
+        transformers.check(spec, resolved)
+    except InputError as exc:
+        return refusal_reason(str(exc), spec)
+    return ""
+
+
+def refusal_reason(message: str, spec: "ModelSpec") -> str:
+    """The transformers profile's refusal as a noun phrase: without its ``--profile transformers:``
+    prefix, its advice (what follows the first ``;``) and its verb (``model_type 'gemma2' (GQA+
+    sliding-window) is not modelled`` -> ``model_type 'gemma2' (GQA+sliding-window)``)."""
+    reason = message.split(": ", 1)[1] if message.startswith("--profile ") else message
+    reason = reason.split("; ", 1)[0]
+    if " is not modelled" in reason:
+        return reason.replace(" is not modelled", "", 1)
+    if spec.is_moe:  # "... is modelled for full training of all-MoE layers only (not inference ...)"
+        return f"the inference of MoE {spec.model_type} models (it models their full training)"
+    return f"this scenario ({reason})"
