@@ -64,6 +64,7 @@ def test_accuracy_page_shows_the_default_column():
     (["--model", "qwen3-0.6b", "--allocator-fraction", "0.05"], "--allocator-fraction 0.05"),
     (["--model", "qwen3-0.6b", "--weight-quant", "int4"], "--weight-quant int4 in inference"),
     (["--model", "qwen3-0.6b", "--dtype", "float8"], "--dtype float8"),
+    (["--model", "qwen3-0.6b", "--lora-rank", "8"], "--lora-rank 8"),  # megatron counts the adapters
     (["--model", "qwen3-0.6b", "--tp", "2"], "--tp 2: it models one device"),
     (["--model", "qwen3-0.6b", "--mode", "training", "--zero", "1", "--dp", "2"], "--zero 1: it models one device"),
     (["--model", "deepseek-v2-lite", "--mla-cache", "decompressed"], "model_type 'deepseek_v2'"),

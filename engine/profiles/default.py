@@ -28,6 +28,8 @@ DEFAULT = "transformers"  # one device without --profile, inference and training
 PARALLEL_DEFAULT = "megatron"  # parallel layouts, and inference the transformers profile does not model
 # knobs that make a scenario a parallel layout (the transformers profile is one device)
 PARALLEL_KNOBS = ("zero", "offload")  # beside every knob of the "parallelism" group
+# knobs its training build reads and its prefill does not: LoRA adapters (megatron counts them in inference)
+TRAINING_ONLY = ("lora_rank", "lora_targets", "adapter_dtype")
 NOTE = "the default transformers profile does not model {reason}"
 
 
@@ -57,14 +59,14 @@ def choose(spec: "ModelSpec | None", scenario: "Scenario", transformers) -> tupl
 def inference_gap(spec: "ModelSpec | None", scenario: "Scenario", transformers) -> str:
     """What the transformers profile does not model in this inference ``scenario``, a noun phrase, or ''.
 
-    In order: a knob it does not read; a dtype it does not compute in; quantized weights
+    In order: a knob it does not read (in inference: the LoRA knobs, :data:`TRAINING_ONLY`); a dtype it does not compute in; quantized weights
     (``--weight-quant`` or the checkpoint's ``quantization_config``: its prefill is measured on
     unquantized weights); then whatever its own ``check`` refuses (a model kind: MLA, MoE,
     recurrent or multimodal families, sliding windows; a ``--kv-cache-dtype`` other than the
     model's), in the words of that refusal."""
     from engine.scenario import unread_knobs
 
-    unread = unread_knobs(scenario, transformers.knobs | {"mode"})
+    unread = unread_knobs(scenario, transformers.knobs - set(TRAINING_ONLY) | {"mode"})
     if unread:
         value = getattr(scenario, unread[0].name)
         return unread[0].shown(float(value) if isinstance(value, Fraction) else value)  # 0.05, not 1/20
