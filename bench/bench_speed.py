@@ -165,7 +165,8 @@ def peer_rate(python: str | None, configs: list[dict]) -> dict | None:
 
 
 def hand_written_rate(cache: str) -> dict:
-    """Qwen3-0.6B's total as one Python expression vs engine.estimate, on the same distinct (b, s)."""
+    """Qwen3-0.6B's total under ``--profile megatron`` as one Python expression vs engine.estimate, on the
+    same distinct (b, s)."""
     import engine
     from engine.architecture import count_parameters
     from engine.registry import load_spec
@@ -180,9 +181,11 @@ def hand_written_rate(cache: str) -> dict:
     hand = [weights + kv * b * s + max(logits * b, mlp * b * s) for b, s in points]
     hand_seconds = time.perf_counter() - start
     os.environ["MEMSYM_CACHE_DIR"] = cache
-    engine.estimate("qwen3-0.6b", batch_size=1, seq_len=1)  # the evaluator in memory: the per-config cost only
+    megatron = "megatron"  # the hand-written expression is the megatron profile's (the default is transformers)
+    engine.estimate("qwen3-0.6b", batch_size=1, seq_len=1, profile=megatron)  # in memory: the per-config cost only
     start = time.perf_counter()
-    ours = [engine.estimate("qwen3-0.6b", batch_size=b, seq_len=s).evaluation.total_bytes for b, s in points]
+    ours = [engine.estimate("qwen3-0.6b", batch_size=b, seq_len=s, profile=megatron).evaluation.total_bytes
+            for b, s in points]
     ours_seconds = time.perf_counter() - start
     if ours != hand:
         raise SystemExit("the hand-written expression disagrees with engine.estimate")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,6 +92,9 @@ def estimate(model: str | None = None, config: str | None = None, **knobs) -> Es
     return Estimate(spec, *fast.estimate(spec, Scenario(**knobs)))
 
 
+SYMBOLIC_PROFILE = "megatron"  # --symbolic inference without --profile: Korthikanti et al. 2022 + Pope et al. 2022
+
+
 def generic_spec() -> ModelSpec:
     """A model-free layout for fully symbolic formulas: a Llama-style dense GQA decoder.
 
@@ -108,9 +111,14 @@ def symbolic_model(**knobs) -> "MemoryModel":
     """The memory model of :func:`generic_spec` with every shape symbol and byte width free.
 
     Scenario values given in ``knobs`` (``batch_size``, ``seq_len``, ...) are pinned; pass
-    ``batch_size=None, seq_len=None`` to keep them free too.
+    ``batch_size=None, seq_len=None`` to keep them free too. Without ``profile``, inference keeps
+    ``megatron`` (:data:`SYMBOLIC_PROFILE`): the model-free formula is the published one, whose
+    closed forms ``solve --symbolic`` prints; a model's estimate defaults to ``transformers``.
     """
-    mm = build(generic_spec(), Scenario(**knobs))
+    scenario = Scenario(**knobs)
+    if scenario.profile is None and scenario.mode == "inference":
+        scenario = replace(scenario, profile=SYMBOLIC_PROFILE)
+    mm = build(generic_spec(), scenario)
     mm.facts = {sym: v for sym, v in mm.facts.items() if sym.name in SCENARIO_SYMBOLS}
     mm.inputs = {**mm.inputs, "model": "symbolic"}
     return mm
@@ -155,8 +163,10 @@ def compared(result: Estimate, stored: "Checkpoint", as_stored: bool = False) ->
     inputs = result.model.inputs
     plain = inputs["weight_quant"] == "none" and not as_stored
     width = DTYPE_BYTES[canonical_dtype(inputs["dtype"])] if plain else None
-    # llamacpp: the GPU's weights are part of the file (the rest in host memory): compare the file's total
-    weights = inputs.get("stored_weight_bytes", result.evaluation.terms["weights"])
+    # llamacpp: the GPU's weights are part of the file (the rest in host memory): compare the file's total;
+    # transformers: its rotary inv_freq buffers are non-persistent (never in a checkpoint)
+    terms = result.evaluation.terms
+    weights = inputs.get("stored_weight_bytes", terms["weights"] - terms.get("weights/rotary_buffers", 0))
     comparison = compare(stored, result.spec.num_hidden_layers, weights, width)
     hint = storage_hint(stored, inputs["dtype"], inputs["weight_quant"])
     return CheckpointEstimate(result, comparison, hint)

@@ -190,7 +190,7 @@ def _miss(folder: Path, free_key: str, spec_key: str, spec: ModelSpec, scenario:
 
 def _free_sizes_allowed(spec: ModelSpec, scenario: Scenario) -> bool:
     sizes = [getattr(scenario, n) for n in FREE]
-    if any(type(v) is not int for v in sizes) or not set(FREE) <= get(scenario.profile or default_for(scenario)).knobs:
+    if any(type(v) is not int for v in sizes) or not set(FREE) <= get(scenario.profile or default_for(scenario, spec)).knobs:
         return False
     return sizes_stay_symbolic(spec, scenario)
 

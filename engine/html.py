@@ -146,6 +146,11 @@ def page_functions(mm: MemoryModel) -> tuple[tuple[str, ...], str]:
 
 
 # --- the page ---------------------------------------------------------------------------
+PAGE_NOTE = {"training": "the page frees the parallel degrees, a layout the default transformers profile does not model",
+             "inference": "the page varies the KV-cache and weight dtypes, which the default transformers profile "
+                          "does not model"}
+
+
 def page_model(model: str | None, config: str | None, **knobs):
     """``(spec, MemoryModel, defaults)``: sizes free (their given values the page's defaults);
     in training the parallel degrees free too."""
@@ -158,9 +163,13 @@ def page_model(model: str | None, config: str | None, **knobs):
     for name, value in defaults.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    if knobs.get("mode") == "training":  # the page frees the parallel degrees: a layout, megatron by default
-        knobs.setdefault("profile", "megatron")
+    # training: the page frees the parallel degrees (a layout); inference: it varies the KV-cache and weight
+    # dtypes, which the transformers profile (the estimate's default) does not model: megatron by default
+    note = "" if "profile" in knobs else PAGE_NOTE[knobs.get("mode", "inference")]
+    knobs.setdefault("profile", "megatron")
     spec, mm = memory_model(model, config, batch_size=None, seq_len=None, **knobs)
+    if note:
+        mm.inputs["profile_note"] = note
     if mm.mode == "training":
         mm = mm.with_free(*DEGREES.values())
     return spec, mm, defaults
@@ -245,7 +254,8 @@ def page_source(model: str | None = None, config: str | None = None, **knobs) ->
         data["default_gpu"] = next(iter(catalog()))
     text = render_template("page.html.j2", title=html.escape(f"memsym: {spec.name} ({mm.mode})"),
                            data=_script_json(data), functions=functions)
-    summary = {"model": spec.name, "mode": mm.mode, "terms": list(mm.top_level),
+    summary = {"model": spec.name, "mode": mm.mode, "profile": mm.profile, "profile_note": mm.inputs.get("profile_note"),
+               "terms": list(mm.top_level),
                "controls": [c["key"] for c in data["controls"]] + ["gpu", "utilization"]}
     return text, summary
 

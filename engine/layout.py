@@ -92,7 +92,7 @@ def smallest_layout(spec, knobs: dict, limits, even_split):
     if "tp" in knobs or "pp" in knobs:
         raise InputError("solve num-gpus: with --tp/--pp given the GPU count is tp x pp; leave them out to solve "
                          "it, or use 'memsym plan' for layouts with fixed degrees")
-    if "tp" not in profiles.get(knobs.get("profile", profiles.DEFAULT)).knobs:
+    if "tp" not in profiles.get(knobs.get("profile", profiles.PARALLEL_DEFAULT)).knobs:
         return even_split(), Layout({}, True, f"num_gpus is an even split (every term / N): --profile "
                                               f"{knobs.get('profile')} models no tensor parallelism")
     try:

@@ -95,6 +95,7 @@ def plot(mm: MemoryModel, x: str, axes: dict[str, tuple[int, ...]], path: str, f
     largest, note = _solve(mm, x, others, per_gpu)
     fixed = [f"{n}={v[0]:,}" for n, v in others.items()] + ([f"per GPU of {budget.num_gpus}"] if even else [])
     title = (f"{mm.name} ({mm.mode})" + "".join(", " + f for f in fixed) + "\n" + scenario_title(mm.inputs)
+             + (f"\n({mm.inputs['profile_note']})" if mm.inputs.get("profile_note") else "")
              + (f"\n{layout.title}" if layout is not None and layout.title else "") + (f"\n{note}" if note else ""))
     figure = _figure(plt, shown, x, sweep(shown, axes), title, budget, largest)
     try:

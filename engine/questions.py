@@ -173,11 +173,11 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
     from engine.gpus import make_budget
 
     limits = make_budget(budget, gpu, 1 if num_gpus is None else num_gpus, utilization)
+    if target in ("tp", "num_gpus"):
+        knobs = {"profile": LAYOUT_PROFILE, **knobs}  # every candidate layout under one profile
     if target == "tp" or (target == "num_gpus" and knobs.get("mode") == "training"):
         from engine.registry import load_spec
         from engine.search import solve_degree
-
-        knobs = {"profile": LAYOUT_PROFILE, **knobs}  # every candidate layout under one profile
         spec = load_spec(model, config)
         fixed = {k: knobs[k] for k in (*PLAN_FIXED, "dp") if k in knobs}  # --dp given: kept, as tp and pp are
         return SolveAnswer(spec.name, solve_degree(target, spec, Scenario(**knobs), limits, fixed), limits)

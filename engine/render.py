@@ -306,11 +306,13 @@ def _evaluation(mm: MemoryModel, values: dict[str, int]) -> dict:
 
 
 def title(mm: MemoryModel) -> str:
-    """``Memory of NAME (mode)``; a training model names its profile and bytes per parameter."""
+    """``Memory of NAME (mode, profile P)``; a training model adds its bytes per parameter, a
+    default that fell back from transformers why (``inputs["profile_note"]``)."""
     convention = mm.inputs.get("convention") if mm.mode == "training" else None
+    note = f" ({mm.inputs['profile_note']})" if mm.inputs.get("profile_note") else ""
     if convention:
-        return f"Memory of {mm.name} (training, profile {mm.profile}: {convention})"
-    return f"Memory of {mm.name} ({mm.mode})"
+        return f"Memory of {mm.name} (training, profile {mm.profile}{note}: {convention})"
+    return f"Memory of {mm.name} ({mm.mode}, profile {mm.profile}{note})"
 
 
 def _context(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, int] | None,

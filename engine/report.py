@@ -64,9 +64,15 @@ def context_warnings(inputs: dict, solved=None) -> list[str]:
     return warnings(inputs, solved)
 
 
+def profile_text(inputs: dict) -> str:
+    """``profile NAME``, and why when the default fell back from transformers (engine/profiles/default.py)."""
+    note = f" ({inputs['profile_note']})" if inputs.get("profile_note") else ""
+    return f"profile {inputs.get('profile', '?')}{note}"
+
+
 def scenario_lines(inputs: dict) -> list[str]:
     """The header every report shares: profile, precision, layout, per GPU, and how spellings were read."""
-    lines = [f"profile {inputs.get('profile', '?')}, {precision_text(inputs)}",
+    lines = [f"{profile_text(inputs)}, {precision_text(inputs)}",
              f"layout {layout_text(inputs)}; bytes are per GPU (the most loaded rank)"]
     for flag, note in (inputs.get("read_as") or {}).items():
         lines.append(f"read as: {flag} {note}")
@@ -266,6 +272,8 @@ def format_formula(answer, latex: bool) -> str:
     """The collected total, then each coefficient with what it costs and which terms pay it."""
     form = answer.form
     lines = [f"{answer.model}: total = " + " + ".join(_product(r, latex) for r in form.rows)]
+    if answer.model != "symbolic":  # a model's formula names its profile (--symbolic's is the published one)
+        lines.insert(0, profile_text(answer.inputs))
     for r in form.rows:
         payers = f" ({', '.join(r.terms)})" if r.terms else ""
         lines.append(f"\n[{show(r.monomial, latex)}] {r.meaning}{payers}:\n    {show(r.coefficient, latex)}")
@@ -321,7 +329,7 @@ def format_sweep(mm, result, as_csv: bool) -> str:
     if as_csv:
         first = next(rows)
         return "\n".join([",".join(first)] + [",".join(str(v) for v in row.values()) for row in (first, *rows)])
-    lines = [f"{mm.name} ({mm.mode}): {result.points:,} points",
+    lines = [f"{mm.name} ({mm.mode}, {profile_text(mm.inputs)}): {result.points:,} points",
              f"{'batch_size':>10} {'seq_len':>10} {'total_bytes':>22}  size"]
     lines += [f"{row['batch_size']:>10,} {row['seq_len']:>10,} {row['total_bytes']:>22,}  "
               f"{format_bytes(row['total_bytes'])}" for row in rows]
@@ -335,4 +343,4 @@ def format_page(summary: dict) -> str:
     from engine.files import shown_path
 
     return (f"wrote {shown_path(summary['path'])} ({summary['bytes']:,} bytes): {summary['model']} "
-            f"({summary['mode']}), terms {', '.join(summary['terms'])}; controls {', '.join(summary['controls'])}")
+            f"({summary['mode']}, {profile_text(summary)}), terms {', '.join(summary['terms'])}; controls {', '.join(summary['controls'])}")

@@ -142,7 +142,8 @@ KNOBS: tuple[Knob, ...] = (
          "MLA cache: the latent (serving engines, transformers 5) or decompressed K/V (4.x).", "scenario",
          choices=options.MLA_LAYOUTS),
     # kind "profile": the names live in engine/profiles (a layer above), which checks them
-    Knob("profile", "--profile", None, "[default: transformers for --mode training, megatron for inference] "
+    Knob("profile", "--profile", None, "[default: transformers on one device; megatron for a parallel layout "
+         "and for an inference the transformers profile does not model, the profile line says why] "
          "megatron (alias paper): Megatron-LM's kernels, Korthikanti et "
          "al. 2022; transformers: what transformers 5.24 + PyTorch allocate (docs/accuracy.md); deepspeed: "
          "ZeRO 1-3 and offload; torchtitan: FSDP2, TP, PP, CP; torchtune: its full/LoRA/QLoRA recipes "
@@ -325,7 +326,7 @@ class Scenario:
     float8: bool = False
     float8_all_gather: bool = False
     # which framework's allocations the formulas describe (engine/profiles/, which checks the name)
-    profile: str | None = None  # None: engine.profiles.default_for(mode)
+    profile: str | None = None  # None: engine.profiles.default_for(scenario, spec)
     device: str = "cuda"  # transformers profile: AdamW foreach on CUDA, single-tensor on CPU
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
@@ -347,6 +348,9 @@ class Scenario:
         if self.offload in ("parameters", "both") and self.zero != 3:
             raise InputError(f"--offload {self.offload} needs --zero 3 (parameters are offloaded by ZeRO-3), "
                              f"got --zero {self.zero}")
+        if self.lora_rank is None and (self.lora_targets or self.adapter_dtype):
+            flag = "--lora-targets" if self.lora_targets else "--adapter-dtype"
+            raise InputError(f"{flag} needs --lora-rank (the adapters' rank)")
         check_scenario_values(self)  # engine/limits.py: sizes and degrees within their bounds
 
     # --- derived byte widths ------------------------------------------------------------

@@ -25,7 +25,8 @@ def rows_by_monomial(form):
 
 
 def test_canonical_form_of_qwen3_matches_the_errata():
-    _, mm = memory_model("qwen3-0.6b", batch_size=None, seq_len=None)
+    """The seed's errata are the megatron profile's (the default transformers profile adds rotary buffers)."""
+    _, mm = memory_model("qwen3-0.6b", batch_size=None, seq_len=None, profile="megatron")
     rows = rows_by_monomial(canonical_form(mm, ["batch_size", "seq_len"]))
     assert rows[1].coefficient == QWEN_WEIGHTS and rows[1].terms == ("weights",)
     assert rows[b * s].coefficient == QWEN_KV_PER_TOKEN and rows[b * s].terms == ("kv_cache",)
@@ -46,19 +47,20 @@ def test_symbolic_kv_coefficient_is_the_gqa_formula():
 
 def test_eager_scores_give_a_seq_len_squared_coefficient():
     """Llama-3.1-8B, batch 1, bf16: the score matrix costs beta_a a = 2 x 32 = 64 bytes per token^2."""
-    _, mm = memory_model("llama-3.1-8b", batch_size=1, seq_len=None, attention="eager")
+    _, mm = memory_model("llama-3.1-8b", batch_size=1, seq_len=None, attention="eager", profile="megatron")
     attention = dict(canonical_form(mm, ["seq_len"]).peaks)["activations/attention"]
     assert rows_by_monomial(attention)[s**2].coefficient == 2 * 32
 
 
 def test_derivative_matches_the_finite_difference_where_linear():
-    _, mm = memory_model("qwen3-0.6b", batch_size=None, seq_len=None)
+    """The megatron profile's slopes (pinned: the default transformers profile has other moments)."""
+    _, mm = memory_model("qwen3-0.6b", batch_size=None, seq_len=None, profile="megatron")
     d = derivative(mm, "seq_len", batch_size=1, seq_len=2048)
     # KV per token plus the gated MLP's 2 x beta_a x f = 2 x 2 x 3072 bytes (the active branch)
     assert d.value == QWEN_KV_PER_TOKEN + 2 * 2 * 3072 == d.finite_difference
     per_sequence = derivative(mm, "batch_size", batch_size=1, seq_len=2048)
-    two = estimate("qwen3-0.6b", batch_size=2, seq_len=2048).evaluation.total_bytes
-    one = estimate("qwen3-0.6b", batch_size=1, seq_len=2048).evaluation.total_bytes
+    two = estimate("qwen3-0.6b", batch_size=2, seq_len=2048, profile="megatron").evaluation.total_bytes
+    one = estimate("qwen3-0.6b", batch_size=1, seq_len=2048, profile="megatron").evaluation.total_bytes
     assert per_sequence.value == per_sequence.finite_difference == two - one
 
 
@@ -75,8 +77,9 @@ def test_symbolic_derivative_lists_one_slope_per_branch():
 
 
 def test_byte_width_elasticities_sum_to_one():
-    """Without a reserve the total is homogeneous of degree 1 in the byte widths (Euler)."""
-    _, mm = memory_model("llama-3.1-8b", batch_size=8, seq_len=8192)
+    """Without a reserve the total is homogeneous of degree 1 in the byte widths (Euler): the megatron
+    profile's (the default transformers profile also counts int64 input ids, no byte-width symbol)."""
+    _, mm = memory_model("llama-3.1-8b", batch_size=8, seq_len=8192, profile="megatron")
     total, rows = sensitivity(mm)
     assert total == mm.evaluate().total_bytes
     widths = {r.symbol: r.elasticity for r in rows if r.symbol.endswith("_bytes")}
@@ -131,7 +134,7 @@ def test_cli_analysis_commands_answer_in_json(run_cli, args):
 
 
 def test_cli_formula_coefficients(run_cli):
-    answer = json.loads(run_cli("formula", "--model", "qwen3-0.6b", "--json").stdout)
+    answer = json.loads(run_cli("formula", "--model", "qwen3-0.6b", "--json", "--profile", "megatron").stdout)
     rows = {r["monomial"]: r for r in answer["coefficients"]}
     assert rows["batch_size*seq_len"]["coefficient"] == str(QWEN_KV_PER_TOKEN)
     assert {p["branch"] for p in answer["peak"]} == {"activations/logits", "activations/mlp"}

@@ -12,7 +12,8 @@ def test_estimate_json_contract_for_qwen3(run_cli):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["parameters"] == 596_049_920
-    assert data["terms"]["weights"] == 1_192_099_840
+    # the default transformers profile: the parameters' 1,192,099,840 B + 256 B of rotary inv_freq buffers
+    assert data["terms"]["weights"] == 1_192_099_840 + 256 and data["inputs"]["profile"] == "transformers"
     assert data["terms"]["kv_cache"] == 234_881_024
     assert data["total_bytes"] == sum(data["terms"].values())
     assert data["inputs"]["batch_size"] == 1 and data["inputs"]["seq_len"] == 2048
@@ -36,7 +37,7 @@ def test_training_json_has_phases(run_cli):
 
 def test_table_shows_exact_bytes_and_both_units(run_cli):
     out = run_cli("estimate", "--model", "qwen3-0.6b").stdout
-    assert "1,192,099,840" in out and "1.192 GB" in out and "1.110 GiB" in out
+    assert "1,192,100,096" in out and "1.192 GB" in out and "1.110 GiB" in out  # transformers: + rotary buffers
     assert out.splitlines()[-1].startswith("total")
 
 

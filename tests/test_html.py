@@ -84,7 +84,7 @@ def page_numbers(dom: str) -> dict[str, str]:
 
 
 def knobs_of(mode: str, fragment: dict) -> dict:
-    knobs = {"mode": mode}
+    knobs = {"mode": mode, "profile": "megatron"}  # the page's profile without --profile (engine/html.py PAGE_NOTE)
     if "kv_cache_dtype" in fragment:
         knobs["kv_cache_dtype"] = fragment["kv_cache_dtype"]
     knobs.update({k: int(fragment[k]) for k in DEGREE_FLAGS if k in fragment})

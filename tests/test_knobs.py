@@ -97,12 +97,12 @@ def test_a_choice_knob_refuses_an_unknown_value_naming_its_flag(k):
 
 def test_changed_knobs_and_shown():
     assert changed_knobs(Scenario()) == []
-    changed = changed_knobs(Scenario(tp=2, sequence_parallel=True, lora_targets=("q_proj", "v_proj"),
+    changed = changed_knobs(Scenario(tp=2, sequence_parallel=True, lora_rank=8, lora_targets=("q_proj", "v_proj"),
                                      allocator_fraction=Fraction(1, 20)))
-    assert [k.name for k in changed] == ["allocator_fraction", "lora_targets", "tp", "sequence_parallel"]
+    assert [k.name for k in changed] == ["allocator_fraction", "lora_rank", "lora_targets", "tp", "sequence_parallel"]
     assert [k.name for k in unread_knobs(Scenario(tp=2, profile="transformers"), frozenset({"mode"}))] == ["tp"]
-    assert [k.shown(v) for k, v in zip(changed, (Fraction(1, 20), ("q_proj", "v_proj"), 2, True))] == [
-        "--allocator-fraction 1/20", "--lora-targets q_proj,v_proj", "--tp 2", "--sequence-parallel"]
+    assert [k.shown(v) for k, v in zip(changed, (Fraction(1, 20), 8, ("q_proj", "v_proj"), 2, True))] == [
+        "--allocator-fraction 1/20", "--lora-rank 8", "--lora-targets q_proj,v_proj", "--tp 2", "--sequence-parallel"]
 
 
 def test_knob_values_convert_the_command_line_text():

@@ -90,7 +90,7 @@ def test_kv_cache_and_peaks_are_the_former_formulas(name, knobs, tmp_path):
         pytest.skip("the degrees do not divide the model")
     path = tmp_path / "config.json"
     path.write_text(json.dumps(_config(name)))
-    model = memory_model(None, str(path), **knobs)[1]
+    model = memory_model(None, str(path), **{"profile": "megatron", **knobs})[1]  # the former formulas: megatron's
     paged, layout = "block_size" in knobs, knobs.get("mla_cache", "latent")
     former = _former_kv_cache(spec, paged, layout)
     assert model.pinned(model.terms["kv_cache"]) == model.pinned(former)
@@ -174,8 +174,9 @@ def test_a_new_mixer_kind_is_its_entry_and_a_registry_line(monkeypatch):
                      num_key_value_heads=2, head_dim=16, intermediate_size=128, vocab_size=100,
                      tie_word_embeddings=True, layers=(LayerGroup("chunked_attention", "dense", 3, {"chunk_size": 8}),
                                                        LayerGroup("attention", "dense", 1)))
-    model = build(spec, Scenario(batch_size=1, seq_len=100))
+    # pinned: a kind the transformers profile does not know falls back to megatron; the plain spec would not
+    model = build(spec, Scenario(batch_size=1, seq_len=100, profile="megatron"))
     per_layer_token = 2 * 2 * 16 * 2  # K and V, 2 heads of 16, bf16
     assert model.evaluate().terms["kv_cache"] == per_layer_token * (3 * 8 + 1 * 100)
-    plain = build(spec.__class__(**{**spec.__dict__, "layers": ()}), Scenario(batch_size=1, seq_len=100))
+    plain = build(spec.__class__(**{**spec.__dict__, "layers": ()}), Scenario(batch_size=1, seq_len=100, profile="megatron"))
     assert model.evaluate().terms["weights"] == plain.evaluate().terms["weights"]

@@ -109,7 +109,8 @@ def test_unknown_profile_names_the_choices():
 
 
 def test_cli_refuses_device_under_megatron(run_cli):
-    result = run_cli("estimate", "--model", "qwen3-0.6b", "--device", "cpu")
+    # pinned: without --profile, one-device inference is the transformers profile, which reads --device
+    result = run_cli("estimate", "--model", "qwen3-0.6b", "--device", "cpu", "--profile", "megatron")
     assert result.exit_code == 2
     assert "--profile megatron: --device cpu is not modelled" in result.stderr
 

@@ -54,7 +54,8 @@ def test_gptq_8bit_per_channel(tmp_path):
 def test_flag_overrides_the_config(tmp_path):
     awq = {"quant_method": "awq", "bits": 4, "group_size": 128}
     weights, inputs = _weights(tmp_path, awq, weight_quant="none")
-    assert weights == 16_060_522_496
+    # unquantized: the default transformers profile, whose weights add 256 B of rotary inv_freq buffers
+    assert weights == 16_060_522_496 + 256
     assert inputs["weight_quant"] == "none"
     weights, inputs = _weights(tmp_path, awq, weight_quant="int8")
     assert inputs["weight_quant_source"] == "--weight-quant"
@@ -90,8 +91,9 @@ def test_fp8_blocks(tmp_path):
 def test_mxfp4_quantizes_the_routed_experts_only(tmp_path):
     mxfp4 = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
                                                                  "model.embed_tokens", "lm_head"]}
-    plain, _ = _weights(tmp_path, base="mixtral-8x7b-v0.1")
-    weights, inputs = _weights(tmp_path, mxfp4, base="mixtral-8x7b-v0.1")
+    # one profile for both (unquantized Mixtral defaults to transformers, whose weights add its rotary buffers)
+    plain, _ = _weights(tmp_path, base="mixtral-8x7b-v0.1", profile="megatron")
+    weights, inputs = _weights(tmp_path, mxfp4, base="mixtral-8x7b-v0.1", profile="megatron")
     experts = 32 * 8 * 3 * 14336 * 4096
     # two E2M1 values per byte and one E8M0 scale per 32: 4.25 bits per weight
     assert weights == plain - 2 * experts + experts * 17 // 32

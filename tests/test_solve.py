@@ -95,7 +95,8 @@ def test_cli_solve_seq_len_confirmed_by_estimate(run_cli):
     assert set(answer) >= {"value", "total_bytes_at_value", "total_bytes_at_next", "inputs", "closed_form"}
     totals = []
     for seq_len in (answer["value"], answer["value"] + 1):
-        checked = run_cli("estimate", "--model", "qwen3-0.6b", "--batch-size", "1", "--seq-len", str(seq_len), "--json")
+        checked = run_cli("estimate", "--model", "qwen3-0.6b", "--batch-size", "1", "--seq-len", str(seq_len), "--json",
+                          "--profile", "megatron")  # the solve's profile (the estimate's default is transformers)
         totals.append(json.loads(checked.stdout)["total_bytes"])
     assert totals[0] <= 24 * 10**9 < totals[1]
     assert totals == [answer["total_bytes_at_value"], answer["total_bytes_at_next"]]
@@ -105,7 +106,7 @@ def test_closed_form_string_evaluates_to_the_answer(run_cli):
     answer = json.loads(run_cli("solve", "seq-len", "--model", "llama-3.1-8b", "--budget", "80GB",
                                 "--attention", "eager", "--profile", "megatron", "--json").stdout)
     assert answer["method"] == "closed_form"
-    _, mm = memory_model("llama-3.1-8b", seq_len=None, attention="eager")
+    _, mm = memory_model("llama-3.1-8b", seq_len=None, attention="eager", profile="megatron")
     form = closed_form(mm.pinned(mm.total), "seq_len")
     assert sympy.sstr(form) == answer["closed_form"]
     assert any(p.exp == sympy.Rational(1, 2) for p in form.atoms(sympy.Pow))  # quadratic: eager scores
@@ -127,7 +128,7 @@ def test_cli_solve_bad_input(run_cli, args, message):
 def test_infeasible_budget_says_what_the_smallest_case_needs(run_cli):
     result = run_cli("solve", "seq-len", "--model", "llama-3.1-70b", "--budget", "24GB", "--profile", "megatron")
     assert result.exit_code == 2
-    needs = estimate("llama-3.1-70b", batch_size=1, seq_len=1).evaluation.total_bytes
+    needs = estimate("llama-3.1-70b", batch_size=1, seq_len=1, profile="megatron").evaluation.total_bytes
     assert f"seq_len=1 alone needs {needs:,} bytes" in result.stderr
 
 

@@ -82,10 +82,11 @@ def test_sweep_checks_its_axes():
 def test_cli_sweep_csv_json_and_table(run_cli):
     args = ("sweep", "--model", "qwen3-0.6b", "--batch-size", "1,2,4,8", "--seq-len", "1024:131072:x2")
     table = run_cli(*args)
-    assert table.exit_code == 0 and table.stdout.startswith("qwen3-0.6b (inference): 32 points")
+    # the default profile, named in the header: transformers (its int64 input_ids a term of their own)
+    assert table.exit_code == 0 and table.stdout.startswith("qwen3-0.6b (inference, profile transformers): 32 points")
     rows = list(csv.DictReader(io.StringIO(run_cli(*args, "--csv").stdout)))
-    assert len(rows) == 32 and list(rows[0]) == ["batch_size", "seq_len", "total_bytes", "weights", "kv_cache",
-                                                 "activations", "overhead"]
+    assert len(rows) == 32 and list(rows[0]) == ["batch_size", "seq_len", "total_bytes", "weights", "input_ids",
+                                                 "kv_cache", "activations", "overhead"]
     estimate = json.loads(run_cli("estimate", "--model", "qwen3-0.6b", "--batch-size", "8", "--seq-len", "131072",
                                   "--json").stdout)
     assert int(rows[-1]["total_bytes"]) == estimate["total_bytes"]
@@ -123,8 +124,9 @@ def test_plot_png_with_budget_and_solved_maximum(run_cli, tmp_path):
     result = run_cli("plot", "--model", "qwen3-0.6b", "--batch-size", "8", "--seq-len", "1024:131072:x2",
                      "--budget", "24GB", "-o", str(path))
     assert result.exit_code == 0, result.output
+    # the plot's model is the default profile's (transformers); solve without --profile would be vllm's
     solved = json.loads(run_cli("solve", "seq-len", "--model", "qwen3-0.6b", "--batch-size", "8", "--budget", "24GB",
-                                "--profile", "megatron", "--json").stdout)["value"]
+                                "--profile", "transformers", "--json").stdout)["value"]
     assert f"largest seq_len that fits: {solved:,}" in result.stdout
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["kv.png"]

@@ -114,7 +114,9 @@ def test_training_defaults_to_transformers_and_layouts_to_megatron():
     assert build(spec, Scenario(mode="training", tp=2)).profile == "megatron"
     assert build(spec, Scenario(mode="training", dp=8, zero=3)).profile == "transformers"  # accelerate + DeepSpeed
     assert build(spec, Scenario(mode="training", dp=8, pp=2)).profile == "megatron"
-    assert build(spec, Scenario()).profile == "megatron"  # inference keeps its default
+    assert build(spec, Scenario()).profile == "transformers"  # one-device inference defaults to it too (issue 12)
+    assert build(spec, Scenario(tp=2)).profile == "megatron"  # an inference layout keeps megatron
+    assert build(spec, Scenario(dp=2)).profile == "megatron"  # data-parallel inference too
 
 
 def test_every_training_output_names_profile_and_convention(run_cli):
@@ -134,8 +136,9 @@ def test_every_training_output_names_profile_and_convention(run_cli):
 @pytest.mark.parametrize("args, needle", [
     (("--profile", "transformers", "--dp", "8", "--zero", "3", "--lora-rank", "8"), "--lora-rank 8 with --zero 3"),
     (("--profile", "transformers", "--tp", "2"), "--profile torchtitan"),
-    (("--weight-quant", "int4", "--lora-rank", "8"), "--weight-quant int4"),
-    (("--weight-quant", "nf4",), "QLoRA"),
+    # without --profile these fall back to megatron where it models them (tests/test_default_profile.py)
+    (("--profile", "transformers", "--weight-quant", "int4", "--lora-rank", "8"), "--weight-quant int4"),
+    (("--profile", "transformers", "--weight-quant", "nf4",), "QLoRA"),
     (("--lora-targets", "q_proj",), "--lora-targets needs --lora-rank"),
     (("--precision", "amp", "--dtype", "float32"), "--precision amp"),
 ])

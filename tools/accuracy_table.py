@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Generate docs/accuracy.md: memsym's ``transformers`` profile against measured peaks.
+"""Generate docs/accuracy.md: memsym's ``transformers`` profile (and the default) against measured peaks.
 
 Reads the fixtures that tools/measure/peaks.py (CPU) and tools/measure/gpu_peaks.py (CUDA,
-when present) wrote, predicts every point with the engine (``--profile transformers``), and
-writes one table row per point (predicted, measured, error) with the median and worst
-error per mode. The page is generated, never typed: tests/test_accuracy.py checks that
+when present) wrote, predicts every point with the engine (``--profile transformers``, and
+without ``--profile``: the default profile, engine/profiles/default.py), and writes one
+table row per point (predicted, measured, error) with the median and worst error per mode. The page is generated, never typed: tests/test_accuracy.py checks that
 docs/accuracy.md equals what this script produces now.
 
 Usage (repository root)::
@@ -49,10 +49,11 @@ def load(device: str) -> dict | None:
         return json.load(fh)
 
 
-def knobs(point: dict, device: str) -> dict:
+def knobs(point: dict, device: str, profile: str | None = "transformers") -> dict:
     """The engine scenario of a measured point, without its batch size and sequence length
-    (each point substitutes those into the model of its structure: :func:`structure_model`)."""
-    out = dict(mode=point["mode"], dtype=point["dtype"], attention=point["attention"], profile="transformers",
+    (each point substitutes those into the model of its structure: :func:`structure_model`);
+    ``profile=None``: no ``--profile``, the default."""
+    out = dict(mode=point["mode"], dtype=point["dtype"], attention=point["attention"], profile=profile,
                device=device)
     if point["mode"] == "training":
         out["recompute"] = "full" if point["gradient_checkpointing"] else "none"
@@ -61,8 +62,8 @@ def knobs(point: dict, device: str) -> dict:
     return out
 
 
-def predict(point: dict, config: dict, device: str) -> dict:
-    """Predicted bytes, phase and terms of one point.
+def predict(point: dict, config: dict, device: str, profile: str | None = "transformers") -> dict:
+    """Predicted bytes, phase, terms and profile of one point (``profile=None``: the default's).
 
     A CPU point that forced ``AdamW(foreach=True)`` is predicted as ``--device cuda`` (whose
     AdamW is foreach) plus the fp32 ``step`` counters, which on CUDA stay on the host but
@@ -75,7 +76,7 @@ def predict(point: dict, config: dict, device: str) -> dict:
 
     spec = model_spec(point["model"], config)
     forced_foreach = device == "cpu" and point.get("foreach")
-    model = structure_model(point["model"], config, knobs(point, "cuda" if forced_foreach else device))
+    model = structure_model(point["model"], config, knobs(point, "cuda" if forced_foreach else device, profile))
     ev = model.evaluate(batch_size=point["batch_size"], seq_len=point["seq_len"])
     total, phase = ev.total_bytes, ev.peak_phase
     if forced_foreach:
@@ -85,7 +86,7 @@ def predict(point: dict, config: dict, device: str) -> dict:
         phase = max(phases, key=phases.get)
         total = phases[phase]
     moment = phase or max((n for n in ev.terms if n.startswith("activations/")), key=ev.terms.get)
-    return dict(bytes=total, phase=MEASURED_PHASE[phase], moment=moment, terms=ev.terms)
+    return dict(bytes=total, phase=MEASURED_PHASE[phase], moment=moment, terms=ev.terms, profile=model.profile)
 
 
 def predict_megatron(point: dict, config: dict) -> int:
@@ -118,7 +119,7 @@ def structure_model(name: str, config: dict, scenario: dict):
     from engine.profiles import build
     from engine.scenario import Scenario
 
-    key = (name, tuple(sorted(scenario.items())))
+    key = (name, tuple(sorted(scenario.items(), key=lambda item: item[0])))
     if key not in _MODELS:
         _MODELS[key] = build(model_spec(name, config), Scenario(**scenario, batch_size=None, seq_len=None))
     return _MODELS[key]
@@ -143,18 +144,20 @@ def _rows(device: str, data: dict) -> list[dict]:
         measured = point["measured"]["peak_bytes"]
         error = Fraction(pred["bytes"] - measured, measured)
         paper = Fraction(predict_megatron(point, config) - measured, measured)
+        default = predict(point, config, device, profile=None)
         out.append(dict(point=point, predicted=pred, measured=measured, error=error, paper_error=paper,
+                        default=default, default_error=Fraction(default["bytes"] - measured, measured),
                         within=abs(error) <= AIMS[point["mode"]]))
     return out
 
 
-def mechanism_knobs(point: dict) -> dict:
+def mechanism_knobs(point: dict, profile: str | None = "transformers") -> dict:
     """The scenario of one mechanism point (AMP, LoRA, QLoRA, a bitsandbytes optimizer, a MoE prefill)."""
     if point["mode"] == "inference":
-        return dict(mode="inference", profile="transformers", device="cpu", dtype=point["dtype"],
+        return dict(mode="inference", profile=profile, device="cpu", dtype=point["dtype"],
                     attention=point["attention"], batch_size=point["batch_size"], seq_len=point["seq_len"],
                     logits=point["logits"])
-    out = dict(mode="training", profile="transformers", device="cpu", dtype=point["dtype"],
+    out = dict(mode="training", profile=profile, device="cpu", dtype=point["dtype"],
                attention=point["attention"], batch_size=point["batch_size"], seq_len=point["seq_len"],
                recompute="full" if point["gradient_checkpointing"] else "none")
     mechanism = point.get("mechanism", point.get("optimizer"))
@@ -189,9 +192,13 @@ def mechanism_rows() -> list[dict]:
         for point in data["points"]:
             spec = model_spec(point["model"], data["models"][point["model"]]["config"])
             ev = build(spec, Scenario(**mechanism_knobs(point))).evaluate()
+            default = build(spec, Scenario(**mechanism_knobs(point, profile=None)))
+            default_bytes = default.evaluate().total_bytes
             measured = device_bytes(point)
             out.append(dict(point=point, predicted=ev.total_bytes, phase=ev.peak_phase, terms=ev.terms,
-                            measured=measured, error=Fraction(ev.total_bytes - measured, measured)))
+                            measured=measured, error=Fraction(ev.total_bytes - measured, measured),
+                            default=dict(bytes=default_bytes, profile=default.profile),
+                            default_error=Fraction(default_bytes - measured, measured)))
     return out
 
 
@@ -201,7 +208,17 @@ def summary(table: list[dict], mode: str) -> dict:
         return dict(points=0)
     paper = [abs(r["paper_error"]) for r in table if r["point"]["mode"] == mode]
     return dict(points=len(errors), median=statistics.median(errors), worst=max(errors),
-                within=sum(e <= AIMS[mode] for e in errors), paper_median=statistics.median(paper))
+                within=sum(e <= AIMS[mode] for e in errors), paper_median=statistics.median(paper),
+                **default_summary(table, mode))
+
+
+def default_summary(table: list[dict], mode: str) -> dict:
+    """The default profile (no ``--profile``) at the points of ``mode``: the profiles it chose,
+    its median and worst abs error."""
+    rows = [r for r in table if r["point"]["mode"] == mode]
+    errors = [abs(r["default_error"]) for r in rows]
+    return dict(default_profiles=sorted({r["default"]["profile"] for r in rows}),
+                default_median=statistics.median(errors), default_worst=max(errors))
 
 
 def _pct(x: Fraction) -> str:
@@ -229,19 +246,21 @@ def section(device: str, data: dict, table: list[dict]) -> list[str]:
              f"{env['torch_threads']} threads, by `{data['generator']}`; "
              + ("MemTracker peak, cross-checked with the profiler's allocation events."
                 if device == "cpu" else "`torch.cuda.max_memory_allocated()` per phase."), "",
-             "| mode | points | median abs error | worst abs error | aim | within aim | `megatron` profile median |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| mode | points | median abs error | worst abs error | aim | within aim | default profile (no "
+             "`--profile`): median | `megatron` profile median |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for mode in ("training", "inference"):
         s = summary(table, mode)
         if s["points"]:
             lines.append(f"| {mode} | {s['points']} | {float(s['median']) * 100:.4f} % | "
                          f"{float(s['worst']) * 100:.4f} % | {float(AIMS[mode]) * 100:.0f} % | "
-                         f"{s['within']} / {s['points']} | {float(s['paper_median']) * 100:.1f} % |")
+                         f"{s['within']} / {s['points']} | {', '.join(s['default_profiles'])}: "
+                         f"{float(s['default_median']) * 100:.4f} % | {float(s['paper_median']) * 100:.1f} % |")
     for mode in ("training", "inference"):
         lines += ["", f"### {device.upper()} {mode}", "",
                   "| model | attention | dtype | b | s | options | predicted B | measured B | error B | error "
-                  "| phase (pred / meas) | predicted peak moment | `megatron` error |",
-                  "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---|---:|"]
+                  "| phase (pred / meas) | predicted peak moment | default profile: error | `megatron` error |",
+                  "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|"]
         for r in table:
             p = r["point"]
             if p["mode"] != mode:
@@ -252,11 +271,11 @@ def section(device: str, data: dict, table: list[dict]) -> list[str]:
                 f"{_extra(p)} | {r['predicted']['bytes']:,} | {r['measured']:,} | "
                 f"{r['predicted']['bytes'] - r['measured']:+,} | {_pct(r['error'])} | "
                 f"{r['predicted']['phase']} / {p['measured']['peak_phase']} | {r['predicted']['moment']}{note} | "
-                f"{float(r['paper_error']) * 100:+.1f} % |")
+                f"{r['default']['profile']}: {_pct(r['default_error'])} | {float(r['paper_error']) * 100:+.1f} % |")
     return lines
 
 
-HEADER = """# Accuracy: memsym's `transformers` profile against measured peaks
+HEADER = """# Accuracy: memsym's `transformers` profile, the default, against measured peaks
 
 Generated by `tools/accuracy_table.py` from `tests/fixtures/peaks_*.json`; do not edit
 by hand (`python tools/accuracy_table.py` rewrites it, and `tests/test_accuracy.py` fails
@@ -271,7 +290,11 @@ by `tools/measure/peaks.py`, and the prediction of
 `AdamW.step()`), measured on the second iteration; inference is a prefill with
 `use_cache=True`. Error = (predicted - measured) / measured. The formulas are derived from
 the code (docs/transformers-profile.md), not fitted to these numbers. `transformers` is the
-default profile of `--mode training`. The last column is the `megatron` profile's error at
+default profile (no `--profile`) on one device, in inference and training; the column
+"default profile" is the estimate without `--profile` (its profile's name, then its error),
+so it shows which profile the default chose at each point (engine/profiles/default.py: it
+falls back to `megatron` for parallel layouts and, in inference, for what the transformers
+profile does not model, saying why). The last column is the `megatron` profile's error at
 the same point (training with `--precision pure`), for contrast: it models Megatron-style
 kernels, not transformers.
 """
@@ -303,14 +326,17 @@ def mechanism_section() -> list[str]:
              "`tools/measure/bnb_peaks.py` (bitsandbytes AdamW8bit): the same tiny models and loop. Measured = "
              "MemTracker peak + the bitsandbytes `quant_state` tensors (which MemTracker does not see). "
              f"{len(table)} points: median abs error {float(statistics.median(errors)) * 100:.4f} %, worst "
-             f"{float(max(errors)) * 100:.4f} %.", "",
+             f"{float(max(errors)) * 100:.4f} %; the default profile (no `--profile`: "
+             f"{', '.join(sorted({r['default']['profile'] for r in table}))}) median "
+             f"{float(statistics.median(abs(r['default_error']) for r in table)) * 100:.4f} %.", "",
              "| model | attention | dtype | b | s | mechanism | predicted B | measured B | error B | error | "
-             "predicted peak |", "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|"]
+             "predicted peak | default profile: error |", "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|---:|"]
     for r in table:
         p = r["point"]
         lines.append(f"| {p['model']} | {p['attention']} | {p['dtype']} | {p['batch_size']} | {p['seq_len']} | "
                      f"{_mechanism_label(p)} | {r['predicted']:,} | {r['measured']:,} | "
-                     f"{r['predicted'] - r['measured']:+,} | {_pct(r['error'])} | {r['phase']} |")
+                     f"{r['predicted'] - r['measured']:+,} | {_pct(r['error'])} | {r['phase']} | "
+                     f"{r['default']['profile']}: {_pct(r['default_error'])} |")
     return lines
 
 

@@ -15,6 +15,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Callable
 
 from engine.errors import InputError
+from engine.profiles.default import DEFAULT, PARALLEL_DEFAULT, PARALLEL_KNOBS, choose
 
 if TYPE_CHECKING:  # annotations only: these layers sit below the profiles
     from engine.model import MemoryModel
@@ -33,13 +34,8 @@ REGISTRY: dict[str, str] = {
 }
 # spellings kept for compatibility -> profile name
 ALIASES: dict[str, str] = {"paper": "megatron"}
-DEFAULT = "megatron"  # inference without --profile: the bare tensors; also parallel training layouts
-TRAINING_DEFAULT = "transformers"  # one-device training without --profile: HF transformers + PyTorch
-# parallel knobs the transformers profile models (DDP, FSDP1, DeepSpeed through accelerate);
-# every other knob of the "parallelism" group keeps a training scenario on megatron
-PARALLEL_KNOBS = ("dp",)
-# training precision conventions only megatron/deepspeed spell (the transformers profile: auto, pure, amp)
-MEGATRON_PRECISIONS = ("zero16", "megatron18", "deepspeed20", "fp8")
+# DEFAULT (transformers), PARALLEL_DEFAULT (megatron), PARALLEL_KNOBS: engine/profiles/default.py
+TRAINING_DEFAULT = DEFAULT  # the same profile since inference defaults to it too
 # knob values only some profiles model: (field, value) -> the profiles that read it
 ONLY_IN: dict[tuple[str, object], tuple[str, ...]] = {("precision", "amp"): ("transformers",)}
 
@@ -80,21 +76,24 @@ def canonical(name: str) -> str:
     return name
 
 
-def default_for(scenario: "Scenario") -> str:
-    """The profile a model is built with when ``--profile`` is not given: ``transformers`` for
-    training (what most fine-tuning runs; ``--dp``, ``--zero``, ``--offload`` as accelerate's DDP,
-    FSDP or DeepSpeed), ``megatron`` for inference and for a training layout the transformers
-    profile does not model (``--tp``, ``--pp``, ``--cp``, ``--ep``, ``--vpp``,
-    ``--sequence-parallel``, ``--comm-buffer``, Megatron's precision conventions with data
-    parallelism); every output names the profile it used."""
-    from engine.scenario import changed_knobs
+def default_for(scenario: "Scenario", spec: "ModelSpec | None" = None) -> str:
+    """The profile a model is built with when ``--profile`` is not given: ``transformers`` on one
+    device and for data-parallel training through accelerate (``--dp``, ``--zero``, ``--offload``),
+    ``megatron`` for other parallel layouts and for what the transformers profile does not model
+    (``spec``'s kind, a knob, a value; engine/profiles/default.py ``choose``, which also says why)."""
+    return choose(spec, scenario, get(DEFAULT), accepts)[0]
 
-    if scenario.mode != "training":
-        return DEFAULT
-    parallel = [k for k in changed_knobs(scenario) if k.group == "parallelism" and k.name not in PARALLEL_KNOBS]
-    data_parallel = scenario.dp > 1 or scenario.zero or scenario.offload != "none"
-    megatron_precision = data_parallel and scenario.precision in MEGATRON_PRECISIONS
-    return DEFAULT if parallel or megatron_precision else TRAINING_DEFAULT
+
+def accepts(name: str, spec: "ModelSpec | None", scenario: "Scenario") -> bool:
+    """Whether profile ``name`` models ``scenario`` (its knobs and, given ``spec``, its check)."""
+    profile = get(name)
+    try:
+        refuse_unread_knobs(profile, scenario)
+        if spec is not None:
+            profile.check(spec, scenario.resolved(spec.torch_dtype, spec.name))
+    except InputError:
+        return False
+    return True
 
 
 def get(name: str) -> Profile:
@@ -123,13 +122,16 @@ def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
 
 def build(spec: "ModelSpec", scenario: "Scenario") -> "MemoryModel":
     """The memory model of ``spec`` under ``scenario``, as ``scenario.profile`` allocates it."""
-    profile = get(scenario.profile or default_for(scenario))
+    name, note = (scenario.profile, "") if scenario.profile else choose(spec, scenario, get(DEFAULT), accepts)
+    profile = get(name)
     refuse_unread_knobs(profile, scenario)
     resolved = scenario.resolved(spec.torch_dtype, spec.name)  # --dtype auto: the checkpoint's dtype
     profile.check(spec, resolved)
     model = profile.build(spec, resolved)
     model.profile = profile.name
     model.inputs["profile"] = profile.name
+    if note:  # the default fell back from transformers: the profile line says why
+        model.inputs["profile_note"] = note
     if resolved is not scenario:
         model.inputs["read_as"] = {**scenario.readings(), "--dtype": f"auto read as {resolved.dtype} (the "
                                    "checkpoint's torch_dtype, as transformers' torch_dtype='auto')"}
