@@ -185,8 +185,9 @@ def mla_v07_parts(spec: ModelSpec, scheme: str) -> dict[str, sympy.Expr]:
     """vLLM 0.7.1-0.7.3's decode matrices per MLA layer (formulas/frameworks/vllm.py ``mla_v07_*``).
 
     Matrix absorption (``VLLM_MLA_PERFORM_MATRIX_ABSORPTION``, default 1 in those releases'
-    vllm/envs.py) came with PR #12528 (first in v0.7.1) and is gone from the V1 MLA code
-    (0.8 and later keep only ``W_UK_T`` / ``W_UV``). ``W_Q_UK`` and ``W_UV_O`` are requantized
+    vllm/envs.py) came with vllm-project/vllm#12528 ("[Attention] MLA decode optimizations",
+    merged 2025-01-31, first in v0.7.1) and was removed by #14770 ("[Attention] MLA get rid of
+    materialization", 2025-03-13, first in v0.8.0: only ``W_UK_T`` / ``W_UV`` are kept since). ``W_Q_UK`` and ``W_UV_O`` are requantized
     to FP8 for FP8 checkpoints (scales left out: one per 128 x 128 block at most). The
     dequantized ``kv_b_proj`` copy (``mla_absorbed``) is kept by ``self.W_UK`` / ``self.W_UV``
     for quantized checkpoints only (an unquantized one's are views of its weight).

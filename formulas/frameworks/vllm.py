@@ -151,7 +151,8 @@ def mla_v07_q_uk_bytes(query_rank: sympy.Expr, beta: sympy.Expr = weight_bytes) 
     """``r_in a r_kv beta / t`` per MLA layer: vLLM 0.7's absorbed ``W_Q_UK``.
 
     vllm/attention/backends/mla/utils.py ``MLACommonImpl.process_weights_after_loading``
-    (v0.7.1-v0.7.3, ``VLLM_MLA_PERFORM_MATRIX_ABSORPTION`` on by default):
+    (v0.7.1-v0.7.3: from vllm-project/vllm#12528 until #14770 removed it for v0.8.0;
+    ``VLLM_MLA_PERFORM_MATRIX_ABSORPTION`` on by default):
     ``einsum("qnd,lnd -> qnl", W_Q, W_UK).flatten(start_dim=1).contiguous()``, ``[r_in, a r_kv]``
     (``r_in``: ``q_lora_rank``, or ``h`` when queries are not compressed), kept in the
     activation dtype (requantized to FP8 for FP8 checkpoints: ``beta`` 1).
