@@ -290,8 +290,9 @@ def serve_options(func):
                "marlin: VLLM_MXFP4_USE_MARLIN=1 or no triton_kernels, as in 0.10.1)."),
         option("--enforce-eager", is_flag=True, group="serving",
                help="No CUDA graphs (0.19 does not subtract them either way)."),
-        option("--vllm-version", type=click.Choice(("0.19", "0.6")), default="0.19", show_default=True,
-               group="serving", help="0.19: the V1 engine (0.8 and later); 0.6: the V0 engine."),
+        option("--vllm-version", type=click.Choice(("0.19", "0.6", "0.7")), default="0.19", show_default=True,
+               group="serving", help="0.19: the V1 engine (0.8 and later); 0.6: the V0 engine; "
+               "0.7: V0 with 0.7.1-0.7.3's absorbed MLA matrices."),
         option("--gpu", "gpu_name", default=None, metavar="NAME", group="scenario", help="A GPU from 'memsym gpus'."),
         option("--gpu-memory", default=None, metavar="SIZE", group="scenario",
                help="cudaMemGetInfo total of one GPU, e.g. 79.19GiB."),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from engine import serving_cache
 from engine.errors import InputError
 from engine.gpus import gpu as catalog_gpu
-from engine.profiles.vllm_settings import VllmSettings, defaults_for
+from engine.profiles.vllm_settings import V0_VERSIONS, VllmSettings, defaults_for
 from engine.registry import load_spec
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
@@ -286,7 +286,7 @@ def _fits(worker: Worker, facts: dict, length: int, available: int) -> bool:
     from formulas import symbols as S
 
     subs = {**facts, S.max_model_len: sympy.Integer(length)}
-    if worker.model.inputs.get("version") == "0.6":
+    if worker.model.inputs.get("version") in V0_VERSIONS:
         return int(worker.quantities["kv_cache_tokens"].xreplace(subs)) >= length
     return available > 0 and int(worker.quantities["request_kv_bytes"].xreplace(subs)) <= available
 

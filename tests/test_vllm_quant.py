@@ -36,7 +36,9 @@ def _terms(model: str, quantization: dict | None, tp: int = 1, **flags) -> dict:
 
 @pytest.mark.parametrize("record", RECORDS, ids=[r["source_url"].rsplit("/", 1)[-1] for r in RECORDS])
 def test_logged_quantized_weights_within_the_stated_tolerance(record):
-    predicted = _terms(record["config_from"], record["quantization_config"], record["tensor_parallel_size"])["weights"]
+    version = {"version": record["vllm_flag_version"]} if "vllm_flag_version" in record else {}
+    predicted = _terms(record["config_from"], record["quantization_config"], record["tensor_parallel_size"],
+                       **version)["weights"]
     logged = float(record["model_loading_took"].split()[0])
     assert abs(predicted / GIB / logged - 1) <= record["tolerance"], (predicted / GIB, logged, record["why_tolerance"])
 
@@ -234,3 +236,33 @@ def test_compressed_tensors_nvfp4_is_read():
                                                                  "dynamic": "local"}}}}
     numel = 32 * 3 * 14336 * 4096
     assert _terms("llama-3.1-8b", nvfp4)["weights/mlp"] == numel // 2 + numel // 16 + 32 * 3 * 8
+
+
+AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
+
+
+def test_vllm_07_keeps_the_absorbed_mla_matrices_by_hand():
+    """DeepSeek-V2-Lite (h 2048, 16 heads, r_kv 512, d_r 64, no q_lora_rank, 27 layers), bf16:
+    W_Q_UK 2048 x 16*512, W_UV_O 16*512 x 2048, W_QR 2048 x 16*64 per layer (vLLM 0.7.x
+    vllm/attention/backends/mla/utils.py MLACommonImpl.process_weights_after_loading)."""
+    terms = _terms("deepseek-coder-v2-lite-base", AWQ, version="0.7")
+    assert terms["weights/mla_w_q_uk"] == 27 * 2048 * 16 * 512 * 2
+    assert terms["weights/mla_w_uv_o"] == 27 * 16 * 512 * 2048 * 2
+    assert terms["weights/mla_w_qr"] == 27 * 2048 * 16 * 64 * 2
+    assert terms["weights/mla_absorbed"] == 27 * 512 * 16 * 256 * 2  # the dequantized kv_b_proj
+
+
+def test_vllm_07_absorption_is_only_in_07_and_views_an_unquantized_kv_b_proj():
+    default = _terms("deepseek-coder-v2-lite-base", AWQ)
+    assert not any(name.startswith("weights/mla_w_") for name in default)
+    assert _terms("deepseek-coder-v2-lite-base", AWQ, version="0.6")["weights"] == default["weights"]
+    unquantized = _terms("deepseek-coder-v2-lite-base", None, version="0.7")
+    assert "weights/mla_absorbed" not in unquantized
+    assert unquantized["weights/mla_w_q_uk"] == 27 * 2048 * 16 * 512 * 2
+
+
+def test_vllm_07_requantizes_the_absorbed_matrices_for_fp8():
+    fp8 = {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
+    terms = _terms("deepseek-v3", fp8, tp=8, version="0.7")
+    assert terms["weights/mla_w_q_uk"] == 61 * 1536 * 128 * 512 // 8  # q_lora_rank 1536, 1 byte
+    assert terms["weights/mla_w_qr"] == 61 * 1536 * 128 * 64 * 2 // 8  # never requantized

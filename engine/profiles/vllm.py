@@ -49,6 +49,12 @@ SOURCES = {
                        "when tied under pipeline parallelism)",
     "weights/rotary_cache": "vllm/model_executor/layers/rotary_embedding/base.py RotaryEmbedding.__init__ (cos_sin_cache)",
     "weights/mla_absorbed": "MLACommonImpl.process_weights_after_loading (W_UK_T / W_UV from kv_b_proj)",
+    "weights/mla_w_q_uk": "vLLM 0.7.1-0.7.3 vllm/attention/backends/mla/utils.py MLACommonImpl."
+                          "process_weights_after_loading (W_Q_UK, VLLM_MLA_PERFORM_MATRIX_ABSORPTION=1)",
+    "weights/mla_w_uv_o": "vLLM 0.7.1-0.7.3 vllm/attention/backends/mla/utils.py MLACommonImpl."
+                          "process_weights_after_loading (W_UV_O, VLLM_MLA_PERFORM_MATRIX_ABSORPTION=1)",
+    "weights/mla_w_qr": "vLLM 0.7.1-0.7.3 vllm/attention/backends/mla/utils.py MLACommonImpl."
+                        "process_weights_after_loading (W_QR, the contiguous rope slice of q_proj)",
     "activations": "vllm/utils/mem_utils.py memory_profiling (torch_peak_increase) around GPUModelRunner.profile_run",
     "activations/forward": "GPUModelRunner._dummy_run(max_num_batched_tokens): the largest layer's tensors",
     "activations/sampler": "GPUModelRunner._dummy_sampler_run over min(max_num_seqs, max_num_batched_tokens) requests",
@@ -155,7 +161,7 @@ def _tensor_bytes(tensor: P.WeightTensor, scheme: str, marlin=None, mxfp4=None) 
 
 
 def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool, marlin=None,
-                 mxfp4=None) -> dict[str, sympy.Expr]:
+                 mxfp4=None, version: str = "0.19") -> dict[str, sympy.Expr]:
     """weights and weights/<component> of one stage's worker, vocab padded to 64."""
     padded = {S.vocab_size: F.padded_vocab()}
     parts: dict[str, sympy.Expr] = {}
@@ -166,10 +172,32 @@ def weight_terms(spec: ModelSpec, scheme: str, first: bool, last: bool, marlin=N
     if spec.rope_cache_positions and spec.rotary_dim:
         parts["rotary_cache"] = F.rotary_cache_bytes()
     if is_mla(spec):
-        parts["mla_absorbed"] = S.stage_layers * F.mla_absorbed_bytes()
+        if version != "0.7" or scheme != "none":  # 0.7: an unquantized kv_b_proj's W_UK / W_UV are views
+            parts["mla_absorbed"] = S.stage_layers * F.mla_absorbed_bytes()
+        if version == "0.7":
+            parts.update(mla_v07_parts(spec, scheme))
     terms = {"weights": sympy.Add(*parts.values())}
     terms.update({f"weights/{name}": expr for name, expr in parts.items()})
     return terms
+
+
+def mla_v07_parts(spec: ModelSpec, scheme: str) -> dict[str, sympy.Expr]:
+    """vLLM 0.7.1-0.7.3's decode matrices per MLA layer (formulas/frameworks/vllm.py ``mla_v07_*``).
+
+    Matrix absorption (``VLLM_MLA_PERFORM_MATRIX_ABSORPTION``, default 1 in those releases'
+    vllm/envs.py) came with vllm-project/vllm#12528 ("[Attention] MLA decode optimizations",
+    merged 2025-01-31, first in v0.7.1) and was removed by #14770 ("[Attention] MLA get rid of
+    materialization", 2025-03-13, first in v0.8.0: only ``W_UK_T`` / ``W_UV`` are kept since). ``W_Q_UK`` and ``W_UV_O`` are requantized
+    to FP8 for FP8 checkpoints (scales left out: one per 128 x 128 block at most). The
+    dequantized ``kv_b_proj`` copy (``mla_absorbed``) is kept by ``self.W_UK`` / ``self.W_UV``
+    for quantized checkpoints only (an unquantized one's are views of its weight).
+    """
+    rank = next(g for g in spec.layers if g.mixer == "mla").mixer_options
+    query = S.hidden_size if dict(rank).get("q_lora_rank") is None else S.q_lora_rank
+    beta = sympy.Integer(1) if scheme == "fp8" else S.weight_bytes
+    return {"mla_w_q_uk": S.stage_layers * F.mla_v07_q_uk_bytes(query, beta),
+            "mla_w_uv_o": S.stage_layers * F.mla_v07_uv_o_bytes(beta),
+            "mla_w_qr": S.stage_layers * F.mla_v07_qr_bytes(query)}
 
 
 def activation_terms(spec: ModelSpec, last: bool, float32: bool = False) -> dict[str, sympy.Expr]:
@@ -250,7 +278,8 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
         raise InputError(f"stage {stage} is not one of the {scenario.pp} pipeline stages")
     first, last = stage == 0, stage == scenario.pp - 1
     marlin = vllm_quant.held_formats(spec, settings.quantization)
-    terms = weight_terms(spec, quant_scheme(spec, settings), first, last, marlin, mxfp4_backend(spec, settings))
+    terms = weight_terms(spec, quant_scheme(spec, settings), first, last, marlin, mxfp4_backend(spec, settings),
+                         settings.version)
     terms.update(activation_terms(spec, last, settings.dtype == "float32"))
     terms["non_torch"] = S.non_torch_bytes
     terms["cuda_graphs"] = sympy.Integer(0)

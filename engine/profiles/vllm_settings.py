@@ -20,7 +20,8 @@ from formulas.dtypes import DTYPE_BYTES
 
 GIB = 2**30
 MXFP4_BACKENDS = ("auto", "marlin", "triton", "flashinfer")  # --mxfp4-backend (engine/profiles/vllm_mxfp4.py)
-VERSIONS = ("0.19", "0.6")  # V1 (0.8 and later; 0.19 is the reference) and V0 (0.6.x)
+VERSIONS = ("0.19", "0.6", "0.7")  # V1 (0.8 and later; 0.19 is the reference), V0 0.6.x, V0 0.7.1-0.7.3
+V0_VERSIONS = ("0.6", "0.7")  # the V0 engine (V1 became the default in 0.8.0); 0.7: MLA matrix absorption
 DTYPES = ("auto", "bfloat16", "half", "float16", "float32")
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 # vllm/config/cache.py CacheConfig: MambaDType ("auto": the model dtype, then the conv dtype)
@@ -102,7 +103,7 @@ class VllmSettings:
 
     @property
     def v0(self) -> bool:
-        return self.version == "0.6"
+        return self.version in V0_VERSIONS
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Resolved:
     version: str
 
     def non_torch_bytes(self, scenario: Scenario) -> int:
-        if self.version == "0.6":
+        if self.version in V0_VERSIONS:
             return NON_TORCH_V0
         return NON_TORCH_MULTI_GPU if scenario.tp * scenario.pp > 1 else NON_TORCH_ONE_GPU
 

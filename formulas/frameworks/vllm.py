@@ -147,6 +147,34 @@ def mla_absorbed_bytes() -> sympy.Expr:
     return kv_lora_rank * num_attention_heads * (qk_nope_head_dim + v_head_dim) * weight_bytes / tensor_parallel
 
 
+def mla_v07_q_uk_bytes(query_rank: sympy.Expr, beta: sympy.Expr = weight_bytes) -> sympy.Expr:
+    """``r_in a r_kv beta / t`` per MLA layer: vLLM 0.7's absorbed ``W_Q_UK``.
+
+    vllm/attention/backends/mla/utils.py ``MLACommonImpl.process_weights_after_loading``
+    (v0.7.1-v0.7.3: from vllm-project/vllm#12528 until #14770 removed it for v0.8.0;
+    ``VLLM_MLA_PERFORM_MATRIX_ABSORPTION`` on by default):
+    ``einsum("qnd,lnd -> qnl", W_Q, W_UK).flatten(start_dim=1).contiguous()``, ``[r_in, a r_kv]``
+    (``r_in``: ``q_lora_rank``, or ``h`` when queries are not compressed), kept in the
+    activation dtype (requantized to FP8 for FP8 checkpoints: ``beta`` 1).
+    """
+    return query_rank * num_attention_heads * kv_lora_rank * beta / tensor_parallel
+
+
+def mla_v07_uv_o_bytes(beta: sympy.Expr = weight_bytes) -> sympy.Expr:
+    """``a r_kv h beta / t`` per MLA layer: vLLM 0.7's absorbed ``W_UV_O``.
+
+    Same function: ``einsum("lnd,hnd -> nlh", W_UV, W_O).flatten(start_dim=0, end_dim=1)
+    .contiguous()``, ``[a r_kv, h]`` in the activation dtype (FP8: ``beta`` 1).
+    """
+    return num_attention_heads * kv_lora_rank * hidden_size * beta / tensor_parallel
+
+
+def mla_v07_qr_bytes(query_rank: sympy.Expr) -> sympy.Expr:
+    """``r_in a d_r beta_w / t`` per MLA layer: vLLM 0.7's ``W_QR``, the rope slice of ``q_proj``
+    made contiguous and cast to the activation dtype (same function; never requantized)."""
+    return query_rank * num_attention_heads * qk_rope_head_dim * weight_bytes / tensor_parallel
+
+
 def profile_tokens() -> sympy.Expr:
     """``T_b``: tokens of V1's profile forward (``GPUModelRunner.profile_run`` ->
     ``_dummy_run(self.max_num_tokens)``, ``max_num_tokens = max_num_batched_tokens``)."""
