@@ -89,6 +89,18 @@ def test_fallback_says_why(run_cli, args, why):
     assert pinned["total_bytes"] == data["total_bytes"] and "profile_note" not in pinned["inputs"]
 
 
+def test_refusal_of_a_fallback_names_the_choice_and_no_dead_end(run_cli):
+    """AMP with --tp: megatron (chosen for --tp) refuses amp, and the hint must not send the user to
+    transformers, which refuses --tp; the message says why megatron was chosen."""
+    result = run_cli("estimate", "--model", "qwen3-0.6b", "--mode", "training", "--precision", "amp", "--tp", "2")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "use --profile transformers" not in result.stderr
+    assert "modelled only by transformers, which does not model --tp 2" in result.stderr
+    assert "without --profile memsym chose megatron: the default transformers profile does not model --tp 2" in result.stderr
+    pinned = run_cli("estimate", "--model", "qwen3-0.6b", "--mode", "training", "--precision", "amp", "--profile", "megatron")
+    assert pinned.exit_code == 2 and "use --profile transformers" in pinned.stderr and "without --profile" not in pinned.stderr
+
+
 def test_default_says_nothing_when_it_is_transformers(run_cli):
     result = run_cli("estimate", "--model", "qwen3-0.6b", "--json")
     inputs = json.loads(result.stdout)["inputs"]

@@ -111,7 +111,7 @@ def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
     for (field, value), readers in ONLY_IN.items():
         if getattr(scenario, field) == value and profile.name not in readers:
             raise InputError(f"--profile {profile.name}: --{field.replace('_', '-')} {value} is not modelled; "
-                             f"use --profile {readers[0]}")
+                             f"{only_in_hint(readers, scenario)}")
     unread = unread_knobs(scenario, profile.knobs | {"mode"})
     if unread:
         note = f" ({profile.refusal_note})" if profile.refusal_note else ""
@@ -120,13 +120,34 @@ def refuse_unread_knobs(profile: Profile, scenario: "Scenario") -> None:
                          f"modelled{note}")
 
 
+def only_in_hint(readers: tuple[str, ...], scenario: "Scenario") -> str:
+    """``use --profile R`` for the first of ``readers`` that reads every knob ``scenario`` sets,
+    else which knob stops each of them (so the hint never points at a second refusal)."""
+    from engine.scenario import unread_knobs
+
+    stops = []
+    for name in readers:
+        reader = get(name)
+        unread = unread_knobs(scenario, reader.knobs | {"mode"})
+        if scenario.mode in reader.modes and not unread:
+            return f"use --profile {name}"
+        stop = unread[0].shown(getattr(scenario, unread[0].name)) if unread else f"--mode {scenario.mode}"
+        stops.append(f"{name}, which does not model {stop}")
+    return f"no profile models both: it is modelled only by {'; '.join(stops)}"
+
+
 def build(spec: "ModelSpec", scenario: "Scenario") -> "MemoryModel":
     """The memory model of ``spec`` under ``scenario``, as ``scenario.profile`` allocates it."""
     name, note = (scenario.profile, "") if scenario.profile else choose(spec, scenario, get(DEFAULT), accepts)
     profile = get(name)
-    refuse_unread_knobs(profile, scenario)
-    resolved = scenario.resolved(spec.torch_dtype, spec.name)  # --dtype auto: the checkpoint's dtype
-    profile.check(spec, resolved)
+    try:
+        refuse_unread_knobs(profile, scenario)
+        resolved = scenario.resolved(spec.torch_dtype, spec.name)  # --dtype auto: the checkpoint's dtype
+        profile.check(spec, resolved)
+    except InputError as error:
+        if not note:
+            raise
+        raise InputError(f"{error} (without --profile memsym chose {name}: {note})") from None
     model = profile.build(spec, resolved)
     model.profile = profile.name
     model.inputs["profile"] = profile.name
