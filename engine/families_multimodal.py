@@ -262,9 +262,11 @@ def mllama_vision_shape(vision: dict, w: str) -> tuple[tuple[str, int], ...]:
     fields = {"hidden_size": 1280, "intermediate_size": 5120, "image_size": 448, "patch_size": 14,
               "max_num_tiles": 4, "num_channels": 3, "vision_output_dim": 7680, "attention_heads": 16}
     shape = {key: config_int(vision, key, default=default, where=w) for key, default in fields.items()}
-    if shape["image_size"] % 14:  # mllama.py input_processor_for_mllama: "chunk size should be multiple of 14"
-        raise ConfigError(f"{w}: field 'image_size' must be a multiple of 14 (vLLM's mllama.py), got {shape['image_size']}")
     shape["intermediate_layers"] = len(set(layers))
+    shape["num_hidden_layers"] = config_int(vision, "num_hidden_layers", default=32, where=w)
+    shape["num_global_layers"] = config_int(vision, "num_global_layers", default=8, where=w)
+    ratios = vision.get("supported_aspect_ratios", [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]])
+    shape["aspect_ratio_rows"] = len(ratios) + 1 if isinstance(ratios, list) else 9  # max_aspect_ratio_id + 1
     return tuple(shape.items())
 
 

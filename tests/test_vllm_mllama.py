@@ -130,3 +130,44 @@ def test_quantized_mllama_is_refused_by_name():
     settings = VllmSettings(cuda_total_bytes=85_031_714_816, max_model_len=8192, version="0.6")
     with pytest.raises(InputError, match="quant_method 'fp8'"):
         build_worker(spec, Scenario(), settings)
+
+
+def test_a100_peak_lies_between_the_two_misreadings_of_pr_9352():
+    """vllm-project/vllm#9352 (A100 80GB, --max-num-seqs 70): 0.6.3's profiler read 50.56 GB,
+    "about 8GB" under the true peak (about 58.6 GB); 69 read 83.46 GB, far over. memsym's
+    weights + torch peak + non-torch at 70: 56.81 GB, -1.75 GB (-3.0 %) from 58.6 GB."""
+    record = RECORDS["vllm-pr9352-a100-0.6.3"]
+    terms = _worker(record["cuda_total_bytes"], 70, 131072).model.evaluate().terms
+    peak = terms["weights"] + terms["activations"] + terms["non_torch"]
+    assert record["log"]["peak_bytes_70"] < peak < record["log"]["peak_bytes_69"]
+    assert round((peak - (record["log"]["peak_bytes_70"] + 8e9)) / 1e9, 2) == -1.75
+
+
+def test_tensor_parallel_layout_of_tower_projector_and_embedding_by_hand():
+    """TP 2: the tower's 76,177,939 replicated parameters (embeddings, LayerNorms, fc2 biases,
+    gates) whole, the rest of it and the projector (ColumnParallelLinear) halved; the
+    embedding's 128,320 padded rows halved."""
+    spec = _spec()
+    assert M.tower_replicated_parameters(dict(spec.vision_shape)) == 76_177_939
+    settings = VllmSettings(cuda_total_bytes=85_031_714_816, max_model_len=8192, max_num_seqs=16, version="0.6")
+    terms = build_worker(spec, Scenario(tp=2), settings).model.evaluate().terms
+    tower, projector = 863_567_379, 7680 * 4096 + 4096
+    vision = 76_177_939 + (tower - 76_177_939) // 2 + projector // 2
+    assert terms["weights/vision"] + terms["weights/vision_tp_layout"] == 2 * vision
+    embedding = terms["weights/embedding"] + terms["weights/image_token_rows_padding"]
+    assert embedding == 128_320 // 2 * 4096 * 2  # one table of V + 8 rows padded to 64, split
+
+
+def test_image_size_vllm_asserts_on_is_one_line():
+    config = json.loads(json.dumps(FIXTURE["config"]["config"]))
+    config["vision_config"]["image_size"] = 561
+    spec = spec_from_config(config, "mllama-561")  # transformers reads it; vLLM's mllama.py asserts
+    settings = VllmSettings(cuda_total_bytes=85_031_714_816, max_model_len=8192, version="0.6")
+    with pytest.raises(InputError, match="image_size 561 is not a multiple of 14"):
+        build_worker(spec, Scenario(), settings)
+
+
+def test_pipeline_parallelism_is_refused_as_vllm_refuses_it():
+    settings = VllmSettings(cuda_total_bytes=85_031_714_816, max_model_len=8192, version="0.6")
+    with pytest.raises(InputError, match="--pipeline-parallel-size 2"):
+        build_worker(_spec(), Scenario(pp=2), settings)

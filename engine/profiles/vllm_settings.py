@@ -252,7 +252,7 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     if spec.model_type in V1_REMOVED:  # V0: engine/profiles/vllm_mllama.py (vLLM 0.6.3)
         from engine.profiles import vllm_mllama  # lazily: it builds expressions (SymPy)
 
-        vllm_mllama.check(spec, settings.version)
+        vllm_mllama.check(spec, settings.version, scenario.pp)
     if settings.v0 and spec.model_type in NOT_IN_V0:
         raise InputError(f"--vllm-version 0.6: {spec.name} ({spec.model_type}) was released after vLLM 0.6, "
                          "whose model registry does not have it; use --vllm-version 0.19")

@@ -26,7 +26,7 @@ from fractions import Fraction
 import sympy
 
 from formulas.symbols import (activation_bytes, head_dim, hidden_size, max_num_seqs, num_attention_heads,
-                              num_key_value_heads, tensor_parallel)
+                              num_key_value_heads, tensor_parallel, weight_bytes)
 
 # vllm/model_executor/models/mllama.py dummy_image: Image.new("RGB", (1024, 1024))
 DUMMY_IMAGE_PIXELS = 1024
@@ -140,3 +140,27 @@ def cross_attention_prefill_peak(v: dict) -> sympy.Expr:
     keys = K_NORM_FLOAT32_COPIES * FLOAT32_BYTES * num_key_value_heads * head_dim / tensor_parallel
     tokens = image_states(v) / (hidden_size * activation_bytes)
     return pixel_inputs(v) + image_states(v) + tokens * (per_token * activation_bytes + keys)
+
+
+def tower_replicated_parameters(v: dict) -> int:
+    """Parameters of ``MllamaVisionModel`` every TP rank holds whole: the class, gated position
+    and tile-position embeddings (``MllamaPrecomputedPositionEmbedding``: ``[P, H_v]`` and
+    ``[R, T P H_v]``; two ``MllamaPrecomputedAspectRatioEmbedding`` ``[R, T H_v]``, gates),
+    ``layernorm_pre`` / ``layernorm_post``, each layer's two LayerNorms and ``fc2`` bias
+    (``RowParallelLinear``), the global layers' two gates. The patch embedding
+    (``ColumnParallelConv2dPatch``), ``qkv_proj``, ``o_proj``, ``fc1`` and ``fc2`` weights are split."""
+    h, patches = v["hidden_size"], patches_per_tile(v["image_size"], v["patch_size"])
+    rows, tiles = v["aspect_ratio_rows"], v["max_num_tiles"]
+    embeddings = h + 1 + patches * h + rows * tiles * patches * h + 2 * (rows * tiles * h + 1) + 4 * h
+    layers = v["num_hidden_layers"] + v["num_global_layers"]
+    return embeddings + layers * 5 * h + 2 * v["num_global_layers"]
+
+
+def tp_layout_bytes(v: dict) -> sympy.Expr:
+    """``(R - (D_v h + h)) (1 - 1/t) beta_w``: what vLLM's TP layout of the tower and projector
+    holds beyond memsym's generic one (the whole tower split over ``t``, the projector
+    replicated): the replicated tower parameters ``R`` (:func:`tower_replicated_parameters`)
+    are whole on every rank, and ``multi_modal_projector`` (``ColumnParallelLinear``,
+    ``gather_output=True``: weight and bias split) is not. 0 at ``t = 1``."""
+    projector = v["vision_output_dim"] * hidden_size + hidden_size
+    return (tower_replicated_parameters(v) - projector) * (1 - 1 / tensor_parallel) * weight_bytes
