@@ -249,7 +249,25 @@ def parse_mllama(config: dict, name: str, parsers: dict) -> ModelSpec:
     modeling_mllama.py: measured, neither ``tie_word_embeddings`` changes the count)."""
     spec = text_spec(config, name, "mllama_text_model", parsers)
     vision, w = _vision_config(config, name)
-    return with_vision(spec, mllama_vision(vision, spec.hidden_size, w), config, None)
+    spec = with_vision(spec, mllama_vision(vision, spec.hidden_size, w), config, None)
+    return replace(spec, vision_shape=mllama_vision_shape(vision, w))
+
+
+def mllama_vision_shape(vision: dict, w: str) -> tuple[tuple[str, int], ...]:
+    """The shape fields vLLM's profile run of ``MllamaVisionModel`` reads (vLLM 0.6.3
+    vllm/model_executor/models/mllama.py); defaults: configuration_mllama.py ``MllamaVisionConfig``."""
+    layers = vision.get("intermediate_layers_indices", [3, 7, 15, 23, 30])
+    if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        raise ConfigError(f"{w}: field 'intermediate_layers_indices' must be a list of integers, got {shown(layers)}")
+    fields = {"hidden_size": 1280, "intermediate_size": 5120, "image_size": 448, "patch_size": 14,
+              "max_num_tiles": 4, "num_channels": 3, "vision_output_dim": 7680, "attention_heads": 16}
+    shape = {key: config_int(vision, key, default=default, where=w) for key, default in fields.items()}
+    shape["intermediate_layers"] = len(set(layers))
+    shape["num_hidden_layers"] = config_int(vision, "num_hidden_layers", default=32, where=w)
+    shape["num_global_layers"] = config_int(vision, "num_global_layers", default=8, where=w)
+    ratios = vision.get("supported_aspect_ratios", [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]])
+    shape["aspect_ratio_rows"] = len(ratios) + 1 if isinstance(ratios, list) else 9  # max_aspect_ratio_id + 1
+    return tuple(shape.items())
 
 
 # --- gemma3 (Gemma-3 with its SigLIP tower) -----------------------------------------------

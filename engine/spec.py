@@ -101,6 +101,8 @@ class ModelSpec:
     # tensors outside the layer groups, as (component/name, parameters): a multimodal
     # checkpoint's vision tower and projector, Mllama's extra embedding rows
     extra_tensors: tuple[tuple[str, int], ...] = ()
+    # the vision tower's shape fields a serving profile reads (Mllama: engine/profiles/vllm_mllama.py)
+    vision_shape: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         groups = tuple(self.layers) or (LayerGroup("attention", "dense", self.num_hidden_layers),)

@@ -27,7 +27,7 @@ import sympy
 from engine import architecture
 from engine.errors import InputError
 from engine.model import MemoryModel
-from engine.profiles import Profile, vllm_hybrid, vllm_mxfp4, vllm_quant
+from engine.profiles import Profile, vllm_hybrid, vllm_mllama, vllm_mxfp4, vllm_quant
 from engine.profiles.vllm_settings import (KNOBS, MODES, REFUSAL_NOTE, SCHEME_METHODS, SUMMARY, VllmSettings, check, defaults_for,  # noqa: F401
                                            kv_layout, quant_scheme, serving_dtypes, settings_from)
 from engine.quantization import Quantization
@@ -208,8 +208,9 @@ def activation_terms(spec: ModelSpec, last: bool, float32: bool = False) -> dict
     forward = sympy.Max(*forwards)
     kept = F.moe_workspace() if spec.is_moe else sympy.Integer(0)  # the workspace manager keeps it
     terms = {"activations/forward": forward}
-    encoder = F.encoder_cache_bytes() if is_multimodal(spec) else sympy.Integer(0)
-    if is_multimodal(spec):
+    v1_encoder = is_multimodal(spec) and not vllm_mllama.is_mllama(spec)  # mllama: engine/profiles/vllm_mllama.py
+    encoder = F.encoder_cache_bytes() if v1_encoder else sympy.Integer(0)
+    if v1_encoder:
         terms["activations/encoder_cache"] = encoder
     peaks = [forward + encoder]
     if last:
@@ -281,6 +282,8 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
     terms = weight_terms(spec, quant_scheme(spec, settings), first, last, marlin, mxfp4_backend(spec, settings),
                          settings.version)
     terms.update(activation_terms(spec, last, settings.dtype == "float32"))
+    if vllm_mllama.is_mllama(spec):
+        terms = vllm_mllama.with_mllama(spec, terms)
     terms["non_torch"] = S.non_torch_bytes
     terms["cuda_graphs"] = sympy.Integer(0)
     rest = terms["weights"] + terms["activations"] + terms["non_torch"] + terms["cuda_graphs"]
@@ -303,10 +306,10 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
     quantities = {"requested_bytes": F.requested_memory(), **cache}
     model = MemoryModel(
         name=spec.name, mode="inference", terms=terms, facts=facts,
-        descriptions={**DESCRIPTIONS, **vllm_hybrid.DESCRIPTIONS}, inputs=inputs,
+        descriptions={**DESCRIPTIONS, **vllm_hybrid.DESCRIPTIONS, **vllm_mllama.DESCRIPTIONS}, inputs=inputs,
         parameters=P.parameter_count(architecture.parameter_tensors(spec)),
         active_parameters=P.active_parameter_count(architecture.parameter_tensors(spec)),
-        sources={name: {**SOURCES, **vllm_hybrid.SOURCES}.get(name, SOURCES.get(name.split("/")[0], ""))
+        sources={name: {**SOURCES, **vllm_hybrid.SOURCES, **vllm_mllama.SOURCES}.get(name, SOURCES.get(name.split("/")[0], ""))
                  for name in terms},
     )
     return Worker(stage, model, quantities)
@@ -384,7 +387,9 @@ def model_assumptions(spec: ModelSpec, settings: VllmSettings) -> list[str]:
                      "engine/profiles/vllm_quant.py)")
     if quant_scheme(spec, settings) == "mxfp4":
         notes.append(mxfp4_backend(spec, settings).note)
-    if is_multimodal(spec):
+    if vllm_mllama.is_mllama(spec):
+        notes.append(vllm_mllama.NOTE)
+    elif is_multimodal(spec):
         notes.append("the vision encoder's own profile-run peak is not modelled (its dummy-image "
                      "embeddings are)")
     return notes

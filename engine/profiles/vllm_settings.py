@@ -229,7 +229,8 @@ NOT_IN_V0 = ("gemma3", "gemma3_text", "mistral3", "llama4", "llama4_text", "kimi
 
 
 def _other_mixers(spec: ModelSpec) -> bool:
-    return any(group.mixer not in MODELLED_MIXERS for group in spec.layers)
+    modelled = MODELLED_MIXERS + (("cross_attention",) if spec.model_type in V1_REMOVED else ())  # V0 mllama
+    return any(group.mixer not in modelled for group in spec.layers)
 
 
 def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
@@ -245,10 +246,13 @@ def check(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> None:
     if scenario.pp > spec.num_hidden_layers:  # get_pp_indices gives every stage a layer at least
         raise InputError(f"--pipeline-parallel-size {scenario.pp} exceeds num_hidden_layers "
                          f"{spec.num_hidden_layers} of {spec.name}")
-    if spec.model_type in V1_REMOVED:
-        reason = ("V0's encoder-decoder profile run (worker/enc_dec_model_runner.py, dummy images per sequence) "
-                  "is not modelled") if settings.v0 else f"vLLM V1 does not serve it: {V1_REMOVED[spec.model_type]}"
-        raise InputError(f"--vllm-version {settings.version}: {spec.name} ({spec.model_type}): {reason}")
+    if spec.model_type in V1_REMOVED and not settings.v0:
+        raise InputError(f"--vllm-version {settings.version}: {spec.name} ({spec.model_type}): vLLM V1 does not "
+                         f"serve it: {V1_REMOVED[spec.model_type]}; --vllm-version 0.6 models V0's")
+    if spec.model_type in V1_REMOVED:  # V0: engine/profiles/vllm_mllama.py (vLLM 0.6.3)
+        from engine.profiles import vllm_mllama  # lazily: it builds expressions (SymPy)
+
+        vllm_mllama.check(spec, settings.version, scenario.pp)
     if settings.v0 and spec.model_type in NOT_IN_V0:
         raise InputError(f"--vllm-version 0.6: {spec.name} ({spec.model_type}) was released after vLLM 0.6, "
                          "whose model registry does not have it; use --vllm-version 0.19")

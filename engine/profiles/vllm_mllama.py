@@ -1,0 +1,112 @@
+"""Llama 3.2 Vision (``mllama``) on vLLM's V0 engine, as vLLM 0.6.3 sizes it
+(``--vllm-version 0.6``; V1 never served it, and 0.7's code is not modelled).
+
+What differs from a decoder-only model (vllm/model_executor/models/mllama.py of v0.6.3):
+
+- **weights**: the whole checkpoint, vision tower and projector included
+  (``MllamaForConditionalGeneration.__init__`` builds ``vision_model``, ``language_model``
+  and ``multi_modal_projector``; ``load_weights`` loads every tensor). The text embedding is
+  ``VocabParallelEmbedding(vocab_size + 8, h)``: its ``V + 8`` rows padded to 64 as one
+  table, 56 rows more than memsym's ``pad(V) + 8`` for Llama's vocabulary;
+- **KV cache**: vllm/worker/cache_engine.py ``CacheEngine.get_cache_block_size`` sizes a
+  block over ``model_config.get_num_layers`` = every text layer, the cross-attention ones
+  included (they hold the image tokens' keys and values in the same block pool);
+- **profile-run peak**: the vision encoder on ``max_num_seqs`` dummy images of
+  ``max_num_tiles`` tiles and the cross-attention prefill on their states
+  (formulas/frameworks/vllm_mllama.py), beside the decoder forward and the sampler.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from engine.errors import InputError
+from engine.spec import ModelSpec
+from formulas import symbols as S
+from formulas.frameworks import vllm as F
+from formulas.frameworks import vllm_mllama as M
+
+MODEL_TYPE = "mllama"
+MODELLED_VERSION = "0.6"
+EXTRA_EMBEDDING_ROWS = 8  # mllama.py MllamaTextModel: VocabParallelEmbedding(config.vocab_size + 8, ...)
+MODEL_FILE = "vLLM 0.6.3 vllm/model_executor/models/mllama.py"
+
+SOURCES = {
+    "weights/image_token_rows_padding": f"{MODEL_FILE} MllamaTextModel.embed_tokens: VocabParallelEmbedding("
+                                        "vocab_size + 8) padded to 64 as one table (pad_vocab_size)",
+    "weights/vision_tp_layout": f"{MODEL_FILE} MllamaVisionModel (embeddings, LayerNorms, fc2 biases replicated "
+                                "over TP ranks; qkv/o/fc1/fc2 and the patch embedding split) and multi_modal_projector "
+                                "(ColumnParallelLinear, split): the difference to the tower split whole and the "
+                                "projector replicated",
+    "activations/vision_encoder": f"{MODEL_FILE} MllamaVisionModel.forward on max_num_seqs dummy images "
+                                  "(enc_dec_model_runner.py EncoderDecoderModelRunner.profile_run, "
+                                  "dummy_encoder_data_for_mllama): pixel inputs, patch_embeds, the dense "
+                                  "aspect-ratio mask, saved intermediate states, one layer's MLP",
+    "activations/cross_attention_prefill": f"{MODEL_FILE} MllamaTextCrossAttention.forward: qkv_proj and "
+                                           "k_norm over the projected image states (flat_encoder_result)",
+    "activations/image_states": f"{MODEL_FILE} get_cross_attention_states: multi_modal_projector output "
+                                "kept through the decoder forward",
+}
+DESCRIPTIONS = {
+    "weights/vision_tp_layout": f"{MODEL_FILE} MllamaVisionModel (embeddings, LayerNorms, fc2 biases replicated "
+                                "over TP ranks; qkv/o/fc1/fc2 and the patch embedding split) and multi_modal_projector "
+                                "(ColumnParallelLinear, split): the difference to the tower split whole and the "
+                                "projector replicated",
+    "activations/vision_encoder": "vision tower on the dummy images (its peak)",
+    "activations/cross_attention_prefill": "cross-attention layer on the image states",
+    "activations/image_states": "projected image states held through the decoder",
+}
+NOTE = ("mllama on vLLM 0.6.3's V0 profile run: max_num_seqs dummy 1024x1024 images of max_num_tiles tiles "
+        "through the vision tower at once (formulas/frameworks/vllm_mllama.py); the caching allocator's "
+        "fragmentation under these GB-sized tensors is not modelled")
+
+
+def is_mllama(spec: ModelSpec) -> bool:
+    return spec.model_type == MODEL_TYPE
+
+
+def check(spec: ModelSpec, version: str, pp: int = 1) -> None:
+    """Refuse what is not modelled: any release but 0.6 (V1 never served it; V0 0.7's code
+    changed), pipeline parallelism (0.6.3's ``MllamaForConditionalGeneration`` is not
+    ``SupportsPP``: vLLM refuses it), and quantized checkpoints (the tower's layout is not read)."""
+    if version != MODELLED_VERSION:
+        raise InputError(f"--vllm-version {version}: {spec.name} (mllama) is modelled for --vllm-version 0.6 only "
+                         "(vLLM 0.6.3's V0 encoder-decoder profile run)")
+    if pp > 1:
+        raise InputError(f"--pipeline-parallel-size {pp}: vLLM 0.6.3 does not run {spec.name} (mllama) with "
+                         "pipeline parallelism (MllamaForConditionalGeneration does not support PP)")
+    image = dict(spec.vision_shape).get("image_size", 0)
+    if image % 14:  # mllama.py input_processor_for_mllama: "chunk size should be multiple of 14"
+        raise InputError(f"--vllm-version 0.6: {spec.name} (mllama): vision_config image_size {image} is not a "
+                         "multiple of 14, which vLLM's mllama.py asserts")
+    if spec.quantization.get("quant_method"):
+        raise InputError(f"--vllm-version 0.6: {spec.name} (mllama) with quant_method "
+                         f"{spec.quantization.get('quant_method')!r} is not modelled (unquantized checkpoints only)")
+
+
+def weight_padding() -> sympy.Expr:
+    """``(64 ceil((V + 8) / 64) - 64 ceil(V / 64)) h beta_w / t - 8 h beta_w``: what vLLM's single
+    padded ``V + 8`` table (split over TP ranks) holds beyond memsym's split padded vocabulary
+    plus 8 whole image-token rows (``embedding/image_token_rows``)."""
+    rows = F.VOCAB_PADDING * sympy.ceiling((S.vocab_size + EXTRA_EMBEDDING_ROWS) / F.VOCAB_PADDING) - F.padded_vocab()
+    return (rows / S.tensor_parallel - EXTRA_EMBEDDING_ROWS) * S.hidden_size * S.weight_bytes
+
+
+def with_mllama(spec: ModelSpec, terms: dict[str, sympy.Expr]) -> dict[str, sympy.Expr]:
+    """``terms`` (the decoder-only worker's) with mllama's weights and profile-run peaks."""
+    shape = dict(spec.vision_shape)
+    weights = {name: expr for name, expr in terms.items() if name.split("/")[0] == "weights"}
+    weights["weights/image_token_rows_padding"] = weight_padding()
+    weights["weights/vision_tp_layout"] = M.tp_layout_bytes(shape)
+    weights["weights"] = terms["weights"] + weights["weights/image_token_rows_padding"] + weights["weights/vision_tp_layout"]
+    out = {**weights, **{name: expr for name, expr in terms.items() if name not in weights}}
+    vision = M.vision_encoder_peak(shape)
+    cross = M.cross_attention_prefill_peak(shape)
+    held = M.pixel_inputs(shape) + M.image_states(shape)
+    out["activations/vision_encoder"] = vision
+    out["activations/cross_attention_prefill"] = cross
+    out["activations/image_states"] = M.image_states(shape)
+    cublas = sympy.Integer(F.CUBLAS_WORKSPACE_BYTES)
+    out["activations"] = sympy.Max(terms["activations"], vision + cublas, cross + cublas,
+                                   terms["activations/forward"] + held + cublas)
+    return out
