@@ -60,6 +60,7 @@ def test_measured_entries_are_exact(model_id):
     ("mistralai/Mistral-Small-24B-Base-2501", "mistral-small-24b-instruct-2501"),
     ("ibm-granite/granite-3.3-8b-base", "granite-3.3-8b-instruct"),
     ("deepseek-ai/DeepSeek-V2-Chat", "deepseek-v2"),
+    ("mistralai/Mistral-7B-v0.3", "mistral-7b-instruct-v0.3"),
 ])
 def test_instruct_and_base_ids_resolve_to_their_architecture(alias, model_id):
     assert find(alias).id == model_id
