@@ -63,11 +63,16 @@ def text_config(cfg):
     return sub if sub is not None and sub is not cfg else cfg
 
 
-def build_model(cfg, **kw):
+def build_model(cfg, with_vision=False, **kw):
+    """The causal LM, or the image-text model where transformers has no causal LM for the type
+    (gemma3, mistral3) or the config file asks for the whole checkpoint (``"measure": "with_vision"``:
+    llama4 and mllama map to a text-only ``*ForCausalLM`` that leaves the vision tower out)."""
+    from transformers import AutoModelForImageTextToText
+    if with_vision:
+        return AutoModelForImageTextToText.from_config(cfg, **kw)
     try:
         return AutoModelForCausalLM.from_config(cfg, **kw)
     except ValueError:
-        from transformers import AutoModelForImageTextToText
         return AutoModelForImageTextToText.from_config(cfg, **kw)
 
 
@@ -110,9 +115,9 @@ def _numel(shape) -> int:
     return n
 
 
-def param_facts(cfg) -> dict:
+def param_facts(cfg, with_vision=False) -> dict:
     with torch.device("meta"):
-        model = build_model(cfg)
+        model = build_model(cfg, with_vision)
     named = list(model.named_parameters())
     total = sum(p.numel() for _, p in named)
     inp, out = model.get_input_embeddings(), model.get_output_embeddings()
@@ -304,7 +309,7 @@ def measure(entry: dict, with_kv: bool) -> dict:
     cfg = build_config(entry["config"])
     facts = {"config_file": f"tools/measure/configs/{entry['id']}.json", "hf_repo": entry["hf_repo"],
              "model_type": entry["config"]["model_type"], "text_model_type": text_config(cfg).model_type}
-    facts.update(param_facts(cfg))
+    facts.update(param_facts(cfg, entry.get("measure") == "with_vision"))
     full_types = full_layer_types(text_config(cfg))
     if with_kv:
         facts["cache"] = kv_facts(entry["config"], full_types)
