@@ -229,3 +229,14 @@ def test_all_sliding_model_is_one_sliding_group():
     assert worker.value("num_groups") == 1 and worker.value("layers_per_block") == 32
     assert worker.value("request_blocks") == -(-min(4096 - 1 + 2048, 8192) // 16) + 1
     assert worker.value("kv_cache_tokens") == worker.value("num_gpu_blocks") * 16 > 0
+
+
+def test_v0_terms_cite_the_v0_engine(run_cli):
+    """Under --vllm-version 0.6 the start-up terms cite V0's worker code, not V1's."""
+    v0 = json.loads(run_cli("serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--vllm-version", "0.6", "--json").stdout)
+    v1 = json.loads(run_cli("serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--json").stdout)
+    for term in ("weights", "activations", "kv_cache", "cuda_graphs"):
+        assert v0["sources"][term].startswith("vLLM 0.6 ") and "vllm/v1/" not in v0["sources"][term], term
+        assert v0["sources"][term] != v1["sources"][term]
+    assert "vllm/v1/worker" in v1["sources"]["kv_cache"]
+    assert v0["sources"]["weights/embedding"] == v1["sources"]["weights/embedding"]  # the model classes are shared

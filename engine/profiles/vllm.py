@@ -28,7 +28,7 @@ from engine import architecture
 from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile, vllm_hybrid, vllm_mllama, vllm_mxfp4, vllm_quant
-from engine.profiles.vllm_settings import (KNOBS, MODES, REFUSAL_NOTE, SCHEME_METHODS, SUMMARY, VllmSettings, check, defaults_for,  # noqa: F401
+from engine.profiles.vllm_settings import (KNOBS, MODES, REFUSAL_NOTE, SCHEME_METHODS, SUMMARY, V0_SOURCES, VllmSettings, check, defaults_for,  # noqa: F401
                                            kv_layout, quant_scheme, serving_dtypes, settings_from)
 from engine.quantization import Quantization
 from engine.scenario import Scenario
@@ -309,10 +309,15 @@ def build_worker(spec: ModelSpec, scenario: Scenario, settings: VllmSettings, st
         descriptions={**DESCRIPTIONS, **vllm_hybrid.DESCRIPTIONS, **vllm_mllama.DESCRIPTIONS}, inputs=inputs,
         parameters=P.parameter_count(architecture.parameter_tensors(spec)),
         active_parameters=P.active_parameter_count(architecture.parameter_tensors(spec)),
-        sources={name: {**SOURCES, **vllm_hybrid.SOURCES, **vllm_mllama.SOURCES}.get(name, SOURCES.get(name.split("/")[0], ""))
-                 for name in terms},
+        sources=sources(terms, settings),
     )
     return Worker(stage, model, quantities)
+
+
+def sources(terms: dict, settings: VllmSettings) -> dict[str, str]:
+    """Every term's source: the V1 code, or the V0 engine's own under ``--vllm-version 0.6/0.7``."""
+    cited = {**SOURCES, **(V0_SOURCES if settings.v0 else {}), **vllm_hybrid.SOURCES, **vllm_mllama.SOURCES}
+    return {name: cited.get(name, cited.get(name.split("/")[0], "")) for name in terms}
 
 
 def build_workers(spec: ModelSpec, scenario: Scenario, settings: VllmSettings) -> list[Worker]:

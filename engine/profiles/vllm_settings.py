@@ -56,6 +56,26 @@ NON_TORCH_ONE_GPU = GIB // 4
 NON_TORCH_MULTI_GPU = 207 * GIB // 100
 NON_TORCH_V0 = 35 * GIB // 100
 
+# The V0 engine's own start-up code for the terms whose V1 source is cited in
+# engine/profiles/vllm.py SOURCES: V0 logs and measures them there; memsym applies the same
+# formulas (approximate for V0's profile run and sampler: docs/serving.md, "Limits").
+V0_SOURCES = {
+    "weights": "vLLM 0.6 vllm/worker/model_runner.py GPUModelRunnerBase.load_model ('Loading model weights "
+               "took', DeviceMemoryProfiler): parameters as the vLLM model classes allocate them",
+    "activations": "vLLM 0.6 vllm/worker/worker.py Worker.determine_num_available_blocks: the torch peak of "
+                   "GPUModelRunnerBase.profile_run (0.6.4: vllm/utils.py memory_profiling); V1's terms applied",
+    "activations/forward": "vLLM 0.6 GPUModelRunnerBase.profile_run: max_num_seqs dummy sequences sharing "
+                           "max_num_batched_tokens, the largest layer's tensors (V1's _dummy_run formula)",
+    "activations/sampler": "vLLM 0.6 GPUModelRunnerBase.profile_run: the sampler over the dummy sequences' last "
+                           "tokens (SamplingParams top_k = vocab_size - 1; V1's _dummy_sampler_run formula)",
+    "non_torch": "vLLM 0.6 Worker.determine_num_available_blocks: memory outside torch since init (NON_TORCH_V0, "
+                 "which counts the CUDA context)",
+    "cuda_graphs": "vLLM 0.6 vllm/worker/worker.py: CUDA graphs are captured after the KV cache is sized "
+                   "(Worker.initialize_cache, then capture_model), so nothing is subtracted",
+    "kv_cache": "vLLM 0.6 vllm/worker/worker.py Worker.determine_num_available_blocks: gpu_memory_utilization x "
+                "total - (weights + torch peak + non-torch), floored to CacheEngine.get_cache_block_size blocks",
+}
+
 
 @dataclass(frozen=True)
 class VllmSettings:
