@@ -110,11 +110,15 @@ def _check_mechanisms(spec: ModelSpec, scenario: Scenario) -> None:
 
 
 def _check_release(scenario: Scenario) -> None:
-    """torchtune <= 0.2.1 had no chunked loss (v0.3.0, #1390) nor activation offloading (v0.4.0);
-    its ``compile`` wrapped the whole model (utils.wrap_compile), which is not modelled."""
+    """torchtune <= 0.2.1 had no chunked loss (v0.3.0, #1390) nor activation offloading (v0.4.0).
+    Its ``compile`` wrapped the whole model (utils/_compile_utils.py wrap_compile at 0217d44c2:
+    ``torch.compile(model)``); with every layer checkpointed the forward keeps the layer inputs
+    either way and the loss runs eagerly in the loop, so only the recomputed layer's partition
+    differs, taken as a compiled layer's (F.layer_saved). Without checkpointing it is refused."""
     later = [knob for knob, on in (("--loss-chunks", scenario.loss_chunks is not None),
                                    ("--activation-offload", scenario.activation_offload),
-                                   ("--compile", scenario.torch_compile)) if on]
+                                   ("--compile without --recompute full",
+                                    scenario.torch_compile and scenario.recompute != "full")) if on]
     if later:
         raise InputError(f"--torchtune-release 0.2: {later[0]} is not modelled for torchtune <= 0.2.1 (chunked "
                          "cross-entropy came in 0.3.0, activation offloading in 0.4.0, per-layer compile later)")
@@ -241,8 +245,10 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
 
 def _foreach(scenario: Scenario) -> bool:
     """torch.optim's multi-tensor step (``foreach=True``, torch's CUDA default), not torchtune's
-    configs' ``fused: True`` (``_fused_adamw_`` updates in place)."""
-    return scenario.optimizer in TORCH_FOREACH and (scenario.optimizer_impl or DEFAULT_IMPL) == "foreach"
+    configs' ``fused: True`` (``_fused_adamw_`` updates in place; added by #1575, cca50f02e,
+    2024-09-14: the configs of torchtune <= 0.2.1 set no ``fused``, so their default is foreach)."""
+    default = "foreach" if _sliced(scenario) else DEFAULT_IMPL
+    return scenario.optimizer in TORCH_FOREACH and (scenario.optimizer_impl or default) == "foreach"
 
 
 def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict[str, sympy.Expr]:
