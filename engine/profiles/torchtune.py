@@ -315,11 +315,15 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     gathered but the one backward prefetches (``layers``); after the first layer's backward
     none. ``root``: the root module's own parameters (embedding,
     final norm, output) are not resharded after forward ("The root FSDP state has its value
-    specially set to False", fully_shard's docstring). Both are the other ranks' ``1 - 1/N_d``,
-    or the whole when CPU offload keeps even the local shard on the host. ``gradients``: one
-    layer's unsharded gradients before their reduce-scatter (FSDPParamGroup.post_backward).
+    specially set to False", fully_shard's docstring). Both are whole: the all-gather output is a
+    new ``numel x world_size`` buffer (FSDPParam.init_all_gather_outputs; the unsharded parameter
+    views it) beside the local shard, which stays. torchtune <= 0.2.1 wrapped with FSDP1
+    (FullyShardedDataParallel, FULL_SHARD per TransformerDecoderLayer): the same holds there
+    (flat_param._full_param_padded beside flat_param._local_shard, _flat_param.py; the root not
+    freed after forward, _runtime_utils.py _post_forward_reshard; two all-gathers in flight,
+    limit_all_gathers). ``gradients``: one layer's unsharded gradients before their
+    reduce-scatter (FSDPParamGroup.post_backward; FSDP1 _post_backward_hook).
     """
-    other = 1 if scenario.offload == "both" else 1 - 1 / S.data_parallel
     tensors = architecture.parameter_tensors(spec)
     per_layer = [t for t in tensors if par.is_per_layer(t)]
     quant = _weight_format(spec, scenario)
@@ -329,13 +333,13 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     separate = [t for t in tensors if scenario.custom_sharded_layers and t.component in SEPARATE_UNITS]
     if separate:  # their own units (SEPARATE_UNITS): gathered in their forward and backward only
         root -= sympy.Add(*(quant.tensor_bytes(t) for t in separate))
-    parts = {"zero3_gathered/layers": layer_bytes * other,
-             "zero3_gathered/next": (sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) - 1) * layer_bytes * other,
-             "zero3_gathered/root": root * other,
+    parts = {"zero3_gathered/layers": layer_bytes,
+             "zero3_gathered/next": (sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) - 1) * layer_bytes,
+             "zero3_gathered/root": root,
              "zero3_gathered/gradients": layer_grads}
     for t in separate:  # the output while backward reaches it, the embedding at its end (with its gradient)
         grad = t.numel * S.gradient_bytes if scenario.lora_rank is None and t.component == "embedding" else 0
-        parts[f"zero3_gathered/{t.component}"] = quant.tensor_bytes(t) * other + grad
+        parts[f"zero3_gathered/{t.component}"] = quant.tensor_bytes(t) + grad
     return {"zero3_gathered": sympy.Add(*parts.values()), **parts}
 
 
