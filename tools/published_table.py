@@ -67,8 +67,8 @@ def flags_text(flags: dict) -> str:
 
 def table() -> str:
     doc = load()
-    lines = ["| row | source | flags (`--profile` the row's framework) | published | metric | memsym allocated | memsym reserved "
-             "| error | peak phase |", "|---|---|---|---:|---|---:|---:|---:|---|"]
+    lines = ["| row | source | flags (`--profile` the row's framework) | published | metric | memsym allocated "
+             "| memsym reserved | error | peak phase |", "|---|---|---|---:|---|---:|---:|---:|---|"]
     errors, skipped = [], []
     for record in doc["records"]:
         if not record["expressible"]:

@@ -4,8 +4,9 @@ Recipes full_finetune_single_device / full_finetune_distributed (full) and
 lora_finetune_single_device / lora_finetune_distributed (``--lora-rank``; QLoRA with
 ``--weight-quant nf4``: torchao NF4 base). Training in ``dtype: bf16`` (or fp32): weights,
 gradients and optimizer state in that dtype, no fp32 master. The distributed recipes shard
-with FSDP2 (``fully_shard``): ``--dp N --zero 3``. The peak is ``max_memory_allocated``
-(torchtune/training/memory.py get_memory_stats, "peak_memory_active"), the largest of:
+with FSDP2 (``fully_shard``; FSDP1 up to 0.2.1, the same terms): ``--dp N --zero 3``. The
+peak is ``max_memory_allocated`` (torchtune/training/memory.py get_memory_stats,
+"peak_memory_active"), the largest of:
 
 - ``loss_forward``: the end of the loss's forward (the logits and their log-softmax);
 - ``loss_backward``: the start of backward: every saved activation plus the loss's gradients;
@@ -121,7 +122,8 @@ def _check_release(scenario: Scenario) -> None:
                                     scenario.torch_compile and scenario.recompute != "full")) if on]
     if later:
         raise InputError(f"--torchtune-release 0.2: {later[0]} is not modelled for torchtune <= 0.2.1 (chunked "
-                         "cross-entropy came in 0.3.0, activation offloading in 0.4.0, per-layer compile later)")
+                         "cross-entropy came in 0.3.0, activation offloading in 0.4.0; its compile wrapped the whole "
+                         "model, modelled with every layer checkpointed)")
 
 
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
