@@ -199,7 +199,7 @@ def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
         listed["tied_gradient_sum"] = ((2, built["tied_gradient_sum"] / 2),)
     if "head_backward" in built:
         listed["head_backward"] = F.chunked_head_backward_tensors(chunks)
-    return listed
+    return {name: parts for name, parts in listed.items() if built.get(name) != 0}  # offloaded: on the host
 
 
 def _weight_format(spec: ModelSpec, scenario: Scenario) -> quantization.Quantization:
