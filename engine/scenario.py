@@ -213,7 +213,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("optimizer_in_backward", "--optimizer-in-backward", False, "Step and free each gradient in backward.", "training", "switch"),
     Knob("activation_offload", "--activation-offload", False, "Saved activations to CPU (needs --recompute full).", "training", "switch"),
     Knob("optimizer_impl", "--optimizer-impl", None, "torch.optim AdamW's kernel: fused or foreach  [default: "
-         "torchtune fused (its configs)]", "training", choices=("fused", "foreach"), allowed=(None, "fused", "foreach")),
+         "torchtune fused (its configs; --torchtune-release 0.2: foreach)]", "training", choices=("fused", "foreach"), allowed=(None, "fused", "foreach")),
     Knob("custom_sharded_layers", "--custom-sharded-layers", False, "--profile torchtune with --dp: the configs' "
          "custom_sharded_layers ['tok_embeddings', 'output'] (Llama 3/3.1 8B, 70B full): the embedding and output as "
          "their own FSDP units", "training", "switch"),

@@ -415,16 +415,16 @@ def test_fsdp2_gathers_layers_by_phase_and_custom_sharded_layers():
     gathered only when used (the output in its backward, the embedding and its dense gradient
     at the end)."""
     model = _tt(dp=8, zero=3, recompute="full")
-    layer = 2 * (4096 * (4096 + 2 * 1024 + 4096) + 3 * 4096 * 14336 + 2 * 4096) * 7 // 8  # bf16, 7/8 gathered
+    layer = 2 * (4096 * (4096 + 2 * 1024 + 4096) + 3 * 4096 * 14336 + 2 * 4096)  # bf16, the whole all-gather output
     assert model.evaluate().terms["zero3_gathered/layers"] == model.evaluate().terms["zero3_gathered/next"] == layer
     assert "zero3_gathered/next" in model.phases["recompute"] and "zero3_gathered/layers" not in model.phases[
         "loss_forward"] and "zero3_gathered/layers" in model.phases["loss_backward"]
     assert model.evaluate().terms["head_gradient"] == 2 * 128_256 * 4096  # unsharded until the end
     custom = _tt(dp=8, zero=3, recompute="full", custom_sharded_layers=True)
     terms = custom.evaluate().terms
-    assert terms["zero3_gathered/root"] == 2 * 4096 * 7 // 8  # the final norm only
-    assert terms["zero3_gathered/lm_head"] == 2 * 128_256 * 4096 * 7 // 8
-    assert terms["zero3_gathered/embedding"] == 2 * 128_256 * 4096 * 7 // 8 + 2 * 128_256 * 4096
+    assert terms["zero3_gathered/root"] == 2 * 4096  # the final norm only
+    assert terms["zero3_gathered/lm_head"] == 2 * 128_256 * 4096
+    assert terms["zero3_gathered/embedding"] == 2 * 128_256 * 4096 + 2 * 128_256 * 4096
     assert terms["head_gradient"] == 2 * 128_256 * 4096 // 8  # reduce-scattered after the output's backward
     assert "zero3_gathered/embedding" in custom.phases["backward_end"]
     assert "zero3_gathered/lm_head" in custom.phases["loss_backward"]
@@ -435,8 +435,8 @@ def test_fsdp2_gathers_layers_by_phase_and_custom_sharded_layers():
 def test_fsdp2_keeps_the_root_unsharded_and_cpu_offload_moves_the_state():
     spec = load_spec("llama-3.1-8b")
     eight = _tt(dp=8, zero=3).evaluate().terms
-    # embedding + lm_head + final norm, bf16, the other ranks' 7/8
-    assert eight["zero3_gathered/root"] == 2 * (2 * 128_256 * 4096 + 4096) * 7 // 8
+    # embedding + lm_head + final norm, bf16, whole (FSDPParam.init_all_gather_outputs: numel x world size)
+    assert eight["zero3_gathered/root"] == 2 * (2 * 128_256 * 4096 + 4096)
     offload = build(spec, Scenario(mode="training", profile="torchtune", batch_size=1, seq_len=512, dp=8, zero=3,
                                    offload="both")).evaluate()
     assert offload.terms["weights"] == offload.terms["optimizer"] == offload.terms["gradients"] == 0

@@ -47,7 +47,8 @@ def predict(record: dict, configs: dict) -> dict:
         spec = spec_from_config({k: v for k, v in configs[name].items() if not k.startswith("_")}, name)
     else:
         spec = load_spec(name)
-    ev = build(spec, Scenario(**record["flags"])).evaluate()
+    flags = {k: tuple(v) if isinstance(v, list) else v for k, v in record["flags"].items()}
+    ev = build(spec, Scenario(**flags)).evaluate()
     compared = ev.reserved_bytes if record["metric"] == "reserved" else ev.total_bytes
     return {"allocated": ev.total_bytes, "reserved": ev.reserved_bytes, "compared": compared,
             "error": compared / record["measured_bytes"] - 1, "phase": ev.peak_phase}
@@ -58,13 +59,16 @@ def flags_text(flags: dict) -> str:
     from engine.scenario import knob
 
     shown = {k: v for k, v in flags.items() if k not in ("mode", "profile")}
-    return " ".join(knob(k).flag + ("" if v is True else f" {v}") for k, v in shown.items())
+    def value(v) -> str:
+        return "" if v is True else " " + (",".join(v) if isinstance(v, list) else str(v))
+
+    return " ".join(knob(k).flag + value(v) for k, v in shown.items())
 
 
 def table() -> str:
     doc = load()
-    lines = ["| row | source | flags (`--profile torchtitan`) | published | metric | memsym allocated | memsym reserved "
-             "| error | peak phase |", "|---|---|---|---:|---|---:|---:|---:|---|"]
+    lines = ["| row | source | flags (`--profile` the row's framework) | published | metric | memsym allocated "
+             "| memsym reserved | error | peak phase |", "|---|---|---|---:|---|---:|---:|---:|---|"]
     errors, skipped = [], []
     for record in doc["records"]:
         if not record["expressible"]:

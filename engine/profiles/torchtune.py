@@ -4,8 +4,9 @@ Recipes full_finetune_single_device / full_finetune_distributed (full) and
 lora_finetune_single_device / lora_finetune_distributed (``--lora-rank``; QLoRA with
 ``--weight-quant nf4``: torchao NF4 base). Training in ``dtype: bf16`` (or fp32): weights,
 gradients and optimizer state in that dtype, no fp32 master. The distributed recipes shard
-with FSDP2 (``fully_shard``): ``--dp N --zero 3``. The peak is ``max_memory_allocated``
-(torchtune/training/memory.py get_memory_stats, "peak_memory_active"), the largest of:
+with FSDP2 (``fully_shard``; FSDP1 up to 0.2.1, the same terms): ``--dp N --zero 3``. The
+peak is ``max_memory_allocated`` (torchtune/training/memory.py get_memory_stats,
+"peak_memory_active"), the largest of:
 
 - ``loss_forward``: the end of the loss's forward (the logits and their log-softmax);
 - ``loss_backward``: the start of backward: every saved activation plus the loss's gradients;
@@ -110,14 +111,19 @@ def _check_mechanisms(spec: ModelSpec, scenario: Scenario) -> None:
 
 
 def _check_release(scenario: Scenario) -> None:
-    """torchtune <= 0.2.1 had no chunked loss (v0.3.0, #1390) nor activation offloading (v0.4.0);
-    its ``compile`` wrapped the whole model (utils.wrap_compile), which is not modelled."""
+    """torchtune <= 0.2.1 had no chunked loss (v0.3.0, #1390) nor activation offloading (v0.4.0).
+    Its ``compile`` wrapped the whole model (utils/_compile_utils.py wrap_compile at 0217d44c2:
+    ``torch.compile(model)``); with every layer checkpointed the forward keeps the layer inputs
+    either way and the loss runs eagerly in the loop, so only the recomputed layer's partition
+    differs, taken as a compiled layer's (F.layer_saved). Without checkpointing it is refused."""
     later = [knob for knob, on in (("--loss-chunks", scenario.loss_chunks is not None),
                                    ("--activation-offload", scenario.activation_offload),
-                                   ("--compile", scenario.torch_compile)) if on]
+                                   ("--compile without --recompute full",
+                                    scenario.torch_compile and scenario.recompute != "full")) if on]
     if later:
         raise InputError(f"--torchtune-release 0.2: {later[0]} is not modelled for torchtune <= 0.2.1 (chunked "
-                         "cross-entropy came in 0.3.0, activation offloading in 0.4.0, per-layer compile later)")
+                         "cross-entropy came in 0.3.0, activation offloading in 0.4.0; its compile wrapped the whole "
+                         "model, modelled with every layer checkpointed)")
 
 
 def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
@@ -193,7 +199,7 @@ def _tensors(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightTensor],
         listed["tied_gradient_sum"] = ((2, built["tied_gradient_sum"] / 2),)
     if "head_backward" in built:
         listed["head_backward"] = F.chunked_head_backward_tensors(chunks)
-    return listed
+    return {name: parts for name, parts in listed.items() if built.get(name) != 0}  # offloaded: on the host
 
 
 def _weight_format(spec: ModelSpec, scenario: Scenario) -> quantization.Quantization:
@@ -241,8 +247,10 @@ def _optimizer_terms(spec: ModelSpec, trained: list[P.WeightTensor], scenario: S
 
 def _foreach(scenario: Scenario) -> bool:
     """torch.optim's multi-tensor step (``foreach=True``, torch's CUDA default), not torchtune's
-    configs' ``fused: True`` (``_fused_adamw_`` updates in place)."""
-    return scenario.optimizer in TORCH_FOREACH and (scenario.optimizer_impl or DEFAULT_IMPL) == "foreach"
+    configs' ``fused: True`` (``_fused_adamw_`` updates in place; added by #1575, cca50f02e,
+    2024-09-14: the configs of torchtune <= 0.2.1 set no ``fused``, so their default is foreach)."""
+    default = "foreach" if _sliced(scenario) else DEFAULT_IMPL
+    return scenario.optimizer in TORCH_FOREACH and (scenario.optimizer_impl or default) == "foreach"
 
 
 def _activation_terms(spec: ModelSpec, scenario: Scenario, lora_targets) -> dict[str, sympy.Expr]:
@@ -309,11 +317,15 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     gathered but the one backward prefetches (``layers``); after the first layer's backward
     none. ``root``: the root module's own parameters (embedding,
     final norm, output) are not resharded after forward ("The root FSDP state has its value
-    specially set to False", fully_shard's docstring). Both are the other ranks' ``1 - 1/N_d``,
-    or the whole when CPU offload keeps even the local shard on the host. ``gradients``: one
-    layer's unsharded gradients before their reduce-scatter (FSDPParamGroup.post_backward).
+    specially set to False", fully_shard's docstring). Both are whole: the all-gather output is a
+    new ``numel x world_size`` buffer (FSDPParam.init_all_gather_outputs; the unsharded parameter
+    views it) beside the local shard, which stays. torchtune <= 0.2.1 wrapped with FSDP1
+    (FullyShardedDataParallel, FULL_SHARD per TransformerDecoderLayer): the same holds there
+    (flat_param._full_param_padded beside flat_param._local_shard, _flat_param.py; the root not
+    freed after forward, _runtime_utils.py _post_forward_reshard; two all-gathers in flight,
+    limit_all_gathers). ``gradients``: one layer's unsharded gradients before their
+    reduce-scatter (FSDPParamGroup.post_backward; FSDP1 _post_backward_hook).
     """
-    other = 1 if scenario.offload == "both" else 1 - 1 / S.data_parallel
     tensors = architecture.parameter_tensors(spec)
     per_layer = [t for t in tensors if par.is_per_layer(t)]
     quant = _weight_format(spec, scenario)
@@ -323,13 +335,13 @@ def _fsdp_unsharded(spec: ModelSpec, scenario: Scenario, trained: list[P.WeightT
     separate = [t for t in tensors if scenario.custom_sharded_layers and t.component in SEPARATE_UNITS]
     if separate:  # their own units (SEPARATE_UNITS): gathered in their forward and backward only
         root -= sympy.Add(*(quant.tensor_bytes(t) for t in separate))
-    parts = {"zero3_gathered/layers": layer_bytes * other,
-             "zero3_gathered/next": (sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) - 1) * layer_bytes * other,
-             "zero3_gathered/root": root * other,
+    parts = {"zero3_gathered/layers": layer_bytes,
+             "zero3_gathered/next": (sympy.Min(par.ZERO3_LIVE_LAYERS, S.num_hidden_layers) - 1) * layer_bytes,
+             "zero3_gathered/root": root,
              "zero3_gathered/gradients": layer_grads}
     for t in separate:  # the output while backward reaches it, the embedding at its end (with its gradient)
         grad = t.numel * S.gradient_bytes if scenario.lora_rank is None and t.component == "embedding" else 0
-        parts[f"zero3_gathered/{t.component}"] = quant.tensor_bytes(t) * other + grad
+        parts[f"zero3_gathered/{t.component}"] = quant.tensor_bytes(t) + grad
     return {"zero3_gathered": sympy.Add(*parts.values()), **parts}
 
 

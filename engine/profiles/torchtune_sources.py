@@ -61,8 +61,11 @@ SOURCES: dict[str, str] = {
     "tied_gradient_sum": "torch autograd input_buffer.cpp: the tied weight's two gradients summed out of place "
                          "(measured on CPU, docs/accuracy.md)",
     "zero3_gathered": "FSDP2 torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py FSDPParamGroup.unshard and "
-                      "post_backward, _fully_shard.py fully_shard (lazy_init sets the root's reshard_after_forward False) "
-                      "(torchtune training/_distributed.py shard_model)",
+                      "post_backward, _fully_shard.py fully_shard (lazy_init sets the root's "
+                      "reshard_after_forward False), "
+                      "_fsdp_param.py FSDPParam.init_all_gather_outputs (numel x world size) "
+                      "(torchtune training/_distributed.py shard_model; <= 0.2.1: FSDP1 _flat_param.py "
+                      "_full_param_padded, _runtime_utils.py _post_forward_reshard)",
 }
 CONTEXT_SOURCE = ("the user's --reserve: the CUDA context and runtime, device memory outside PyTorch's caching "
                   "allocator (CUDA C Programming Guide, 'Initialization'; c10/cuda/CUDACachingAllocator.cpp "
