@@ -123,7 +123,11 @@ def _rank_state(spec: ModelSpec, scenario: Scenario, rank: int) -> tuple[dict, l
     state = {"weights": F.fsdp_parameter_shard(trained, shard), "optimizer": S.optimizer_bytes * trained / shard,
              "fsdp_gathered": layers * per_block + sympy.Add(*(size for _, size in outer)),
              "fsdp_unsharded_gradients": F.FP32_BYTES * trained}
-    return state, tensors, F.fsdp_gradient_shard(trained, shard)
+    shards = F.fsdp_gradient_shard(trained, shard)
+    if scenario.offload == "both":  # CPUOffloadPolicy: the shards and the step on the host, as on the first rank
+        state.update(weights=sympy.Integer(0), optimizer=sympy.Integer(0))
+        return state, tensors, sympy.Integer(0)
+    return state, tensors, shards
 
 
 def _named(prefix: str, parts: dict) -> dict:

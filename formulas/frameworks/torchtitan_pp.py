@@ -29,6 +29,11 @@ the torch 1963fc8 (2024-12-23) the benchmarks ran:
   with ``(v - 1) * microbatches_per_round`` forwards, every micro-batch of its earlier local
   stages, then alternates one forward and one backward of its last stage.
 
+Later torch keeps ``output_chunks`` on the last stage only (pytorch/pytorch#153383, May 2025) and
+lets the caller keep none (``step(return_outputs=False)``, after pytorch/pytorch#159251; torchtitan
+b5bcd76c ``trainer.py`` passes it): :func:`output_chunks` and :func:`merged_output` are the
+torch of the benchmarks', 2024 to early 2025.
+
 Units: ``stage_output`` is one micro-batch's stage output (``beta_a h b s / (t N_c)``), ``n``
 the micro-batches (torchtitan's default ``pipeline_parallel_microbatches`` = ``p``:
 ``pipeline_llama.py`` / ``pipelining_utils.py`` ``build_pipeline_schedule`` at 9dec370).
