@@ -300,3 +300,115 @@ def test_compiled_tp_loss_peaks_in_its_forward():
     assert t["activations/logits"] == 4096 * 4 * 64_128
     assert t["loss_forward"] == 4096 * 6 * 64_128 and t["loss_backward"] == 4096 * 2 * 64_128
     assert "loss_forward" in mm.phases["loss_forward"] and "loss_forward" not in mm.phases["backward"]
+
+
+# --- the other pipeline ranks (torch 2.6.0 torch/distributed/pipelining, torchtitan 9dec370) -------
+
+def _pp126(**knobs):
+    """The 8B block at 126 layers (Llama-3.1-405B's depth): 15, 16 x 6, 15 blocks over 8 stages."""
+    config = dict(find("llama-3.1-8b").config, num_hidden_layers=126)
+    spec = spec_from_config(config, "llama-126")
+    scenario = dict(mode="training", profile="torchtitan", pp=8, dp=8, seq_len=4096, batch_size=1,
+                    recompute="full", **knobs)
+    return build(spec, Scenario(**scenario))
+
+
+def test_last_rank_keeps_every_microbatchs_logits():
+    """The last stage keeps each of its n = p micro-batches' bf16 logits in output_chunks (stage.py
+    forward_one_chunk) and runs each micro-batch's loss right after its forward (1F1B warms it up
+    with one): at the last one's loss backward, 8 logits, one micro-batch of its 15 blocks, the
+    final norm, the gathered head input and the loss (fp32 log-softmax + two fp32 gradients)."""
+    mm = _pp126()
+    t = mm.evaluate().terms
+    tokens = 4096
+    assert t["pp_last_rank/output_chunks"] == 8 * 2 * V * tokens
+    assert t["pp_last_rank/loss"] == (4 + 8) * V * tokens
+    assert t["pp_last_rank/activations"] == 2 * H * tokens * 15 + (2 * H + 4) * tokens + 2 * H * tokens
+    # 7 done micro-batches' input buffers and the input gradients left in their .grad
+    assert t["pp_last_rank/pp_buffers"] == 2 * H * tokens * 2 * 7
+    stage = 15 * BLOCK + V * H + H  # its blocks, the output projection and the final norm; no embedding
+    assert t["pp_last_rank/fsdp_unsharded_gradients"] == 4 * stage
+    assert t["pp_last_rank/fsdp_gathered"] == 2 * stage
+    assert t["pp_last_rank/weights"] == 4 * stage // 8
+    parts = [n for n in mm.terms if n.startswith("pp_last_rank/")]
+    assert t["pp_last_rank"] == sum(t[n] for n in parts)
+    # merge_chunks concatenates the kept logits beside them once every backward is done
+    assert t["pp_last_rank_step_end/merged_output"] == t["pp_last_rank/output_chunks"]
+    assert mm.phases["last_rank_backward"] == ("pp_last_rank", "overhead")
+
+
+def test_loss_parallel_keeps_the_last_ranks_logits_sharded():
+    t = _pp126(tp=2).evaluate().terms
+    assert t["pp_last_rank/output_chunks"] == 8 * 2 * (V // 2) * 4096
+    assert t["pp_last_rank/loss"] == (4 + 12) * (V // 2) * 4096
+
+
+def test_other_ranks_exist_only_under_pp():
+    assert not any(n.startswith("pp_") for n in build(load_spec("llama-3.1-8b"), Scenario(
+        mode="training", profile="torchtitan", dp=8, seq_len=4096, batch_size=1)).terms)
+    two = build(load_spec("llama-3.1-8b"), Scenario(mode="training", profile="torchtitan", pp=2, dp=4,
+                                                    seq_len=4096, batch_size=1)).terms
+    assert "pp_last_rank" in two and "pp_middle_rank" not in two  # p = 2: a first and a last rank
+
+
+def test_float8_all_gather_leaves_the_output_projection_in_bf16_on_the_last_rank():
+    """torchtitan filters the output out of float8 (module_filter_fn fqn != "output")."""
+    t = _pp126(float8=True, float8_all_gather=True).evaluate().terms
+    linear = 2 * H * H + 2 * KV * H + 3 * H * F_
+    assert t["pp_last_rank/fsdp_gathered"] == 15 * (linear + 2 * 2 * H) + 2 * (V * H + H)
+
+
+def test_middle_rank_is_rank_1():
+    """Rank 1 holds stage 1's 16 blocks and warms up with p - 1 = 7 micro-batches."""
+    t = _pp126().evaluate().terms
+    rebuilt = 2 * (3 * H + 2 * H + 2 * KV + 4 * F_) + 8 + 4 * A  # one block's backward: all but its input
+    assert t["pp_middle_rank/activations"] == 2 * H * 4096 * 16 * 7 + rebuilt * 4096
+    assert t["pp_middle_rank/fsdp_unsharded_gradients"] == 4 * 16 * BLOCK
+    assert t["pp_middle_rank/pp_buffers"] == 2 * H * 4096 * 2 * 8
+
+
+def _simulated_in_flight(layers, ranks, virtual, rank):
+    """Replays the rank's actions (Schedule1F1B: warm-up forwards, then backward-forward pairs;
+    _get_1f1b_rank_ops: warm-up forwards, then forward-backward pairs, then the cooldown) with
+    n = p micro-batches and returns the most layer-micro-batches alive at any backward's start."""
+    from formulas.frameworks import torchtitan_pp as PP
+
+    stages, n = PP.rank_stages(layers, ranks, virtual, rank), ranks
+    total = n * virtual
+    if virtual == 1:
+        warmup = min(n, ranks - rank)
+        order = ["F"] * warmup + ["B", "F"] * (n - warmup) + ["B"] * warmup
+    else:
+        warmup = min((virtual - 1) * n + 2 * (ranks - 1 - rank), total)
+        order = ["F"] * warmup + ["F", "B"] * (total - warmup) + ["B"] * warmup
+    fwd = bwd = 0
+    alive, peak = [], 0
+    for op in order:
+        if op == "F":
+            alive.append(stages[(fwd // n) % virtual])
+            fwd += 1
+        else:
+            peak = max(peak, sum(alive))
+            local = virtual - 1 - (bwd // n) % virtual  # backward_stage_index
+            alive.remove(stages[local])
+            bwd += 1
+    return peak
+
+
+@pytest.mark.parametrize("layers, ranks, virtual", [(126, 8, 1), (126, 8, 2), (32, 4, 2), (80, 4, 1), (61, 4, 3)])
+def test_in_flight_layers_replay_the_schedules(layers, ranks, virtual):
+    from formulas.frameworks import torchtitan_pp as PP
+
+    for rank in range(ranks):
+        assert PP.in_flight_layers(layers, ranks, virtual, rank) == _simulated_in_flight(layers, ranks, virtual, rank)
+    # rank 0's is the p micro-batches of all its layers the first rank's activations count
+    assert PP.in_flight_layers(layers, ranks, virtual, 0) == ranks * F.first_stage_layers(layers, ranks, virtual)
+
+
+def test_interleaved_last_rank_holds_its_earlier_stage():
+    """Interleaved 1F1B warms the last rank up with all 8 micro-batches of stage 7 (8 blocks),
+    then alternates stage 15's (7 blocks): 8 x 8 + 7 layer-micro-batches; stage 7's outputs and
+    gradient receive buffers (8 each) beside stage 15's done buffers."""
+    t = _pp126(vpp=2).evaluate().terms
+    assert t["pp_last_rank/activations"] == 2 * H * 4096 * (8 * 8 + 7) + (2 * H + 4) * 4096 + 2 * H * 4096
+    assert t["pp_last_rank/pp_buffers"] == 2 * H * 4096 * (2 * 7 + 2 * 8)

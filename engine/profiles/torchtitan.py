@@ -21,6 +21,11 @@ Per GPU of the first pipeline stage (:mod:`formulas.frameworks.torchtitan`):
 - ``loss_backward``: the logits' fp32 gradients (loss parallel under TP: three of them);
 - ``fsdp_reduce_scatter``: one block's unsharded gradients and their fp32 reduce-scatter copy.
 
+With PP the benchmarks report the maximum over ranks, so the last rank (``pp_last_rank``: every
+micro-batch's logits kept by the pipelining stage, one micro-batch's loss; ``pp_last_rank_step_end``:
+``merge_chunks``' concatenation) and rank 1 (``pp_middle_rank``) are built beside the first, each
+in phases of its own (:mod:`engine.profiles.torchtitan_stages`).
+
 Reserved only (``MemoryModel.reserved_only``, in ``reserved_bytes`` and never in
 ``total_bytes``): the FSDP2 all-gather and reduce-scatter streams' pools and the freed bf16
 logits the loss's gradients do not fit (``reserved_*``).
@@ -41,6 +46,7 @@ from engine import architecture, terms
 from engine.errors import InputError
 from engine.model import MemoryModel
 from engine.profiles import Profile
+from engine.profiles import torchtitan_stages as ST
 from engine.scenario import Scenario
 from engine.spec import ModelSpec
 from formulas import parallelism as par
@@ -93,11 +99,6 @@ def _rank_layers(spec: ModelSpec, scenario: Scenario) -> int:
     return F.first_stage_layers(spec.num_hidden_layers, scenario.pp, virtual)
 
 
-def _tp_share(t: WeightTensor) -> sympy.Expr:
-    """Fraction of one tensor (all its layers) a tensor rank holds: the share without PP."""
-    return par.gpu_share(t) * (S.pipeline_parallel if par.is_per_layer(t) else 1)
-
-
 def _stage_tensors(spec: ModelSpec, scenario: Scenario) -> tuple[list[WeightTensor], sympy.Expr]:
     """(tensors on the first stage, the fraction of the per-layer tensors it holds)."""
     tensors = terms.first_stage(architecture.parameter_tensors(spec), scenario)
@@ -105,33 +106,9 @@ def _stage_tensors(spec: ModelSpec, scenario: Scenario) -> tuple[list[WeightTens
     return tensors, sympy.Rational(layers, spec.num_hidden_layers)
 
 
-def _count(tensors, fraction, per_layer: bool | None = None, linear_only: bool = False) -> sympy.Expr:
-    total = sympy.Integer(0)
-    for t in tensors:
-        if per_layer is not None and par.is_per_layer(t) != per_layer:
-            continue
-        if linear_only and not t.quantizable:
-            continue
-        total += t.numel * _tp_share(t) * (fraction if par.is_per_layer(t) else 1)
-    return total
-
-
-def _units(spec: ModelSpec, scenario: Scenario, tensors) -> tuple[sympy.Expr, list[tuple[str, sympy.Expr]]]:
-    """(one block's all-gathered bytes, [(component, bytes)] of the units outside the blocks):
-    bf16 ``param_dtype``, fp8 for float8-gathered linears."""
-    width = S.weight_bytes
-    linear_width = F.FP8_BYTES if scenario.float8_all_gather else width
-    block = _count(tensors, 1 / S.num_hidden_layers, per_layer=True)
-    block_linear = _count(tensors, 1 / S.num_hidden_layers, per_layer=True, linear_only=True)
-    per_block = width * (block - block_linear) + linear_width * block_linear
-    outer = [(t.component, (linear_width if t.component == "lm_head" else width) * t.numel * _tp_share(t))
-             for t in tensors if not par.is_per_layer(t)]
-    return per_block, outer
-
-
 def _gathered(spec: ModelSpec, scenario: Scenario, tensors, fraction) -> sympy.Expr:
     """bf16 (fp8 for float8-gathered linears) unsharded parameters at the start of backward."""
-    per_block, outer = _units(spec, scenario, tensors)
+    per_block, outer = ST.units(spec, scenario, tensors)
     blocks = _rank_layers(spec, scenario) if scenario.pp > 1 else par.ZERO3_LIVE_LAYERS
     blocks = sympy.Min(blocks, S.num_hidden_layers)
     # pp == 1: [norm, lm_head] is never resharded after forward (tied: with the embedding);
@@ -139,30 +116,6 @@ def _gathered(spec: ModelSpec, scenario: Scenario, tensors, fraction) -> sympy.E
     if scenario.pp == 1 and not spec.tie_word_embeddings:
         outer = [(name, size) for name, size in outer if name != "embedding"]
     return blocks * per_block + sympy.Add(*(size for _, size in outer))
-
-
-def _pools(spec: ModelSpec, scenario: Scenario, tensors, gradient_shards) -> dict[str, sympy.Expr]:
-    """The FSDP2 streams' pools (``F.all_gather_pool``, ``F.reduce_scatter_pool``): reserved,
-    never allocated at the peak. Forward all-gathers the embedding, the blocks in order, then
-    ``[norm, lm_head]`` (units of their own: ``apply_fsdp_to_decoder``; tied: one unit with both);
-    the largest of the consecutive pairs is the pool."""
-    per_block, outer = _units(spec, scenario, tensors)
-    heads = {}
-    for name, size in outer:
-        unit = "embedding" if name == "embedding" or spec.tie_word_embeddings else "head"
-        heads[unit] = heads.get(unit, sympy.Integer(0)) + size
-    shard = S.data_parallel * S.context_parallel
-    pairs = [F.all_gather_pool(heads.get("embedding", per_block), per_block, shard),
-             F.all_gather_pool(per_block, per_block, shard)]
-    if "head" in heads:
-        pairs.append(F.all_gather_pool(per_block, heads["head"], shard))
-    if scenario.offload == "both":  # CPUOffloadPolicy copies each shard to the host: one block's in flight
-        gradient_shards = F.FP32_BYTES * _count(tensors, 1 / S.num_hidden_layers, per_layer=True) / shard
-    pools = {"reserved_all_gather_pool": sympy.Max(*pairs),
-             "reserved_reduce_scatter_pool": F.reduce_scatter_pool(gradient_shards)}
-    if scenario.dp * scenario.cp == 1:  # no fully_shard (parallel_dims fsdp_enabled): no FSDP streams
-        return {name: sympy.Integer(0) for name in pools}
-    return pools
 
 
 def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
@@ -180,11 +133,11 @@ def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     rebuilt = (F.block_saved("none", scenario.torch_compile) - saved) * tokens
     if scenario.recompute != "none" and scenario.pp > 1:
         parts["activations/recomputed"] = rebuilt
-    compiled_loss = scenario.torch_compile and scenario.compile_components != "model"
+    compiled_loss = ST.compiled_loss(scenario)
     if scenario.pp == 1:  # loss parallel keeps the vocabulary sharded over tensor ranks
         parts["activations/final_norm"] = F.final_norm_saved() * tokens
         parts["activations/head_input"] = F.head_input_saved() * F.tokens() / S.context_parallel
-        parts["activations/logits"] = _logits_saved(scenario, compiled_loss, tokens)
+        parts["activations/logits"] = ST.logits_saved(scenario, tokens)
     built = {"activations": sympy.Add(*parts.values()), **parts}
     if scenario.pp == 1:
         if scenario.recompute != "none":
@@ -201,21 +154,11 @@ def _activations(spec: ModelSpec, scenario: Scenario) -> dict[str, sympy.Expr]:
     return built
 
 
-def _logits_saved(scenario: Scenario, compiled_loss: bool, tokens: sympy.Expr) -> sympy.Expr:
-    """What the loss keeps for backward: eager, the fp32 log-softmax; compiled, ``pred`` and two
-    fp32 values per token, or under TP the fp32 sum the partitioner moved into the forward."""
-    if not compiled_loss:
-        return F.loss_saved() * tokens
-    if scenario.tp > 1:
-        return F.compiled_loss_parallel_saved() * tokens
-    return F.compiled_loss_saved() * tokens + F.compiled_loss_stats() * F.tokens() / S.context_parallel
-
-
 def _head_backward(spec: ModelSpec, scenario: Scenario) -> sympy.Expr:
     """The head's backward (no PP): the logits' gradient and the head's full gradient."""
     tensors = terms.first_stage(architecture.parameter_tensors(spec), scenario)
     name = "embedding" if spec.tie_word_embeddings else "lm_head"
-    head = sympy.Add(*(t.numel * _tp_share(t) for t in tensors if t.component == name))
+    head = sympy.Add(*(t.numel * ST.tp_share(t) for t in tensors if t.component == name))
     return F.head_backward(F.tokens() / (S.tensor_parallel * S.context_parallel), head)
 
 
@@ -224,18 +167,18 @@ def _state(spec: ModelSpec, scenario: Scenario) -> tuple[dict[str, sympy.Expr], 
     # FSDP shards over dp_shard x cp: the "fsdp" mesh is dp_shard * cp wide
     # (distributed/parallel_dims.py ParallelDims, expected_sizes["fsdp"]; models/llama3/parallelize.py
     # resolve_fsdp_mesh); CP ranks hold different tokens of the same sequences
-    trained, shard = _count(tensors, fraction), S.data_parallel * S.context_parallel
-    block = _count(tensors, 1 / S.num_hidden_layers, per_layer=True)
+    trained, shard = ST.count(tensors, fraction), S.data_parallel * S.context_parallel
+    block = ST.count(tensors, 1 / S.num_hidden_layers, per_layer=True)
     built = {
         "weights": F.fsdp_parameter_shard(trained, shard),
         "gradients": F.fsdp_gradient_shard(trained, shard),
         "optimizer": S.optimizer_bytes * trained / shard,
         "fsdp_gathered": _gathered(spec, scenario, tensors, fraction),
         "fsdp_reduce_scatter": F.reduce_scatter_block(block),
-        **_pools(spec, scenario, tensors, F.fsdp_gradient_shard(trained, shard)),
+        **ST.pools(spec, scenario, tensors, F.fsdp_gradient_shard(trained, shard)),
     }
     if scenario.pp > 1:
-        built["fsdp_unsharded_gradients"] = F.FP32_BYTES * _count(tensors, fraction)
+        built["fsdp_unsharded_gradients"] = F.FP32_BYTES * ST.count(tensors, fraction)
     host = {}
     if scenario.offload == "both":
         host = {name: built[name] for name in ("weights", "gradients", "optimizer")}
@@ -261,6 +204,13 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     pools = ("reserved_all_gather_pool", "reserved_reduce_scatter_pool")
     cached = {"backward": (*pools, *(["reserved_logits_hole"] if scenario.pp == 1 else [])),
               "backward_end": pools[:1], "head_backward": pools, "block_backward": pools, "loss_forward": pools}
+    # the benchmarks report the maximum over ranks: the last rank and rank 1 are built too
+    others = [ST.last_rank] if scenario.pp > 1 else []
+    for rank in others + ([ST.middle_rank] if scenario.pp > 2 else []):
+        rank_terms, rank_phases, rank_cached = rank(spec, scenario)
+        built.update(rank_terms)
+        phases.update(rank_phases)
+        cached.update(rank_cached)
     sums = [sympy.Add(*(built[n] for n in names)) for names in phases.values()]
     built.update(terms.overhead_terms(sympy.Max(*sums)))
     built["overhead"] -= built.pop("overhead/reserve")  # the CUDA context: outside both totals
@@ -277,6 +227,10 @@ def build(spec: ModelSpec, scenario: Scenario) -> MemoryModel:
     )
 
 
+_LAST = ("the last pipeline rank: torch 2.6.0 torch/distributed/pipelining stage.py forward_one_chunk keeps "
+         "every micro-batch's output in output_chunks until clear_runtime_states, _backward.py stage_backward "
+         "leaves the input gradients in the receive buffers' .grad; Schedule1F1B warms the last stage up with one "
+         "micro-batch; logits self.output(h) (torchtitan 9dec370 models/llama/model.py)")
 _FSDP = "torchtitan/distributed/fsdp.py apply_fsdp_to_decoder (FSDP2 fully_shard, MixedPrecisionPolicy)"
 SOURCES = {
     "weights": f"fp32 parameters sharded over the FSDP degree: {_FSDP}; Zhao et al. 2023, arXiv:2304.11277",
@@ -318,6 +272,22 @@ SOURCES = {
     "pp_buffers": "torch/distributed/pipelining/stage.py _PipelineStageBase: fwd_cache stage outputs, "
                   "_create_grad_recv_info and _create_act_recv_info buffers per micro-batch (torchtitan's "
                   "default: pipeline_parallel_microbatches = p)",
+    "pp_last_rank": _LAST + "; the benchmarks report the maximum over ranks (torchtitan "
+                    "benchmarks/llama3_h100_202412_torchtitan.md, footnote 1)",
+    "pp_last_rank_step_end": _LAST + "; schedules.py PipelineScheduleSingle.step returns "
+                             "_merge_outputs(output_chunks): microbatch.py merge_chunks torch.cat",
+    "pp_middle_rank": "pipeline rank 1, the most loaded of the middle ranks (the most in-flight micro-batches, "
+                      "the split's remainder on the first stages): its blocks gathered, fp32 unsharded gradients, "
+                      "the in-flight activations (Schedule1F1B, _get_1f1b_rank_ops warm-up) and the pipelining "
+                      "buffers (torch 2.6.0 pipelining/stage.py _PipelineStageBase)",
+    "reserved_middle_rank_all_gather_pool": "reserved only: rank 1's FSDP2 all-gather stream pool "
+                                            "(_fsdp_collectives.py foreach_all_gather, as reserved_all_gather_pool)",
+    "reserved_middle_rank_reduce_scatter_pool": "reserved only: rank 1's gradient shards in the reduce-scatter "
+                                                "stream's pool (_fsdp_collectives.py foreach_reduce)",
+    "reserved_last_rank_all_gather_pool": "reserved only: the last rank's FSDP2 all-gather stream pool (its blocks "
+                                          "and [norm, output]; _fsdp_collectives.py foreach_all_gather)",
+    "reserved_last_rank_reduce_scatter_pool": "reserved only: the last rank's gradient shards in the reduce-scatter "
+                                              "stream's pool (_fsdp_collectives.py foreach_reduce)",
     "outside_terms": "the user's --reserve: the CUDA context, outside the caching allocator's counters; torchtitan "
                      "runs with PYTORCH_ALLOC_CONF=expandable_segments:True (run_train.sh), whose rule "
                      "c10/cuda/CUDACachingAllocator.cpp Note [Expandable Segments] gives reserved_bytes",
@@ -340,6 +310,18 @@ DESCRIPTIONS = {
     "reserved_reduce_scatter_pool": "reserved, not allocated: the reduce-scatter stream's pool (the gradient shards)",
     "reserved_logits_hole": "reserved, not allocated: the freed bf16 logits the fp32 gradients do not fit",
     "pp_buffers": "PP: stage outputs of the in-flight micro-batches and the receive buffers of every micro-batch",
+    "pp_last_rank": "PP, the last rank at its last micro-batch's loss backward (its own state and activations)",
+    "pp_last_rank/output_chunks": "every micro-batch's logits, kept by the pipelining stage until the step ends",
+    "pp_last_rank/loss": "the last micro-batch's loss: its saved log-softmax and its backward's fp32 gradients",
+    "pp_last_rank/pp_buffers": "done micro-batches' input buffers and their retained .grad; earlier local stages' "
+                               "outputs and gradient receive buffers",
+    "pp_last_rank_step_end": "PP, the last rank after its last backward: merge_chunks concatenates the kept logits",
+    "pp_last_rank_step_end/merged_output": "merge_chunks' torch.cat of every micro-batch's logits",
+    "pp_middle_rank": "PP, rank 1 at its first backward (its own state, in-flight activations, buffers)",
+    "reserved_middle_rank_all_gather_pool": "reserved, not allocated: rank 1's all-gather stream pool",
+    "reserved_middle_rank_reduce_scatter_pool": "reserved, not allocated: rank 1's reduce-scatter stream pool",
+    "reserved_last_rank_all_gather_pool": "reserved, not allocated: the last rank's all-gather stream pool",
+    "reserved_last_rank_reduce_scatter_pool": "reserved, not allocated: the last rank's reduce-scatter stream pool",
 }
 
 KNOBS = frozenset({"batch_size", "seq_len", "dtype", "attention", "recompute", "optimizer", "precision",
