@@ -87,7 +87,9 @@ def test_float8_all_gather_halves_the_gathered_linears():
     linear = 2 * H * H + 2 * KV * H + 3 * H * F_
     bf16 = _ev(dp=8, float8=True).terms
     fp8 = _ev(dp=8, float8=True, float8_all_gather=True).terms
-    assert bf16["fsdp_gathered"] - fp8["fsdp_gathered"] == 2 * linear + V * H
+    # the blocks' linears only: torchtitan keeps the output projection out of float8
+    # (9dec370 float8.py module_filter_fn: fqn != "output"), so it is gathered in bf16 either way
+    assert bf16["fsdp_gathered"] - fp8["fsdp_gathered"] == 2 * linear
     # torchao's Float8Linear saves its high-precision input: the activations do not change
     assert bf16["activations"] == fp8["activations"] == _ev(dp=8).terms["activations"]
 

@@ -39,32 +39,28 @@ def count(tensors, fraction, per_layer: bool | None = None, linear_only: bool = 
     return total
 
 
-def units(spec: ModelSpec, scenario: Scenario, tensors,
-          float8_head: bool = True) -> tuple[sympy.Expr, list[tuple[str, sympy.Expr]]]:
+def units(spec: ModelSpec, scenario: Scenario, tensors) -> tuple[sympy.Expr, list[tuple[str, sympy.Expr]]]:
     """(one block's all-gathered bytes, [(component, bytes)] of the units outside the blocks):
     bf16 ``param_dtype``, fp8 for float8-gathered linears. torchtitan leaves the output
     projection out of float8 (9dec370 ``float8.py``: ``module_filter_fn=lambda mod, fqn: fqn !=
-    "output"``; b5bcd76c's Llama-3 configs ``filter_fqns=["lm_head"]``): ``float8_head=False``
-    gathers it in bf16, as the PP ranks do; the first stage without PP still counts it in fp8
-    (its numbers predate this reading)."""
+    "output"``; b5bcd76c's Llama-3 configs ``filter_fqns=["lm_head"]``), so it is gathered in
+    bf16 on every rank, with or without PP."""
     width = S.weight_bytes
     linear_width = F.FP8_BYTES if scenario.float8_all_gather else width
     block = count(tensors, 1 / S.num_hidden_layers, per_layer=True)
     block_linear = count(tensors, 1 / S.num_hidden_layers, per_layer=True, linear_only=True)
     per_block = width * (block - block_linear) + linear_width * block_linear
-    head_width = linear_width if float8_head else width
-    outer = [(t.component, (head_width if t.component == "lm_head" else width) * t.numel * tp_share(t))
+    outer = [(t.component, width * t.numel * tp_share(t))
              for t in tensors if not par.is_per_layer(t)]
     return per_block, outer
 
 
-def pools(spec: ModelSpec, scenario: Scenario, tensors, gradient_shards,
-          float8_head: bool = True) -> dict[str, sympy.Expr]:
+def pools(spec: ModelSpec, scenario: Scenario, tensors, gradient_shards) -> dict[str, sympy.Expr]:
     """The FSDP2 streams' pools (``F.all_gather_pool``, ``F.reduce_scatter_pool``): reserved,
     never allocated at the peak. Forward all-gathers the embedding, the blocks in order, then
     ``[norm, lm_head]`` (units of their own: ``apply_fsdp_to_decoder``; tied: one unit with both);
     the largest of the consecutive pairs is the pool."""
-    per_block, outer = units(spec, scenario, tensors, float8_head)
+    per_block, outer = units(spec, scenario, tensors)
     heads = {}
     for name, size in outer:
         unit = "embedding" if name == "embedding" or spec.tie_word_embeddings else "head"
@@ -119,7 +115,7 @@ def _rank_state(spec: ModelSpec, scenario: Scenario, rank: int) -> tuple[dict, l
     tensors = stage_tensors(spec, rank, scenario.pp)
     trained = count(tensors, sympy.Rational(layers, spec.num_hidden_layers))
     shard = S.data_parallel * S.context_parallel
-    per_block, outer = units(spec, scenario, tensors, float8_head=False)
+    per_block, outer = units(spec, scenario, tensors)
     state = {"weights": F.fsdp_parameter_shard(trained, shard), "optimizer": S.optimizer_bytes * trained / shard,
              "fsdp_gathered": layers * per_block + sympy.Add(*(size for _, size in outer)),
              "fsdp_unsharded_gradients": F.FP32_BYTES * trained}
@@ -148,7 +144,7 @@ def middle_rank(spec: ModelSpec, scenario: Scenario) -> tuple[dict, dict, dict]:
                                                   S.pipeline_parallel, virtual)}
     if scenario.recompute != "none":  # a block's backward rebuilds what the policy did not save
         parts["activations"] += (F.block_saved("none", scenario.torch_compile) - saved) * tokens
-    cached = pools(spec, scenario, tensors, shards, float8_head=False)
+    cached = pools(spec, scenario, tensors, shards)
     built = {**_named("pp_middle_rank", parts),
              **{name.replace("reserved_", "reserved_middle_rank_"): size for name, size in cached.items()}}
     return built, {"middle_rank_backward": ["pp_middle_rank"]}, {
@@ -187,7 +183,7 @@ def last_rank(spec: ModelSpec, scenario: Scenario) -> tuple[dict, dict, dict]:
     ends = {"state": state["weights"] + state["optimizer"] + shards,
             "output_chunks": parts["output_chunks"], "merged_output": PP.merged_output(logits, n),
             "pp_buffers": PP.step_end_buffers(stage_output, n, virtual)}
-    cached = pools(spec, scenario, tensors, shards, float8_head=False)
+    cached = pools(spec, scenario, tensors, shards)
     built = {**_named("pp_last_rank", parts), **_named("pp_last_rank_step_end", ends),
              **{name.replace("reserved_", "reserved_last_rank_"): size for name, size in cached.items()}}
     phases = {"last_rank_backward": ["pp_last_rank"], "last_rank_step_end": ["pp_last_rank_step_end"]}
