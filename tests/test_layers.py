@@ -47,7 +47,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
     ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.questions", "engine.serving",
      "engine.serving_solve", "engine.fast_solve", "engine"),
-    ("engine.render", "engine.numeric", "engine.sweep", "engine.plot", "engine.html"),
+    # engine.latex_rows: the aligned block's rows (wrapping, the part moments share) for engine.render
+    ("engine.latex_rows", "engine.render", "engine.numeric", "engine.sweep", "engine.plot", "engine.html"),
     # engine.cli_options: click options generated from the knob table, sectioned --help
     ("engine.report_serving", "engine.report", "engine.cli_options"),
     ("cli",),
