@@ -265,7 +265,7 @@ def legend(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, int]
         else:
             value = r"\text{free}"
         rows.append({"latex": entry.latex, "meaning": escape(entry.meaning), "unit": escape(entry.unit),
-                     "value": value})
+                     "value": value, "free": value == r"\text{free}"})
     return rows
 
 
@@ -307,7 +307,7 @@ def _shared_notes(mm: MemoryModel, escape: Callable[[str], str]) -> list[dict]:
         others = [c for c in mm.children(name) if c not in group and c not in zero_terms(mm)]
         but = f" but {', '.join(others)}" if others else ""
         notes.append({"label": shared_label(name), "text": escape(
-            f"the part every moment of {name}{but} holds, written once; each is that part plus its own terms")})
+            f"what every moment of {name}{but} holds, written once")})
     return notes
 
 
@@ -326,6 +326,7 @@ def _context(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, in
             "source": escape(mm.source("host_terms"))} for n in mm.host_terms],
         "legend": legend(mm, escape, values),
         "show_values": values is not None,
+        "page": wrap.visible,  # the standalone page: the legend as one paragraph, the bytes in two halves
         "evaluation": _evaluation(mm, values, wrap.visible) if values is not None else None,
     }
 
