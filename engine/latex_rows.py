@@ -24,7 +24,7 @@ import sympy
 from formulas import symbols as S
 
 LINE_WIDTH = 80  # characters of LaTeX source in one row of the fragment before a long sum wraps
-PAGE_WIDTH = 100  # printed characters (visible_width) in one row of the standalone page, its label included
+PAGE_WIDTH = 98  # printed characters (visible_width) in one row of the standalone page, its label included
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ def test_a_dense_models_inference_document_is_one_page(run_cli, tmp_path):
                    check=True, capture_output=True, timeout=120)
     info = subprocess.run(["pdfinfo", str(tmp_path / "m.pdf")], capture_output=True, text=True, check=True).stdout
     assert re.search(r"^Pages:\s+1$", info, re.M), info
+    assert "Overfull \\hbox" not in (tmp_path / "m.log").read_text(errors="replace")  # rows and tables inside the text
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdfinfo") is None,
