@@ -298,3 +298,11 @@ def serve_options(func):
                help="cudaMemGetInfo total of one GPU, e.g. 79.19GiB."),
         option("--json", "as_json", is_flag=True, help="Machine-readable output.", group="output"),
     ])
+
+
+def emit(result, as_json: bool, text: str | None = None) -> None:
+    """``result.to_dict()`` (or ``result`` itself) as JSON, or the finished text."""
+    if as_json:
+        click.echo(json.dumps(result.to_dict() if hasattr(result, "to_dict") else result, indent=2))
+    else:
+        click.echo(text)

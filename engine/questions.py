@@ -10,57 +10,19 @@ refuses a ``seq_len``, ``plan`` keeps a given ``tp``/``pp``/``zero`` fixed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from engine.errors import InfeasibleError, InputError
+from engine.question_inputs import (DEFAULTS, SIZES, expression_text, flag, json_number,  # noqa: F401 (offered here)
+                                    question_model)
+from engine.readings import (CrossoverAnswer, DiffAnswer, FormulaAnswer, SensitivityAnswer,  # noqa: F401 (offered here)
+                             coefficient_rows, crossover, diff, formula, sensitivity, variable_name)
 from engine.scenario import Scenario
 
 SOLVED_KNOB = {"seq_len": "seq_len", "batch_size": "batch_size", "concurrency": "batch_size",
                "num_gpus": "num_gpus", "tp": "tp"}  # the knob that would pin each solved variable
-SIZES = ("batch_size", "seq_len")
-DEFAULTS = {f.name: f.default for f in fields(Scenario)}
 PLAN_FIXED = ("tp", "pp", "zero")  # degrees a plan keeps when the caller gives them
 LAYOUT_PROFILE = "megatron"  # plan, solve num-gpus/tp without --profile: parallel layouts' default profile
-
-
-def expression_text(expr, latex: bool = False) -> str:
-    """SymPy's plain string of ``expr``, or LaTeX with the project's short symbol names."""
-    import sympy
-
-    from formulas.symbols import latex_names
-
-    return sympy.latex(expr, symbol_names=latex_names()) if latex else sympy.sstr(expr)
-
-
-def json_number(value):
-    """An exact SymPy/Fraction number for JSON: an int when whole (bytes), else a float; None stays None."""
-    if value is None:
-        return None
-    import sympy
-
-    value = sympy.Rational(value) if not isinstance(value, sympy.Basic) else value
-    if value.is_Integer:
-        return int(value)
-    return float(value)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def question_model(model: str | None, config: str | None, symbolic: bool, knobs: dict, free=()):
-    """``(name, MemoryModel)``; the ``free`` knobs stay symbols unless ``knobs`` gives them."""
-    knobs = {**{name: None for name in free}, **knobs}
-    if symbolic:
-        if model is not None or config is not None:
-            raise InputError("--symbolic is model-free: give it without --model or --config")
-        from engine.analysis import symbolic as symbolic_model
-
-        return "symbolic", symbolic_model(keep_reserve_free="reserve_bytes" not in knobs, **knobs)
-    from engine.api import memory_model
-
-    spec, mm = memory_model(model, config, **knobs)
-    return spec.name, mm
 
 
 def estimate(model: str | None = None, config: str | None = None, checkpoint: str | None = None, **knobs):
@@ -152,8 +114,8 @@ def solve(variable: str, model: str | None = None, config: str | None = None, *,
         raise InputError(f"cannot solve for {variable!r}; choose from {', '.join(SOLVED_KNOB)}")
     pinned_by = SOLVED_KNOB[target]
     if pinned_by in knobs or (pinned_by == "num_gpus" and num_gpus is not None):
-        raise InputError(f"solve {variable}: {_flag(pinned_by)} pins the variable being solved; "
-                         f"leave {_flag(pinned_by)} out")
+        raise InputError(f"solve {variable}: {flag(pinned_by)} pins the variable being solved; "
+                         f"leave {flag(pinned_by)} out")
     if serving_activations is not None and target != "concurrency":
         raise InputError("--serving-activations applies to 'solve concurrency' only")
     activations = serving_activations or "none"
@@ -299,7 +261,7 @@ def document_model(model: str | None = None, config: str | None = None, *, symbo
     values = {name: knobs.pop(name, DEFAULTS[name]) for name in SIZES}
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"Invalid value for {_flag(name)}: must be a positive integer, got {value!r}")
+            raise InputError(f"Invalid value for {flag(name)}: must be a positive integer, got {value!r}")
     knobs.update(batch_size=None, seq_len=None)
     if symbolic:
         from engine.analysis import symbolic as symbolic_model
@@ -317,133 +279,3 @@ def codegen_model(model: str | None = None, config: str | None = None, *, free=(
     if model is None and config is None:
         raise InputError("give --model ID or --config PATH")
     return question_model(model, config, False, knobs, SIZES)[1].with_free(*free)
-
-
-# --- reading a model: formula, diff, sensitivity, crossover (engine/analysis.py) ----------------
-@dataclass(frozen=True)
-class FormulaAnswer:
-    model: str
-    variables: list[str]
-    form: object  # engine.analysis.CanonicalForm
-    inputs: dict
-
-    def to_dict(self) -> dict:
-        text = expression_text
-        return {"model": self.model, "variables": self.variables, "expression": text(self.form.expression),
-                "latex": text(self.form.expression, True), "coefficients": coefficient_rows(self.form.rows),
-                "peak": [{"branch": b, "coefficients": coefficient_rows(f.rows)} for b, f in self.form.peaks],
-                "inputs": self.inputs}
-
-
-def coefficient_rows(rows) -> list[dict]:
-    return [{"monomial": expression_text(r.monomial), "coefficient": expression_text(r.coefficient),
-             "meaning": r.meaning, "terms": list(r.terms)} for r in rows]
-
-
-def formula(model: str | None = None, config: str | None = None, *, symbolic: bool = False,
-            **knobs) -> FormulaAnswer:
-    """``memsym formula``: the total collected by powers of the sizes left free (not given)."""
-    from engine.analysis import canonical_form
-    from formulas.symbols import symbol
-
-    name, mm = question_model(model, config, symbolic, knobs, SIZES)
-    variables = [v for v in SIZES if mm.facts.get(symbol(v)) is None]
-    return FormulaAnswer(name, variables, canonical_form(mm, variables), mm.inputs)
-
-
-def variable_name(text: str) -> str:
-    """``seq-len`` -> ``seq_len``, for a declared symbol; else InputError naming --wrt."""
-    from formulas.symbols import SYMBOLS
-
-    name = text.strip().replace("-", "_")
-    if name not in SYMBOLS:
-        raise InputError(f"--wrt: unknown variable {text!r} (e.g. batch_size, seq_len, hidden_size)")
-    return name
-
-
-@dataclass(frozen=True)
-class DiffAnswer:
-    model: str
-    variable: str
-    derivative: object  # engine.analysis.Derivative
-    point: dict | None  # batch_size and seq_len, None for the symbolic model
-
-    def to_dict(self) -> dict:
-        from engine.analysis import as_decimal
-
-        d = self.derivative
-        return {"model": self.model, "variable": self.variable, "derivative": expression_text(d.expression),
-                "latex": expression_text(d.expression, True), "at": self.point,
-                "value": json_number(d.value), "value_exact": None if d.value is None else str(d.value),
-                "value_decimal": None if d.value is None else as_decimal(d.value, 12),
-                "finite_difference": d.finite_difference,
-                "branches": [expression_text(b) for b in d.branches]}
-
-
-def diff(wrt: str, model: str | None = None, config: str | None = None, *, symbolic: bool = False,
-         **knobs) -> DiffAnswer:
-    """``memsym diff``: d total / d ``wrt``, exact at the point of batch_size and seq_len."""
-    from engine.analysis import derivative
-
-    variable = variable_name(wrt)
-    point = {k: knobs.get(k, DEFAULTS[k]) for k in SIZES}
-    knobs.update(batch_size=None, seq_len=None)  # symbols in the derivative, values at the point
-    name, mm = question_model(model, config, symbolic, knobs)
-    d = derivative(mm, variable, **({} if symbolic else point))
-    return DiffAnswer(name, variable, d, None if symbolic else point)
-
-
-@dataclass(frozen=True)
-class SensitivityAnswer:
-    model: str
-    total: object
-    rows: list  # engine.analysis.Elasticity
-    inputs: dict
-
-    def to_dict(self) -> dict:
-        from engine.analysis import as_decimal
-
-        return {"model": self.model, "total_bytes": json_number(self.total), "inputs": self.inputs,
-                "sensitivity": [{"symbol": r.symbol, "value": json_number(r.value),
-                                 "derivative": json_number(r.derivative), "elasticity": json_number(r.elasticity),
-                                 "derivative_exact": str(r.derivative), "elasticity_decimal": as_decimal(r.elasticity)}
-                                for r in self.rows]}
-
-
-def sensitivity(model: str | None = None, config: str | None = None, **knobs) -> SensitivityAnswer:
-    """``memsym sensitivity``: the elasticity of every symbol at one point."""
-    from engine.analysis import sensitivity as run_sensitivity
-    from engine.api import memory_model
-
-    spec, mm = memory_model(model, config, **knobs)
-    total, rows = run_sensitivity(mm)
-    return SensitivityAnswer(spec.name, total, rows, mm.inputs)
-
-
-@dataclass(frozen=True)
-class CrossoverAnswer:
-    model: str
-    crossover: object  # engine.analysis.Crossover
-    inputs: dict
-
-    def to_dict(self) -> dict:
-        c = self.crossover
-        return {"model": self.model, "term_a": c.term_a, "term_b": c.term_b, "variable": c.variable,
-                "value": c.value, "a_at_value": c.a_at_value, "b_at_value": c.b_at_value,
-                "a_before": c.a_before, "b_before": c.b_before, "method": c.method,
-                "closed_form": None if c.closed_form is None else expression_text(c.closed_form),
-                "inputs": self.inputs}
-
-
-def crossover(term_a: str, term_b: str, wrt: str, model: str | None = None, config: str | None = None, *,
-              symbolic: bool = False, **knobs) -> CrossoverAnswer:
-    """``memsym crossover``: the smallest ``wrt`` at which ``term_a`` reaches ``term_b``."""
-    from engine.analysis import crossover as run_crossover
-
-    variable = variable_name(wrt)
-    if variable in SIZES and variable in knobs:
-        raise InputError(f"crossover --wrt {wrt}: {_flag(variable)} pins the variable; leave {_flag(variable)} out")
-    if variable in SIZES:
-        knobs[variable] = None
-    name, mm = question_model(model, config, symbolic, knobs, ("batch_size",) if symbolic else ())
-    return CrossoverAnswer(name, run_crossover(mm, term_a, term_b, variable), mm.inputs)

@@ -18,16 +18,17 @@ from __future__ import annotations
 import functools
 import html
 import re
+from dataclasses import dataclass
 from typing import Callable
 
 import sympy
 
+from engine.latex_rows import (FRAGMENT, LINE_WIDTH, PAGE, Wrap, group_digits, latex_expr,  # noqa: F401 (re-exported)
+                               addends, max_rows, own_part, pack_rows, relation_rows, shared_part, sum_rows)
 from engine.limits import printable
-from engine.model import MemoryModel
-from engine.units import format_bytes
+from engine.model import MemoryModel, to_bytes
+from engine.units import format_binary, format_bytes
 from formulas import symbols as S
-
-LINE_WIDTH = 80  # characters of LaTeX in one row before a long sum wraps
 
 # --- templates and files ----------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
@@ -74,28 +75,12 @@ def markdown_escape(text: str) -> str:
 
 
 _FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
-_LONG_NUMBER = re.compile(r"(?<![\\\d.])\d{5,}(?![\d.])")
 
 
 def tex_text(text: str) -> str:
     r"""Prose for LaTeX: :func:`tex_escape`, with each ``--flag`` set as ``\texttt{-{}-flag}``
     (TeX would ligature ``--`` into an en dash)."""
     return _FLAG.sub(lambda m: r"\texttt{-{}-" + m.group(1) + "}", tex_escape(text))
-
-
-def group_digits(tex: str) -> str:
-    r"""``1192099840`` -> ``1{,}192{,}099{,}840`` in LaTeX math: grouped without siunitx."""
-    def grouped(match: re.Match) -> str:
-        digits = match.group(0)
-        head = len(digits) % 3 or 3
-        return "{,}".join([digits[:head]] + [digits[i:i + 3] for i in range(head, len(digits), 3)])
-
-    return _LONG_NUMBER.sub(grouped, tex)
-
-
-def latex_expr(expr: sympy.Expr, names: dict[sympy.Symbol, str] | None = None) -> str:
-    """``sympy.latex`` with the declared short names (and ``names`` for placeholders), digits grouped."""
-    return group_digits(sympy.latex(expr, symbol_names={**S.latex_names(), **(names or {})}))
 
 
 def term_label(name: str) -> str:
@@ -106,65 +91,6 @@ def term_label(name: str) -> str:
 def host_label(name: str) -> str:
     r"""A term held in host (CPU) memory: ``H_{\mathrm{optimizer}}``."""
     return r"H_{\mathrm{" + tex_escape(name) + "}}"
-
-
-def _relation_rows(expr: sympy.Expr, names: dict[sympy.Symbol, str] | None = None) -> list[str]:
-    """``= expr`` as one row; a long sum or max (or a factor times one) over several rows."""
-    text = latex_expr(expr, names)
-    if len(text) <= LINE_WIDTH:
-        return ["= " + text]
-    factor, inner = sympy.Integer(1), expr
-    if expr.is_Mul:
-        long_args = [a for a in expr.args if a.is_Add or isinstance(a, (sympy.Max, sympy.Min))]
-        if len(long_args) != 1:
-            return ["= " + text]
-        factor, inner = expr / long_args[0], long_args[0]
-    prefix = "" if factor == 1 else latex_expr(factor, names) + " "
-    if inner.is_Add:
-        return _rows(_addends(inner, names), prefix + r"\left(" if prefix else "", r" \right)" if prefix else "")
-    if isinstance(inner, (sympy.Max, sympy.Min)):
-        printed = [latex_expr(a, names) for a in inner.args]
-        name = r"\max" if isinstance(inner, sympy.Max) else r"\min"
-        return _rows([p + "," for p in printed[:-1]] + printed[-1:], prefix + name + r"\left(", r"\right)")
-    return ["= " + text]
-
-
-def _addends(expr: sympy.Add, names: dict[sympy.Symbol, str] | None) -> list[str]:
-    printed = [latex_expr(t, names) for t in expr.as_ordered_terms()]
-    return printed[:1] + [p if p.startswith("-") else "+ " + p for p in printed[1:]]
-
-
-def _rows(pieces: list[str], opening: str = "", closing: str = "") -> list[str]:
-    """Right-hand sides ``= ...`` with ``pieces`` packed into rows of about LINE_WIDTH.
-
-    ``opening``/``closing`` (``\\max\\left(`` and ``\\right)``) enclose the whole; a row
-    that breaks inside them closes with ``\\right.`` and the next opens with ``\\left.``,
-    so every row is balanced TeX.
-    """
-    chunks, current = [], ""
-    for piece in pieces:
-        if current and len(current) + len(piece) > LINE_WIDTH:
-            chunks.append(current)
-            current = piece
-        else:
-            current = f"{current} {piece}" if current else piece
-    chunks.append(current)
-    delimited = bool(opening)
-    rows = []
-    for i, chunk in enumerate(chunks):
-        first, last = i == 0, i == len(chunks) - 1
-        left = "= " + opening if first else (r"\quad \left. " if delimited else r"\quad ")
-        right = closing if last else (r" \right." if delimited else "")
-        rows.append(left + chunk + right)
-    return rows
-
-
-def _sum_rows(labels: list[str]) -> list[str]:
-    return _rows(labels[:1] + ["+ " + label for label in labels[1:]])
-
-
-def _max_rows(labels: list[str]) -> list[str]:
-    return _rows([label + "," for label in labels[:-1]] + labels[-1:], r"\max\left(", r"\right)")
 
 
 # --- what the templates show ------------------------------------------------------------
@@ -221,25 +147,67 @@ def term_symbol(name: str) -> sympy.Symbol:
     return sympy.Symbol(name.replace("/", "_"))
 
 
-def _term_rows(mm: MemoryModel, name: str, terms: dict[str, sympy.Expr], show_pinned: bool,
-               zero: frozenset = frozenset()) -> list[str]:
+@dataclass(frozen=True)
+class _Block:
+    """What every row of one aligned block is written from."""
+
+    mm: MemoryModel
+    terms: dict[str, sympy.Expr]  # shown_terms
+    zero: frozenset  # zero_terms: left out
+    show_pinned: bool  # a second row with the model's values
+    wrap: Wrap
+    shared: dict[str, tuple[list[str], sympy.Expr]]  # shared_parts
+
+
+def _term_rows(block: _Block, name: str) -> list[str]:
+    mm, terms, wrap = block.mm, block.terms, block.wrap
     expr, children = terms[name], mm.children(name)
-    labels = [term_label(c) for c in children if c not in zero]  # a 0 child adds nothing: left out, as its row is
+    labels = [term_label(c) for c in children if c not in block.zero]  # a 0 child adds nothing: left out, as its row is
+    parent = name.rsplit("/", 1)[0]
     if children and expr == sympy.Add(*(terms[c] for c in children)):
-        rights = _sum_rows(labels)
+        rights = sum_rows(labels, wrap)
     elif children and expr == sympy.Max(*(terms[c] for c in children)):
-        rights = _max_rows(labels)
+        rights = max_rows(labels, wrap)
+    elif name in block.shared.get(parent, ((), 0))[0]:  # a moment: the shared part plus its own terms
+        own = own_part(expr, block.shared[parent][1])
+        rights = pack_rows([shared_label(parent)] + (addends(own, leading=True) if own != 0 else []), wrap=wrap)
     else:
         placeholders = {term_symbol(n): term_label(n) for n in mm.top_level}
-        rights = _relation_rows(named_form(mm, name, terms), placeholders)
-    pinned = mm.pinned(expr)
-    if show_pinned and pinned != expr:
-        values = _relation_rows(pinned)
-        if len(values) == 1 and len(rights[-1]) + len(values[0]) <= LINE_WIDTH:  # "= h V beta = 311,164,928"
+        rights = relation_rows(named_form(mm, name, terms), placeholders, wrap)
+    return _with_values(block, expr, rights)
+
+
+def _with_values(block: _Block, expr: sympy.Expr, rights: list[str]) -> list[str]:
+    """``rights`` and, where the model pins its shape, the value row (``= 311,164,928``)."""
+    pinned = block.mm.pinned(expr)
+    if block.show_pinned and pinned != expr:
+        values = relation_rows(pinned, wrap=block.wrap)
+        if len(values) == 1 and block.wrap.fits(rights[-1], values[0]):  # "= h V beta = 311,164,928"
             rights[-1] = f"{rights[-1]} {values[0]}"
         else:
             rights += values
     return rights
+
+
+def shared_label(name: str) -> str:
+    r"""The part every moment of ``name`` holds, written once: ``M^{\mathrm{shared}}_{\mathrm{activations}}``."""
+    return r"M^{\mathrm{shared}}_{\mathrm{" + tex_escape(name) + "}}"
+
+
+def shared_parts(mm: MemoryModel, terms: dict[str, sympy.Expr] | None = None) -> dict[str, tuple[list[str], sympy.Expr]]:
+    """Per top-level ``Max`` of sub-terms (the moments of a peak), the moments that share a
+    part and that part (:func:`engine.latex_rows.shared_part`); terms equal to 0 take no part."""
+    terms = shown_terms(mm) if terms is None else terms
+    zero = set(zero_terms(mm))
+    out = {}
+    for name in mm.top_level:
+        children = mm.children(name)
+        if name in zero or not children or terms[name] != sympy.Max(*(terms[c] for c in children)):
+            continue
+        group, part = shared_part({c: terms[c] for c in children if c not in zero})
+        if group:
+            out[name] = (group, part)
+    return out
 
 
 def zero_terms(mm: MemoryModel) -> list[str]:
@@ -248,24 +216,32 @@ def zero_terms(mm: MemoryModel) -> list[str]:
     return [n for n, expr in terms.items() if expr == 0 or (pins_shape(mm) and mm.pinned(expr) == 0)]
 
 
-def formula_rows(mm: MemoryModel) -> list[dict[str, str]]:
-    """Rows ``{left, right}`` of the aligned block: every nonzero term, the phases, the total."""
-    show_pinned = pins_shape(mm)
+def formula_rows(mm: MemoryModel, wrap: Wrap = FRAGMENT) -> list[dict[str, str]]:
+    """Rows ``{left, right}`` of the aligned block: every nonzero term (after a ``Max`` of
+    moments, the part they share), the phases, the total."""
     terms = shown_terms(mm)
-    zero = set(zero_terms(mm))
-    named = [(term_label(n), _term_rows(mm, n, terms, show_pinned, frozenset(zero))) for n in mm.terms if n not in zero]
+    zero, shared = frozenset(zero_terms(mm)), shared_parts(mm, terms)
+    labels = [term_label(n) for n in [*mm.terms, *mm.phases] if n not in zero] + [shared_label(n) for n in shared]
+    wrap = wrap.beside(labels + [host_label(n) for n in mm.host_terms])
+    block = _Block(mm, terms, zero, pins_shape(mm), wrap, shared)
+    named = []
+    for name in (n for n in mm.terms if n not in block.zero):
+        named.append((term_label(name), _term_rows(block, name)))
+        if name in block.shared:
+            part = block.shared[name][1]
+            named.append((shared_label(name), _with_values(block, part, relation_rows(part, wrap=wrap))))
     if mm.phases:
         for phase, names in mm.phases.items():
-            named.append((term_label(phase), _sum_rows([term_label(n) for n in names if n not in zero])))
-        total = _max_rows([term_label(p) for p in mm.phases])
+            named.append((term_label(phase), sum_rows([term_label(n) for n in names if n not in block.zero], wrap)))
+        total = max_rows([term_label(p) for p in mm.phases], wrap)
     else:
-        total = _sum_rows([term_label(n) for n in mm.top_level if n not in zero])
-    if show_pinned:
-        total += _relation_rows(mm.pinned(mm.total))
+        total = sum_rows([term_label(n) for n in mm.top_level if n not in block.zero], wrap)
+    if block.show_pinned:
+        total += relation_rows(mm.pinned(mm.total), wrap=wrap)
     named.append(("M", total))
     for name, expr in mm.host_terms.items():  # offloaded to CPU memory: not in the GPU total
         shown, pinned = expr.xreplace(_dropped_knobs(mm)), mm.pinned(expr)
-        rows = _relation_rows(shown) + (_relation_rows(pinned) if show_pinned and pinned != shown else [])
+        rows = relation_rows(shown, wrap=wrap) + (relation_rows(pinned, wrap=wrap) if block.show_pinned and pinned != shown else [])
         named.append((host_label(name), rows))
     return [{"left": left if i == 0 else "", "right": right}
             for left, rights in named for i, right in enumerate(rights)]
@@ -289,20 +265,29 @@ def legend(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, int]
         else:
             value = r"\text{free}"
         rows.append({"latex": entry.latex, "meaning": escape(entry.meaning), "unit": escape(entry.unit),
-                     "value": value})
+                     "value": value, "free": value == r"\text{free}"})
     return rows
 
 
-def _evaluation(mm: MemoryModel, values: dict[str, int]) -> dict:
+def _evaluation(mm: MemoryModel, values: dict[str, int], halves: bool = False) -> dict:
+    """The bytes of every row at ``values``; ``halves`` (the standalone page): also as pairs of
+    rows for two side-by-side halves, sizes in binary units."""
     ev = mm.evaluate(**values)
     point = ", ".join(f"${S.SYMBOLS[k].latex} = {v}$" for k, v in sorted(values.items()))
-    zero = set(zero_terms(mm))
-    rows = [(term_label(n), ev.terms[n]) for n in mm.terms if n not in zero]
+    zero, shared = set(zero_terms(mm)), shared_parts(mm)
+    rows = []
+    for name in (n for n in mm.terms if n not in zero):
+        rows.append((term_label(name), ev.terms[name]))
+        if name in shared:
+            rows.append((shared_label(name), to_bytes(mm.pinned(shared[name][1], **values), name + " shared part")))
     rows += [(term_label(p), v) for p, v in ev.phases.items()]
     rows.append(("M", ev.total_bytes))
     rows += [(host_label(n), v) for n, v in ev.host.items()]
-    return {"heading": f"Bytes at {point}" if point else "Bytes",
-            "rows": [{"label": label, "bytes": f"{b:,}", "size": format_bytes(b)} for label, b in rows]}
+    size = format_binary if halves else format_bytes
+    shown = [{"label": label, "bytes": f"{b:,}", "size": size(b)} for label, b in rows]
+    half = (len(shown) + 1) // 2
+    pairs = [(shown[i], shown[half + i] if half + i < len(shown) else None) for i in range(half)] if halves else []
+    return {"heading": f"Bytes at {point}" if point else "Bytes", "rows": shown, "pairs": pairs}
 
 
 def title(mm: MemoryModel) -> str:
@@ -315,21 +300,34 @@ def title(mm: MemoryModel) -> str:
     return f"Memory of {mm.name} ({mm.mode}, profile {mm.profile}{note})"
 
 
+def _shared_notes(mm: MemoryModel, escape: Callable[[str], str]) -> list[dict]:
+    """One line per shared part: its label and which moments hold it."""
+    notes = []
+    for name, (group, _) in shared_parts(mm).items():
+        others = [c for c in mm.children(name) if c not in group and c not in zero_terms(mm)]
+        but = f" but {', '.join(others)}" if others else ""
+        notes.append({"label": shared_label(name), "text": escape(
+            f"what every moment of {name}{but} holds, written once")})
+    return notes
+
+
 def _context(mm: MemoryModel, escape: Callable[[str], str], values: dict[str, int] | None,
-             environment_name: str) -> dict:
+             environment_name: str, wrap: Wrap = FRAGMENT) -> dict:
     zero = zero_terms(mm)
     return {
         "omitted": escape("Terms equal to 0 here, left out: " + ", ".join(zero) + ".") if zero else "",
+        "shared": _shared_notes(mm, escape),
         "title": escape(title(mm)),
         "environment": environment_name,
-        "rows": formula_rows(mm),
+        "rows": formula_rows(mm, wrap),
         "terms": [{"label": term_label(n), "description": escape(mm.descriptions.get(n, "")),
                    "source": escape(mm.source(n))} for n in mm.top_level if n not in zero]
         + [{"label": host_label(n), "description": escape(f"{n} offloaded to host (CPU) memory, not in M"),
             "source": escape(mm.source("host_terms"))} for n in mm.host_terms],
         "legend": legend(mm, escape, values),
         "show_values": values is not None,
-        "evaluation": _evaluation(mm, values) if values is not None else None,
+        "page": wrap.visible,  # the standalone page: the legend as one paragraph, the bytes in two halves
+        "evaluation": _evaluation(mm, values, wrap.visible) if values is not None else None,
     }
 
 
@@ -339,7 +337,7 @@ def render_latex(mm: MemoryModel, *, values: dict[str, int] | None = None, stand
     ``values`` (e.g. ``{"batch_size": 1, "seq_len": 2048}``) adds the symbols' values and
     the exact bytes of every term at that point.
     """
-    context = _context(mm, tex_text, values, "align*")
+    context = _context(mm, tex_text, values, "align*", PAGE if standalone else FRAGMENT)
     return render_template("standalone.tex.j2" if standalone else "memory.tex.j2", **context)
 
 

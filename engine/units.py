@@ -86,10 +86,16 @@ def format_bytes(n: int) -> str:
         if n >= size:
             decimal = f"{_scaled(n, size)} {unit}"
             break
+    binary = format_binary(n)
+    return decimal if binary.endswith(" B") else f"{decimal} ({binary})"
+
+
+def format_binary(n: int) -> str:
+    """``1192099840`` -> ``'1.110 GiB'``: the binary half of :func:`format_bytes`; below 1 KiB plain bytes."""
     for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
-            return f"{decimal} ({_scaled(n, size)} {unit})"
-    return decimal
+            return f"{_scaled(n, size)} {unit}"
+    return f"{number_shown(n)} B"
 
 
 _DECIMAL_FRACTION = re.compile(r"\s*\d*\.?\d+\s*", flags=re.ASCII)

@@ -16,7 +16,9 @@ import pytest
 import sympy
 
 from engine.api import memory_model
-from engine.render import zero_terms, environment, latex_expr, render_latex, render_markdown, term_label, tex_escape
+from engine.latex_rows import PAGE_WIDTH, own_part, shared_part, visible_width
+from engine.render import (zero_terms, environment, latex_expr, render_latex, render_markdown, shared_label, shared_parts,
+                           term_label, tex_escape)
 from formulas import symbols as S
 
 PDFLATEX = shutil.which("pdflatex")
@@ -81,6 +83,44 @@ def test_offloaded_state_gets_host_rows_outside_the_total():
     assert body.index("M &= ") < body.index(r"H_{\mathrm{optimizer}} &= ")
     host = mm.evaluate(batch_size=1, seq_len=1024).host
     assert host and all(f"$H_{{\\mathrm{{{tex_escape(n)}}}}}$ & {v:,} & " in text for n, v in host.items())
+
+
+def test_prefill_moments_are_their_shared_part_plus_their_own_terms():
+    """The default (transformers) prefill: every moment of a layer holds the layer input, the
+    residual, inputs_embeds, the rotary tables and position_ids (formulas/frameworks/transformers.py
+    prefill_base), written once; the logits hold none of them. Hand-worked for qwen3-0.6b (beta_a = 2,
+    h = 1024, d = 128, L = 28): 2 (1 + 2) 1024 b s = 6144 b s, 2 * 2 * 128 s + 8 s = 520 s."""
+    mm = _model()
+    group, part = shared_parts(mm)["activations"]
+    assert group == [n for n in mm.children("activations") if n != "activations/logits"]
+    assert mm.pinned(part) == 6144 * S.batch_size * S.seq_len + 520 * S.seq_len
+    body = _align(render_latex(mm, standalone=True))
+    assert shared_label("activations") + " &= " + latex_expr(part) + " = 6144 b s + 520 s" in body
+    for name in group:
+        own = own_part(mm.terms[name], part)
+        assert sympy.expand(mm.terms[name] - part - own) == 0 and own.free_symbols, name
+        assert term_label(name) + " &= " + shared_label("activations") + " + " in body, name
+    assert term_label("activations/logits") + r" &= \beta_{a} b" in body
+
+
+def test_a_part_is_shared_by_most_moments_and_only_where_it_pays():
+    x, y, z, w, v = sympy.symbols("x y z w v", positive=True)
+    group, part = shared_part({"p": 2 * x + y + z, "q": x + y + z, "r": 3 * x + y + z + w, "logits": x + v})
+    assert (group, part) == (["p", "q", "r"], x + y + z)  # the logits share only x: left out
+    assert shared_part({"p": x + y - z, "q": x + y - z, "r": x + y - z})[1] == x + y  # negative: not shared
+    assert shared_part({"p": x + y, "q": x + y}) == ([], 0)  # two rows: not worth a row
+    assert shared_part({"p": x + y, "q": x + z, "r": x + w}) == ([], 0)  # one monomial: not worth a row
+
+
+def test_the_page_wraps_at_its_width_and_the_fragment_as_before():
+    mm = _model()
+    page, fragment = _align(render_latex(mm, standalone=True)), _align(render_latex(mm))
+    assert len(page.split(r"\\")) < len(fragment.split(r"\\"))
+    labels = [term_label(n) for n in mm.terms] + [shared_label("activations")]
+    widest = max(visible_width(label) for label in labels)
+    for row in page.split(r"\\"):
+        assert visible_width(row.split("&", 1)[1]) <= PAGE_WIDTH - widest, row
+    assert visible_width(r"M_{\mathrm{kv\_cache}}") == 1 + (3 * len(r"kv\_cache") + 3) // 4
 
 
 def test_long_formulas_wrap_into_balanced_rows():

@@ -45,11 +45,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine.terms", "engine.profiles.*", "engine.fast", "engine.serving_cache"),
     ("engine.api",),
     # engine (the package): a lazy facade over api, solve, analysis and numeric (PEP 562)
-    ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.questions", "engine.serving",
-     "engine.serving_solve", "engine.fast_solve", "engine"),
-    ("engine.render", "engine.numeric", "engine.sweep", "engine.plot", "engine.html"),
+    # engine.question_inputs, engine.readings: the questions' shared inputs, and formula/diff/sensitivity/crossover
+    ("engine.solve", "engine.analysis", "engine.search", "engine.layout", "engine.question_inputs", "engine.readings",
+     "engine.questions", "engine.serving", "engine.serving_solve", "engine.fast_solve", "engine"),
+    # engine.latex_rows: the aligned block's rows (wrapping, the part moments share) for engine.render
+    ("engine.latex_rows", "engine.render", "engine.numeric", "engine.sweep", "engine.plot", "engine.html"),
     # engine.cli_options: click options generated from the knob table, sectioned --help
-    ("engine.report_serving", "engine.report", "engine.cli_options"),
+    # engine.cli_outputs: the commands that write formulas out (latex, codegen, sweep, plot, html)
+    ("engine.report_serving", "engine.report", "engine.cli_options", "engine.cli_outputs"),
     ("cli",),
 )
 # (module, function, imported module): the one import allowed to point right

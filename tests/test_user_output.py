@@ -97,25 +97,27 @@ def test_latex_flags_sources_digits_and_formula(run_cli):
 @pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdfinfo") is None,
                     reason="needs pdflatex and pdfinfo (texlive-latex-base, poppler-utils)")
 def test_a_dense_models_inference_document_is_one_page(run_cli, tmp_path):
-    # pinned to megatron: the transformers profile's eight prefill moments take two pages (TODO: fit them on one)
-    (tmp_path / "m.tex").write_text(run_cli("latex", "--model", "qwen3-0.6b", "--values", "--standalone",
-                                            "--profile", "megatron").stdout)
+    """The default (transformers) profile's eight prefill moments: their shared part is one row
+    (engine/latex_rows.py shared_part), the page's rows as wide as the page, its bytes in two halves."""
+    (tmp_path / "m.tex").write_text(run_cli("latex", "--model", "qwen3-0.6b", "--values", "--standalone").stdout)
     subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "m.tex"], cwd=tmp_path,
                    check=True, capture_output=True, timeout=120)
     info = subprocess.run(["pdfinfo", str(tmp_path / "m.pdf")], capture_output=True, text=True, check=True).stdout
     assert re.search(r"^Pages:\s+1$", info, re.M), info
+    assert "Overfull \\hbox" not in (tmp_path / "m.log").read_text(errors="replace")  # rows and tables inside the text
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdfinfo") is None,
                     reason="needs pdflatex and pdfinfo (texlive-latex-base, poppler-utils)")
-@pytest.mark.parametrize("args", [["llama-3.1-8b"], ["mistral-7b-v0.1"], ["gemma-2-9b"], ["qwen3-30b-a3b"],
-                                  ["qwen3-0.6b", "--reserve", "1GB"]])
+@pytest.mark.parametrize("args", [["llama-3.1-8b"], ["mistral-7b-v0.1"], ["gemma-2-9b"],
+                                  ["qwen3-0.6b", "--reserve", "1GB"], ["qwen3-0.6b", "--attention", "eager"],
+                                  # the default's qwen3-30b-a3b (eleven moments, three MoE weights) takes two pages
+                                  ["qwen3-30b-a3b", "--profile", "megatron"]])
 def test_larger_dense_models_inference_is_one_page_too(run_cli, tmp_path, args):
     """The tables are \\footnotesize (templates/memory.tex.j2), the formulas' lines tighter and the running
-    head's space text (templates/standalone.tex.j2): these took two pages before."""
-    # pinned to megatron: the transformers profile's eight prefill moments take two pages (TODO: fit them on one)
-    (tmp_path / "m.tex").write_text(run_cli("latex", "--model", *args, "--values", "--standalone",
-                                            "--profile", "megatron").stdout)
+    head's space text (templates/standalone.tex.j2): these took two pages before. Under the default
+    profile the prefill moments' shared part is one row (docs/emit.md lists what fits)."""
+    (tmp_path / "m.tex").write_text(run_cli("latex", "--model", *args, "--values", "--standalone").stdout)
     subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "m.tex"], cwd=tmp_path,
                    check=True, capture_output=True, timeout=120)
     info = subprocess.run(["pdfinfo", str(tmp_path / "m.pdf")], capture_output=True, text=True, check=True).stdout
