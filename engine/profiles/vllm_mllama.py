@@ -103,8 +103,8 @@ UNQUANTIZED_MODULES = ("vision_model", "multi_modal_projector")
 # projection matches another module name in vLLM than in the checkpoint
 TEXT_PROJECTION = re.compile(r"(self_attn|cross_attn|mlp|_proj)")
 REFUSED_METHODS = {
-    "bitsandbytes": "vLLM 0.6.3's mllama.py has no bitsandbytes mapping (vllm-project/vllm#9720 added it "
-                    "after 0.6.3, with quantized tower linears that are not modelled)",
+    "bitsandbytes": "vLLM 0.6.3's mllama.py has no bitsandbytes support; vllm-project/vllm#9720 added it "
+                    "after 0.6.3, where the tower's linears take quant_config too: not modelled",
 }
 
 
