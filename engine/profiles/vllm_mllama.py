@@ -16,8 +16,10 @@ What differs from a decoder-only model (vllm/model_executor/models/mllama.py of 
   (formulas/frameworks/vllm_mllama.py), beside the decoder forward and the sampler.
 - **quantized checkpoints** (:func:`check_quantization`): ``MllamaForCausalLM`` gets
   ``quant_config`` (every text layer's linears, cross-attention included, counted by
-  engine/profiles/vllm_quant.py's readers); ``MllamaVisionModel(config.vision_config)`` and the
-  ``multi_modal_projector`` are built without it and stay in the model dtype.
+  engine/profiles/vllm_quant.py's readers). The tower and ``multi_modal_projector`` stay in
+  the model dtype: the first release's file (vllm-project/vllm#8811) builds them without
+  ``quant_config``; later ones pass it (#9217) and the checkpoint's ignore entries keep them
+  unquantized once the tower has its ``vision_model.`` prefix (#9628, 2024-10-23).
 """
 
 from __future__ import annotations
@@ -96,11 +98,11 @@ QUANT_METHODS = ("compressed-tensors", "fp8")
 # compressed-tensors formats vLLM 0.6.3's CompressedTensorsConfig reads (nvfp4 came in 2025)
 CT_FORMATS = (None, "pack-quantized", "int-quantized", "float-quantized", "naive-quantized")
 IGNORE_FIELDS = {"compressed-tensors": ("ignore",), "fp8": ("ignored_layers", "modules_to_not_convert")}
-# 0.6.3 mllama.py builds MllamaVisionModel(config.vision_config) and multi_modal_projector
-# without quant_config: a checkpoint must keep both unquantized for vLLM to load it
+# the tower and projector are counted unquantized: the checkpoint's ignore list must name both
+# (vllm-project/vllm#9628: with quant_config they are ignored by these module prefixes)
 UNQUANTIZED_MODULES = ("vision_model", "multi_modal_projector")
-# mllama.py of 0.6.3 passes no ``prefix`` to its decoder layers: an ignore entry naming a text
-# projection matches another module name in vLLM than in the checkpoint
+# the text layers' module names differ across the 0.6 releases' mllama.py (none in #8811's
+# file, ``language_model.model.layers.N`` later): an entry naming a text projection is not read
 TEXT_PROJECTION = re.compile(r"(self_attn|cross_attn|mlp|_proj)")
 REFUSED_METHODS = {
     "bitsandbytes": "vLLM 0.6.3's mllama.py has no bitsandbytes support; vllm-project/vllm#9720 added it "
@@ -126,13 +128,13 @@ def check_quantization(spec: ModelSpec) -> None:
     entries = entries if isinstance(entries, list) else []
     for module in UNQUANTIZED_MODULES:
         if not any(isinstance(e, str) and module in e for e in entries):
-            raise InputError(f"{where}: the ignore list does not name {module}, which vLLM 0.6.3's mllama.py "
-                             "builds unquantized (a quantized checkpoint of it does not load)")
+            raise InputError(f"{where}: the ignore list does not name {module} (a quantized vision tower or "
+                             "projector is not modelled for mllama)")
     text = [e for e in entries if isinstance(e, str) and "lm_head" not in e
             and not any(m in e for m in UNQUANTIZED_MODULES) and TEXT_PROJECTION.search(e)]
     if text:
-        raise InputError(f"{where}: ignore entry {text[0]!r} is not modelled (0.6.3's mllama.py builds its "
-                         "text layers without prefixes, so vLLM does not match it as the checkpoint names it)")
+        raise InputError(f"{where}: ignore entry {text[0]!r} is not modelled (vLLM's 0.6 mllama.py names its "
+                         "text layers differently across releases)")
 
 
 def weight_padding() -> sympy.Expr:
