@@ -164,6 +164,7 @@ def test_w4a16_group_128_holds_half_bytes_and_bf16_scales_per_group():
 @pytest.mark.parametrize("config, message", [
     ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "quant_method .bitsandbytes.*#9720 added it"),
     ({"quant_method": "awq", "bits": 4}, "quant_method 'awq' is not modelled"),
+    ({"quant_method": ["fp8"]}, r"quant_method \['fp8'\] is not modelled"),
     ({"quant_method": "fp8", "weight_block_size": [128, 128],
       "ignored_layers": ["vision_model", "multi_modal_projector"]}, "weight_block_size"),
     (_fp8_dynamic(format="nvfp4-pack-quantized"), "format 'nvfp4-pack-quantized'"),

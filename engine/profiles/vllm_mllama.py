@@ -29,7 +29,7 @@ import re
 import sympy
 
 from engine.errors import InputError
-from engine.spec import ModelSpec
+from engine.spec import ModelSpec, shown
 from formulas import symbols as S
 from formulas.frameworks import vllm as F
 from formulas.frameworks import vllm_mllama as M
@@ -117,13 +117,14 @@ def check_quantization(spec: ModelSpec) -> None:
     config, where = spec.quantization, f"--vllm-version 0.6: {spec.name} (mllama) quantization_config"
     method = config.get("quant_method")
     if method not in QUANT_METHODS:
-        why = REFUSED_METHODS.get(method, f"modelled: {', '.join(QUANT_METHODS)}")
-        raise InputError(f"{where}.quant_method {method!r} is not modelled ({why})")
+        why = REFUSED_METHODS.get(method) if isinstance(method, str) else None
+        raise InputError(f"{where}.quant_method {shown(method)} is not modelled "
+                         f"({why or 'modelled: ' + ', '.join(QUANT_METHODS)})")
     if method == "fp8" and config.get("weight_block_size") is not None:
-        raise InputError(f"{where}.weight_block_size {config.get('weight_block_size')!r} is not modelled "
+        raise InputError(f"{where}.weight_block_size {shown(config.get('weight_block_size'))} is not modelled "
                          "(vLLM 0.6.3's Fp8LinearMethod has per-tensor scales only)")
     if method == "compressed-tensors" and config.get("format") not in CT_FORMATS:
-        raise InputError(f"{where}.format {config.get('format')!r} is not modelled for vLLM 0.6.3")
+        raise InputError(f"{where}.format {shown(config.get('format'))} is not modelled for vLLM 0.6.3")
     entries = next((config[f] for f in IGNORE_FIELDS[method] if config.get(f)), [])
     entries = entries if isinstance(entries, list) else []
     for module in UNQUANTIZED_MODULES:
@@ -133,7 +134,7 @@ def check_quantization(spec: ModelSpec) -> None:
     text = [e for e in entries if isinstance(e, str) and "lm_head" not in e
             and not any(m in e for m in UNQUANTIZED_MODULES) and TEXT_PROJECTION.search(e)]
     if text:
-        raise InputError(f"{where}: ignore entry {text[0]!r} is not modelled (vLLM's 0.6 mllama.py names its "
+        raise InputError(f"{where}: ignore entry {shown(text[0])} is not modelled (vLLM's 0.6 mllama.py names its "
                          "text layers differently across releases)")
 
 
