@@ -123,13 +123,58 @@ def test_dummy_image_tiles_follow_get_optimal_tiled_canvas(image_size, tiles, ex
     assert M.canvas_tiles(image_size, tiles) == expected
 
 
-def test_quantized_mllama_is_refused_by_name():
+def _quantized(quantization_config, name="mllama-quantized"):
     config = json.loads(json.dumps(FIXTURE["config"]["config"]))
-    config["quantization_config"] = {"quant_method": "fp8"}
-    spec = spec_from_config(config, "mllama-fp8")
-    settings = VllmSettings(cuda_total_bytes=85_031_714_816, max_model_len=8192, version="0.6")
-    with pytest.raises(InputError, match="quant_method 'fp8'"):
-        build_worker(spec, Scenario(), settings)
+    config["quantization_config"] = quantization_config
+    spec = spec_from_config(config, name)
+    settings = VllmSettings(cuda_total_bytes=85_031_714_816, max_model_len=8192, max_num_seqs=16, version="0.6")
+    return build_worker(spec, Scenario(), settings).model.evaluate().terms
+
+
+def _fp8_dynamic(**changes):
+    return {**json.loads(json.dumps(FIXTURE["quantized_configs"]["fp8-dynamic"]["quantization_config"])), **changes}
+
+
+def test_fp8_dynamic_quantizes_the_text_linears_and_keeps_tower_projector_and_head_bf16():
+    """neuralmagic/Llama-3.2-11B-Vision-Instruct-FP8-dynamic (compressed-tensors, channel fp8):
+    every text layer's q/k/v/o (cross-attention included) and MLP one byte per weight plus a
+    float32 scale per output row; the tower, projector, embedding and LM head as in bf16.
+    Attention 40 x (2 x 4096^2 + 2 x 1024 x 4096) B + 40 x 10240 x 4 B (+ 32 B of gates); MLP
+    40 x 3 x 14336 x 4096 B + 40 x 32768 x 4 B."""
+    terms, bf16 = _quantized(_fp8_dynamic()), _quantized(None, "mllama")
+    assert terms["weights/attention"] == 40 * (2 * 4096**2 + 2 * 1024 * 4096) + 40 * 10240 * 4 + 32
+    assert terms["weights/mlp"] == 40 * 3 * 14336 * 4096 + 40 * 32768 * 4
+    for unchanged in ("vision", "embedding", "lm_head", "image_token_rows_padding", "rotary_cache"):
+        assert terms[f"weights/{unchanged}"] == bf16[f"weights/{unchanged}"]
+    assert terms["weights"] == 12_657_183_814  # 11.79 GiB against 19.91 GiB in bf16
+
+
+def test_w4a16_group_128_holds_half_bytes_and_bf16_scales_per_group():
+    """compressed-tensors pack-quantized int4, group 128, symmetric (CompressedTensorsWNA16 on
+    Marlin): 0.5 B per weight and a 2-byte scale per 128 inputs of every output row, no zeros."""
+    config = _fp8_dynamic(format="pack-quantized")
+    config["config_groups"] = {"group_0": {"targets": ["Linear"], "input_activations": None, "weights": {
+        "num_bits": 4, "type": "int", "strategy": "group", "group_size": 128, "symmetric": True}}}
+    terms = _quantized(config)
+    attention_groups = (2 * 4096 + 2 * 1024) * 4096 // 128
+    assert terms["weights/attention"] == 40 * (2 * 4096**2 + 2 * 1024 * 4096) // 2 + 40 * attention_groups * 2 + 32
+    assert terms["weights/mlp"] == 40 * 3 * 14336 * 4096 // 2 + 40 * (2 * 14336 * 32 + 4096 * 112) * 2
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "quant_method .bitsandbytes.*#9720 added it"),
+    ({"quant_method": "awq", "bits": 4}, "quant_method 'awq' is not modelled"),
+    ({"quant_method": ["fp8"]}, r"quant_method \['fp8'\] is not modelled"),
+    ({"quant_method": "fp8", "weight_block_size": [128, 128],
+      "ignored_layers": ["vision_model", "multi_modal_projector"]}, "weight_block_size"),
+    (_fp8_dynamic(format="nvfp4-pack-quantized"), "format 'nvfp4-pack-quantized'"),
+    (_fp8_dynamic(ignore=["re:.*lm_head", "re:vision_model.*"]), "does not name multi_modal_projector"),
+    (_fp8_dynamic(ignore=["re:.*lm_head", "re:multi_modal_projector.*", "re:vision_model.*", "re:.*down_proj"]),
+     "ignore entry 're:.*down_proj'"),
+])
+def test_quantized_checkpoints_not_modelled_are_refused_by_name(config, message):
+    with pytest.raises(InputError, match=message):
+        _quantized(config)
 
 
 def test_a100_peak_lies_between_the_two_misreadings_of_pr_9352():

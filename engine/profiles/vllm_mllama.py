@@ -14,14 +14,22 @@ What differs from a decoder-only model (vllm/model_executor/models/mllama.py of 
 - **profile-run peak**: the vision encoder on ``max_num_seqs`` dummy images of
   ``max_num_tiles`` tiles and the cross-attention prefill on their states
   (formulas/frameworks/vllm_mllama.py), beside the decoder forward and the sampler.
+- **quantized checkpoints** (:func:`check_quantization`): ``MllamaForCausalLM`` gets
+  ``quant_config`` (every text layer's linears, cross-attention included, counted by
+  engine/profiles/vllm_quant.py's readers). The tower and ``multi_modal_projector`` stay in
+  the model dtype: the first release's file (vllm-project/vllm#8811) builds them without
+  ``quant_config``; later ones pass it (#9217) and the checkpoint's ignore entries keep them
+  unquantized once the tower has its ``vision_model.`` prefix (#9628, 2024-10-23).
 """
 
 from __future__ import annotations
 
+import re
+
 import sympy
 
 from engine.errors import InputError
-from engine.spec import ModelSpec
+from engine.spec import ModelSpec, shown
 from formulas import symbols as S
 from formulas.frameworks import vllm as F
 from formulas.frameworks import vllm_mllama as M
@@ -68,7 +76,7 @@ def is_mllama(spec: ModelSpec) -> bool:
 def check(spec: ModelSpec, version: str, pp: int = 1) -> None:
     """Refuse what is not modelled: any release but 0.6 (V1 never served it; V0 0.7's code
     changed), pipeline parallelism (0.6.3's ``MllamaForConditionalGeneration`` is not
-    ``SupportsPP``: vLLM refuses it), and quantized checkpoints (the tower's layout is not read)."""
+    ``SupportsPP``: vLLM refuses it), and the quantized checkpoints :func:`check_quantization` refuses."""
     if version != MODELLED_VERSION:
         raise InputError(f"--vllm-version {version}: {spec.name} (mllama) is modelled for --vllm-version 0.6 only "
                          "(vLLM 0.6.3's V0 encoder-decoder profile run)")
@@ -80,8 +88,54 @@ def check(spec: ModelSpec, version: str, pp: int = 1) -> None:
         raise InputError(f"--vllm-version 0.6: {spec.name} (mllama): vision_config image_size {image} is not a "
                          "multiple of 14, which vLLM's mllama.py asserts")
     if spec.quantization.get("quant_method"):
-        raise InputError(f"--vllm-version 0.6: {spec.name} (mllama) with quant_method "
-                         f"{spec.quantization.get('quant_method')!r} is not modelled (unquantized checkpoints only)")
+        check_quantization(spec)
+
+
+# quant_methods whose 0.6.3 linear methods hold what engine/profiles/vllm_quant.py's readers count
+# for the text model's linears (vLLM 0.6.3 quantization/compressed_tensors/schemes:
+# CompressedTensorsW8A8Fp8 / W8A8Int8 / WNA16 create_weights; quantization/fp8.py Fp8LinearMethod)
+QUANT_METHODS = ("compressed-tensors", "fp8")
+# compressed-tensors formats vLLM 0.6.3's CompressedTensorsConfig reads (nvfp4 came in 2025)
+CT_FORMATS = (None, "pack-quantized", "int-quantized", "float-quantized", "naive-quantized")
+IGNORE_FIELDS = {"compressed-tensors": ("ignore",), "fp8": ("ignored_layers", "modules_to_not_convert")}
+# the tower and projector are counted unquantized: the checkpoint's ignore list must name both
+# (vllm-project/vllm#9628: with quant_config they are ignored by these module prefixes)
+UNQUANTIZED_MODULES = ("vision_model", "multi_modal_projector")
+# the text layers' module names differ across the 0.6 releases' mllama.py (none in #8811's
+# file, ``language_model.model.layers.N`` later): an entry naming a text projection is not read
+TEXT_PROJECTION = re.compile(r"(self_attn|cross_attn|mlp|_proj)")
+REFUSED_METHODS = {
+    "bitsandbytes": "vLLM 0.6.3's mllama.py has no bitsandbytes support; vllm-project/vllm#9720 added it "
+                    "after 0.6.3, where the tower's linears take quant_config too: not modelled",
+}
+
+
+def check_quantization(spec: ModelSpec) -> None:
+    """Refuse a quantized mllama checkpoint vLLM 0.6.3 would hold otherwise than counted: a
+    method other than compressed-tensors / fp8, block-scaled fp8, NVFP4, an ignore list that
+    leaves the vision tower or projector quantized, or one naming text-model projections."""
+    config, where = spec.quantization, f"--vllm-version 0.6: {spec.name} (mllama) quantization_config"
+    method = config.get("quant_method")
+    if method not in QUANT_METHODS:
+        why = REFUSED_METHODS.get(method) if isinstance(method, str) else None
+        raise InputError(f"{where}.quant_method {shown(method)} is not modelled "
+                         f"({why or 'modelled: ' + ', '.join(QUANT_METHODS)})")
+    if method == "fp8" and config.get("weight_block_size") is not None:
+        raise InputError(f"{where}.weight_block_size {shown(config.get('weight_block_size'))} is not modelled "
+                         "(vLLM 0.6.3's Fp8LinearMethod has per-tensor scales only)")
+    if method == "compressed-tensors" and config.get("format") not in CT_FORMATS:
+        raise InputError(f"{where}.format {shown(config.get('format'))} is not modelled for vLLM 0.6.3")
+    entries = next((config[f] for f in IGNORE_FIELDS[method] if config.get(f)), [])
+    entries = entries if isinstance(entries, list) else []
+    for module in UNQUANTIZED_MODULES:
+        if not any(isinstance(e, str) and module in e for e in entries):
+            raise InputError(f"{where}: the ignore list does not name {module} (a quantized vision tower or "
+                             "projector is not modelled for mllama)")
+    text = [e for e in entries if isinstance(e, str) and "lm_head" not in e
+            and not any(m in e for m in UNQUANTIZED_MODULES) and TEXT_PROJECTION.search(e)]
+    if text:
+        raise InputError(f"{where}: ignore entry {shown(text[0])} is not modelled (vLLM's 0.6 mllama.py names its "
+                         "text layers differently across releases)")
 
 
 def weight_padding() -> sympy.Expr:
